@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+// Checkpoints read directly in C++: detectron2 model-zoo .pkl (Caffe2/MSRA names, Python 2 and
+// Python 3 pickles), PyTorch .pth/.pt state dicts (zip and legacy formats; detectron2 names with or
+// without backbone.bottom_up./backbone. prefixes, C4 models' roi_heads.res5, torchvision ResNet
+// names) and .safetensors. Pickles go through a restricted reader that never runs code: a global
+// outside the few that numpy arrays, torch tensors and dicts need is an error.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "backbone/resnet.h"
+#include "backbone/tensor.h"
+
+namespace backbone {
+
+enum class CheckpointFormat { Auto, Pickle, Torch, SafeTensors };
+
+// The raw tensors of a file, with their names as stored (no renaming). Non-tensor entries
+// (strings, numbers, metadata) are left out. Throws CheckpointError for a file that cannot be read,
+// is truncated or corrupt, or holds a forbidden pickle global (named in the message).
+struct RawCheckpoint {
+  StateDict tensors;
+  std::string author;              // "__author__" of detectron2 .pkl files, "" elsewhere
+  bool matching_heuristics = false;  // detectron2's flag: the names need C2 conversion
+};
+RawCheckpoint read_checkpoint_file(const std::string& path, CheckpointFormat format = CheckpointFormat::Auto);
+
+// detectron2's names for the backbone: C2/MSRA names converted as convert_basic_c2_names does,
+// torchvision names converted as tools/convert-torchvision-to-d2.py does, prefixes
+// "backbone.bottom_up." / "backbone." stripped, "roi_heads.res5." mapped to "res5.", and the keys
+// detectron2 ignores (fc1000_*, conv1_b, *_momentum, num_batches_tracked) dropped.
+StateDict to_detectron2_names(const RawCheckpoint& raw);
+
+// What loading a checkpoint into a model found.
+struct LoadReport {
+  std::vector<std::string> missing;     // model entries the file lacks
+  std::vector<std::string> unexpected;  // backbone entries of the file that the model lacks
+  std::vector<std::string> ignored;     // entries dropped as detectron2 drops them
+  std::string summary() const;
+};
+
+// Reads `path`, renames, checks shapes and dtypes (float16/bfloat16/float64 are converted to
+// float32) and loads into `model`. A shape mismatch is a CheckpointError naming the key, the
+// model's shape and the file's shape. Missing entries are an error when `strict`, otherwise
+// reported; FrozenBN running statistics absent from Caffe2 files keep their identity values, as in
+// detectron2.
+LoadReport load_checkpoint(ResNet& model, const std::string& path, bool strict = true);
+
+}  // namespace backbone

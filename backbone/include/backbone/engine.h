@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+// One interface for every way of running a ResNet: LibTorch now; OpenCV DNN and the native CUDA
+// engine (a separately loaded module) are further engines behind the same interface.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backbone/resnet.h"
+#include "backbone/tensor.h"
+
+namespace backbone {
+
+enum class Precision { Float32, Float16, BFloat16 };
+const char* precision_name(Precision p);               // "fp32", "fp16", "bf16"
+Precision precision_from_name(const std::string& name);  // accepts fp32/float32, fp16/float16, bf16/bfloat16
+
+struct EngineOptions {
+  std::string engine = "libtorch";  // see available_engines()
+  Device device = Device::cpu();
+  int num_threads = 0;  // 0: every core of the machine
+  Precision precision = Precision::Float32;
+};
+
+// Named feature maps in the ResNet's out_features order.
+using FeatureMaps = std::vector<std::pair<std::string, Tensor>>;
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  // images: [N, C, H, W] float32, already preprocessed (normalised and padded), on any device.
+  // Returns each out_feature of the model ([N, C, H/stride, W/stride]; "linear": [N, classes]).
+  virtual FeatureMaps forward(const Tensor& images) = 0;
+};
+
+// Names of the engines compiled into this build, e.g. {"libtorch"}.
+std::vector<std::string> available_engines();
+
+// Builds `options.engine` for `model` (weights are copied/folded: the model may be destroyed
+// afterwards). Throws Error naming the engine when it is unknown or not built, and DeviceError
+// when the device is not available to it.
+std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& options = {});
+
+}  // namespace backbone

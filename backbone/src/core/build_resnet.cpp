@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+// build_resnet_backbone(cfg, input_shape): detectron2's builder with each of its asserts as a
+// ConfigError that names the key and the value.
+#include <algorithm>
+#include <map>
+#include <string>
+
+#include "backbone/config.h"
+#include "backbone/error.h"
+#include "backbone/resnet.h"
+
+namespace backbone {
+
+ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
+  if (!input_shape.channels || *input_shape.channels <= 0)
+    throw ConfigError("build_resnet_backbone: input_shape.channels must be set to a positive number");
+  const std::string name = cfg.get_string("MODEL.BACKBONE.NAME");
+  if (name != "build_resnet_backbone" && name != "build_resnet_fpn_backbone" &&
+      name != "build_retinanet_resnet_fpn_backbone")
+    throw ConfigError("MODEL.BACKBONE.NAME is \"" + name +
+                      "\": this project builds ResNet bottom-ups (build_resnet_backbone, or the bottom_up of "
+                      "build_resnet_fpn_backbone / build_retinanet_resnet_fpn_backbone)");
+
+  // fmt: off
+  const std::string norm               = cfg.get_string("MODEL.RESNETS.NORM");
+  const int freeze_at                  = static_cast<int>(cfg.get_int("MODEL.BACKBONE.FREEZE_AT"));
+  const std::vector<std::string> out_features = cfg.get_string_list("MODEL.RESNETS.OUT_FEATURES");
+  const int64_t depth                  = cfg.get_int("MODEL.RESNETS.DEPTH");
+  const int64_t num_groups             = cfg.get_int("MODEL.RESNETS.NUM_GROUPS");
+  const int64_t width_per_group        = cfg.get_int("MODEL.RESNETS.WIDTH_PER_GROUP");
+  int64_t bottleneck_channels          = num_groups * width_per_group;
+  int64_t in_channels                  = cfg.get_int("MODEL.RESNETS.STEM_OUT_CHANNELS");
+  int64_t out_channels                 = cfg.get_int("MODEL.RESNETS.RES2_OUT_CHANNELS");
+  const bool stride_in_1x1             = cfg.get_bool("MODEL.RESNETS.STRIDE_IN_1X1");
+  const int64_t res5_dilation          = cfg.get_int("MODEL.RESNETS.RES5_DILATION");
+  const std::vector<bool> deform_on_per_stage = cfg.get_bool_list("MODEL.RESNETS.DEFORM_ON_PER_STAGE");
+  const bool deform_modulated          = cfg.get_bool("MODEL.RESNETS.DEFORM_MODULATED");
+  const int64_t deform_num_groups      = cfg.get_int("MODEL.RESNETS.DEFORM_NUM_GROUPS");
+  // fmt: on
+
+  try {
+    check_norm_name(norm);
+  } catch (const ConfigError& e) {
+    throw ConfigError(std::string("MODEL.RESNETS.NORM: ") + e.what());
+  }
+  auto stem = std::make_unique<BasicStem>(*input_shape.channels, in_channels, norm);
+
+  if (res5_dilation != 1 && res5_dilation != 2)
+    throw ConfigError("res5_dilation cannot be " + std::to_string(res5_dilation) +
+                      ". (MODEL.RESNETS.RES5_DILATION must be 1 or 2)");
+
+  static const std::map<int64_t, std::vector<int64_t>> kBlocksPerStage = {
+      {18, {2, 2, 2, 2}}, {34, {3, 4, 6, 3}}, {50, {3, 4, 6, 3}}, {101, {3, 4, 23, 3}}, {152, {3, 8, 36, 3}}};
+  auto it = kBlocksPerStage.find(depth);
+  if (it == kBlocksPerStage.end())
+    throw ConfigError("MODEL.RESNETS.DEPTH must be one of 18, 34, 50, 101, 152; got " + std::to_string(depth));
+  const std::vector<int64_t>& num_blocks_per_stage = it->second;
+
+  if (deform_on_per_stage.size() != 4)
+    throw ConfigError("MODEL.RESNETS.DEFORM_ON_PER_STAGE must have 4 entries (res2, res3, res4, res5); got " +
+                      std::to_string(deform_on_per_stage.size()));
+  bool any_deform = false;
+  for (bool d : deform_on_per_stage) any_deform = any_deform || d;
+
+  if (depth == 18 || depth == 34) {
+    if (out_channels != 64)
+      throw ConfigError("Must set MODEL.RESNETS.RES2_OUT_CHANNELS = 64 for R18/R34 (found " +
+                        std::to_string(out_channels) + ")");
+    if (any_deform) throw ConfigError("MODEL.RESNETS.DEFORM_ON_PER_STAGE unsupported for R18/R34");
+    if (res5_dilation != 1)
+      throw ConfigError("Must set MODEL.RESNETS.RES5_DILATION = 1 for R18/R34 (found " +
+                        std::to_string(res5_dilation) + ")");
+    if (num_groups != 1)
+      throw ConfigError("Must set MODEL.RESNETS.NUM_GROUPS = 1 for R18/R34 (found " + std::to_string(num_groups) + ")");
+  }
+
+  // Stages after the last requested res* feature are not built (ResNet.__init__ drops them too).
+  int num_stages = out_features.empty() ? 4 : 0;
+  for (const auto& f : out_features)
+    for (int i = 0; i < 4; ++i)
+      if (f == "res" + std::to_string(i + 2)) num_stages = std::max(num_stages, i + 1);
+
+  std::vector<Stage> stages;
+  for (int idx = 0; idx < num_stages; ++idx) {
+    const int stage_idx = idx + 2;
+    // res5_dilation is used this way as a convention in R-FCN & Deformable Conv paper
+    const int64_t dilation = stage_idx == 5 ? res5_dilation : 1;
+    const int64_t first_stride = (idx == 0 || (stage_idx == 5 && dilation == 2)) ? 1 : 2;
+    StageArgs a;
+    a.num_blocks = num_blocks_per_stage[idx];
+    a.stride_per_block.assign(a.num_blocks, 1);
+    a.stride_per_block[0] = first_stride;
+    a.in_channels = in_channels;
+    a.out_channels = out_channels;
+    a.block.norm = norm;
+    if (depth == 18 || depth == 34) {
+      a.block_class = BlockKind::BasicBlock;
+    } else {
+      a.block.bottleneck_channels = bottleneck_channels;
+      a.block.stride_in_1x1 = stride_in_1x1;
+      a.block.dilation = dilation;
+      a.block.num_groups = num_groups;
+      if (deform_on_per_stage[idx]) {
+        a.block_class = BlockKind::DeformBottleneckBlock;
+        a.block.deform_modulated = deform_modulated;
+        a.block.deform_num_groups = deform_num_groups;
+      } else {
+        a.block_class = BlockKind::BottleneckBlock;
+      }
+    }
+    stages.push_back(ResNet::make_stage(a));
+    in_channels = out_channels;
+    out_channels *= 2;
+    bottleneck_channels *= 2;
+  }
+  return ResNet(std::move(stem), std::move(stages), std::nullopt, out_features, freeze_at);
+}
+
+}  // namespace backbone

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: Apache-2.0
+// Internal: libbackbone's side of the separately loaded CUDA module (libbackbone-cuda.so).
+// The module is dlopen()ed on first use, from $BACKBONE_CUDA_MODULE when set, else from
+// BACKBONE_MODULE_DIR_NAME/ next to libbackbone. Nothing here includes CUDA headers, so
+// libbackbone loads and runs on machines without CUDA.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "backbone/ops.h"
+#include "backbone/tensor.h"
+
+namespace backbone::detail {
+
+// True when the module loaded and reports at least one device. `why`, when given, receives the
+// reason it is not available (module not built, not found, no driver, no device).
+bool cuda_available(std::string* why = nullptr) noexcept;
+int cuda_device_count() noexcept;
+
+// Throws DeviceError naming the call and the CUDA error, or the reason the module is unavailable.
+void* cuda_malloc(int device, std::size_t bytes);
+void cuda_free(int device, void* ptr) noexcept;
+enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+void cuda_memcpy(void* dst, const void* src, std::size_t bytes, CopyKind kind, int device);
+
+// The CUDA kernel of ops::deform_conv2d (arguments already checked by the front end; every tensor
+// contiguous float32 on cuda:`device`; `out` allocated [N, O, Ho, Wo]).
+void cuda_deform_conv2d(const Tensor& input, const Tensor& offset, const Tensor& weight, const Tensor& mask,
+                        const Tensor& bias, const ops::DeformConv2dParams& params, Tensor& out);
+
+}  // namespace backbone::detail

@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: Apache-2.0
+// Internal: factories of the engines compiled into this build (an explicit table, no static
+// self-registration, which shared and static libraries would both drop).
+#pragma once
+
+#include <memory>
+
+#include "backbone/engine.h"
+
+namespace backbone::detail {
+
+std::unique_ptr<Engine> create_libtorch_engine(const ResNet& model, const EngineOptions& options);
+
+}  // namespace backbone::detail

@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: Apache-2.0
+// The LibTorch engine: runs a ResNet with ATen operators (oneDNN convolutions on the CPU).
+// At load time every BatchNorm/FrozenBN is folded into its convolution, so each conv carries a
+// bias and the ReLU and residual add run in place. GroupNorm and LayerNorm stay separate.
+// This is the only file that includes LibTorch headers (ATen alone, which compiles faster than
+// torch/torch.h).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "backbone/error.h"
+#include "backbone/ops.h"
+#include "engines/engines.h"
+
+namespace backbone::detail {
+namespace {
+
+at::ScalarType to_aten(DType d) {
+  switch (d) {
+    case DType::Float32: return at::kFloat;
+    case DType::Float16: return at::kHalf;
+    case DType::BFloat16: return at::kBFloat16;
+    case DType::Float64: return at::kDouble;
+    case DType::Int64: return at::kLong;
+    case DType::Int32: return at::kInt;
+    case DType::Int16: return at::kShort;
+    case DType::Int8: return at::kChar;
+    case DType::UInt8: return at::kByte;
+    case DType::Bool: return at::kBool;
+  }
+  throw Error("unsupported dtype");
+}
+
+// A CPU float32 backbone::Tensor as an at::Tensor sharing its memory (kept alive by a copy).
+at::Tensor to_aten(const Tensor& t) {
+  if (!t.device().is_cpu()) throw DeviceError("LibTorch engine: expected a CPU tensor, found " + t.device().str());
+  auto holder = new Tensor(t);
+  return at::from_blob(const_cast<void*>(t.data()), t.shape(), t.strides(),
+                       [holder](void*) { delete holder; }, at::TensorOptions().dtype(to_aten(t.dtype())));
+}
+
+// A float32 at::Tensor as a backbone::Tensor on `device` that shares its storage.
+Tensor from_aten(const at::Tensor& t_in, Device device = Device::cpu()) {
+  at::Tensor t = t_in.contiguous();
+  auto owner = std::make_shared<at::Tensor>(t);
+  return Tensor::from_blob(t.data_ptr(), t.sizes().vec(), DType::Float32, device,
+                           std::shared_ptr<void>(owner, owner.get()));
+}
+
+// One convolution ready to run: BN folded in, or a GN/LN applied after it.
+struct ConvOp {
+  at::Tensor weight, bias;  // bias may be undefined
+  int64_t stride = 1, padding = 0, dilation = 1, groups = 1;
+  std::string norm;              // "", "GN" or "LN" (BN family is folded)
+  at::Tensor norm_weight, norm_bias;
+  double eps = 1e-5;
+  int64_t num_groups = 32;
+
+  at::Tensor apply_norm(at::Tensor x) const {
+    if (norm == "GN") return at::group_norm(x, num_groups, norm_weight, norm_bias, eps, /*cudnn_enabled=*/false);
+    if (norm == "LN") {
+      // detectron2's LayerNorm over the channel dimension of NCHW.
+      at::Tensor u = x.mean(1, /*keepdim=*/true);
+      at::Tensor s = (x - u).pow(2).mean(1, /*keepdim=*/true);
+      x = (x - u) / at::sqrt(s + eps);
+      return norm_weight.view({-1, 1, 1}) * x + norm_bias.view({-1, 1, 1});
+    }
+    return x;
+  }
+
+  at::Tensor operator()(const at::Tensor& x) const {
+    return apply_norm(at::conv2d(x, weight, bias, {stride, stride}, {padding, padding}, {dilation, dilation}, groups));
+  }
+};
+
+ConvOp make_conv_op(const Conv2d& c, const at::Device& device) {
+  ConvOp op;
+  op.stride = c.stride;
+  op.padding = c.padding;
+  op.dilation = c.dilation;
+  op.groups = c.groups;
+  // Fold in double precision: W' = W * s, b' = (b - mean) * s + beta with s = gamma / sqrt(var + eps).
+  at::Tensor w = to_aten(c.weight).to(at::kDouble);
+  at::Tensor b = c.bias.defined() ? to_aten(c.bias).to(at::kDouble) : at::Tensor();
+  if (c.norm.is_batch_norm()) {
+    at::Tensor scale = to_aten(c.norm.weight).to(at::kDouble) *
+                       at::rsqrt(to_aten(c.norm.running_var).to(at::kDouble) + c.norm.eps());
+    at::Tensor shift = to_aten(c.norm.bias).to(at::kDouble) - to_aten(c.norm.running_mean).to(at::kDouble) * scale;
+    w = w * scale.view({-1, 1, 1, 1});
+    b = b.defined() ? b * scale + shift : shift;
+  } else if (!c.norm.empty()) {
+    op.norm = c.norm.kind;
+    op.eps = c.norm.eps();
+    op.num_groups = c.norm.num_groups();
+    op.norm_weight = to_aten(c.norm.weight).clone().to(device);
+    op.norm_bias = to_aten(c.norm.bias).clone().to(device);
+  }
+  op.weight = w.to(at::kFloat).contiguous().to(device);
+  if (b.defined()) op.bias = b.to(at::kFloat).contiguous().to(device);
+  return op;
+}
+
+struct BlockOp {
+  BlockKind kind;
+  bool has_shortcut = false;
+  ConvOp shortcut, conv1, conv2, conv3, conv2_offset;
+  bool deform_modulated = false;
+  int64_t deform_num_groups = 1;
+
+  at::Tensor deform_conv2(const at::Tensor& x) const {
+    at::Tensor offset_mask = conv2_offset(x);
+    at::Tensor offset, mask;
+    if (deform_modulated) {
+      // torch.chunk(offset_mask, 3, dim=1): offset_x, offset_y, mask; offset = cat(offset_x, offset_y)
+      const int64_t n = offset_mask.size(1) / 3;
+      offset = offset_mask.narrow(1, 0, 2 * n);
+      mask = offset_mask.narrow(1, 2 * n, n).sigmoid();
+    } else {
+      offset = offset_mask;
+    }
+    // The deformable convolution is this project's own operator (CPU kernel or CUDA module).
+    at::Tensor xc = x.cpu().contiguous(), oc = offset.cpu().contiguous();
+    at::Tensor mc = mask.defined() ? mask.cpu().contiguous() : at::Tensor();
+    at::Tensor wc = conv2.weight.cpu().contiguous();
+    ops::DeformConv2dParams p;
+    p.stride_h = p.stride_w = conv2.stride;
+    p.pad_h = p.pad_w = conv2.padding;
+    p.dilation_h = p.dilation_w = conv2.dilation;
+    p.groups = conv2.groups;
+    p.deformable_groups = deform_num_groups;
+    Tensor out = ops::deform_conv2d(from_aten(xc), from_aten(oc), from_aten(wc),
+                                    mc.defined() ? from_aten(mc) : Tensor(),
+                                    conv2.bias.defined() ? from_aten(conv2.bias.cpu()) : Tensor(), p);
+    return conv2.apply_norm(to_aten(out).to(x.device()));
+  }
+
+  at::Tensor operator()(const at::Tensor& x) const {
+    at::Tensor out;
+    if (kind == BlockKind::BasicBlock) {
+      out = conv1(x).relu_();
+      out = conv2(out);
+    } else {
+      out = conv1(x).relu_();
+      out = (kind == BlockKind::DeformBottleneckBlock ? deform_conv2(out) : conv2(out)).relu_();
+      out = conv3(out);
+    }
+    out.add_(has_shortcut ? shortcut(x) : x);
+    return out.relu_();
+  }
+};
+
+class LibTorchEngine final : public Engine {
+ public:
+  LibTorchEngine(const ResNet& model, const EngineOptions& options) : device_(options.device) {
+    if (options.precision != Precision::Float32)
+      throw Error(std::string("LibTorch engine: precision ") + precision_name(options.precision) +
+                  " is not supported yet; use fp32");
+    if (device_.is_cuda()) {
+      if (!at::hasCUDA())
+        throw DeviceError("device " + device_.str() +
+                          " is not available to the LibTorch engine: this LibTorch is built without CUDA "
+                          "(Debian's libtorch is CPU-only)");
+      at_device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_.index));
+    }
+    const int threads = options.num_threads > 0 ? options.num_threads
+                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // Debian's LibTorch defaults to one thread here, and with one thread it sends 1x1
+    // convolutions to a slow reference-BLAS path: set the count explicitly.
+    at::set_num_threads(threads);
+
+    stem_ = make_conv_op(model.stem().conv1, at_device_);
+    for (size_t s = 0; s < model.stages().size(); ++s) {
+      std::vector<BlockOp> blocks;
+      for (const auto& b : model.stages()[s]) {
+        BlockOp op;
+        op.kind = b->kind();
+        for (const auto& [name, conv] : b->convs()) {
+          ConvOp c = make_conv_op(*conv, at_device_);
+          if (name == "shortcut") {
+            op.shortcut = c;
+            op.has_shortcut = true;
+          } else if (name == "conv1") {
+            op.conv1 = c;
+          } else if (name == "conv2") {
+            op.conv2 = c;
+          } else if (name == "conv3") {
+            op.conv3 = c;
+          } else if (name == "conv2_offset") {
+            op.conv2_offset = c;
+          }
+        }
+        if (b->kind() == BlockKind::DeformBottleneckBlock) {
+          const auto& d = static_cast<const DeformBottleneckBlock&>(*b);
+          op.deform_modulated = d.deform_modulated;
+          op.deform_num_groups = d.deform_num_groups;
+        }
+        blocks.push_back(std::move(op));
+      }
+      stages_.push_back(std::move(blocks));
+    }
+    stage_names_ = model.stage_names();
+    out_features_ = model.out_features();
+    if (model.num_classes()) {
+      linear_weight_ = to_aten(model.linear_weight).clone().to(at_device_);
+      linear_bias_ = to_aten(model.linear_bias).clone().to(at_device_);
+    }
+    in_channels_ = model.stem().in_channels();
+  }
+
+  std::string name() const override { return "libtorch"; }
+  Device device() const override { return device_; }
+
+  FeatureMaps forward(const Tensor& images) override {
+    if (images.dim() != 4)
+      throw ShapeError("ResNet takes an input of shape (N, C, H, W). Got " + shape_str(images.shape()) + " instead!");
+    if (images.size(1) != in_channels_)
+      throw ShapeError("ResNet input has " + std::to_string(images.size(1)) + " channels, the stem expects " +
+                       std::to_string(in_channels_));
+    if (images.dtype() != DType::Float32)
+      throw ShapeError(std::string("ResNet input must be float32, found ") + dtype_name(images.dtype()));
+    c10::InferenceMode guard;
+    const Tensor host = images.device().is_cpu() ? images : images.to(Device::cpu());
+    at::Tensor x = to_aten(host).to(at_device_).contiguous();
+
+    std::vector<std::pair<std::string, at::Tensor>> outputs;
+    auto wanted = [&](const std::string& n) {
+      return std::find(out_features_.begin(), out_features_.end(), n) != out_features_.end();
+    };
+    x = stem_(x).relu_();
+    x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+    if (wanted("stem")) outputs.emplace_back("stem", x);
+    for (size_t s = 0; s < stages_.size(); ++s) {
+      for (const auto& block : stages_[s]) x = block(x);
+      if (wanted(stage_names_[s])) outputs.emplace_back(stage_names_[s], x);
+    }
+    if (linear_weight_.defined()) {
+      x = at::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+      x = at::linear(x, linear_weight_, linear_bias_);
+      if (wanted("linear")) outputs.emplace_back("linear", x);
+    }
+    FeatureMaps result;
+    for (const auto& name : out_features_)
+      for (const auto& [n, t] : outputs)
+        if (n == name) result.emplace_back(n, from_aten(t, device_));
+    return result;
+  }
+
+ private:
+  Device device_;
+  at::Device at_device_ = at::Device(at::kCPU);
+  ConvOp stem_;
+  std::vector<std::vector<BlockOp>> stages_;
+  std::vector<std::string> stage_names_, out_features_;
+  at::Tensor linear_weight_, linear_bias_;
+  int64_t in_channels_ = 3;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> create_libtorch_engine(const ResNet& model, const EngineOptions& options) {
+  return std::make_unique<LibTorchEngine>(model, options);
+}
+
+}  // namespace backbone::detail
