@@ -67,19 +67,6 @@ Conv2d make_conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad
   return c;
 }
 
-void append_conv(StateDict& sd, const std::string& prefix, const Conv2d& c) {
-  sd.emplace_back(prefix + ".weight", c.weight);
-  if (c.bias.defined()) sd.emplace_back(prefix + ".bias", c.bias);
-  if (!c.norm.empty()) {
-    sd.emplace_back(prefix + ".norm.weight", c.norm.weight);
-    sd.emplace_back(prefix + ".norm.bias", c.norm.bias);
-    if (c.norm.is_batch_norm()) {
-      sd.emplace_back(prefix + ".norm.running_mean", c.norm.running_mean);
-      sd.emplace_back(prefix + ".norm.running_var", c.norm.running_var);
-    }
-  }
-}
-
 // Visits every named tensor slot of the model (so loading can replace them in place).
 template <typename F>
 void for_each_slot(ResNet& model, F&& f) {

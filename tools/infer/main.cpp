@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: Apache-2.0
+// backbone-infer: run detectron2's ResNet backbone on one input and write every out_feature.
+//
+//   backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]
+//                  [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]
+//                  [--size-divisibility N] [--seed N] [KEY VALUE ...]
+//
+// Writes DIR/<name>.npy (float32, NCHW) per out_feature and DIR/shapes.json. Exit status: 0 on
+// success, 1 on a runtime error, 2 on a usage error.
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backbone/backbone.h"
+
+#ifdef BACKBONE_INFER_HAVE_OPENCV
+#include <opencv2/imgcodecs.hpp>
+#endif
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kUsage =
+    "usage: backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]\n"
+    "                      [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]\n"
+    "                      [--size-divisibility N] [--seed N] [KEY VALUE ...]\n"
+    "\n"
+    "Runs detectron2's ResNet backbone and writes DIR/<feature>.npy (float32, NCHW) for each\n"
+    "MODEL.RESNETS.OUT_FEATURES entry, and DIR/shapes.json (name, shape, stride, channels).\n"
+    "\n"
+    "  --config-file FILE       detectron2 YAML config (_BASE_ chains allowed); default: detectron2's\n"
+    "                           defaults, i.e. an MSRA R-50 with OUT_FEATURES res2..res5\n"
+    "  --weights FILE           .pkl (detectron2/Caffe2), .pth/.pt or .safetensors; default:\n"
+    "                           MODEL.WEIGHTS when it names a local file, else detectron2's\n"
+    "                           initialisation from --seed (a warning says so)\n"
+    "  --input X.npy            already preprocessed float32 [N, C, H, W] array\n"
+    "  --image FILE             an image, preprocessed as detectron2 does at test time (INPUT.FORMAT,\n"
+    "                           ResizeShortestEdge MIN_SIZE_TEST/MAX_SIZE_TEST, PIXEL_MEAN/STD)\n"
+    "                           default without --input/--image: a built-in 480x640 test pattern\n"
+    "  --output-dir DIR         where to write the results (default: backbone-out)\n"
+    "  --device DEV             cpu, cuda or cuda:N (default: cpu)\n"
+    "  --threads N              CPU threads (default: 0 = every core)\n"
+    "  --engine NAME            inference engine (default: libtorch)\n"
+    "  --size-divisibility N    pad the preprocessed image to a multiple of N (default: 0)\n"
+    "  --seed N                 seed of the initialisation without weights (default: 0)\n"
+    "  KEY VALUE                config overrides, e.g. MODEL.RESNETS.DEPTH 101\n";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Options {
+  std::string config_file, weights, input, image, output_dir = "backbone-out", device = "cpu", engine = "libtorch";
+  int threads = 0;
+  int64_t size_divisibility = 0;
+  uint64_t seed = 0;
+  std::vector<std::string> overrides;
+};
+
+int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo) {
+  char* end = nullptr;
+  errno = 0;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0 || x < lo)
+    throw UsageError(flag + " expects an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+  return x;
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    if (a == "--version") {
+      std::cout << "backbone-infer " << backbone::version() << "\n";
+      std::exit(0);
+    }
+    std::string value;
+    bool has_inline = false;
+    if (a.rfind("--", 0) == 0) {
+      auto eq = a.find('=');
+      if (eq != std::string::npos) {
+        value = a.substr(eq + 1);
+        a = a.substr(0, eq);
+        has_inline = true;
+      }
+      auto next = [&]() -> std::string {
+        if (has_inline) return value;
+        if (i + 1 >= argc) throw UsageError(a + " expects a value");
+        return argv[++i];
+      };
+      if (a == "--config-file") o.config_file = next();
+      else if (a == "--weights") o.weights = next();
+      else if (a == "--input") o.input = next();
+      else if (a == "--image") o.image = next();
+      else if (a == "--output-dir") o.output_dir = next();
+      else if (a == "--device") o.device = next();
+      else if (a == "--engine") o.engine = next();
+      else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next(), 0));
+      else if (a == "--size-divisibility") o.size_divisibility = parse_int(a, next(), 0);
+      else if (a == "--seed") o.seed = static_cast<uint64_t>(parse_int(a, next(), 0));
+      else throw UsageError("unknown option " + a);
+    } else {
+      o.overrides.push_back(a);
+    }
+  }
+  if (!o.input.empty() && !o.image.empty()) throw UsageError("give either --input or --image, not both");
+  if (o.overrides.size() % 2 != 0)
+    throw UsageError("config overrides come in KEY VALUE pairs; '" + o.overrides.back() + "' has no value");
+  if (o.output_dir.empty()) throw UsageError("--output-dir must not be empty");
+  return o;
+}
+
+// A deterministic 480x640 BGR test pattern (gradients and a checkerboard) for the built-in demo.
+std::vector<uint8_t> test_pattern(int64_t h, int64_t w) {
+  std::vector<uint8_t> img(static_cast<size_t>(h * w * 3));
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) {
+      uint8_t* p = &img[static_cast<size_t>((y * w + x) * 3)];
+      const bool check = ((x / 40) + (y / 40)) % 2 == 0;
+      p[0] = static_cast<uint8_t>(255 * x / (w - 1));
+      p[1] = static_cast<uint8_t>(255 * y / (h - 1));
+      p[2] = check ? 220 : 30;
+    }
+  return img;
+}
+
+bool is_url(const std::string& s) { return s.find("://") != std::string::npos; }
+
+int run(const Options& o) {
+  using namespace backbone;
+  Config cfg;
+  if (!o.config_file.empty()) cfg.merge_from_file(o.config_file);
+  cfg.merge_from_list(o.overrides);
+
+  ResNet model = build_resnet_backbone(cfg, ShapeSpec{3});
+
+  std::string weights = o.weights;
+  if (weights.empty()) {
+    const std::string w = cfg.get_string("MODEL.WEIGHTS");
+    if (!w.empty() && is_url(w))
+      throw Error("MODEL.WEIGHTS is the URL " + w +
+                  ": this tool does not download; download the file and pass it with --weights FILE");
+    if (!w.empty()) {
+      if (!fs::exists(w)) throw Error("MODEL.WEIGHTS names " + w + ", which does not exist");
+      weights = w;
+    }
+  }
+  if (!weights.empty()) {
+    LoadReport report = load_checkpoint(model, weights, /*strict=*/true);
+    std::cerr << "backbone-infer: loaded " << weights << ": " << report.summary() << "\n";
+  } else {
+    model.init_weights(o.seed);
+    std::cerr << "backbone-infer: warning: no weights given; using detectron2's initialisation with seed " << o.seed
+              << " (the features are not those of a trained model)\n";
+  }
+
+  Tensor input;
+  std::string source;
+  if (!o.input.empty()) {
+    input = load_npy(o.input);
+    if (input.dtype() != DType::Float32) input = input.to(DType::Float32);
+    source = o.input;
+  } else {
+    PreprocessOptions p = PreprocessOptions::from_config(cfg);
+    p.size_divisibility = o.size_divisibility;
+    std::vector<uint8_t> pixels;
+    ImageView view;
+    if (!o.image.empty()) {
+#ifdef BACKBONE_INFER_HAVE_OPENCV
+      cv::Mat m = cv::imread(o.image, cv::IMREAD_COLOR);
+      if (m.empty()) throw Error("cannot read image " + o.image + " (missing, or not an image OpenCV can decode)");
+      pixels.assign(m.data, m.data + m.total() * m.elemSize());
+      view.width = m.cols;
+      view.height = m.rows;
+#else
+      throw Error("--image needs OpenCV's imgcodecs, which this build lacks; pass a preprocessed --input X.npy");
+#endif
+      source = o.image;
+    } else {
+      view.height = 480;
+      view.width = 640;
+      pixels = test_pattern(view.height, view.width);
+      source = "built-in 480x640 test pattern";
+    }
+    view.data = pixels.data();
+    view.channels = 3;
+    view.row_stride = view.width * 3;
+    view.format = "BGR";
+    input = preprocess(view, p).tensor;
+  }
+
+  EngineOptions eo;
+  eo.engine = o.engine;
+  eo.device = Device::parse(o.device);
+  eo.num_threads = o.threads;
+  auto engine = create_engine(model, eo);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  FeatureMaps features = engine->forward(input);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  fs::create_directories(o.output_dir);
+  nlohmann::json shapes = nlohmann::json::array();
+  const auto spec = model.output_shape();
+  for (const auto& [name, t] : features) {
+    save_npy((fs::path(o.output_dir) / (name + ".npy")).string(), t.to(Device::cpu()).contiguous());
+    nlohmann::json e;
+    e["name"] = name;
+    e["shape"] = t.shape();
+    for (const auto& [n, s] : spec)
+      if (n == name) {
+        e["stride"] = s.stride.value_or(0);
+        e["channels"] = s.channels.value_or(0);
+      }
+    shapes.push_back(e);
+  }
+  std::ofstream(fs::path(o.output_dir) / "shapes.json") << shapes.dump(2) << "\n";
+
+  std::cout << "input " << shape_str(input.shape()) << " from " << source << "\n";
+  for (const auto& e : shapes)
+    std::cout << "  " << e["name"].get<std::string>() << ": shape " << e["shape"].dump() << ", stride "
+              << e["stride"] << "\n";
+  std::cout << "engine " << engine->name() << " on " << engine->device().str() << ": " << ms << " ms; wrote "
+            << o.output_dir << "/\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse_args(argc, argv));
+  } catch (const UsageError& e) {
+    std::cerr << "backbone-infer: " << e.what() << "\n\n" << kUsage;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "backbone-infer: error: " << e.what() << "\n";
+    return 1;
+  }
+}
