@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: Apache-2.0
+// backbone-infer as a user runs it: outputs against detectron2's references, the image path, and
+// every usage and runtime error with its exit status.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "backbone/backbone.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const std::string kData = std::string(BACKBONE_TEST_DATA_DIR) + "/resnet/";
+// A narrow R-50 so that the tool runs in well under a second.
+const std::string kNarrow =
+    " MODEL.RESNETS.STEM_OUT_CHANNELS 8 MODEL.RESNETS.RES2_OUT_CHANNELS 16 MODEL.RESNETS.WIDTH_PER_GROUP 4";
+
+struct Result {
+  int status = -1;
+  std::string output;  // stdout and stderr
+};
+
+Result run(const std::string& args) {
+  Result r;
+  const std::string cmd = std::string(BACKBONE_INFER) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+class InferTool : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("backbone-infer-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+double max_abs(const backbone::Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(double(t.data_ptr<float>()[i])));
+  return m;
+}
+
+double max_diff(const backbone::Tensor& a, const backbone::Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    m = std::max(m, std::abs(double(a.data_ptr<float>()[i]) - double(b.data_ptr<float>()[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST_F(InferTool, ReproducesDetectron2OnAGoldenCase) {
+  std::ifstream f(kData + "manifest.json");
+  ASSERT_TRUE(f) << "tests/data/resnet/manifest.json";
+  json manifest = json::parse(f);
+  int checked = 0;
+  for (const json& c : manifest["cases"]) {
+    if (c["model"] != "config") continue;
+    const std::string out = (dir_ / c["name"].get<std::string>()).string();
+    Result r = run("--config-file " + kData + c["config"].get<std::string>() + " --weights " + kData +
+                   c["weights"].get<std::string>() + " --input " + kData + c["input"].get<std::string>() +
+                   " --output-dir " + out + " --threads 1");
+    ASSERT_EQ(r.status, 0) << r.output;
+    for (auto it = c["outputs"].begin(); it != c["outputs"].end(); ++it) {
+      backbone::Tensor ref = backbone::load_npy(kData + it.value().get<std::string>());
+      backbone::Tensor got = backbone::load_npy(out + "/" + it.key() + ".npy");
+      ASSERT_EQ(got.shape(), ref.shape()) << it.key();
+      EXPECT_LE(max_diff(got, ref), c["tolerance"].get<double>() * max_abs(ref)) << c["name"] << " " << it.key();
+    }
+    json shapes = json::parse(std::ifstream(out + "/shapes.json"));
+    ASSERT_EQ(shapes.size(), c["outputs"].size());
+    for (const json& s : shapes) {
+      const std::string name = s["name"];
+      EXPECT_EQ(s["stride"], c["output_shape"][name]["stride"]);
+      EXPECT_EQ(s["channels"], c["output_shape"][name]["channels"]);
+    }
+    if (++checked == 3) break;  // three configs are enough for the tool's plumbing
+  }
+  EXPECT_GT(checked, 0);
+}
+
+TEST_F(InferTool, WithoutWeightsUsesSeededInitialisationAndSaysSo) {
+  Result r = run("--output-dir " + dir_.string() + " --seed 3" + kNarrow +
+                 " MODEL.RESNETS.OUT_FEATURES \"['stem','res2','res5']\"");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("no weights given"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("seed 3"), std::string::npos) << r.output;
+  json shapes = json::parse(std::ifstream(dir_ / "shapes.json"));
+  ASSERT_EQ(shapes.size(), 3u);
+  // The built-in 480x640 test pattern is resized to 800x1067 (MIN_SIZE_TEST 800).
+  EXPECT_EQ(shapes[0]["name"], "stem");
+  EXPECT_EQ(shapes[0]["shape"], json({1, 8, 200, 267}));
+  EXPECT_EQ(shapes[2]["name"], "res5");
+  EXPECT_EQ(shapes[2]["stride"], 32);
+  EXPECT_EQ(shapes[2]["shape"], json({1, 128, 25, 34}));
+  backbone::Tensor res2 = backbone::load_npy((dir_ / "res2.npy").string());
+  EXPECT_EQ(res2.shape(), (backbone::Shape{1, 16, 200, 267}));
+}
+
+TEST_F(InferTool, ImageGoesThroughDetectron2Preprocessing) {
+  // A 30x40 binary PPM (OpenCV reads it as BGR).
+  const int h = 30, w = 40;
+  std::vector<uint8_t> rgb(h * w * 3);
+  for (int i = 0; i < h * w * 3; ++i) rgb[i] = static_cast<uint8_t>((i * 37) % 251);
+  const fs::path img = dir_ / "img.ppm";
+  {
+    std::ofstream o(img, std::ios::binary);
+    o << "P6\n" << w << " " << h << "\n255\n";
+    o.write(reinterpret_cast<const char*>(rgb.data()), static_cast<std::streamsize>(rgb.size()));
+  }
+  const std::string overrides = kNarrow + " MODEL.RESNETS.OUT_FEATURES \"['res3']\" INPUT.MIN_SIZE_TEST 64";
+  Result r = run("--image " + img.string() + " --output-dir " + dir_.string() + " --size-divisibility 32" + overrides);
+#ifndef BACKBONE_TEST_NO_OPENCV
+  ASSERT_EQ(r.status, 0) << r.output;
+  // The same through the library: PPM's RGB bytes as a BGR view, as OpenCV decodes them.
+  std::vector<uint8_t> bgr(rgb.size());
+  for (int i = 0; i < h * w; ++i)
+    for (int c = 0; c < 3; ++c) bgr[i * 3 + c] = rgb[i * 3 + 2 - c];
+  backbone::Config cfg;
+  cfg.merge_from_list({"MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
+                       "MODEL.RESNETS.WIDTH_PER_GROUP", "4", "MODEL.RESNETS.OUT_FEATURES", "['res3']",
+                       "INPUT.MIN_SIZE_TEST", "64"});
+  backbone::ResNet model = backbone::build_resnet_backbone(cfg);
+  model.init_weights(0);
+  backbone::ImageView view;
+  view.data = bgr.data();
+  view.width = w;
+  view.height = h;
+  view.format = "BGR";
+  auto p = backbone::PreprocessOptions::from_config(cfg);
+  p.size_divisibility = 32;
+  backbone::PreprocessResult in = backbone::preprocess(view, p);
+  EXPECT_EQ(in.tensor.shape(), (backbone::Shape{1, 3, 64, 96}));  // 64x85 padded to 64x96
+  auto engine = backbone::create_engine(model);
+  backbone::Tensor expected = engine->forward(in.tensor)[0].second;
+  backbone::Tensor got = backbone::load_npy((dir_ / "res3.npy").string());
+  ASSERT_EQ(got.shape(), expected.shape());
+  EXPECT_LE(max_diff(got, expected), 1e-6 * max_abs(expected));
+#endif
+}
+
+TEST_F(InferTool, UsageErrorsExitWith2) {
+  for (const std::string args : {"--bogus", "--threads", "--threads -1", "--threads x", "MODEL.RESNETS.DEPTH",
+                                 "--input a.npy --image b.png", "--output-dir="}) {
+    Result r = run(args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find("usage: backbone-infer"), std::string::npos) << args;
+  }
+  Result help = run("--help");
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.output.find("--config-file"), std::string::npos);
+}
+
+TEST_F(InferTool, RuntimeErrorsNameTheCause) {
+  const std::string out = " --output-dir " + dir_.string();
+  struct Case {
+    std::string args, needle;
+  } cases[] = {
+      {"MODEL.RESNETS.FOO 1", "Non-existent config key: MODEL.RESNETS.FOO"},
+      {"MODEL.RESNETS.DEPTH 42", "MODEL.RESNETS.DEPTH must be one of 18, 34, 50, 101, 152; got 42"},
+      {"--config-file /nonexistent/config.yaml", "/nonexistent/config.yaml"},
+      {"--weights /nonexistent/R-50.pkl", "/nonexistent/R-50.pkl"},
+      {"MODEL.WEIGHTS detectron2://ImageNetPretrained/MSRA/R-50.pkl", "download"},
+      {"MODEL.WEIGHTS /nonexistent/w.pth", "/nonexistent/w.pth"},
+      {"--input /nonexistent/x.npy", "/nonexistent/x.npy"},
+      {"--device cuda:0" + kNarrow, "cuda:0"},
+      {"--device tpu", "invalid device 'tpu'"},
+      {"--engine tensorrt", "unknown engine 'tensorrt'"},
+  };
+  for (const auto& c : cases) {
+    Result r = run(c.args + out);
+    EXPECT_EQ(r.status, 1) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
