@@ -14,6 +14,7 @@
 #include "backbone/error.h"
 #include "backbone/ops.h"
 #include "engines/engines.h"
+#include "ops/cpu/deform_conv2d_kernel.h"
 
 namespace backbone::detail {
 namespace {
@@ -121,20 +122,31 @@ struct BlockOp {
     } else {
       offset = offset_mask;
     }
-    // The deformable convolution is this project's own operator (CPU kernel or CUDA module).
+    // This project's deformable im2col (ops/cpu) paired with ATen's GEMM, one image at a time.
+    const at::Device device = x.device();
     at::Tensor xc = x.cpu().contiguous(), oc = offset.cpu().contiguous();
     at::Tensor mc = mask.defined() ? mask.cpu().contiguous() : at::Tensor();
-    at::Tensor wc = conv2.weight.cpu().contiguous();
+    const int64_t n = xc.size(0), c = xc.size(1), h = xc.size(2), w = xc.size(3);
+    const int64_t ho = oc.size(2), wo = oc.size(3), o = conv2.weight.size(0), g = conv2.groups;
+    const int64_t kh = conv2.weight.size(2), kw = conv2.weight.size(3);
     ops::DeformConv2dParams p;
     p.stride_h = p.stride_w = conv2.stride;
     p.pad_h = p.pad_w = conv2.padding;
     p.dilation_h = p.dilation_w = conv2.dilation;
-    p.groups = conv2.groups;
+    p.groups = g;
     p.deformable_groups = deform_num_groups;
-    Tensor out = ops::deform_conv2d(from_aten(xc), from_aten(oc), from_aten(wc),
-                                    mc.defined() ? from_aten(mc) : Tensor(),
-                                    conv2.bias.defined() ? from_aten(conv2.bias.cpu()) : Tensor(), p);
-    return conv2.apply_norm(to_aten(out).to(x.device()));
+    at::Tensor weight = conv2.weight.cpu().contiguous().view({g, o / g, (c / g) * kh * kw});
+    at::Tensor columns = at::empty({c * kh * kw, ho * wo}, xc.options());
+    at::Tensor out = at::empty({n, o, ho, wo}, xc.options());
+    for (int64_t i = 0; i < n; ++i) {
+      detail::deformable_im2col(xc[i].data_ptr<float>(), oc[i].data_ptr<float>(),
+                                mc.defined() ? mc[i].data_ptr<float>() : nullptr, c, h, w, kh, kw, p, ho, wo,
+                                columns.data_ptr<float>());
+      at::Tensor oi = out[i].view({g, o / g, ho * wo});
+      at::bmm_out(oi, weight, columns.view({g, (c / g) * kh * kw, ho * wo}));
+    }
+    if (conv2.bias.defined()) out.add_(conv2.bias.cpu().view({1, -1, 1, 1}));
+    return conv2.apply_norm(out.to(device));
   }
 
   at::Tensor operator()(const at::Tensor& x) const {
