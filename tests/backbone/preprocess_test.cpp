@@ -220,6 +220,17 @@ TEST(PreprocessTest, MatchesDetectron2DefaultPredictorAndImageList) {
       EXPECT_EQ(hp % c.div, 0) << c.name;
       EXPECT_EQ(wp % c.div, 0) << c.name;
     }
+    // The same pixels with padded rows (row_stride) give the same tensor.
+    const int64_t row = view.width * view.channels, stride = row + 7;
+    std::vector<uint8_t> buffer(static_cast<std::size_t>(view.height * stride), 0xEE);
+    for (int64_t y = 0; y < view.height; ++y)
+      std::memcpy(buffer.data() + y * stride, view.data + y * row, static_cast<std::size_t>(row));
+    ImageView strided = view;
+    strided.data = buffer.data();
+    strided.row_stride = stride;
+    PreprocessResult rs = preprocess(strided, o);
+    ASSERT_EQ(rs.tensor.shape(), r.tensor.shape()) << c.name;
+    EXPECT_EQ(std::memcmp(rs.tensor.data(), r.tensor.data(), r.tensor.nbytes()), 0) << c.name << " with row_stride";
     for (int64_t ch = 0; ch < 3; ++ch)
       for (int64_t y = 0; y < hp; ++y)
         for (int64_t x = 0; x < wp; ++x)
