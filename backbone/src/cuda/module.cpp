@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CUDA module libbackbone-cuda.so: exports BACKBONE_CUDA_ENTRY_POINT, the table of C functions
+// declared in module_api.h. Everything behind it is C++ with exceptions; every entry point catches
+// them and returns a status code and a message instead. Per device, a pool of (stream, cuBLAS
+// handle, workspace) slots lets several host threads run kernels at once.
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda/module_api.h"
+#include "cuda/module_common.h"
+#include "ops/cuda/deform_conv2d_kernel.h"
+
+#ifndef BACKBONE_VERSION_STRING
+#define BACKBONE_VERSION_STRING "unknown"
+#endif
+#ifndef BACKBONE_CUDA_ARCHS
+#define BACKBONE_CUDA_ARCHS "unknown"
+#endif
+
+namespace backbone::cuda_module {
+namespace {
+
+// "/abs/path/backbone/src/cuda/module.cpp" -> "backbone/src/cuda/module.cpp"
+const char* short_path(const char* file) {
+  const char* p = std::strstr(file, "backbone/src/");
+  return p ? p : file;
+}
+
+std::string where(const char* file, int line) {
+  return std::string(" (at ") + short_path(file) + ":" + std::to_string(line) + ")";
+}
+
+}  // namespace
+
+void throw_cuda_error(cudaError_t error, const char* expr, const char* file, int line) {
+  cudaGetLastError();  // clear a non-sticky error so that it is not reported twice
+  throw ModuleError(BACKBONE_CUDA_ERROR_RUNTIME, std::string(expr) + " failed: " + cudaGetErrorName(error) + ": " +
+                                                     cudaGetErrorString(error) + where(file, line));
+}
+
+void throw_cublas_error(cublasStatus_t status, const char* expr, const char* file, int line) {
+  throw ModuleError(BACKBONE_CUDA_ERROR_CUBLAS, std::string(expr) + " failed: " + cublasGetStatusName(status) + ": " +
+                                                    cublasGetStatusString(status) + where(file, line));
+}
+
+void throw_argument_error(const std::string& message) { throw ModuleError(BACKBONE_CUDA_ERROR_ARGUMENT, message); }
+
+namespace {
+
+// What one deform_conv2d call needs besides its tensors.
+struct Slot {
+  Stream stream;
+  CublasHandle handle;
+  DeviceBuffer workspace;
+  Slot() { BACKBONE_CUBLAS_CHECK(cublasSetStream(handle.get(), stream.get())); }
+};
+
+class SlotPool {
+ public:
+  // The calling thread's current device must be `device`.
+  std::unique_ptr<Slot> acquire(int device) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto& free = free_[device];
+      if (!free.empty()) {
+        std::unique_ptr<Slot> slot = std::move(free.back());
+        free.pop_back();
+        return slot;
+      }
+    }
+    return std::make_unique<Slot>();
+  }
+  void release(int device, std::unique_ptr<Slot> slot) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_[device].push_back(std::move(slot));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<int, std::vector<std::unique_ptr<Slot>>> free_;
+};
+
+// Never destroyed on purpose: destroying streams and cuBLAS handles from a static destructor at
+// process exit races with the CUDA runtime's own teardown.
+SlotPool& slot_pool() {
+  static SlotPool* pool = new SlotPool;
+  return *pool;
+}
+
+// Borrows a slot for the lifetime of the lease.
+class SlotLease {
+ public:
+  explicit SlotLease(int device) : device_(device), slot_(slot_pool().acquire(device)) {}
+  ~SlotLease() { slot_pool().release(device_, std::move(slot_)); }
+  SlotLease(const SlotLease&) = delete;
+  SlotLease& operator=(const SlotLease&) = delete;
+  Slot& operator*() const { return *slot_; }
+
+ private:
+  int device_;
+  std::unique_ptr<Slot> slot_;
+};
+
+void write_message(char* msg, size_t msg_size, const char* text) {
+  if (!msg || msg_size == 0) return;
+  std::snprintf(msg, msg_size, "%s", text);
+}
+
+// Runs fn, turning every exception into a status code and a message.
+template <typename Fn>
+int guarded(char* msg, size_t msg_size, const Fn& fn) noexcept {
+  try {
+    fn();
+    write_message(msg, msg_size, "");
+    return BACKBONE_CUDA_OK;
+  } catch (const ModuleError& e) {
+    write_message(msg, msg_size, e.what());
+    return e.status();
+  } catch (const std::exception& e) {
+    write_message(msg, msg_size, (std::string("internal error in the CUDA module: ") + e.what()).c_str());
+    return BACKBONE_CUDA_ERROR_INTERNAL;
+  } catch (...) {
+    write_message(msg, msg_size, "internal error in the CUDA module: unknown exception");
+    return BACKBONE_CUDA_ERROR_INTERNAL;
+  }
+}
+
+const char* api_build_info() {
+  static const std::string info = std::string("libbackbone-cuda ") + BACKBONE_VERSION_STRING + ", CUDA runtime " +
+                                  std::to_string(CUDART_VERSION / 1000) + "." +
+                                  std::to_string(CUDART_VERSION % 1000 / 10) + ", SMs " + BACKBONE_CUDA_ARCHS;
+  return info.c_str();
+}
+
+int api_device_count(int* count, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    *count = 0;
+    int n = 0;
+    BACKBONE_CUDA_CHECK(cudaGetDeviceCount(&n));
+    *count = n;
+  });
+}
+
+int api_malloc(int device, size_t bytes, void** ptr, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    *ptr = nullptr;
+    set_device(device);
+    if (bytes > 0) BACKBONE_CUDA_CHECK(cudaMalloc(ptr, bytes));
+  });
+}
+
+int api_free(int device, void* ptr, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    if (!ptr) return;
+    set_device(device);
+    BACKBONE_CUDA_CHECK(cudaFree(ptr));
+  });
+}
+
+int api_memcpy(void* dst, const void* src, size_t bytes, int kind, int device, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    cudaMemcpyKind cuda_kind;
+    switch (kind) {
+      case BACKBONE_CUDA_HOST_TO_DEVICE: cuda_kind = cudaMemcpyHostToDevice; break;
+      case BACKBONE_CUDA_DEVICE_TO_HOST: cuda_kind = cudaMemcpyDeviceToHost; break;
+      case BACKBONE_CUDA_DEVICE_TO_DEVICE: cuda_kind = cudaMemcpyDefault; break;  // also between devices
+      default: throw_argument_error("memcpy: unknown copy kind " + std::to_string(kind));
+    }
+    if (bytes == 0) return;
+    set_device(device);
+    BACKBONE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cuda_kind));
+  });
+}
+
+int api_deform_conv2d(const BackboneDeformConv2dArgs* args, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    if (!args) throw_argument_error("deform_conv2d: null arguments");
+    set_device(args->device);
+    SlotLease lease(args->device);
+    Slot& slot = *lease;
+    deform_conv2d(*args, slot.stream.get(), slot.handle.get(), slot.workspace);
+    BACKBONE_CUDA_CHECK(cudaStreamSynchronize(slot.stream.get()));
+  });
+}
+
+const BackboneCudaApi kApi = {
+    BACKBONE_CUDA_API_VERSION,
+    static_cast<uint32_t>(sizeof(BackboneCudaApi)),
+    &api_build_info,
+    &api_device_count,
+    &api_malloc,
+    &api_free,
+    &api_memcpy,
+    &api_deform_conv2d,
+};
+
+}  // namespace
+}  // namespace backbone::cuda_module
+
+// The module's only exported symbol (its name is BACKBONE_CUDA_ENTRY_POINT).
+extern "C" __attribute__((visibility("default"))) const BackboneCudaApi* backbone_cuda_module_api(void) {
+  return &backbone::cuda_module::kApi;
+}
