@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,9 @@ TEST_P(DeformConvGolden, MatchesTorchvision) {
   EXPECT_TRUE(out.device().is_cpu());
   const double err = max_abs_diff(out, c.out);
   const double tol = 1e-5 * max_abs(c.out) + 1e-6;
+  std::ostringstream err_text;
+  err_text << std::scientific << err;
+  RecordProperty("max_abs_error", err_text.str());
   EXPECT_LE(err, tol) << GetParam() << ": max abs error " << err << " (max |ref| " << max_abs(c.out) << ")";
 }
 

@@ -27,6 +27,7 @@ struct CudaModule {
   std::string why;  // empty when usable
 };
 
+#if BACKBONE_HAVE_CUDA
 // Any object of libbackbone: dladdr() on it names libbackbone's file.
 const char kAnchor = 0;
 
@@ -37,6 +38,7 @@ std::string libbackbone_dir() {
   const auto slash = file.rfind('/');
   return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
 }
+#endif
 
 CudaModule load_module() {
   CudaModule m;
