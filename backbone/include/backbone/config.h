@@ -50,6 +50,10 @@ class Config {
   std::vector<std::string> get_string_list(const std::string& key) const;
   std::vector<bool> get_bool_list(const std::string& key) const;
 
+  // Python's repr() of the value at a dotted key, as detectron2 holds it: "50", "(800,)",
+  // "[103.53, 116.28, 123.675]", "'BGR'", "None"; a section prints as yacs' str(CfgNode).
+  std::string repr(const std::string& key) const;
+
   // Sets a key from YAML/Python-literal text, with the same checks as merge_from_list.
   void set(const std::string& key, const std::string& value);
 
