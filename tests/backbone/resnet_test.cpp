@@ -159,7 +159,7 @@ TEST(BuildResNet, Detectron2Checks) {
                       "Must set MODEL.RESNETS.NUM_GROUPS = 1 for R18/R34");
   expect_config_error({"MODEL.RESNETS.DEPTH", "42"}, "MODEL.RESNETS.DEPTH must be one of 18, 34, 50, 101, 152; got 42");
   expect_config_error({"MODEL.RESNETS.NORM", "XN"}, "MODEL.RESNETS.NORM: unknown norm \"XN\"");
-  expect_config_error({"MODEL.RESNETS.OUT_FEATURES", "['res6']"}, "Available children: stem, res2, res3, res4, res5");
+  expect_config_error({"MODEL.RESNETS.OUT_FEATURES", "['res6']"}, "unknown out_feature \"res6\": Available children: stem");
   expect_config_error({"MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.STEM_OUT_CHANNELS", "48"},
                       "num_channels must be divisible by num_groups");
   expect_config_error({"MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[True, False]"},

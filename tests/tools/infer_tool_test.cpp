@@ -176,7 +176,7 @@ TEST_F(InferTool, RuntimeErrorsNameTheCause) {
   struct Case {
     std::string args, needle;
   } cases[] = {
-      {"MODEL.RESNETS.FOO 1", "Non-existent config key: MODEL.RESNETS.FOO"},
+      {"MODEL.RESNETS.FOO 1", "Non-existent key: MODEL.RESNETS.FOO"},
       {"MODEL.RESNETS.DEPTH 42", "MODEL.RESNETS.DEPTH must be one of 18, 34, 50, 101, 152; got 42"},
       {"--config-file /nonexistent/config.yaml", "/nonexistent/config.yaml"},
       {"--weights /nonexistent/R-50.pkl", "/nonexistent/R-50.pkl"},
