@@ -231,6 +231,42 @@ def main():
     kind, message = error_message(lambda: get_cfg().merge_from_file("errors/no_such_file.yaml"))
     expected["file_errors"].append({"file": "errors/no_such_file.yaml", "error": kind, "message": message})
 
+    # 7. The Python pieces yacs relies on, case by case: ast.literal_eval (through yacs'
+    # _decode_cfg_value: a text that is no literal comes back unchanged), repr(float), and
+    # yaml.safe_load of one plain scalar.
+    from yacs.config import CfgNode as YacsNode
+    import yaml
+
+    literal_texts = [
+        "1", "-1", "+7", "0", "00", "010", "1_000", "0x1F", "0o17", "0b101", "1.5", "-2.5e-3", ".5", "5.",
+        "1e5", "1E+05", "1e400", "-1e400", "True", "False", "None", "true", "none", "'a'", '"b"',
+        "'a' 'b'", r"r'\d'", "u'x'", "b'x'", "f'x'", r"'\n'", r"'\x41\u00e9'", "'''t'''",
+        "[]", "()", "{}", "[1, 2,]", "(1,)", "(1)", "1, 2", "1,", "[1, (2, 3), [4]]", "{'a': 1, 2: [3]}",
+        "{1, 2}", "--1", "-True", "1 + 2", "1j", "abc", "a.b", "res4", "[res4]", "cuda:0",
+        "/path/to/x.pkl", "", " ", "  42", "\t3", "42  ", "42 # c", "# c", "[1,\n 2]", "1\n2",
+        "9223372036854775807", "1__0", "1_", "0_7", "0x", "1e", "1.2.3", "[1, 2", "'unterminated",
+    ]
+    expected["literal_eval"] = []
+    for text in literal_texts:
+        value = YacsNode._decode_cfg_value(text)
+        literal = not (isinstance(value, str) and value == text)
+        expected["literal_eval"].append({"text": text, "literal": literal,
+                                         "repr": repr(value) if literal else None,
+                                         "type": type(value).__name__})
+    floats = [0.1, 1 / 3, 2 / 3, 1e16, 1e15, 123456789012345678.0, 1e-4, 1e-5, 5e-324,
+              1.7976931348623157e308, -0.0, 2.5e-7, 100.0, 0.30000000000000004, 1e22, 1.5e-10,
+              9007199254740993.0, 123.456, -7.0, 4.35, 57.12]
+    expected["float_repr"] = [[f.hex(), repr(f)] for f in floats]
+    scalars = ["yes", "No", "ON", "off", "y", "n", "True", "TRUE", "tRue", "~", "null", "NULL", "nUll",
+               "1", "-1", "+1", "0", "010", "0o10", "0x1A", "0b11", "1_000", "1:30", "-1:30", "1.5", "1.",
+               ".5", "1e5", "1.0e5", "1.0e+5", "1.0E-5", ".inf", "-.Inf", ".NaN", "1:30.5", "abc", "a b",
+               "2001-12-14"]
+    expected["yaml_scalars"] = []
+    for text in scalars:
+        value = yaml.safe_load("v: " + text)["v"]
+        text_repr = None if hasattr(value, "isoformat") else ("nan" if value != value else repr(value))
+        expected["yaml_scalars"].append({"text": text, "type": type(value).__name__, "repr": text_repr})
+
     with open("expected.json", "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
         f.write("\n")
