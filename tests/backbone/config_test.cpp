@@ -41,7 +41,7 @@ const nlohmann::json& expected() {
 
 // Runs the test body with tests/data/config as the working directory, as make_config.py did
 // (the reference messages name files relative to it).
-class InDataDir : public ::testing::Test {
+class ConfigInDataDir : public ::testing::Test {
  protected:
   void SetUp() override {
     saved_ = fs::current_path();
@@ -128,7 +128,7 @@ TEST(ConfigDefaults, CopiesAreIndependent) {
 // ---------------------------------------------------------------------------------------------
 // Files: detectron2's merged result, dump for dump
 
-TEST_F(InDataDir, MergedFilesDumpAsDetectron2) {
+TEST_F(ConfigInDataDir, MergedFilesDumpAsDetectron2) {
   const auto& cases = expected().at("dumps");
   ASSERT_GE(cases.size(), 9u);
   for (const auto& c : cases) {
@@ -140,7 +140,7 @@ TEST_F(InDataDir, MergedFilesDumpAsDetectron2) {
   }
 }
 
-TEST_F(InDataDir, FullConfigsDumpedByDetectron2Load) {
+TEST_F(ConfigInDataDir, FullConfigsDumpedByDetectron2Load) {
   for (const char* name : {"dumps/d2_mask_rcnn_R_50_FPN_3x.yaml",
                            "dumps/d2_cascade_X_152_dconv_with_project_section.yaml"}) {
     SCOPED_TRACE(name);
@@ -192,7 +192,7 @@ TEST(ConfigFiles, RealDetectron2ModelZooConfigLoadsUnchangedWhenPresent) {
 // ---------------------------------------------------------------------------------------------
 // _BASE_
 
-TEST_F(InDataDir, BaseChainTwoLevelsRelativePaths) {
+TEST_F(ConfigInDataDir, BaseChainTwoLevelsRelativePaths) {
   // top.yaml -> mid/mid.yaml -> ../base/base.yaml
   const Config cfg = backbone::load_config("chain/top.yaml");
   EXPECT_EQ(cfg.get_int("MODEL.RESNETS.DEPTH"), 101);              // mid over base
@@ -216,14 +216,14 @@ TEST_F(InDataDir, BaseChainTwoLevelsRelativePaths) {
   EXPECT_EQ(list.get_int("MODEL.RESNETS.RES5_DILATION"), 2);
 }
 
-TEST_F(InDataDir, BaseFromWorkingDirectoryIndependentPaths) {
+TEST_F(ConfigInDataDir, BaseFromWorkingDirectoryIndependentPaths) {
   // The same chain through an absolute path and from another working directory.
   const std::string abs = (fs::current_path() / "chain" / "top.yaml").string();
   fs::current_path("/");
   EXPECT_EQ(backbone::load_config(abs).dump(), read_text(kDataDir + "/dumps/chain__top.yaml"));
 }
 
-TEST_F(InDataDir, MergeFromStringResolvesBaseInBaseDir) {
+TEST_F(ConfigInDataDir, MergeFromStringResolvesBaseInBaseDir) {
   Config cfg;
   cfg.merge_from_string("_BASE_: \"mid/mid.yaml\"\nMODEL:\n  RESNETS:\n    DEPTH: 18\n", "chain");
   EXPECT_EQ(cfg.get_int("MODEL.RESNETS.DEPTH"), 18);
@@ -408,7 +408,7 @@ TEST(ConfigList, UnusedSectionsAcceptAnything) {
 // ---------------------------------------------------------------------------------------------
 // File errors
 
-TEST_F(InDataDir, FileErrorsAreDetectron2MessagesNamingTheFile) {
+TEST_F(ConfigInDataDir, FileErrorsAreDetectron2MessagesNamingTheFile) {
   const auto& cases = expected().at("file_errors");
   ASSERT_GE(cases.size(), 18u);
   for (const auto& c : cases) {
@@ -433,7 +433,7 @@ TEST_F(InDataDir, FileErrorsAreDetectron2MessagesNamingTheFile) {
   }
 }
 
-TEST_F(InDataDir, UnknownKeyInEachCheckedSection) {
+TEST_F(ConfigInDataDir, UnknownKeyInEachCheckedSection) {
   // The same mistakes as in expected.json, spelled out (file and list).
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"errors/unknown_key_resnets.yaml", "MODEL.RESNETS.FOO"},
@@ -448,7 +448,7 @@ TEST_F(InDataDir, UnknownKeyInEachCheckedSection) {
   }
 }
 
-TEST_F(InDataDir, ErrorsWithoutADetectron2Reference) {
+TEST_F(ConfigInDataDir, ErrorsWithoutADetectron2Reference) {
   Config cfg;
   const std::string bad = error_of([&] { cfg.merge_from_file("errors/bad_yaml.yaml"); });
   EXPECT_TRUE(contains(bad, "'errors/bad_yaml.yaml' is not valid YAML: line ")) << bad;
@@ -486,7 +486,7 @@ TEST_F(InDataDir, ErrorsWithoutADetectron2Reference) {
   EXPECT_EQ(cfg.dump(), Config().dump());
 }
 
-TEST_F(InDataDir, UnusedSectionsInFilesAreAcceptedAndStored) {
+TEST_F(ConfigInDataDir, UnusedSectionsInFilesAreAcceptedAndStored) {
   Config cfg;
   ASSERT_NO_THROW(cfg.merge_from_file("unused_sections.yaml"));
   EXPECT_EQ(cfg.get_int("MODEL.RESNETS.DEPTH"), 18);  // the checked part is applied
