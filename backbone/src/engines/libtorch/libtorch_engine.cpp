@@ -122,7 +122,9 @@ struct BlockOp {
     } else {
       offset = offset_mask;
     }
-    // This project's deformable im2col (ops/cpu) paired with ATen's GEMM, one image at a time.
+    // This project's deformable im2col (ops/cpu), then the columns [C*kh*kw, Ho*Wo] go through
+    // a grouped 1x1 convolution (oneDNN) with the folded weights [O, C/g*kh*kw, 1, 1]: rows of the
+    // columns are ordered (c, i, j) exactly as the weights' (c, i, j), group by group.
     const at::Device device = x.device();
     at::Tensor xc = x.cpu().contiguous(), oc = offset.cpu().contiguous();
     at::Tensor mc = mask.defined() ? mask.cpu().contiguous() : at::Tensor();
@@ -135,17 +137,17 @@ struct BlockOp {
     p.dilation_h = p.dilation_w = conv2.dilation;
     p.groups = g;
     p.deformable_groups = deform_num_groups;
-    at::Tensor weight = conv2.weight.cpu().contiguous().view({g, o / g, (c / g) * kh * kw});
-    at::Tensor columns = at::empty({c * kh * kw, ho * wo}, xc.options());
-    at::Tensor out = at::empty({n, o, ho, wo}, xc.options());
+    at::Tensor weight = conv2.weight.cpu().contiguous().view({o, (c / g) * kh * kw, 1, 1});
+    at::Tensor bias = conv2.bias.defined() ? conv2.bias.cpu() : at::Tensor();
+    at::Tensor columns = at::empty({1, c * kh * kw, ho, wo}, xc.options());
+    std::vector<at::Tensor> outs;
     for (int64_t i = 0; i < n; ++i) {
       detail::deformable_im2col(xc[i].data_ptr<float>(), oc[i].data_ptr<float>(),
                                 mc.defined() ? mc[i].data_ptr<float>() : nullptr, c, h, w, kh, kw, p, ho, wo,
                                 columns.data_ptr<float>());
-      at::Tensor oi = out[i].view({g, o / g, ho * wo});
-      at::bmm_out(oi, weight, columns.view({g, (c / g) * kh * kw, ho * wo}));
+      outs.push_back(at::conv2d(columns, weight, bias, at::IntArrayRef{1, 1}, at::IntArrayRef{0, 0}, at::IntArrayRef{1, 1}, g));
     }
-    if (conv2.bias.defined()) out.add_(conv2.bias.cpu().view({1, -1, 1, 1}));
+    at::Tensor out = n == 1 ? outs[0] : at::cat(outs, 0);
     return conv2.apply_norm(out.to(device));
   }
 
