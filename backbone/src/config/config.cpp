@@ -172,8 +172,28 @@ PyValue from_yaml(const YAML::Node& n, const std::string& origin, const std::str
     }
     case YAML::NodeType::Map: {
       v.kind = PyKind::Node;
+      // YAML merge keys ("<<: *anchor", as yaml.safe_load flattens them): the merged mappings
+      // first (an earlier one in a list wins), then the explicit keys over them.
+      for (const auto& kv : n) {
+        if (!(kv.first.IsScalar() && kv.first.Tag() == "?" && kv.first.Scalar() == "<<")) continue;
+        // (YAML::Node's assignment writes through to the node it refers to: index, never swap.)
+        std::vector<PyValue> sources;
+        if (kv.second.IsMap()) {
+          sources.push_back(from_yaml(kv.second, origin, key, identity));
+        } else if (kv.second.IsSequence()) {
+          for (const auto& item : kv.second) {
+            if (!item.IsMap()) fail("a YAML merge key (<<) takes mappings");
+            sources.push_back(from_yaml(item, origin, key, identity));
+          }
+        } else {
+          fail("a YAML merge key (<<) takes a mapping or a list of mappings");
+        }
+        for (size_t k = sources.size(); k-- > 0;)
+          for (const auto& m : sources[k].node) v.node[m.first] = m.second;
+      }
       for (const auto& kv : n) {
         if (!kv.first.IsScalar()) fail("a mapping key must be a scalar");
+        if (kv.first.Tag() == "?" && kv.first.Scalar() == "<<") continue;
         const std::string k = kv.first.Scalar();
         v.node[k] = from_yaml(kv.second, origin, join_key(key, k), identity);  // the last duplicate wins
       }
