@@ -107,7 +107,7 @@ def main():
         expected["dumps"].append({"input": "dumps/%s.yaml" % name, "dump": "dumps/%s__reloaded.yaml" % name})
 
     # 2. Test inputs merged by detectron2.
-    for path in ["yaml_typing.yaml", "yaml_anchors.yaml", "unused_sections_d2.yaml", "chain/top.yaml", "chain/list_base.yaml", "chain/dotdot_base.yaml",
+    for path in ["yaml_typing.yaml", "yaml_anchors.yaml", "long_strings.yaml", "unused_sections_d2.yaml", "chain/top.yaml", "chain/list_base.yaml", "chain/dotdot_base.yaml",
                  "compat/v1_explicit.yaml", "compat/v1_guessed.yaml", "compat/v1_retinanet.yaml",
                  "compat/no_version_v2.yaml"]:
         cfg = get_cfg()

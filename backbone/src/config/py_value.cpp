@@ -910,6 +910,55 @@ std::string yaml_string(const std::string& s) {
   return out + "\"";
 }
 
+// PyYAML's write_plain / write_single_quoted fold a long scalar at a single space once the line
+// is past 80 columns (best_width), continuing on a new line at `indent`. `column` is where the
+// scalar starts.
+std::string fold_scalar(const std::string& s, size_t column, int indent) {
+  bool plain = false, dq = false;
+  analyze(s, &plain, &dq);
+  const std::string text = yaml_string(s);
+  if (dq || s.find('\n') != std::string::npos) return text;  // not folded here
+  const size_t best_width = 80;
+  std::string out;
+  if (!plain) {
+    out += '\'';
+    ++column;
+  }
+  size_t k = 0;
+  while (k < s.size()) {
+    if (s[k] != ' ') {
+      if (s[k] == '\'' && !plain) {
+        out += "''";
+        column += 2;
+      } else {
+        out += s[k];
+        ++column;
+      }
+      ++k;
+      continue;
+    }
+    size_t end = k;
+    while (end < s.size() && s[end] == ' ') ++end;
+    const bool single = end == k + 1;
+    const bool inner = k != 0 && end != s.size();
+    if (single && column > best_width && (plain || inner)) {
+      out += "\n" + std::string(static_cast<size_t>(indent), ' ');
+      column = static_cast<size_t>(indent);
+    } else {
+      out.append(end - k, ' ');
+      column += end - k;
+    }
+    k = end;
+  }
+  if (!plain) out += '\'';
+  return out;
+}
+
+size_t current_column(const std::string& out) {
+  const size_t nl = out.rfind('\n');
+  return nl == std::string::npos ? out.size() : out.size() - nl - 1;
+}
+
 std::string yaml_scalar(const PyValue& v) {
   switch (v.kind) {
     case PyKind::None: return "null";
@@ -1018,7 +1067,9 @@ void emit_sequence(const PyValue& seq, int indent, bool first_inline, Anchors& a
         emit_mapping(mapping_entries(item), indent + 2, false, anchors, out);
       }
     } else {
-      out += " " + yaml_scalar(item) + "\n";
+      out += " ";
+      out += (item.kind == PyKind::Str ? fold_scalar(item.s, current_column(out), indent + 2)
+                                       : yaml_scalar(item)) + "\n";
     }
   }
 }
@@ -1039,7 +1090,8 @@ void emit_value_after_key(const PyValue& v, int indent, Anchors& anchors, std::s
     out += "\n";
     emit_mapping(mapping_entries(v), indent + 2, false, anchors, out);
   } else {
-    out += " " + yaml_scalar(v) + "\n";
+    out += " ";
+    out += (v.kind == PyKind::Str ? fold_scalar(v.s, current_column(out), indent + 2) : yaml_scalar(v)) + "\n";
   }
 }
 
