@@ -45,16 +45,21 @@ std::string latin1_to_utf8(const std::string& s) {
   return out;
 }
 
-// UTF-8 -> code points; false on malformed input.
-bool utf8_code_points(const std::string& s, std::vector<uint32_t>& out) {
+// UTF-8 text -> latin-1 bytes: 0 on success, 1 for malformed UTF-8, 2 for a character above U+00FF.
+int utf8_to_latin1(const std::string& s, std::string& out) {
+  out.clear();
+  out.reserve(s.size());
   std::size_t i = 0;
   while (i < s.size()) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
     int extra = 0;
     uint32_t cp = 0;
-    if (c < 0x80) {
-      cp = c;
-    } else if ((c & 0xE0) == 0xC0) {
+    if ((c & 0xE0) == 0xC0) {
       cp = c & 0x1F;
       extra = 1;
     } else if ((c & 0xF0) == 0xE0) {
@@ -64,18 +69,19 @@ bool utf8_code_points(const std::string& s, std::vector<uint32_t>& out) {
       cp = c & 0x07;
       extra = 3;
     } else {
-      return false;
+      return 1;
     }
-    if (i + extra >= s.size() && extra > 0) return false;
+    if (i + extra >= s.size()) return 1;
     for (int k = 1; k <= extra; ++k) {
       const unsigned char d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
+      if ((d & 0xC0) != 0x80) return 1;
       cp = (cp << 6) | (d & 0x3F);
     }
-    out.push_back(cp);
+    if (cp > 0xFF) return 2;
+    out += static_cast<char>(cp);
     i += 1 + extra;
   }
-  return true;
+  return 0;
 }
 
 int hex_value(char c) {
@@ -101,7 +107,7 @@ bool checked_mul(int64_t a, int64_t b, int64_t& out) { return !__builtin_mul_ove
 }  // namespace
 
 std::string Obj::text() const {
-  if (kind == Kind::Bytes && py2_str) return latin1_to_utf8(bytes);
+  if (kind == Kind::Bytes && py2_str) return latin1_to_utf8(std::string(payload()));
   return bytes;
 }
 
@@ -240,9 +246,14 @@ Obj* Unpickler::make_long(const uint8_t* p, std::size_t n) {
   return make_int(static_cast<int64_t>(v));
 }
 
-Obj* Unpickler::make_bytes(const uint8_t* p, std::size_t n, bool py2_str) {
+Obj* Unpickler::make_bytes(const uint8_t* p, std::size_t n, bool py2_str, bool from_input) {
   Obj* o = make(Kind::Bytes);
-  o->bytes.assign(reinterpret_cast<const char*>(p), n);
+  if (from_input && n >= 1024) {
+    o->view = p;
+    o->view_size = n;
+  } else {
+    o->bytes.assign(reinterpret_cast<const char*>(p), n);
+  }
   o->py2_str = py2_str;
   return o;
 }
@@ -344,11 +355,12 @@ void Unpickler::fill_array(Obj* array, const Shape& shape, Obj* dtype, bool fort
   for (int64_t s : shape)
     if (!checked_mul(numel, s, numel)) fail("numpy array shape " + shape_str(shape) + " overflows");
   if (!checked_mul(numel, es, nbytes)) fail("numpy array shape " + shape_str(shape) + " overflows");
-  if (static_cast<uint64_t>(nbytes) != data->bytes.size())
-    fail("numpy array data has " + std::to_string(data->bytes.size()) + " bytes, but shape " + shape_str(shape) +
+  const std::string_view payload = data->kind == Kind::Bytes ? data->payload() : std::string_view(data->bytes);
+  if (static_cast<uint64_t>(nbytes) != payload.size())
+    fail("numpy array data has " + std::to_string(payload.size()) + " bytes, but shape " + shape_str(shape) +
          " of dtype " + dtype_name(dt) + " needs " + std::to_string(nbytes));
   Tensor t;
-  void* src = const_cast<char*>(data->bytes.data());
+  void* src = const_cast<char*>(payload.data());
   if (fortran && shape.size() > 1 && numel > 0) {
     Shape strides(shape.size());
     int64_t st = 1;
@@ -476,14 +488,10 @@ Obj* Unpickler::call(Obj* callable, Obj* args) {
       }
       if (enc != "latin1" && enc != "latin-1" && enc != "iso-8859-1" && enc != "iso8859-1")
         fail(fn + ": unsupported encoding '" + enc + "' (expected latin1)");
-      std::vector<uint32_t> cps;
-      if (!utf8_code_points(a[0]->bytes, cps)) fail(fn + ": the text is not valid UTF-8");
       Obj* o = make(Kind::Bytes);
-      o->bytes.reserve(cps.size());
-      for (uint32_t cp : cps) {
-        if (cp > 0xFF) fail(fn + ": a character above U+00FF cannot be encoded as latin1");
-        o->bytes += static_cast<char>(cp);
-      }
+      const int r = utf8_to_latin1(a[0]->bytes, o->bytes);
+      if (r == 1) fail(fn + ": the text is not valid UTF-8");
+      if (r == 2) fail(fn + ": a character above U+00FF cannot be encoded as latin1");
       return o;
     }
     case GlobalId::OrderedDict: {
@@ -519,7 +527,13 @@ Obj* Unpickler::call(Obj* callable, Obj* args) {
     case GlobalId::ByteArray: {
       need(0, 2);
       if (a.empty()) return make(Kind::Bytes);
-      if (a[0]->kind == Kind::Bytes) return make_bytes(reinterpret_cast<const uint8_t*>(a[0]->bytes.data()), a[0]->bytes.size());
+      if (a[0]->kind == Kind::Bytes) {
+        Obj* o = make(Kind::Bytes);
+        o->bytes = a[0]->bytes;
+        o->view = a[0]->view;
+        o->view_size = a[0]->view_size;
+        return o;
+      }
       if (a[0]->kind == Kind::Str && a.size() == 2) {
         Obj* enc = make(Kind::Tuple);
         enc->items = {a[0], a[1]};
@@ -816,12 +830,12 @@ Obj* Unpickler::load() {
       case 'T': {  // BINSTRING
         const int32_t n = static_cast<int32_t>(static_cast<uint32_t>(read_uint(4, "BINSTRING")));
         if (n < 0) fail("BINSTRING: negative length");
-        push(make_bytes(read_bytes(static_cast<uint64_t>(n), "BINSTRING"), static_cast<std::size_t>(n), true));
+        push(make_bytes(read_bytes(static_cast<uint64_t>(n), "BINSTRING"), static_cast<std::size_t>(n), true, true));
         break;
       }
       case 'U': {  // SHORT_BINSTRING
         const uint64_t n = read_uint(1, "SHORT_BINSTRING");
-        push(make_bytes(read_bytes(n, "SHORT_BINSTRING"), static_cast<std::size_t>(n), true));
+        push(make_bytes(read_bytes(n, "SHORT_BINSTRING"), static_cast<std::size_t>(n), true, true));
         break;
       }
       case 'B':
@@ -830,7 +844,7 @@ Obj* Unpickler::load() {
       case 0x96: {  // BINBYTES, SHORT_BINBYTES, BINBYTES8, BYTEARRAY8
         const char* name = op == 'B' ? "BINBYTES" : op == 'C' ? "SHORT_BINBYTES" : op == 0x8e ? "BINBYTES8" : "BYTEARRAY8";
         const uint64_t n = read_uint(op == 'B' ? 4 : op == 'C' ? 1 : 8, name);
-        push(make_bytes(read_bytes(n, name), static_cast<std::size_t>(n)));
+        push(make_bytes(read_bytes(n, name), static_cast<std::size_t>(n), false, true));
         break;
       }
       case 'V': {  // UNICODE (protocol 0)

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -73,6 +74,9 @@ struct Obj {
   int64_t i = 0;
   double f = 0.0;
   std::string bytes;  // Str (UTF-8), Bytes, BigInt
+  // Large Bytes refer to the input instead of a copy (the input outlives the Unpickler's objects).
+  const uint8_t* view = nullptr;
+  std::size_t view_size = 0;
   std::vector<Obj*> items;  // Tuple, List, Set
   std::vector<std::pair<Obj*, Obj*>> dict;
   // Global
@@ -92,6 +96,10 @@ struct Obj {
   int64_t storage_offset = 0;  // elements: a legacy storage view's offset, or a tensor's
   Shape size, stride;
 
+  // The bytes of a Bytes object (whether copied or a view of the input).
+  std::string_view payload() const {
+    return view ? std::string_view(reinterpret_cast<const char*>(view), view_size) : std::string_view(bytes);
+  }
   bool is_text() const { return kind == Kind::Str || (kind == Kind::Bytes && py2_str); }
   // Text as UTF-8 (a Python 2 str is decoded as latin-1, as pickle.load(encoding="latin1") does).
   std::string text() const;
@@ -136,7 +144,7 @@ class Unpickler {
   Obj* memo_get(uint64_t index);
   Obj* make_int(int64_t v);
   Obj* make_long(const uint8_t* p, std::size_t n);
-  Obj* make_bytes(const uint8_t* p, std::size_t n, bool py2_str = false);
+  Obj* make_bytes(const uint8_t* p, std::size_t n, bool py2_str = false, bool from_input = false);
   Obj* make_str(std::string s);
 
   // numpy helpers
