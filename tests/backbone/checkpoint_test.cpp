@@ -2,7 +2,9 @@
 // Checkpoint reading, detectron2 renaming and loading, against the files and expectations that
 // tests/data/make_checkpoints.py wrote with numpy / torch / detectron2's own conversion code.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>

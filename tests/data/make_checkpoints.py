@@ -20,6 +20,8 @@ in every format the C++ reader handles: Python 2 cPickle protocol 2 (emitted opc
 is no Python 2 here), Python 3 pickle protocols 0 to 5 (numpy.core and numpy._core module names),
 detectron2 model-zoo dicts, Caffe2/MSRA blob names, torch.save zip and legacy files, a ZIP64
 repackaging, safetensors (written by hand), and malicious pickles that must be refused.
+Every file comes out byte-identical on each run except the two legacy torch.save files, whose
+storage keys are memory addresses (their contents and expected.json do not change).
 """
 import argparse
 import collections
