@@ -204,11 +204,20 @@ TEST(CheckpointRead, ExplicitFormatAndSniffingUnknownExtensions) {
 }
 
 TEST(CheckpointRead, ForbiddenGlobalsAreRefusedAndNamed) {
-  ASSERT_EQ(expected()["forbidden"].size(), 6u);
+  ASSERT_EQ(expected()["forbidden"].size(), 9u);
   for (const auto& [name, global] : expected()["forbidden"].items()) {
     SCOPED_TRACE(name);
     const std::string m = message_of([&] { read_checkpoint_file(kDir + name); });
     EXPECT_NE(m.find("forbidden global '" + global.get<std::string>() + "' in pickle"), std::string::npos) << m;
+  }
+}
+
+TEST(CheckpointRead, UnsupportedDtypesAreNamed) {
+  ASSERT_EQ(expected()["errors"].size(), 3u);
+  for (const auto& [name, text] : expected()["errors"].items()) {
+    SCOPED_TRACE(name);
+    const std::string m = message_of([&] { read_checkpoint_file(kDir + name); });
+    EXPECT_NE(m.find(text.get<std::string>()), std::string::npos) << m;
   }
 }
 

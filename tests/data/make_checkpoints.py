@@ -466,6 +466,9 @@ def make_pickles():
     model["res2.0.conv1.weight"] = np.asfortranarray(A["res2.0.conv1.weight"])
     model["stem.conv1.weight"] = np.asfortranarray(A["stem.conv1.weight"])
     model["scale"] = np.float32(1.5)
+    model["names"] = np.array(["a", "bc"])  # arrays of strings, objects and records are not tensors: left out
+    model["objects"] = np.array([1, "x"], dtype=object)
+    model["records"] = np.zeros(2, dtype=[("a", "<f4"), ("b", "<i4")])
     VALUES["extra/scale"] = np.array(1.5, dtype=np.float32)
     raw = list(A.items()) + [("scale", VALUES["extra/scale"])]
     obj = {"model": model, "__author__": "torchvision", "matching_heuristics": True,
@@ -742,8 +745,15 @@ def make_malicious():
                                                    "x": _Evil(os.system, "echo pwned")}, protocol=2), "posix.system")
     evil["evil_getattr_proto4.pkl"] = (pickle.dumps(_Evil(getattr, "x"), protocol=4), "builtins.getattr")
     evil["evil_subprocess_inst.pkl"] = (b"(S'echo pwned'\nisubprocess\ncheck_output\n.", "subprocess.check_output")
+    evil["evil_os_system_stack_global.pkl"] = (
+        b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x0aecho pwned\x94\x85\x94R\x94.", "os.system")
+    # protocol 2 writes Python 2 module names (fix_imports): __builtin__
+    evil["evil_eval_global_proto2.pkl"] = (pickle.dumps(_Evil(eval, "1+1"), protocol=2), "__builtin__.eval")
+    evil["evil_posix_system_proto5.pkl"] = (
+        pickle.dumps({"model": {"w": np.zeros(2, np.float32)}, "__author__": "x", "x": _Evil(os.system, "echo pwned")},
+                     protocol=5), "posix.system")
     allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}
+               ("_codecs", "encode"), ("numpy.core.numeric", "_frombuffer")}
 
     class Spy(pickle.Unpickler):  # Python's own unpickler names the first forbidden global
         def find_class(self, module, name):
@@ -765,6 +775,21 @@ def make_malicious():
     return {k: v[1] for k, v in evil.items()}
 
 
+def make_unsupported():
+    """Files that must be refused with a message naming the problem (file -> part of the message)."""
+    errors = {}
+    data = pickle.dumps({"model": {"res2.0.conv1.weight": np.arange(4, dtype=np.uint16)}, "__author__": "x"}, protocol=4)
+    write("unsupported_uint16.pkl", data)
+    errors["unsupported_uint16.pkl"] = "entry 'res2.0.conv1.weight': numpy dtype 'u2' is not supported"
+    data = pickle.dumps({"model": {"w": np.ones(2, dtype=np.complex64)}, "__author__": "x"}, protocol=2)
+    write("unsupported_complex.pkl", data)
+    errors["unsupported_complex.pkl"] = "numpy dtype 'c8' is not supported"
+    sd = {"w": torch.zeros(2, dtype=torch.complex64)}
+    torch.save(sd, os.path.join(OUT, "unsupported_complex.pth"))
+    errors["unsupported_complex.pth"] = "torch storage type 'torch.ComplexFloatStorage' is not supported"
+    return errors
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
@@ -773,6 +798,7 @@ def main():
     make_torch()
     make_safetensors()
     forbidden = make_malicious()
+    errors = make_unsupported()
     # torch.load must agree with the expectations for the torch files
     for fname, d in FILES.items():
         if d["format"] != "torch":
@@ -789,7 +815,8 @@ def main():
               for k, v in VALUES.items() if k in used}
     models = {k: [[n, list(VALUES[k + "/" + n].shape)] for n in keys] for k, keys in MODEL_KEYS.items()}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
-        json.dump({"files": FILES, "values": values, "models": models, "forbidden": forbidden}, f,
+        json.dump({"files": FILES, "values": values, "models": models, "forbidden": forbidden,
+                   "errors": errors}, f,
                   separators=(",", ":"), sort_keys=True)
     total = sum(os.path.getsize(os.path.join(OUT, n)) for n in os.listdir(OUT))
     print("wrote %d files, %d bytes, to %s" % (len(os.listdir(OUT)), total, OUT))

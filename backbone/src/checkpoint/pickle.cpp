@@ -305,6 +305,10 @@ Obj* Unpickler::resolve_global(const std::string& module, const std::string& nam
       }
     }
   }
+  if (!o && (module == "torch" || module == "torch.storage") && name.size() > 7 &&
+      name.compare(name.size() - 7, 7, "Storage") == 0)
+    fail("torch storage type '" + module + "." + name +
+         "' is not supported (float, bfloat16, int and bool storages are)");
   if (!o)
     throw CheckpointError("forbidden global '" + module + "." + name + "' in pickle " + what_ + " (byte " +
                           std::to_string(op_start_) +
@@ -343,10 +347,14 @@ void Unpickler::fill_array(Obj* array, const Shape& shape, Obj* dtype, bool fort
   array->dtype_descr = dtype->dtype_descr;
   if (!dtype->dtype_supported) {
     array->unsupported = "numpy dtype '" + dtype->dtype_descr + "' is not supported (expected a float, int or bool type)";
+    std::string d = dtype->dtype_descr;
+    if (!d.empty() && std::strchr("<>=|", d[0])) d = d.substr(1);
+    array->non_numeric = d.empty() || !std::strchr("fiucb", d[0]);
     return;
   }
   if (data->kind != Kind::Bytes && data->kind != Kind::Str) {
     array->unsupported = std::string("numpy array data is a ") + data->type_name() + ", not bytes";
+    array->non_numeric = true;
     return;
   }
   const DType dt = dtype->dtype;
@@ -602,7 +610,10 @@ void Unpickler::build(Obj* target, Obj* state) {
         else fail("numpy.dtype state: unknown byte order '" + order + "'");
       }
       for (std::size_t k = 2; k < 5 && k < s.size(); ++k)
-        if (s[k]->kind != Kind::None) target->dtype_supported = false;  // sub-array or structured dtype
+        if (s[k]->kind != Kind::None) {  // sub-array or structured dtype
+          target->dtype_supported = false;
+          target->dtype_descr = "V (structured)";
+        }
       return;
     }
     case Kind::Dict:       // OrderedDict attributes (torch's _metadata): not needed

@@ -90,6 +90,7 @@ struct Obj {
   // Array: built (BUILD or a constructor) or still waiting for its state
   bool array_ready = false;
   std::string unsupported;  // why an Array cannot become a Tensor ("" when it can)
+  bool non_numeric = false;  // unsupported because it holds objects, strings or records (not a tensor)
   Tensor tensor;            // Array data (contiguous, native byte order)
   // Storage / TensorRef
   std::shared_ptr<StorageData> storage;

@@ -58,6 +58,7 @@ StateDict collect_tensors(const pk::Unpickler& u, const pk::Obj* dict, bool drop
   for (const auto& [k, v] : dict->dict) {
     if (!k->is_text()) continue;
     if (v->kind != pk::Kind::Array && v->kind != pk::Kind::TensorRef) continue;
+    if (v->kind == pk::Kind::Array && v->non_numeric) continue;  // arrays of objects, strings, records
     const std::string name = k->text();
     if (drop_momentum && ends_with(name, "_momentum")) continue;
     out.emplace_back(name, pk::to_tensor(u, v, name));
