@@ -128,7 +128,7 @@ std::vector<std::string> file_names() {
 // ---- reading -------------------------------------------------------------------------------------
 
 TEST(CheckpointRead, EveryFileHasTheExpectedTensorsNamesDtypesAndValues) {
-  ASSERT_EQ(file_names().size(), 17u);
+  ASSERT_EQ(file_names().size(), 18u);
   for (const auto& [name, d] : expected()["files"].items()) {
     SCOPED_TRACE(name);
     const RawCheckpoint raw = read_checkpoint_file(kDir + name);
@@ -225,7 +225,8 @@ TEST(CheckpointRead, UnsupportedDtypesAreNamed) {
 // the whole file reads.
 TEST(CheckpointRead, TruncationAtEveryOffsetIsAnError) {
   for (const std::string name : {"c2_py2_blobs.pkl", "d2zoo_proto4.pkl", "d2zoo_proto5.pkl", "d2zoo_proto0.pkl",
-                                 "d2_state_dict.pt", "d2_state_dict_zip64.pth", "legacy_c4.pth", "d2.safetensors"}) {
+                                 "d2zoo_torch_tensors.pkl", "d2_state_dict.pt", "d2_state_dict_zip64.pth",
+                                 "legacy_c4.pth", "d2.safetensors"}) {
     SCOPED_TRACE(name);
     const detail::Bytes full = file_bytes(name);
     int not_rejected = 0, other_errors = 0;
@@ -248,8 +249,8 @@ TEST(CheckpointRead, TruncationAtEveryOffsetIsAnError) {
 
 // Each byte flipped in turn: the result is either a successful read or a CheckpointError.
 TEST(CheckpointRead, CorruptBytesGiveCheckpointErrorOrAValidRead) {
-  for (const std::string name : {"c2_py2_blobs.pkl", "d2zoo_proto5.pkl", "d2_state_dict.pt", "legacy_c4.pth",
-                                 "d2.safetensors"}) {
+  for (const std::string name : {"c2_py2_blobs.pkl", "d2zoo_proto5.pkl", "d2zoo_torch_tensors.pkl", "d2_state_dict.pt",
+                                 "legacy_c4.pth", "d2.safetensors"}) {
     SCOPED_TRACE(name);
     const detail::Bytes full = file_bytes(name);
     int bad = 0, rejected = 0;
@@ -547,7 +548,7 @@ TEST(CheckpointLoad, EveryFileLoadsIntoItsModelWithExactValues) {
         EXPECT_EQ(values_of(t), before[n]) << n << " changed though the file lacks it";
     }
   }
-  EXPECT_EQ(loaded_files, 17);
+  EXPECT_EQ(loaded_files, 18);
 }
 
 TEST(CheckpointLoad, Caffe2FilesKeepFrozenBNIdentityStatistics) {

@@ -20,8 +20,9 @@ in every format the C++ reader handles: Python 2 cPickle protocol 2 (emitted opc
 is no Python 2 here), Python 3 pickle protocols 0 to 5 (numpy.core and numpy._core module names),
 detectron2 model-zoo dicts, Caffe2/MSRA blob names, torch.save zip and legacy files, a ZIP64
 repackaging, safetensors (written by hand), and malicious pickles that must be refused.
-Every file comes out byte-identical on each run except the two legacy torch.save files, whose
-storage keys are memory addresses (their contents and expected.json do not change).
+Every file comes out byte-identical on each run except the two legacy torch.save files and
+d2zoo_torch_tensors.pkl, whose storage keys are memory addresses (their tensors and expected.json
+do not change).
 """
 import argparse
 import collections
@@ -502,7 +503,19 @@ def make_pickles():
     write("d2zoo_numpy2_proto5.pkl", data)
     describe("d2zoo_numpy2_proto5.pkl", "pickle", list(A.items()), A, author="numpy2", model="A")
 
-    # 8. protocols 0 and 1 (text opcodes, escaped STRING / UNICODE data).
+    # 8. torch tensors written by pickle (not torch.save): each storage is a legacy torch.save
+    #    stream inside the pickle (torch.storage._load_from_bytes).
+    model = collections.OrderedDict((k, torch.from_numpy(v.copy())) for k, v in A.items())
+    model["res2.0.conv3.weight"] = model["res2.0.conv3.weight"].half()
+    flat = torch.cat([model["res2.0.conv2.norm.weight"], model["res2.0.conv2.norm.bias"]])
+    model["res2.0.conv2.norm.weight"], model["res2.0.conv2.norm.bias"] = flat[:2], flat[2:]
+    data = pickle.dumps({"model": model, "__author__": "pickled torch"}, protocol=4)
+    assert b"_load_from_bytes" in data
+    write("d2zoo_torch_tensors.pkl", data)
+    describe("d2zoo_torch_tensors.pkl", "pickle", list(A.items()), A, author="pickled torch", model="A",
+             dtypes={"res2.0.conv3.weight": "float16"})
+
+    # 9. protocols 0 and 1 (text opcodes, escaped STRING / UNICODE data).
     for proto in (0, 1):
         fname = "d2zoo_proto%d.pkl" % proto
         data = pickle.dumps({"model": collections.OrderedDict(A), "__author__": "proto%d" % proto}, protocol=proto)

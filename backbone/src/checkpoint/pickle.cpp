@@ -290,6 +290,7 @@ Obj* Unpickler::resolve_global(const std::string& module, const std::string& nam
       {{"torch", "Tensor"}, GlobalId::TorchTensorType},
       {{"torch._tensor", "Tensor"}, GlobalId::TorchTensorType},
       {{"torch.nn.parameter", "Parameter"}, GlobalId::TorchTensorType},
+      {{"torch.storage", "_load_from_bytes"}, GlobalId::TorchLoadFromBytes},
   };
   Obj* o = nullptr;
   auto it = table.find({module, name});
@@ -574,6 +575,11 @@ Obj* Unpickler::call(Obj* callable, Obj* args) {
       Obj* r = call(a[0], a[2]);
       return r;
     }
+    case GlobalId::TorchLoadFromBytes:
+      need(1, 1);
+      if (a[0]->kind != Kind::Bytes) fail(fn + ": expected bytes, found " + a[0]->type_name());
+      if (!load_from_bytes_) fail(fn + " (a storage pickled by pickle rather than torch.save) is only read in .pkl files");
+      return load_from_bytes_(*this, a[0]);
     case GlobalId::NumpyNdarray:
     case GlobalId::TorchStorageType:
     case GlobalId::TorchTensorType:

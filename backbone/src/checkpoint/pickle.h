@@ -56,6 +56,7 @@ enum class GlobalId {
   TorchRebuildFromTypeV2,
   TorchStorageType,  // torch.FloatStorage, ...: `dtype` says which
   TorchTensorType,   // torch.Tensor, torch.nn.parameter.Parameter (markers for _rebuild_from_type_v2)
+  TorchLoadFromBytes,  // torch.storage._load_from_bytes: a storage pickled with pickle, not torch.save
 };
 
 // The bytes of one torch storage. `data` is null until the storage has been read (legacy format).
@@ -117,6 +118,10 @@ class Unpickler {
   // one, a persistent id is an error.
   using PersistentLoad = std::function<Obj*(Unpickler&, Obj* pid)>;
   void set_persistent_load(PersistentLoad f) { persistent_load_ = std::move(f); }
+  // Reads the torch.save stream of torch.storage._load_from_bytes(bytes); without one, that global
+  // is an error.
+  using BytesLoad = std::function<Obj*(Unpickler&, const Obj* bytes)>;
+  void set_load_from_bytes(BytesLoad f) { load_from_bytes_ = std::move(f); }
 
   // Reads one pickle from the current position up to its STOP and returns its value. May be
   // called again for the next pickle of the same stream (the memo starts afresh).
@@ -163,6 +168,7 @@ class Unpickler {
   std::vector<std::size_t> marks_;
   std::unordered_map<uint64_t, Obj*> memo_;
   PersistentLoad persistent_load_;
+  BytesLoad load_from_bytes_;
   std::size_t op_start_ = 0;
 };
 

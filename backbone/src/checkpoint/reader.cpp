@@ -79,31 +79,6 @@ bool truthy(const pk::Obj* o) {
   return false;
 }
 
-// ---- .pkl -------------------------------------------------------------------------------------
-
-RawCheckpoint read_pickle(const Bytes& data, const std::string& what) {
-  pk::Unpickler u(data->data(), data->size(), what);
-  const pk::Obj* top = expect_dict(u, u.load(), "the pickled object");
-  RawCheckpoint raw;
-  const pk::Obj* model = pk::dict_get(top, "model");
-  const pk::Obj* author = pk::dict_get(top, "__author__");
-  if (model && author) {
-    // detectron2 model zoo format
-    expect_dict(u, model, "\"model\"");
-    raw.author = author->is_text() ? author->text() : "";
-    raw.matching_heuristics = truthy(pk::dict_get(top, "matching_heuristics"));
-    raw.tensors = collect_tensors(u, model, false);
-    return raw;
-  }
-  // Caffe2 / Detectron1 model zoo: detection models keep their weights under "blobs".
-  const pk::Obj* blobs = pk::dict_get(top, "blobs");
-  if (blobs) top = expect_dict(u, blobs, "\"blobs\"");
-  raw.author = "Caffe2";
-  raw.matching_heuristics = true;
-  raw.tensors = collect_tensors(u, top, true);
-  return raw;
-}
-
 // ---- torch.save -------------------------------------------------------------------------------
 
 RawCheckpoint torch_result(const pk::Unpickler& u, const pk::Obj* top) {
@@ -139,7 +114,10 @@ StoragePid parse_storage_pid(pk::Unpickler& u, const pk::Obj* pid, std::size_t m
   return {type->dtype, pid->items[2]->text(), numel->i};
 }
 
-RawCheckpoint read_torch_zip(const Bytes& data, const std::string& what) {
+// Reads a torch.save zip archive and hands its unpickled object to `done` (while the storages and
+// the unpickler's objects are alive).
+template <typename F>
+auto visit_torch_zip(const Bytes& data, const std::string& what, F&& done) {
   const uint8_t* base = data->data();
   const std::vector<ZipEntry> entries = read_zip_directory(base, data->size(), what);
   std::map<std::string, const ZipEntry*> by_name;
@@ -195,10 +173,12 @@ RawCheckpoint read_torch_zip(const Bytes& data, const std::string& what) {
     return o;
   });
   const pk::Obj* top = u.load();
-  return torch_result(u, top);
+  return done(u, top);
 }
 
-RawCheckpoint read_torch_legacy(const Bytes& data, const std::string& what) {
+// The same for the legacy (pre-1.6) torch.save stream.
+template <typename F>
+auto visit_torch_legacy(const Bytes& data, const std::string& what, F&& done) {
   pk::Unpickler u(data->data(), data->size(), what);
   const pk::Obj* magic = u.load();
   if (magic->kind != pk::Kind::BigInt || magic->bytes != std::string("\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 10))
@@ -269,18 +249,60 @@ RawCheckpoint read_torch_legacy(const Bytes& data, const std::string& what) {
     st.data = data->data() + pos;
     pos += static_cast<std::size_t>(nbytes);
   }
-  return torch_result(u, top);
+  return done(u, top);
 }
 
 RawCheckpoint read_torch(const Bytes& data, const std::string& what) {
-  if (is_zip(*data)) return read_torch_zip(data, what);
-  if (is_legacy_torch(*data)) return read_torch_legacy(data, what);
+  if (is_zip(*data)) return visit_torch_zip(data, what, torch_result);
+  if (is_legacy_torch(*data)) return visit_torch_legacy(data, what, torch_result);
   if (data->size() > 262 && std::memcmp(data->data() + 257, "ustar", 5) == 0)
     throw CheckpointError("file " + what + " is a tar archive (torch.save before PyTorch 0.4): not supported");
   throw CheckpointError("file " + what +
                         " is not a torch.save file: expected a zip archive (PK\\x03\\x04) or the legacy magic number; "
                         "the first bytes are " +
                         hex_prefix(*data, 8));
+}
+
+// ---- .pkl -------------------------------------------------------------------------------------
+
+RawCheckpoint read_pickle(const Bytes& data, const std::string& what) {
+  pk::Unpickler u(data->data(), data->size(), what);
+  // pickle.dump of torch tensors stores each storage as a legacy torch.save stream.
+  u.set_load_from_bytes([&what](pk::Unpickler& up, const pk::Obj* b) {
+    const std::string_view v = b->payload();
+    auto buf = std::make_shared<const std::vector<uint8_t>>(v.begin(), v.end());
+    const std::string inner = what + " (a pickled torch storage)";
+    auto storage = [&](const pk::Unpickler& iu, const pk::Obj* top) {
+      if (top->kind != pk::Kind::Storage) iu.fail(std::string("expected a storage, found a ") + top->type_name());
+      pk::Obj* o = up.make(pk::Kind::Storage);
+      o->storage = top->storage;
+      o->i = top->i;
+      o->storage_offset = top->storage_offset;
+      return o;
+    };
+    if (is_zip(*buf)) return visit_torch_zip(buf, inner, storage);
+    if (is_legacy_torch(*buf)) return visit_torch_legacy(buf, inner, storage);
+    up.fail("torch.storage._load_from_bytes: the bytes are not a torch.save stream");
+  });
+  const pk::Obj* top = expect_dict(u, u.load(), "the pickled object");
+  RawCheckpoint raw;
+  const pk::Obj* model = pk::dict_get(top, "model");
+  const pk::Obj* author = pk::dict_get(top, "__author__");
+  if (model && author) {
+    // detectron2 model zoo format
+    expect_dict(u, model, "\"model\"");
+    raw.author = author->is_text() ? author->text() : "";
+    raw.matching_heuristics = truthy(pk::dict_get(top, "matching_heuristics"));
+    raw.tensors = collect_tensors(u, model, false);
+    return raw;
+  }
+  // Caffe2 / Detectron1 model zoo: detection models keep their weights under "blobs".
+  const pk::Obj* blobs = pk::dict_get(top, "blobs");
+  if (blobs) top = expect_dict(u, blobs, "\"blobs\"");
+  raw.author = "Caffe2";
+  raw.matching_heuristics = true;
+  raw.tensors = collect_tensors(u, top, true);
+  return raw;
 }
 
 // ---- safetensors ------------------------------------------------------------------------------
