@@ -6,6 +6,7 @@
 #include "backbone/config.h"
 #include "backbone/engine.h"
 #include "backbone/error.h"
+#include "backbone/frame.h"
 #include "backbone/npy.h"
 #include "backbone/ops.h"
 #include "backbone/preprocess.h"

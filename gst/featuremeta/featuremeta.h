@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * GstFeatureMeta: multi-level backbone feature maps (stem, res2..res5) attached to a video buffer.
+ * The only thing a downstream element or application needs to read them: plain C, GStreamer
+ * alone, no LibTorch and no C++.
+ *
+ * Shaped like upstream's GstTensorMeta (GStreamer 1.26 analytics): registered once, no tags (so
+ * queue, tee, videoconvert and videoscale keep it), a copy transform that shares the data instead of
+ * copying it, gst_buffer_add_/get_ helpers, levels looked up by name, and the data of each level
+ * held in a reference-counted GstBuffer.
+ */
+#ifndef __GST_FEATURE_META_H__
+#define __GST_FEATURE_META_H__
+
+#include <gst/gst.h>
+
+G_BEGIN_DECLS
+
+#ifndef GST_FEATURE_META_API
+# ifdef BUILDING_GST_FEATURE_META
+#  define GST_FEATURE_META_API __attribute__ ((visibility ("default")))
+# else
+#  define GST_FEATURE_META_API
+# endif
+#endif
+
+/**
+ * GST_FEATURE_META_VERSION:
+ *
+ * Layout version written into #GstFeatureMeta.version. Fields are only ever appended (the
+ * reserved space shrinks), so a reader built against version N reads a meta of any version >= N.
+ */
+#define GST_FEATURE_META_VERSION 1
+
+/**
+ * GstFeatureDType:
+ *
+ * Element type of a level. The numbering mirrors GstTensorDataType of GStreamer 1.26.
+ */
+typedef enum {
+  GST_FEATURE_DTYPE_FLOAT16 = 10,
+  GST_FEATURE_DTYPE_FLOAT32 = 11,
+  GST_FEATURE_DTYPE_BFLOAT16 = 13,
+} GstFeatureDType;
+
+/**
+ * GstFeatureDevice:
+ *
+ * Where a level's data lives. CUDA levels hold a device allocation; mapping them for reading
+ * copies them to the host on demand.
+ */
+typedef enum {
+  GST_FEATURE_DEVICE_CPU = 0,
+  GST_FEATURE_DEVICE_CUDA = 1,
+} GstFeatureDevice;
+
+/**
+ * GstFeatureLevel:
+ * @name: the level's name as a quark: "stem", "res2" .. "res5"
+ * @dtype: element type
+ * @num_dims: always 4
+ * @dims: N, C, H, W (N is 1 for one frame)
+ * @strides: strides in elements for each of @dims
+ * @stride: the level's stride in network-input pixels (4, 8, 16, 32)
+ * @device: where the data lives
+ * @device_id: the N of cuda:N (0 on the CPU)
+ * @data: the storage, one reference owned by the meta
+ * @offset: byte offset of element (0, 0, 0, 0) inside @data
+ *
+ * One feature map.
+ */
+typedef struct {
+  GQuark name;
+  GstFeatureDType dtype;
+  guint num_dims;
+  gsize dims[4];
+  gsize strides[4];
+  guint stride;
+  GstFeatureDevice device;
+  gint device_id;
+  GstBuffer *data;
+  gsize offset;
+
+  /*< private >*/
+  gpointer _gst_reserved[GST_PADDING];
+} GstFeatureLevel;
+
+/**
+ * GstFeatureMeta:
+ * @meta: parent
+ * @version: GST_FEATURE_META_VERSION of the producer
+ * @unique_id: the producer's unique-id property; one meta per producer on a buffer
+ * @model_name: name of the model (e.g. "R-50"), owned by the meta
+ * @frame_width: width of the video frame the features were computed on
+ * @frame_height: height of that frame
+ * @input_width: width of the network input after resizing, before padding
+ * @input_height: height of the network input after resizing, before padding
+ * @padded_width: width of the network input after padding to the size divisibility
+ * @padded_height: height of the network input after padding
+ * @scale_x: input_width / frame_width
+ * @scale_y: input_height / frame_height
+ * @num_levels: number of entries in @levels
+ * @levels: (array length=num_levels): the feature maps, in the producer's out-features order
+ *
+ * Feature maps of one frame. Frame pixel (x, y) is network-input pixel (x * scale_x, y * scale_y);
+ * padding is at the bottom and right only, so it does not move coordinates. Network-input pixel
+ * (u, v) falls in cell (u / stride, v / stride) of a level.
+ */
+typedef struct {
+  GstMeta meta;
+
+  guint32 version;
+  guint unique_id;
+  gchar *model_name;
+
+  guint frame_width, frame_height;
+  guint input_width, input_height;
+  guint padded_width, padded_height;
+  gdouble scale_x, scale_y;
+
+  guint num_levels;
+  GstFeatureLevel *levels;
+
+  /*< private >*/
+  gpointer _gst_reserved[GST_PADDING_LARGE];
+} GstFeatureMeta;
+
+GST_FEATURE_META_API GType gst_feature_meta_api_get_type (void);
+#define GST_FEATURE_META_API_TYPE (gst_feature_meta_api_get_type ())
+
+GST_FEATURE_META_API const GstMetaInfo *gst_feature_meta_get_info (void);
+#define GST_FEATURE_META_INFO (gst_feature_meta_get_info ())
+
+/* Adds an empty meta (version set, no levels) to a writable buffer. */
+GST_FEATURE_META_API GstFeatureMeta *gst_buffer_add_feature_meta (GstBuffer * buffer);
+
+/* The first feature meta of @buffer, or NULL. (transfer none) */
+GST_FEATURE_META_API GstFeatureMeta *gst_buffer_get_feature_meta (GstBuffer * buffer);
+
+/* The feature meta written by the producer with @unique_id, or NULL. (transfer none) */
+GST_FEATURE_META_API GstFeatureMeta *gst_buffer_get_feature_meta_by_id (GstBuffer * buffer, guint unique_id);
+
+/* Sets the model name (copied). */
+GST_FEATURE_META_API void gst_feature_meta_set_model_name (GstFeatureMeta * meta, const gchar * model_name);
+
+/* Appends a level. @data: (transfer full). @strides may be NULL for contiguous NCHW.
+ * Returns the new level, or NULL (with a g_critical) on invalid arguments: num_dims != 4,
+ * a name already present, or data smaller than the extent the dims and strides describe. */
+GST_FEATURE_META_API GstFeatureLevel *gst_feature_meta_add_level (GstFeatureMeta * meta, const gchar * name,
+    GstFeatureDType dtype, const gsize dims[4], const gsize strides[4], guint stride,
+    GstFeatureDevice device, gint device_id, GstBuffer * data, gsize offset);
+
+/* The level called @name ("res4"), or NULL. (transfer none) */
+GST_FEATURE_META_API const GstFeatureLevel *gst_feature_meta_get_level (const GstFeatureMeta * meta,
+    const gchar * name);
+
+/* The level with @name, @dtype and 4 dims, or NULL when absent or of another dtype. */
+GST_FEATURE_META_API const GstFeatureLevel *gst_feature_meta_get_typed_level (const GstFeatureMeta * meta,
+    const gchar * name, GstFeatureDType dtype);
+
+/* Size of one element of @dtype in bytes. */
+GST_FEATURE_META_API gsize gst_feature_dtype_size (GstFeatureDType dtype);
+
+/* Name of @dtype: "float32", "float16" or "bfloat16". */
+GST_FEATURE_META_API const gchar *gst_feature_dtype_to_string (GstFeatureDType dtype);
+
+/* Maps a level's data for reading: info->data points at element (0, 0, 0, 0) (the level's
+ * offset applied), info->size covers the level's extent. A CUDA level is copied to the host.
+ * Returns FALSE when @flags asks for writing or the data cannot be mapped. */
+GST_FEATURE_META_API gboolean gst_feature_level_map (const GstFeatureLevel * level, GstMapInfo * info,
+    GstMapFlags flags);
+GST_FEATURE_META_API void gst_feature_level_unmap (const GstFeatureLevel * level, GstMapInfo * info);
+
+/* Number of elements (product of dims). */
+GST_FEATURE_META_API gsize gst_feature_level_n_elements (const GstFeatureLevel * level);
+
+/* Frame pixel (x, y) -> continuous cell coordinates (fx, fy) of @level, and back. */
+GST_FEATURE_META_API void gst_feature_meta_frame_to_feature (const GstFeatureMeta * meta,
+    const GstFeatureLevel * level, gdouble x, gdouble y, gdouble * fx, gdouble * fy);
+GST_FEATURE_META_API void gst_feature_meta_feature_to_frame (const GstFeatureMeta * meta,
+    const GstFeatureLevel * level, gdouble fx, gdouble fy, gdouble * x, gdouble * y);
+
+/* A box (x0, y0, x1, y1) in frame pixels -> the same box in cell coordinates of @level, and back. */
+GST_FEATURE_META_API void gst_feature_meta_frame_box_to_feature (const GstFeatureMeta * meta,
+    const GstFeatureLevel * level, const gdouble frame_box[4], gdouble feature_box[4]);
+GST_FEATURE_META_API void gst_feature_meta_feature_box_to_frame (const GstFeatureMeta * meta,
+    const GstFeatureLevel * level, const gdouble feature_box[4], gdouble frame_box[4]);
+
+G_END_DECLS
+
+#endif /* __GST_FEATURE_META_H__ */
