@@ -213,7 +213,7 @@ TEST(CheckpointRead, ForbiddenGlobalsAreRefusedAndNamed) {
 }
 
 TEST(CheckpointRead, UnsupportedDtypesAreNamed) {
-  ASSERT_EQ(expected()["errors"].size(), 3u);
+  ASSERT_EQ(expected()["errors"].size(), 4u);
   for (const auto& [name, text] : expected()["errors"].items()) {
     SCOPED_TRACE(name);
     const std::string m = message_of([&] { read_checkpoint_file(kDir + name); });

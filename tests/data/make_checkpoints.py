@@ -800,6 +800,8 @@ def make_unsupported():
     sd = {"w": torch.zeros(2, dtype=torch.complex64)}
     torch.save(sd, os.path.join(OUT, "unsupported_complex.pth"))
     errors["unsupported_complex.pth"] = "torch storage type 'torch.ComplexFloatStorage' is not supported"
+    torch.save({"w": torch.ones(1).expand(1000)}, os.path.join(OUT, "unsupported_expanded.pt"))
+    errors["unsupported_expanded.pt"] = "overlapping (expanded) tensors are not supported"
     return errors
 
 

@@ -438,6 +438,12 @@ Obj* Unpickler::rebuild_tensor(const std::vector<Obj*>& args, const char* func) 
     fail(std::string(func) + ": a tensor of size " + shape_str(t->size) + ", stride " + shape_str(t->stride) +
          " at offset " + std::to_string(args[1]->i) + " reaches element " + std::to_string(last) +
          " of a storage of " + std::to_string(storage->i) + " elements");
+  // Views whose elements overlap (expanded tensors, stride 0) could claim any size from a tiny
+  // storage: refused rather than materialised.
+  if (numel > storage->i)
+    fail(std::string(func) + ": a tensor of size " + shape_str(t->size) + ", stride " + shape_str(t->stride) +
+         " has more elements than its storage (" + std::to_string(storage->i) +
+         "): overlapping (expanded) tensors are not supported");
   t->storage_offset = storage->storage_offset + args[1]->i;
   t->dtype = storage->storage->dtype;
   return t;
