@@ -27,9 +27,13 @@ struct RawCheckpoint {
 RawCheckpoint read_checkpoint_file(const std::string& path, CheckpointFormat format = CheckpointFormat::Auto);
 
 // detectron2's names for the backbone: C2/MSRA names converted as convert_basic_c2_names does,
-// torchvision names converted as tools/convert-torchvision-to-d2.py does, prefixes
-// "backbone.bottom_up." / "backbone." stripped, "roi_heads.res5." mapped to "res5.", and the keys
-// detectron2 ignores (fc1000_*, conv1_b, *_momentum, num_batches_tracked) dropped.
+// torchvision names converted as tools/convert-torchvision-to-d2.py does (except that "fc." becomes
+// the classifier "linear.", where the script writes "stem.fc."), prefixes "backbone.bottom_up." /
+// "backbone." (and "module." when every key has it, as fvcore strips it) removed,
+// "roi_heads.res5." mapped to "res5.", the keys detectron2 ignores (fc1000_*, conv1_b /
+// stem.conv1.bias, *_momentum, num_batches_tracked) dropped, and entries of other parts of a
+// detector (proposal_generator, roi_heads heads, backbone.fpn_*, pixel_mean, ...) left out.
+// Two entries that map to the same name are a CheckpointError.
 StateDict to_detectron2_names(const RawCheckpoint& raw);
 
 // What loading a checkpoint into a model found.
