@@ -9,6 +9,8 @@ reference names and shapes; nothing of detectron2 is copied into the files):
 
     /work/venv-d2/bin/python tests/data/make_checkpoints.py [--d2 /work/d2]
 
+(/usr/bin/python3 has no fvcore, which detectron2's package __init__ imports: use the venv.)
+
 The files are tiny fakes of real checkpoints (a few KB each): three small ResNets built with
 detectron2's own classes,
   A: BasicStem(3, 4, FrozenBN) + res2 = one BottleneckBlock 4 -> 8 (bottleneck 2)
