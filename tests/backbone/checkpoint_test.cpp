@@ -542,10 +542,11 @@ TEST(CheckpointLoad, EveryFileLoadsIntoItsModelWithExactValues) {
     EXPECT_EQ(report.path, kDir + name);
     for (const auto& [n, t] : model.state_dict()) {
       EXPECT_EQ(t.dtype(), DType::Float32) << n;
-      if (want.contains(n))
+      if (want.contains(n)) {
         EXPECT_TRUE(same_values(t, want[n].get<std::string>())) << n;
-      else
+      } else {
         EXPECT_EQ(values_of(t), before[n]) << n << " changed though the file lacks it";
+      }
     }
   }
   EXPECT_EQ(loaded_files, 18);
@@ -557,10 +558,12 @@ TEST(CheckpointLoad, Caffe2FilesKeepFrozenBNIdentityStatistics) {
   EXPECT_EQ(r.missing.size(), 10u);  // running_mean / running_var of five FrozenBN layers
   EXPECT_EQ(r.loaded.size(), 15u);
   for (const auto& [n, t] : model.state_dict()) {
-    if (n.find("running_mean") != std::string::npos)
+    if (n.find("running_mean") != std::string::npos) {
       for (double v : values_of(t)) EXPECT_EQ(v, 0.0) << n;
-    if (n.find("running_var") != std::string::npos)
+    }
+    if (n.find("running_var") != std::string::npos) {
       for (double v : values_of(t)) EXPECT_FLOAT_EQ(v, 1.0 - 1e-5) << n;
+    }
   }
   EXPECT_EQ(r.ignored, (std::vector<std::string>{"conv1_b", "fc1000_w", "fc1000_b"}));
   // With BatchNorm (not frozen) the statistics are real state: missing ones are an error.
