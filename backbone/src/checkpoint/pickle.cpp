@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "backbone/error.h"
+#include "core/utf8.h"
 
 namespace backbone::detail::pickle {
 
@@ -20,23 +21,7 @@ namespace {
 constexpr std::size_t kMaxObjects = std::size_t{1} << 21;
 constexpr std::size_t kMaxStack = std::size_t{1} << 21;
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
+using detail::append_utf8;
 
 std::string latin1_to_utf8(const std::string& s) {
   std::string out;
