@@ -46,8 +46,10 @@ typedef enum {
 /**
  * GstFeatureDevice:
  *
- * Where a level's data lives. CUDA levels hold a device allocation; mapping them for reading
- * copies them to the host on demand.
+ * Where a level's data lives. CUDA levels hold a device allocation in their data buffer;
+ * gst_feature_level_map() maps that buffer with gst_buffer_map(), so how a read mapping reaches
+ * the host (a download into a staging copy, as GStreamer's CUDA memory does) is up to the
+ * memory's allocator.
  */
 typedef enum {
   GST_FEATURE_DEVICE_CPU = 0,
@@ -64,10 +66,13 @@ typedef enum {
  * @stride: the level's stride in network-input pixels (4, 8, 16, 32)
  * @device: where the data lives
  * @device_id: the N of cuda:N (0 on the CPU)
- * @data: the storage, one reference owned by the meta
+ * @data: the storage, one reference owned by the meta; shared (never copied) by every copy of
+ *   the buffer, hence read-only
  * @offset: byte offset of element (0, 0, 0, 0) inside @data
  *
- * One feature map.
+ * One feature map. Element (n, c, h, w) is at byte
+ * `offset + (n * strides[0] + c * strides[1] + h * strides[2] + w * strides[3]) * gst_feature_dtype_size (dtype)`
+ * of @data.
  */
 typedef struct {
   GQuark name;
@@ -105,6 +110,10 @@ typedef struct {
  * Feature maps of one frame. Frame pixel (x, y) is network-input pixel (x * scale_x, y * scale_y);
  * padding is at the bottom and right only, so it does not move coordinates. Network-input pixel
  * (u, v) falls in cell (u / stride, v / stride) of a level.
+ *
+ * The geometry describes the frame the features were computed on. Elements that scale the video
+ * downstream (videoscale) keep the meta unchanged, so a consumer of a frame of another size
+ * remaps its coordinates with @frame_width / @frame_height first.
  */
 typedef struct {
   GstMeta meta;
@@ -131,7 +140,8 @@ GST_FEATURE_META_API GType gst_feature_meta_api_get_type (void);
 GST_FEATURE_META_API const GstMetaInfo *gst_feature_meta_get_info (void);
 #define GST_FEATURE_META_INFO (gst_feature_meta_get_info ())
 
-/* Adds an empty meta (version set, no levels) to a writable buffer. */
+/* Adds an empty meta (version set, unique_id 0, scales 1, no levels) to a writable buffer.
+ * Several metas (one per producer, told apart by unique_id) may be on one buffer. */
 GST_FEATURE_META_API GstFeatureMeta *gst_buffer_add_feature_meta (GstBuffer * buffer);
 
 /* The first feature meta of @buffer, or NULL. (transfer none) */
@@ -143,9 +153,11 @@ GST_FEATURE_META_API GstFeatureMeta *gst_buffer_get_feature_meta_by_id (GstBuffe
 /* Sets the model name (copied). */
 GST_FEATURE_META_API void gst_feature_meta_set_model_name (GstFeatureMeta * meta, const gchar * model_name);
 
-/* Appends a level. @data: (transfer full). @strides may be NULL for contiguous NCHW.
- * Returns the new level, or NULL (with a g_critical) on invalid arguments: num_dims != 4,
- * a name already present, or data smaller than the extent the dims and strides describe. */
+/* Appends a level (num_dims is always 4). @data: (transfer full), consumed also when the call
+ * fails. @strides may be NULL for contiguous NCHW. Returns the new level (valid until the next
+ * add_level, which may move the array), or NULL (with a g_critical) on invalid arguments: a dim
+ * of 0, stride 0, an unknown dtype or device, a name already present, or data smaller than
+ * offset + the extent the dims and strides describe. */
 GST_FEATURE_META_API GstFeatureLevel *gst_feature_meta_add_level (GstFeatureMeta * meta, const gchar * name,
     GstFeatureDType dtype, const gsize dims[4], const gsize strides[4], guint stride,
     GstFeatureDevice device, gint device_id, GstBuffer * data, gsize offset);
@@ -165,8 +177,11 @@ GST_FEATURE_META_API gsize gst_feature_dtype_size (GstFeatureDType dtype);
 GST_FEATURE_META_API const gchar *gst_feature_dtype_to_string (GstFeatureDType dtype);
 
 /* Maps a level's data for reading: info->data points at element (0, 0, 0, 0) (the level's
- * offset applied), info->size covers the level's extent. A CUDA level is copied to the host.
- * Returns FALSE when @flags asks for writing or the data cannot be mapped. */
+ * offset applied), info->size covers the level's extent in bytes. The data buffer is mapped with
+ * gst_buffer_map(): in place for one system memory (no copy); a CUDA memory's allocator decides
+ * how it reaches the host. Returns FALSE when @flags asks for writing (GST_MAP_WRITE), lacks
+ * GST_MAP_READ, or the data cannot be mapped. Unmap with gst_feature_level_unmap(), which uses
+ * the private state gst_feature_level_map() keeps in info->user_data[0]. */
 GST_FEATURE_META_API gboolean gst_feature_level_map (const GstFeatureLevel * level, GstMapInfo * info,
     GstMapFlags flags);
 GST_FEATURE_META_API void gst_feature_level_unmap (const GstFeatureLevel * level, GstMapInfo * info);
@@ -174,7 +189,8 @@ GST_FEATURE_META_API void gst_feature_level_unmap (const GstFeatureLevel * level
 /* Number of elements (product of dims). */
 GST_FEATURE_META_API gsize gst_feature_level_n_elements (const GstFeatureLevel * level);
 
-/* Frame pixel (x, y) -> continuous cell coordinates (fx, fy) of @level, and back. */
+/* Frame pixel (x, y) -> continuous cell coordinates (fx, fy) of @level, and back:
+ * fx = x * scale_x / stride, fy = y * scale_y / stride. Either out pointer may be NULL. */
 GST_FEATURE_META_API void gst_feature_meta_frame_to_feature (const GstFeatureMeta * meta,
     const GstFeatureLevel * level, gdouble x, gdouble y, gdouble * fx, gdouble * fy);
 GST_FEATURE_META_API void gst_feature_meta_feature_to_frame (const GstFeatureMeta * meta,
