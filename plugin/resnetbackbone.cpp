@@ -1295,7 +1295,10 @@ gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   }
 
   GstVideoFrame frame;
-  if (!gst_video_frame_map (&frame, &priv->info, buf, GST_MAP_READ)) {
+  /* NO_REF: a mapped frame must not hold a second reference, or the buffer is not writable
+   * for the meta any more. */
+  if (!gst_video_frame_map (&frame, &priv->info, buf,
+          (GstMapFlags) (GST_MAP_READ | GST_VIDEO_FRAME_MAP_FLAG_NO_REF))) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, (nullptr), ("cannot map the video frame for reading"));
     return GST_FLOW_ERROR;
   }
