@@ -19,19 +19,16 @@
 #include "backbone/npy.h"
 #include "backbone/ops.h"
 #include "backbone/tensor.h"
+#include "deform_cases.h"
+#include "test_util.h"
 #include "build_config.h"
 #include "cuda/loader.h"
 
 namespace backbone {
 namespace {
 
-const std::vector<std::string> kCases = {
-    "basic",          "stride2_mask_bias", "dilation2_mask",           "groups2_dg2_mask_bias",
-    "dg2_rect_kernel_bias", "large_offsets_mask", "edges_mask", "pointwise_stride2_groups2",
-    "resnext_like",   "big_k_mask_bias"};
+using namespace backbone::test;
 
-std::string data_path(const std::string& file) { return std::string(BACKBONE_TEST_DATA_DIR) + "/deform/" + file; }
-bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
 std::string module_path() {
   return std::string(BACKBONE_BINARY_DIR) + "/lib/" BACKBONE_MODULE_DIR_NAME "/" BACKBONE_CUDA_MODULE_NAME;
@@ -145,48 +142,7 @@ TEST(CudaLoaderDeathTest, ExplicitModulePath) {
     if (!detail::cuda_available(&why_)) GTEST_SKIP() << "no CUDA: " << why_;  \
   } while (0)
 
-struct DeformCase {
-  Tensor input, offset, weight, mask, bias, out;
-  ops::DeformConv2dParams params;
-};
-
-DeformCase load_case(const std::string& name) {
-  DeformCase c;
-  c.input = load_npy(data_path(name + "_input.npy"));
-  c.offset = load_npy(data_path(name + "_offset.npy"));
-  c.weight = load_npy(data_path(name + "_weight.npy"));
-  c.out = load_npy(data_path(name + "_out.npy"));
-  const Tensor params = load_npy(data_path(name + "_params.npy"));
-  const int64_t* p = params.data_ptr<int64_t>();
-  c.params.stride_h = p[0];
-  c.params.stride_w = p[1];
-  c.params.pad_h = p[2];
-  c.params.pad_w = p[3];
-  c.params.dilation_h = p[4];
-  c.params.dilation_w = p[5];
-  c.params.groups = p[6];
-  c.params.deformable_groups = p[7];
-  if (p[8]) c.mask = load_npy(data_path(name + "_mask.npy"));
-  if (p[9]) c.bias = load_npy(data_path(name + "_bias.npy"));
-  return c;
-}
-
 Tensor to_cuda(const Tensor& t) { return t.defined() ? t.to(Device::cuda(0)) : Tensor(); }
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(shape_str(a.shape()), shape_str(b.shape()));
-  const Tensor ac = a.contiguous(), bc = b.contiguous();
-  double err = 0;
-  for (int64_t i = 0; i < std::min(ac.numel(), bc.numel()); ++i)
-    err = std::max(err, std::abs(static_cast<double>(ac.data_ptr<float>()[i]) - bc.data_ptr<float>()[i]));
-  return err;
-}
-
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(static_cast<double>(t.data_ptr<float>()[i])));
-  return m;
-}
 
 Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale = 1.0f) {
   Tensor t = Tensor::empty(shape);
@@ -205,7 +161,7 @@ class DeformConvCuda : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(DeformConvCuda, MatchesCpuAndTorchvision) {
   SKIP_WITHOUT_CUDA();
-  const DeformCase c = load_case(GetParam());
+  const DeformCase c = load_deform_case(GetParam());
   const Tensor cpu = ops::deform_conv2d(c.input, c.offset, c.weight, c.mask, c.bias, c.params);
   const Tensor gpu = ops::deform_conv2d(to_cuda(c.input), to_cuda(c.offset), to_cuda(c.weight), to_cuda(c.mask),
                                         to_cuda(c.bias), c.params);
@@ -216,7 +172,7 @@ TEST_P(DeformConvCuda, MatchesCpuAndTorchvision) {
   EXPECT_LE(max_abs_diff(back, c.out), tol) << "CUDA vs torchvision";
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, DeformConvCuda, ::testing::ValuesIn(kCases),
+INSTANTIATE_TEST_SUITE_P(Cases, DeformConvCuda, ::testing::ValuesIn(kDeformCases),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // A ResNeXt-sized layer (several im2col grid-stride rounds, groups and deformable groups), and

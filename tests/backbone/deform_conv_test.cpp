@@ -16,68 +16,16 @@
 #include "backbone/npy.h"
 #include "backbone/ops.h"
 #include "backbone/tensor.h"
+#include "deform_cases.h"
+#include "test_util.h"
 #include "ops/cpu/deform_conv2d_kernel.h"
 #include "ops/cpu/gemm.h"
 
 namespace backbone {
 namespace {
 
-const std::vector<std::string> kCases = {
-    "basic",          "stride2_mask_bias", "dilation2_mask",           "groups2_dg2_mask_bias",
-    "dg2_rect_kernel_bias", "large_offsets_mask", "edges_mask", "pointwise_stride2_groups2",
-    "resnext_like",   "big_k_mask_bias"};
+using namespace backbone::test;
 
-std::string data_path(const std::string& file) { return std::string(BACKBONE_TEST_DATA_DIR) + "/deform/" + file; }
-
-bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
-
-struct DeformCase {
-  Tensor input, offset, weight, mask, bias, out;
-  ops::DeformConv2dParams params;
-};
-
-DeformCase load_case(const std::string& name) {
-  DeformCase c;
-  c.input = load_npy(data_path(name + "_input.npy"));
-  c.offset = load_npy(data_path(name + "_offset.npy"));
-  c.weight = load_npy(data_path(name + "_weight.npy"));
-  c.out = load_npy(data_path(name + "_out.npy"));
-  const Tensor params = load_npy(data_path(name + "_params.npy"));
-  EXPECT_EQ(params.numel(), 10);
-  const int64_t* p = params.data_ptr<int64_t>();
-  c.params.stride_h = p[0];
-  c.params.stride_w = p[1];
-  c.params.pad_h = p[2];
-  c.params.pad_w = p[3];
-  c.params.dilation_h = p[4];
-  c.params.dilation_w = p[5];
-  c.params.groups = p[6];
-  c.params.deformable_groups = p[7];
-  if (p[8]) c.mask = load_npy(data_path(name + "_mask.npy"));
-  if (p[9]) c.bias = load_npy(data_path(name + "_bias.npy"));
-  EXPECT_EQ(file_exists(data_path(name + "_mask.npy")), p[8] != 0);
-  EXPECT_EQ(file_exists(data_path(name + "_bias.npy")), p[9] != 0);
-  return c;
-}
-
-// max |a - b| over max |ref| (both CPU float32 of one shape).
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(shape_str(a.shape()), shape_str(b.shape()));
-  const Tensor ac = a.contiguous(), bc = b.contiguous();
-  const float* pa = ac.data_ptr<float>();
-  const float* pb = bc.data_ptr<float>();
-  double err = 0;
-  for (int64_t i = 0; i < std::min(ac.numel(), bc.numel()); ++i)
-    err = std::max(err, std::abs(static_cast<double>(pa[i]) - pb[i]));
-  return err;
-}
-
-double max_abs(const Tensor& t) {
-  const Tensor c = t.contiguous();
-  double m = 0;
-  for (int64_t i = 0; i < c.numel(); ++i) m = std::max(m, std::abs(static_cast<double>(c.data_ptr<float>()[i])));
-  return m;
-}
 
 Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale = 1.0f) {
   Tensor t = Tensor::empty(shape);
@@ -90,7 +38,7 @@ Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale = 1.0f) 
 class DeformConvGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(DeformConvGolden, MatchesTorchvision) {
-  const DeformCase c = load_case(GetParam());
+  const DeformCase c = load_deform_case(GetParam());
   const Tensor out = ops::deform_conv2d(c.input, c.offset, c.weight, c.mask, c.bias, c.params);
   ASSERT_EQ(shape_str(out.shape()), shape_str(c.out.shape()));
   EXPECT_TRUE(out.device().is_cpu());
@@ -102,22 +50,22 @@ TEST_P(DeformConvGolden, MatchesTorchvision) {
   EXPECT_LE(err, tol) << GetParam() << ": max abs error " << err << " (max |ref| " << max_abs(c.out) << ")";
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, DeformConvGolden, ::testing::ValuesIn(kCases),
+INSTANTIATE_TEST_SUITE_P(Cases, DeformConvGolden, ::testing::ValuesIn(kDeformCases),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 TEST(DeformConv, CaseListMatchesGenerator) {
-  std::ifstream in(data_path("cases.txt"));
-  ASSERT_TRUE(in.good()) << data_path("cases.txt");
+  std::ifstream in(deform_data_path("cases.txt"));
+  ASSERT_TRUE(in.good()) << deform_data_path("cases.txt");
   std::vector<std::string> names;
   std::string line;
   while (std::getline(in, line))
     if (!line.empty() && line[0] != '#') names.push_back(line);
-  EXPECT_EQ(names, kCases);
+  EXPECT_EQ(names, kDeformCases);
 }
 
 // Strided (non-contiguous) inputs give the same result as contiguous ones.
 TEST(DeformConv, NonContiguousInputs) {
-  const DeformCase c = load_case("groups2_dg2_mask_bias");
+  const DeformCase c = load_deform_case("groups2_dg2_mask_bias");
   // Store input as [N, C, W, H] and view it as [N, C, H, W] through strides.
   const int64_t n = c.input.size(0), ch = c.input.size(1), h = c.input.size(2), w = c.input.size(3);
   auto storage = std::make_shared<std::vector<float>>(static_cast<std::size_t>(n * ch * h * w));

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "backbone/backbone.h"
+#include "test_util.h"
 
 using namespace backbone;
 using nlohmann::json;
@@ -105,14 +106,7 @@ TEST_P(Golden, MatchesDetectron2) {
     ASSERT_TRUE(c["outputs"].contains(name)) << name;
     Tensor ref = load_npy(kDir + c["outputs"][name].get<std::string>());
     ASSERT_EQ(t.shape(), ref.shape()) << name;
-    Tensor got = t.contiguous();
-    const float* a = got.data_ptr<float>();
-    const float* b = ref.data_ptr<float>();
-    double max_ref = 0, max_err = 0;
-    for (int64_t i = 0; i < ref.numel(); ++i) {
-      max_ref = std::max(max_ref, std::abs(double(b[i])));
-      max_err = std::max(max_err, std::abs(double(a[i]) - double(b[i])));
-    }
+    const double max_ref = test::max_abs(ref), max_err = test::max_abs_diff(t, ref);
     EXPECT_GT(max_ref, 0.0) << name << ": an all-zero reference tests nothing";
     EXPECT_LE(max_err, tol * max_ref) << name << ": max |out - ref| = " << max_err << ", max |ref| = " << max_ref
                                       << ", tolerance " << tol;

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "backbone/backbone.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -54,19 +55,7 @@ class InferTool : public ::testing::Test {
   fs::path dir_;
 };
 
-double max_abs(const backbone::Tensor& t) {
-  double m = 0;
-  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::abs(double(t.data_ptr<float>()[i])));
-  return m;
-}
-
-double max_diff(const backbone::Tensor& a, const backbone::Tensor& b) {
-  double m = 0;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    m = std::max(m, std::abs(double(a.data_ptr<float>()[i]) - double(b.data_ptr<float>()[i])));
-  return m;
-}
-
+using backbone::test::max_abs;
 }  // namespace
 
 TEST_F(InferTool, ReproducesDetectron2OnAGoldenCase) {
@@ -85,7 +74,7 @@ TEST_F(InferTool, ReproducesDetectron2OnAGoldenCase) {
       backbone::Tensor ref = backbone::load_npy(kData + it.value().get<std::string>());
       backbone::Tensor got = backbone::load_npy(out + "/" + it.key() + ".npy");
       ASSERT_EQ(got.shape(), ref.shape()) << it.key();
-      EXPECT_LE(max_diff(got, ref), c["tolerance"].get<double>() * max_abs(ref)) << c["name"] << " " << it.key();
+      EXPECT_LE(backbone::test::max_abs_diff(got, ref), c["tolerance"].get<double>() * max_abs(ref)) << c["name"] << " " << it.key();
     }
     json shapes = json::parse(std::ifstream(out + "/shapes.json"));
     ASSERT_EQ(shapes.size(), c["outputs"].size());
@@ -155,7 +144,7 @@ TEST_F(InferTool, ImageGoesThroughDetectron2Preprocessing) {
   backbone::Tensor expected = engine->forward(in.tensor)[0].second;
   backbone::Tensor got = backbone::load_npy((dir_ / "res3.npy").string());
   ASSERT_EQ(got.shape(), expected.shape());
-  EXPECT_LE(max_diff(got, expected), 1e-6 * max_abs(expected));
+  EXPECT_LE(backbone::test::max_abs_diff(got, expected), 1e-6 * max_abs(expected));
 #endif
 }
 
