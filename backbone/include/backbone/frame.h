@@ -25,6 +25,16 @@ enum class ColorMatrix { BT601, BT709, BT2020, FCC, SMPTE240M };
 // Limited: Y in 16..235, UV in 16..240. Full: 0..255.
 enum class ColorRange { Limited, Full };
 
+// Where the chroma samples of NV12 sit relative to the luma samples (GstVideoChromaSite), which
+// decides how videoconvert interpolates them: Center for "jpeg", "none" or no chroma-site in the
+// caps (GST_VIDEO_CHROMA_SITE_UNKNOWN/NONE), HCosited for "mpeg2", VCosited for "v-cosited",
+// Cosited for "cosited" and "dv". I420 ignores it (see frame_to_rgb8).
+enum class ChromaSite { Center, HCosited, VCosited, Cosited };
+
+// "jpeg", "mpeg2", "cosited", ... as gst_video_chroma_site_to_string() names them (also "unknown",
+// "none", "h-cosited", "v-cosited", "dv"); throws Error for an unknown name.
+ChromaSite chroma_site_from_name(const std::string& name);
+
 // One frame in host memory. planes/strides as GstVideoFrame gives them (bytes).
 struct FrameView {
   PixelFormat format = PixelFormat::RGB;
@@ -33,7 +43,11 @@ struct FrameView {
   int64_t strides[3] = {0, 0, 0};
   ColorMatrix matrix = ColorMatrix::BT601;  // YUV formats only
   ColorRange range = ColorRange::Limited;   // YUV formats only
+  ChromaSite chroma_site = ChromaSite::Center;  // NV12 only
 };
+// A stride of 0 means tightly packed rows (width * bytes per pixel; NV12's UV plane 2 * ((width + 1) / 2),
+// I420's U and V planes (width + 1) / 2). Chroma planes of odd sizes have (width + 1) / 2 columns and
+// (height + 1) / 2 rows, as GStreamer lays them out.
 
 enum class ResizeMode {
   None,          // keep the frame size
@@ -54,11 +68,16 @@ struct FramePreprocessOptions {
 // Converts `frame` to 8-bit interleaved pixels in `order` ("RGB" or "BGR"): YUV through the frame's
 // matrix and range (as GStreamer's videoconvert does, rounded to nearest), GRAY8 as three equal
 // channels, alpha and padding bytes dropped. Returns [H, W, 3] uint8.
+// YUV is bit-exact with GStreamer 1.22's `videoconvert ! video/x-raw,format=RGB` (its 8-bit fixed-point
+// matrix): I420 through videoconvert's I420 -> RGB fast path, which repeats each chroma sample over its
+// 2x2 block; NV12 through its generic path, which interpolates chroma linearly (3:1 taps, horizontal
+// pass first) as `chroma_site` places it.
 Tensor frame_to_rgb8(const FrameView& frame, const std::string& order);
 
 // The whole path for one frame: frame_to_rgb8 -> resize -> (x - mean) / std -> zero padding.
 // `output`, when given and of the right shape (float32 [1, 3, H, W] on the CPU), is written in place
-// and returned (so a caller can recycle storage); otherwise a new tensor is allocated.
+// and returned (so a caller can recycle storage); otherwise a new tensor is allocated (`*output` is
+// left untouched). Throws ConfigError for invalid options, ShapeError for an invalid frame.
 PreprocessResult preprocess_frame(const FrameView& frame, const FramePreprocessOptions& options,
                                   Tensor* output = nullptr);
 
