@@ -151,9 +151,11 @@ main (int argc, char **argv)
     g_clear_error (&error);
     return 1;
   }
-  if (error) {                  /* a recoverable parse problem, e.g. an unknown property */
-    g_printerr ("warning: %s\n", error->message);
+  if (error) {                  /* e.g. an element that is not installed */
+    g_printerr ("could not build the pipeline \"%s\": %s\n", description, error->message);
     g_clear_error (&error);
+    gst_object_unref (pipeline);
+    return 1;
   }
   sink = gst_bin_get_by_name (GST_BIN (pipeline), "sink");
   if (sink == NULL || !GST_IS_APP_SINK (sink)) {

@@ -15,6 +15,10 @@
 #include <thread>
 #include <vector>
 
+extern "C" GstFeatureLevel* featuremeta_test_add_level_raw(GstFeatureMeta* meta, const gchar* name, int dtype,
+                                                           const gsize dims[4], const gsize strides[4], guint stride,
+                                                           int device, gint device_id, GstBuffer* data, gsize offset);
+
 namespace {
 
 // Records criticals and warnings of the meta library, GStreamer and GLib instead of printing
@@ -43,8 +47,8 @@ class LogCatcher {
  private:
   static constexpr const char* kDomains[] = {"GstFeatureMeta", "GStreamer", "GLib", "GLib-GObject"};
   static void handler(const gchar* domain, GLogLevelFlags level, const gchar* message, gpointer self) {
-    std::string text = std::string(domain ? domain : "") +
-                       ((level & G_LOG_LEVEL_CRITICAL) ? " CRITICAL: " : " WARNING: ") + message;
+    std::string text =
+        std::string(domain ? domain : "") + ((level & G_LOG_LEVEL_CRITICAL) ? " CRITICAL: " : " WARNING: ") + message;
     static_cast<LogCatcher*>(self)->messages_.push_back(text);
   }
   std::vector<guint> ids_;
@@ -78,8 +82,7 @@ GstBuffer* make_data(gsize bytes, int* freed, guint8** base_out = nullptr) {
     std::memcpy(s->base + i * sizeof(float), &v, sizeof(v));
   }
   if (base_out) *base_out = s->base;
-  return gst_buffer_new_wrapped_full(static_cast<GstMemoryFlags>(0), s->base, bytes, 0, bytes, s,
-                                     storage_release);
+  return gst_buffer_new_wrapped_full(static_cast<GstMemoryFlags>(0), s->base, bytes, 0, bytes, s, storage_release);
 }
 
 // The one memory of a fresh make_data() buffer (the buffer itself released).
@@ -256,47 +259,146 @@ TEST_F(FeatureMetaTest, AddLevelRefusesInvalidArguments) {
   struct Case {
     const char* what;
     const char* name;
-    GstFeatureDType dtype;
+    int dtype;  // ints: a C caller may pass any value (see featuremeta_c_helpers.c)
     std::vector<gsize> dims;
     const gsize* strides;
     guint stride;
-    GstFeatureDevice device;
+    int device;
     gint device_id;
     gsize bytes;
     gsize offset;
     std::vector<const char*> message;
   };
   const std::vector<Case> cases = {
-      {"one byte short", "res4", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 3, 4}, nullptr, 16, GST_FEATURE_DEVICE_CPU, 0,
-       103, 8, {"res4", "need 104 bytes", "has 103"}},
-      {"short with strides", "res4", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 3, 4}, strides, 16, GST_FEATURE_DEVICE_CPU,
-       0, 223, 40, {"res4", "strides [100, 30, 6, 1]", "need 224 bytes", "has 223"}},
-      {"float16 short", "res4", GST_FEATURE_DTYPE_FLOAT16, {1, 2, 3, 4}, nullptr, 16, GST_FEATURE_DEVICE_CPU, 0, 47,
-       0, {"float16", "need 48 bytes"}},
-      {"duplicate name", "res2", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 3, 4}, nullptr, 4, GST_FEATURE_DEVICE_CPU, 0, 96,
-       0, {"res2 already present", "producer 9"}},
-      {"unknown dtype", "res4", static_cast<GstFeatureDType>(12), {1, 2, 3, 4}, nullptr, 16,
-       GST_FEATURE_DEVICE_CPU, 0, 96, 0, {"unknown dtype 12"}},
-      {"zero dim", "res4", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 0, 4}, nullptr, 16, GST_FEATURE_DEVICE_CPU, 0, 96, 0,
+      {"one byte short",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 3, 4},
+       nullptr,
+       16,
+       GST_FEATURE_DEVICE_CPU,
+       0,
+       103,
+       8,
+       {"res4", "need 104 bytes", "has 103"}},
+      {"short with strides",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 3, 4},
+       strides,
+       16,
+       GST_FEATURE_DEVICE_CPU,
+       0,
+       223,
+       40,
+       {"res4", "strides [100, 30, 6, 1]", "need 224 bytes", "has 223"}},
+      {"float16 short",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT16,
+       {1, 2, 3, 4},
+       nullptr,
+       16,
+       GST_FEATURE_DEVICE_CPU,
+       0,
+       47,
+       0,
+       {"float16", "need 48 bytes"}},
+      {"duplicate name",
+       "res2",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 3, 4},
+       nullptr,
+       4,
+       GST_FEATURE_DEVICE_CPU,
+       0,
+       96,
+       0,
+       {"res2 already present", "producer 9"}},
+      {"unknown dtype", "res4", 12, {1, 2, 3, 4}, nullptr, 16, GST_FEATURE_DEVICE_CPU, 0, 96, 0, {"unknown dtype 12"}},
+      {"zero dim",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 0, 4},
+       nullptr,
+       16,
+       GST_FEATURE_DEVICE_CPU,
+       0,
+       96,
+       0,
        {"dims must be at least 1", "[1, 2, 0, 4]"}},
-      {"zero stride", "res4", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 3, 4}, nullptr, 0, GST_FEATURE_DEVICE_CPU, 0, 96, 0,
+      {"zero stride",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 3, 4},
+       nullptr,
+       0,
+       GST_FEATURE_DEVICE_CPU,
+       0,
+       96,
+       0,
        {"stride must be at least 1"}},
-      {"unknown device", "res4", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 3, 4}, nullptr, 16,
-       static_cast<GstFeatureDevice>(5), 0, 96, 0, {"unknown device 5"}},
-      {"cpu device id", "res4", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 3, 4}, nullptr, 16, GST_FEATURE_DEVICE_CPU, 1, 96,
-       0, {"device_id 1"}},
-      {"negative cuda id", "res4", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 3, 4}, nullptr, 16, GST_FEATURE_DEVICE_CUDA,
-       -1, 96, 0, {"device_id -1"}},
-      {"empty name", "", GST_FEATURE_DTYPE_FLOAT32, {1, 2, 3, 4}, nullptr, 16, GST_FEATURE_DEVICE_CPU, 0, 96, 0,
+      {"unknown device",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 3, 4},
+       nullptr,
+       16,
+       5,
+       0,
+       96,
+       0,
+       {"unknown device 5"}},
+      {"cpu device id",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 3, 4},
+       nullptr,
+       16,
+       GST_FEATURE_DEVICE_CPU,
+       1,
+       96,
+       0,
+       {"device_id 1"}},
+      {"negative cuda id",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 3, 4},
+       nullptr,
+       16,
+       GST_FEATURE_DEVICE_CUDA,
+       -1,
+       96,
+       0,
+       {"device_id -1"}},
+      {"empty name",
+       "",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, 3, 4},
+       nullptr,
+       16,
+       GST_FEATURE_DEVICE_CPU,
+       0,
+       96,
+       0,
        {"name"}},
-      {"overflowing extent", "res4", GST_FEATURE_DTYPE_FLOAT32, {1, 2, G_MAXSIZE / 2, 4}, nullptr, 16,
-       GST_FEATURE_DEVICE_CPU, 0, 96, 0, {"res4", "has 96"}},
+      {"overflowing extent",
+       "res4",
+       GST_FEATURE_DTYPE_FLOAT32,
+       {1, 2, G_MAXSIZE / 2, 4},
+       nullptr,
+       16,
+       GST_FEATURE_DEVICE_CPU,
+       0,
+       96,
+       0,
+       {"res4", "has 96"}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.what);
     int before = freed;
-    GstFeatureLevel* level = gst_feature_meta_add_level(meta, c.name, c.dtype, c.dims.data(), c.strides, c.stride,
-                                                        c.device, c.device_id, make_data(c.bytes, &freed), c.offset);
+    GstFeatureLevel* level =
+        featuremeta_test_add_level_raw(meta, c.name, c.dtype, c.dims.data(), c.strides, c.stride, c.device, c.device_id,
+                                       make_data(c.bytes, &freed), c.offset);
     EXPECT_EQ(level, nullptr);
     expect_one_critical(c.message);
     EXPECT_EQ(freed, before + 1) << "the refused data buffer was not released";
@@ -383,8 +485,9 @@ TEST_F(FeatureMetaTest, CopySharesDataAndLastMetaFreesIt) {
   guint8* base = nullptr;
   GstBuffer* buf = buffer_with_level(&freed, &data, &base);
   gboolean data_finalized = FALSE;
-  gst_mini_object_weak_ref(GST_MINI_OBJECT(data), [](gpointer flag, GstMiniObject*) { *static_cast<gboolean*>(flag) = TRUE; },
-                           &data_finalized);
+  gst_mini_object_weak_ref(
+      GST_MINI_OBJECT(data), [](gpointer flag, GstMiniObject*) { *static_cast<gboolean*>(flag) = TRUE; },
+      &data_finalized);
 
   GstBuffer* copy = gst_buffer_copy(buf);
   GstBuffer* deep = gst_buffer_copy_deep(buf);  // a deep copy copies the frame, the features stay shared
@@ -423,15 +526,15 @@ TEST_F(FeatureMetaTest, VideoTransformsShareDataAndKeepGeometry) {
   gst_video_info_set_format(&out_info, GST_VIDEO_FORMAT_BGRx, 32, 24);
   GstVideoMetaTransform trans = {&in_info, &out_info};
   GstBuffer* dest = gst_buffer_new();
-  ASSERT_TRUE(smeta->meta.info->transform_func(dest, &smeta->meta, src, gst_video_meta_transform_scale_get_quark(),
-                                               &trans));
+  ASSERT_TRUE(
+      smeta->meta.info->transform_func(dest, &smeta->meta, src, gst_video_meta_transform_scale_get_quark(), &trans));
   expect_same_meta(smeta, gst_buffer_get_feature_meta(dest));
   EXPECT_EQ(gst_buffer_get_feature_meta(dest)->frame_width, 64u);  // geometry of the frame the features describe
 
   // Any other transform type too.
   GstBuffer* dest2 = gst_buffer_new();
-  ASSERT_TRUE(smeta->meta.info->transform_func(dest2, &smeta->meta, src, g_quark_from_string("some-other-transform"),
-                                               nullptr));
+  ASSERT_TRUE(
+      smeta->meta.info->transform_func(dest2, &smeta->meta, src, g_quark_from_string("some-other-transform"), nullptr));
   expect_same_meta(smeta, gst_buffer_get_feature_meta(dest2));
 
   EXPECT_EQ(GST_MINI_OBJECT_REFCOUNT_VALUE(data), 3);
@@ -449,9 +552,9 @@ TEST_F(FeatureMetaTest, MapAppliesOffsetAndStrides) {
   GstFeatureMeta* meta = gst_buffer_add_feature_meta(buf);
   // Element (0, c, h, w) at float 10 + c * 30 + h * 6 + w: a view into padded storage.
   const gsize strides[4] = {100, 30, 6, 1};
-  const GstFeatureLevel* level = gst_feature_meta_add_level(meta, "res3", GST_FEATURE_DTYPE_FLOAT32, kDims, strides,
-                                                            8, GST_FEATURE_DEVICE_CPU, 0,
-                                                            make_data(400, &freed, &base), 40);
+  const GstFeatureLevel* level =
+      gst_feature_meta_add_level(meta, "res3", GST_FEATURE_DTYPE_FLOAT32, kDims, strides, 8, GST_FEATURE_DEVICE_CPU, 0,
+                                 make_data(400, &freed, &base), 40);
   ASSERT_NE(level, nullptr);
 
   GstMapInfo map;
@@ -514,20 +617,21 @@ TEST_F(FeatureMetaTest, MapMergesSeveralMemories) {
   EXPECT_EQ(freed, 0);
   GstBuffer* buf = gst_buffer_new();
   GstFeatureMeta* meta = gst_buffer_add_feature_meta(buf);
-  const GstFeatureLevel* level = gst_feature_meta_add_level(meta, "res2", GST_FEATURE_DTYPE_FLOAT32, kDims, nullptr,
-                                                            4, GST_FEATURE_DEVICE_CPU, 0, data, 4);
+  const GstFeatureLevel* level = gst_feature_meta_add_level(meta, "res2", GST_FEATURE_DTYPE_FLOAT32, kDims, nullptr, 4,
+                                                            GST_FEATURE_DEVICE_CPU, 0, data, 4);
   ASSERT_EQ(level, nullptr);  // 24 floats at offset 4 need 100 bytes, there are 96
   expect_one_critical({"need 100 bytes", "has 96"});
 
   data = make_data(48, &freed);
   gst_buffer_append_memory(data, make_memory(52, &freed));  // floats 0..11, then 0..12
-  level = gst_feature_meta_add_level(meta, "res2", GST_FEATURE_DTYPE_FLOAT32, kDims, nullptr, 4,
-                                     GST_FEATURE_DEVICE_CPU, 0, data, 4);
+  level = gst_feature_meta_add_level(meta, "res2", GST_FEATURE_DTYPE_FLOAT32, kDims, nullptr, 4, GST_FEATURE_DEVICE_CPU,
+                                     0, data, 4);
   ASSERT_NE(level, nullptr);
   GstMapInfo map;
   ASSERT_TRUE(gst_feature_level_map(level, &map, GST_MAP_READ));
   EXPECT_EQ(map.size, 96u);
-  for (int i = 0; i < 24; ++i) EXPECT_EQ(read_float(map.data + 4 * i), static_cast<float>(i < 11 ? i + 1 : i - 11)) << i;
+  for (int i = 0; i < 24; ++i)
+    EXPECT_EQ(read_float(map.data + 4 * i), static_cast<float>(i < 11 ? i + 1 : i - 11)) << i;
   gst_feature_level_unmap(level, &map);
   gst_buffer_unref(buf);
   EXPECT_EQ(freed, 4);
@@ -569,9 +673,9 @@ TEST_F(FeatureMetaTest, CoordinateConversions) {
   meta->scale_y = 600.0 / 480.0;   // 1.25
   int freed = 0;
   const gsize dims[4] = {1, 1, 38, 64};  // res4 of a 608x1024 input
-  const GstFeatureLevel* res4 = gst_feature_meta_add_level(meta, "res4", GST_FEATURE_DTYPE_FLOAT32, dims, nullptr, 16,
-                                                           GST_FEATURE_DEVICE_CPU, 0, make_data(38 * 64 * 4, &freed),
-                                                           0);
+  const GstFeatureLevel* res4 =
+      gst_feature_meta_add_level(meta, "res4", GST_FEATURE_DTYPE_FLOAT32, dims, nullptr, 16, GST_FEATURE_DEVICE_CPU, 0,
+                                 make_data(38 * 64 * 4, &freed), 0);
   ASSERT_NE(res4, nullptr);
 
   gdouble fx = -1, fy = -1;
@@ -636,9 +740,9 @@ TEST_F(FeatureMetaTest, DTypeHelpers) {
   GstBuffer* buf = gst_buffer_new();
   GstFeatureMeta* meta = gst_buffer_add_feature_meta(buf);
   const gsize dims[4] = {1, 256, 60, 80};
-  const GstFeatureLevel* level = gst_feature_meta_add_level(meta, "res2", GST_FEATURE_DTYPE_BFLOAT16, dims, nullptr, 4,
-                                                            GST_FEATURE_DEVICE_CPU, 0,
-                                                            make_data(256 * 60 * 80 * 2, &freed), 0);
+  const GstFeatureLevel* level =
+      gst_feature_meta_add_level(meta, "res2", GST_FEATURE_DTYPE_BFLOAT16, dims, nullptr, 4, GST_FEATURE_DEVICE_CPU, 0,
+                                 make_data(256 * 60 * 80 * 2, &freed), 0);
   ASSERT_NE(level, nullptr);
   EXPECT_EQ(gst_feature_level_n_elements(level), gsize{256 * 60 * 80});
   GstMapInfo map;
