@@ -113,6 +113,22 @@ ResNet model_c() {
   return ResNet(std::make_unique<BasicStem>(3, 4, "FrozenBN"), std::move(stages), std::nullopt, {"res5"});
 }
 
+// Whether `name` is the running_mean/running_var of a FrozenBN layer of `model`.
+bool frozen_stat(const ResNet& model, const std::string& name) {
+  if (name.find("running_") == std::string::npos) return false;
+  const std::string prefix = name.substr(0, name.rfind(".norm."));
+  auto is_frozen = [&](const std::string& conv_prefix, const Conv2d* c) {
+    return conv_prefix == prefix && c->norm.kind == "FrozenBN";
+  };
+  for (const auto& [n, c] : std::as_const(model.stem()).convs())
+    if (is_frozen("stem." + n, c)) return true;
+  for (size_t s = 0; s < model.stages().size(); ++s)
+    for (size_t b = 0; b < model.stages()[s].size(); ++b)
+      for (const auto& [n, c] : std::as_const(*model.stages()[s][b]).convs())
+        if (is_frozen(model.stage_names()[s] + "." + std::to_string(b) + "." + n, c)) return true;
+  return false;
+}
+
 ResNet make_model(const std::string& which) {
   if (which == "A") return model_a();
   if (which == "B") return model_b();
@@ -514,12 +530,17 @@ TEST(CheckpointLoad, EveryFileLoadsIntoItsModelWithExactValues) {
     std::map<std::string, std::vector<double>> before;
     for (const auto& [n, t] : model.state_dict()) before[n] = values_of(t);
     const json& want = d["d2"];
+    // FrozenBN statistics the file lacks become 0 / 1 (FrozenBatchNorm2d._load_from_state_dict).
     std::vector<std::string> missing, unexpected, fatal;
+    std::set<std::string> filled;
     for (const auto& [n, t] : model.state_dict())
       if (!want.contains(n)) {
+        if (frozen_stat(model, n)) {
+          filled.insert(n);
+          continue;
+        }
         missing.push_back(n);
-        const bool stat = n.find("running_") != std::string::npos;
-        if (!(stat && d["author"] == "Caffe2")) fatal.push_back(n);
+        fatal.push_back(n);
       }
     for (const auto& [n, v] : want.items())
       if (!before.count(n)) unexpected.push_back(n);
@@ -538,12 +559,15 @@ TEST(CheckpointLoad, EveryFileLoadsIntoItsModelWithExactValues) {
     std::vector<std::string> got_unexpected = report.unexpected;
     std::sort(got_unexpected.begin(), got_unexpected.end());
     EXPECT_EQ(got_unexpected, unexpected);
-    EXPECT_EQ(report.loaded.size() + report.missing.size(), before.size());
+    EXPECT_EQ(report.loaded.size() + report.missing.size() + filled.size(), before.size());
     EXPECT_EQ(report.path, kDir + name);
     for (const auto& [n, t] : model.state_dict()) {
       EXPECT_EQ(t.dtype(), DType::Float32) << n;
       if (want.contains(n)) {
         EXPECT_TRUE(same_values(t, want[n].get<std::string>())) << n;
+      } else if (filled.count(n)) {
+        const double v = n.find("running_var") != std::string::npos ? 1.0 : 0.0;
+        for (double x : values_of(t)) EXPECT_EQ(x, v) << n;
       } else {
         EXPECT_EQ(values_of(t), before[n]) << n << " changed though the file lacks it";
       }
@@ -552,17 +576,19 @@ TEST(CheckpointLoad, EveryFileLoadsIntoItsModelWithExactValues) {
   EXPECT_EQ(loaded_files, 18);
 }
 
-TEST(CheckpointLoad, Caffe2FilesKeepFrozenBNIdentityStatistics) {
+TEST(CheckpointLoad, Caffe2FilesGetDetectron2sFrozenBNStatistics) {
+  // Caffe2 files fold the statistics into scale and bias; detectron2's FrozenBatchNorm2d fills
+  // the absent running_mean / running_var with 0 / 1 (not the 1 - eps of a fresh layer).
   ResNet model = model_a();
   const LoadReport r = load_checkpoint(model, kDir + "c2_py2_blobs.pkl");
-  EXPECT_EQ(r.missing.size(), 10u);  // running_mean / running_var of five FrozenBN layers
+  EXPECT_TRUE(r.missing.empty()) << r.summary();
   EXPECT_EQ(r.loaded.size(), 15u);
   for (const auto& [n, t] : model.state_dict()) {
     if (n.find("running_mean") != std::string::npos) {
       for (double v : values_of(t)) EXPECT_EQ(v, 0.0) << n;
     }
     if (n.find("running_var") != std::string::npos) {
-      for (double v : values_of(t)) EXPECT_FLOAT_EQ(v, 1.0 - 1e-5) << n;
+      for (double v : values_of(t)) EXPECT_EQ(v, 1.0) << n;
     }
   }
   EXPECT_EQ(r.ignored, (std::vector<std::string>{"conv1_b", "fc1000_w", "fc1000_b"}));
@@ -592,9 +618,10 @@ TEST(CheckpointLoad, MissingAndUnexpected) {
   // A file with res2 only, into a model with res3 too.
   ResNet bigger = model_a("FrozenBN", 2, true);
   const std::string m = message_of([&] { load_checkpoint(bigger, kDir + "d2.safetensors"); });
-  EXPECT_NE(m.find("lacks 15 entries of the model: [res3.0.conv1.weight"), std::string::npos) << m;
+  // res3's three convolutions lack weight, norm.weight and norm.bias; their FrozenBN statistics are filled.
+  EXPECT_NE(m.find("lacks 9 entries of the model: [res3.0.conv1.weight"), std::string::npos) << m;
   const LoadReport r = load_checkpoint(bigger, kDir + "d2.safetensors", false);
-  EXPECT_EQ(r.missing.size(), 15u);
+  EXPECT_EQ(r.missing.size(), 9u);
   EXPECT_EQ(r.loaded.size(), 25u);
   EXPECT_TRUE(r.unexpected.empty());
   // A C4 file (res2..res5) into model A: res3..res5 are unexpected, not an error.

@@ -84,6 +84,7 @@ class CNNBlockBase {
 class BasicStem : public CNNBlockBase {
  public:
   explicit BasicStem(int64_t in_channels = 3, int64_t out_channels = 64, const std::string& norm = "BN");
+  using CNNBlockBase::convs;
   std::vector<std::pair<std::string, Conv2d*>> convs() override;
   Conv2d conv1;
 };
@@ -91,6 +92,7 @@ class BasicStem : public CNNBlockBase {
 class BasicBlock : public CNNBlockBase {
  public:
   BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride = 1, const std::string& norm = "BN");
+  using CNNBlockBase::convs;
   std::vector<std::pair<std::string, Conv2d*>> convs() override;
   std::optional<Conv2d> shortcut;
   Conv2d conv1, conv2;
@@ -112,6 +114,7 @@ struct BottleneckArgs {
 class BottleneckBlock : public CNNBlockBase {
  public:
   BottleneckBlock(int64_t in_channels, int64_t out_channels, const BottleneckArgs& args);
+  using CNNBlockBase::convs;
   std::vector<std::pair<std::string, Conv2d*>> convs() override;
   std::optional<Conv2d> shortcut;
   Conv2d conv1, conv2, conv3;
@@ -124,6 +127,7 @@ class BottleneckBlock : public CNNBlockBase {
 class DeformBottleneckBlock : public BottleneckBlock {
  public:
   DeformBottleneckBlock(int64_t in_channels, int64_t out_channels, const BottleneckArgs& args);
+  using CNNBlockBase::convs;
   std::vector<std::pair<std::string, Conv2d*>> convs() override;
   bool deform_modulated = false;
   int64_t deform_num_groups = 1;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // load_checkpoint: read, rename as detectron2 does, check shapes and dtypes, load into a ResNet.
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -89,22 +90,28 @@ LoadReport load_checkpoint(ResNet& model, const std::string& path, bool strict) 
     loaded.insert(name);
   }
 
-  // Caffe2 ImageNet models fold the BN statistics into scale and bias: FrozenBN keeps its
-  // identity running_mean / running_var, as in detectron2.
-  const std::set<std::string> frozen = raw.author == "Caffe2" ? frozen_bn_prefixes(model) : std::set<std::string>{};
+  // FrozenBatchNorm2d._load_from_state_dict: a file without the running statistics of a
+  // FrozenBN layer (Caffe2/MSRA models fold them into scale and bias; detectron2 loads such
+  // dicts without version metadata) gets running_mean = 0 and running_var = 1 -- not the
+  // 1 - eps of a fresh layer -- so the layer computes x * weight / sqrt(1 + eps) + bias exactly
+  // as detectron2 does after loading the same file.
+  const std::set<std::string> frozen = frozen_bn_prefixes(model);
   std::vector<std::string> fatal;
   for (const auto& [name, t] : model_sd) {
     if (loaded.count(name)) {
       report.loaded.push_back(name);
       continue;
     }
-    report.missing.push_back(name);
-    bool exempt = false;
-    if (ends_with(name, "running_mean") || ends_with(name, "running_var")) {
-      const std::string prefix = name.substr(0, name.rfind('.') + 1);
-      exempt = frozen.count(prefix) > 0;
+    const bool mean = ends_with(name, "running_mean"), var = ends_with(name, "running_var");
+    if ((mean || var) && frozen.count(name.substr(0, name.rfind('.') + 1))) {
+      Tensor fill = Tensor::empty(t.shape(), t.dtype());
+      float* p = fill.data_ptr<float>();
+      std::fill(p, p + fill.numel(), mean ? 0.f : 1.f);
+      to_load.emplace_back(name, fill);
+      continue;
     }
-    if (!exempt) fatal.push_back(name);
+    report.missing.push_back(name);
+    fatal.push_back(name);
   }
   if (strict && !fatal.empty())
     throw CheckpointError("checkpoint " + path + " lacks " + std::to_string(fatal.size()) + " entries of the model: " +
