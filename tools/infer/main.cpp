@@ -155,7 +155,8 @@ int run(const Options& o) {
     const std::string w = cfg.get_string("MODEL.WEIGHTS");
     if (!w.empty() && is_url(w))
       throw Error("MODEL.WEIGHTS is the URL " + w +
-                  ": this tool does not download; download the file and pass it with --weights FILE");
+                  ": this tool does not download; download the file and pass it with --weights FILE "
+                  "(or override MODEL.WEIGHTS \"\" to run with detectron2's seeded initialisation)");
     if (!w.empty()) {
       if (!fs::exists(w)) throw Error("MODEL.WEIGHTS names " + w + ", which does not exist");
       weights = w;
