@@ -211,12 +211,33 @@ void kr_kb(ColorMatrix matrix, double* kr, double* kb) {
   throw Error("unknown colour matrix " + std::to_string(static_cast<int>(matrix)));
 }
 
-// Per-sample contributions: pixel = 128 + sat8(y[Y] + rv[V]), sat8(y[Y] + gu[U] + gv[V]), sat8(y[Y] + bu[U]).
-struct YuvTables {
-  int16_t y[256], rv[256], gu[256], gv[256], bu[256];
+// Horizontal chroma upsampling of one row of (width + 1) / 2 contiguous samples to `width` samples:
+// every sample repeated (videoconvert's unpack), then, between samples a = c[i] and b = c[i + 1],
+// pixels 2i + 1 and 2i + 2 become (3a + b + 2) >> 2 and (a + 3b + 2) >> 2, or, co-sited, pixel 2i + 1
+// becomes (a + b + 1) >> 1. The first pixel and, for an even width, the last keep their sample.
+void upsample_h(const uint8_t* __restrict c, int64_t width, bool cosited, uint8_t* __restrict out) {
+  const int64_t n = (width - 1) / 2;  // pairs (a, b) that are interpolated
+  out[0] = c[0];
+  if (cosited) {
+    for (int64_t i = 0; i < n; ++i) {
+      out[2 * i + 1] = static_cast<uint8_t>((c[i] + c[i + 1] + 1) >> 1);
+      out[2 * i + 2] = c[i + 1];
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      out[2 * i + 1] = static_cast<uint8_t>((3 * c[i] + c[i + 1] + 2) >> 2);
+      out[2 * i + 2] = static_cast<uint8_t>((c[i] + 3 * c[i + 1] + 2) >> 2);
+    }
+  }
+  if ((width & 1) == 0 && width > 1) out[width - 1] = c[width / 2 - 1];
+}
+
+// The five coefficients videoconvert's orc code uses: Y (same for R, G, B), V -> R, U -> G, V -> G, U -> B.
+struct YuvCoefficients {
+  int16_t y, rv, gu, gv, bu;
 };
 
-YuvTables make_yuv_tables(ColorMatrix matrix, ColorRange range) {
+YuvCoefficients yuv_coefficients(ColorMatrix matrix, ColorRange range) {
   const bool limited = range == ColorRange::Limited;
   const int off[3] = {limited ? 16 : 0, 128, 128};
   const int scale[3] = {limited ? 219 : 255, limited ? 224 : 255, limited ? 224 : 255};
@@ -237,122 +258,121 @@ YuvTables make_yuv_tables(ColorMatrix matrix, ColorRange range) {
   m = scale_components(m, static_cast<float>(255), static_cast<float>(255), static_cast<float>(255));
   m = offset_components(m, 0, 0, 0);
   m = scale_components(m, static_cast<float>(256), static_cast<float>(256), static_cast<float>(256));
-  int im[3][3];
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) im[i][j] = static_cast<int>(std::rint(m.m[i][j]));
-  const int16_t p_y = static_cast<int16_t>(im[0][0]), p_rv = static_cast<int16_t>(im[0][2]),
-                p_bu = static_cast<int16_t>(im[2][1]), p_gu = static_cast<int16_t>(im[1][1]),
-                p_gv = static_cast<int16_t>(im[1][2]);
-  YuvTables t;
-  for (int v = 0; v < 256; ++v) {
-    const uint8_t b = static_cast<uint8_t>(v ^ 0x80);  // (v - 128) as a byte
-    const int32_t word = static_cast<int16_t>(static_cast<uint16_t>((b << 8) | b));
-    auto mulhs = [word](int16_t p) { return static_cast<int16_t>((word * static_cast<int32_t>(p)) >> 16); };
-    t.y[v] = mulhs(p_y);
-    t.rv[v] = mulhs(p_rv);
-    t.gu[v] = mulhs(p_gu);
-    t.gv[v] = mulhs(p_gv);
-    t.bu[v] = mulhs(p_bu);
-  }
-  return t;
+  auto coefficient = [&m](int i, int j) { return static_cast<int16_t>(std::rint(m.m[i][j])); };
+  return {coefficient(0, 0), coefficient(0, 2), coefficient(1, 1), coefficient(1, 2), coefficient(2, 1)};
 }
 
+// The signed word whose two bytes are both (v - 128) (orc's splatbw after subb 128).
+inline int16_t splat(uint8_t v) {
+  const uint8_t b = static_cast<uint8_t>(v ^ 0x80);
+  return static_cast<int16_t>(static_cast<uint16_t>(b * 257));
+}
+// (a * p) >> 16 (orc's mulhsw).
+inline int16_t mulhs(int16_t a, int16_t p) {
+  return static_cast<int16_t>((static_cast<int32_t>(a) * static_cast<int32_t>(p)) >> 16);
+}
+// 128 + saturate to int8 (convssswb, addb 128).
 inline uint8_t sat_u8(int v) { return static_cast<uint8_t>(std::min(std::max(v, -128), 127) + 128); }
 
-// One output row from a Y row and full-width U and V rows (already upsampled); `cstep` 0 or 1: chroma
-// index x >> cstep.
-template <int CShift>
-void yuv_row(const YuvTables& t, const uint8_t* y, const uint8_t* u, const uint8_t* v, int64_t width, int ro, int bo,
-             uint8_t* out) {
+// One row of full-width Y, U, V samples to planar R, G, B rows (written to vectorise).
+void yuv_to_planar_row(const uint8_t* __restrict y, const uint8_t* __restrict u, const uint8_t* __restrict v,
+                       int64_t width, const YuvCoefficients k, uint8_t* __restrict r, uint8_t* __restrict g,
+                       uint8_t* __restrict b) {
   for (int64_t x = 0; x < width; ++x) {
-    const int yy = t.y[y[x]];
-    const int uu = u[x >> CShift], vv = v[x >> CShift];
-    uint8_t* o = out + 3 * x;
-    o[ro] = sat_u8(yy + t.rv[vv]);
-    o[1] = sat_u8(yy + t.gu[uu] + t.gv[vv]);
-    o[bo] = sat_u8(yy + t.bu[uu]);
+    const int16_t wy = mulhs(splat(y[x]), k.y);
+    const int16_t wu = splat(u[x]), wv = splat(v[x]);
+    r[x] = sat_u8(wy + mulhs(wv, k.rv));
+    g[x] = sat_u8(wy + mulhs(wu, k.gu) + mulhs(wv, k.gv));
+    b[x] = sat_u8(wy + mulhs(wu, k.bu));
   }
 }
 
-// Horizontal chroma upsampling of one row of `cw` samples (every `step` bytes) to `width` samples.
-void upsample_h(const uint8_t* c, int step, int64_t width, bool cosited, uint8_t* out) {
-  for (int64_t x = 0; x < width; ++x) out[x] = c[(x >> 1) * step];  // unpack: repeat each sample
-  if (cosited) {
-    for (int64_t x = 1; x < width - 1; x += 2) {
-      const int a = c[((x - 1) >> 1) * step], b = c[((x + 1) >> 1) * step];
-      out[x] = static_cast<uint8_t>((a + b + 1) >> 1);
-    }
-  } else {
-    for (int64_t x = 1; x < width - 1; x += 2) {
-      const int a = c[((x - 1) >> 1) * step], b = c[((x + 1) >> 1) * step];
-      out[x] = static_cast<uint8_t>((3 * a + b + 2) >> 2);
-      out[x + 1] = static_cast<uint8_t>((a + 3 * b + 2) >> 2);
+// Walks a YUV frame row by row, handing planar R, G, B rows (width bytes each) to `sink(y, r, g, b)`.
+class YuvRows {
+ public:
+  YuvRows(const FrameView& f, const int64_t strides[3])
+      : f_(f), k_(yuv_coefficients(f.matrix, f.range)), w_(f.width), ch_((f.height + 1) / 2),
+        buf_(static_cast<std::size_t>(f.width + 1) * 9) {
+    for (int p = 0; p < 3; ++p) strides_[p] = strides[p];
+    h_cosited_ = f.chroma_site == ChromaSite::HCosited || f.chroma_site == ChromaSite::Cosited;
+    v_cosited_ = f.chroma_site == ChromaSite::VCosited || f.chroma_site == ChromaSite::Cosited;
+    // Rows of width + 1 bytes: I420's doubled chroma fills 2 * ((width + 1) / 2).
+    const int64_t n = w_ + 1;
+    uint8_t* p = buf_.data();
+    hu_[0] = p; hu_[1] = p + n; hv_[0] = p + 2 * n; hv_[1] = p + 3 * n;
+    ru_ = p + 4 * n; rv_ = p + 5 * n;
+    r_ = p + 6 * n; g_ = p + 7 * n; b_ = p + 8 * n;
+  }
+
+  template <typename Sink>
+  void run(Sink&& sink) {
+    for (int64_t y = 0; y < f_.height; ++y) {
+      const uint8_t *u, *v;
+      if (f_.format == PixelFormat::I420) {
+        // videoconvert's I420 -> RGB fast path: chroma sample x / 2 of row y / 2.
+        const uint8_t* us = f_.planes[1] + (y >> 1) * strides_[1];
+        const uint8_t* vs = f_.planes[2] + (y >> 1) * strides_[2];
+        const int64_t cw = (w_ + 1) / 2;
+        for (int64_t i = 0; i < cw; ++i) {  // buffers hold 2 * cw bytes
+          ru_[2 * i] = ru_[2 * i + 1] = us[i];
+          rv_[2 * i] = rv_[2 * i + 1] = vs[i];
+        }
+        u = ru_;
+        v = rv_;
+      } else if (v_cosited_ || y == 0) {
+        const int s = chroma_row(y >> 1);
+        u = hu_[s];
+        v = hv_[s];
+      } else {
+        // Odd rows sit 1/4 of a chroma row after chroma row (y - 1) / 2, even rows 1/4 before y / 2.
+        const bool odd = (y & 1) != 0;
+        const int64_t ca = odd ? (y - 1) / 2 : y / 2 - 1;
+        const int64_t cb = std::min(ca + 1, ch_ - 1);
+        const int sa = chroma_row(ca), sb = chroma_row(cb);
+        blend_rows(odd ? hu_[sa] : hu_[sb], odd ? hu_[sb] : hu_[sa], ru_);
+        blend_rows(odd ? hv_[sa] : hv_[sb], odd ? hv_[sb] : hv_[sa], rv_);
+        u = ru_;
+        v = rv_;
+      }
+      yuv_to_planar_row(f_.planes[0] + y * strides_[0], u, v, w_, k_, r_, g_, b_);
+      sink(y, static_cast<const uint8_t*>(r_), static_cast<const uint8_t*>(g_), static_cast<const uint8_t*>(b_));
     }
   }
-}
 
-void nv12_to_rgb8(const FrameView& f, const int64_t strides[3], int ro, int bo, uint8_t* out) {
-  const YuvTables t = make_yuv_tables(f.matrix, f.range);
-  const int64_t w = f.width, h = f.height, ch = (h + 1) / 2;
-  const bool h_cosited = f.chroma_site == ChromaSite::HCosited || f.chroma_site == ChromaSite::Cosited;
-  const bool v_cosited = f.chroma_site == ChromaSite::VCosited || f.chroma_site == ChromaSite::Cosited;
-  // Horizontally upsampled U and V rows for two chroma rows (slot = chroma row & 1).
-  std::vector<uint8_t> buf(static_cast<std::size_t>(w) * 6);
-  uint8_t* hu[2] = {buf.data(), buf.data() + w};
-  uint8_t* hv[2] = {buf.data() + 2 * w, buf.data() + 3 * w};
-  uint8_t* ru = buf.data() + 4 * w;
-  uint8_t* rv = buf.data() + 5 * w;
-  int64_t in_slot[2] = {-1, -1};
-  auto chroma_row = [&](int64_t cr) {
+ private:
+  // (3 * near + far + 2) >> 2
+  void blend_rows(const uint8_t* __restrict near, const uint8_t* __restrict far, uint8_t* __restrict out) const {
+    for (int64_t x = 0; x < w_; ++x) out[x] = static_cast<uint8_t>((3 * near[x] + far[x] + 2) >> 2);
+  }
+
+  // Horizontally upsampled U and V of NV12 chroma row `cr`, cached in slot cr & 1.
+  int chroma_row(int64_t cr) {
     const int s = static_cast<int>(cr & 1);
-    if (in_slot[s] != cr) {
-      const uint8_t* uv = f.planes[1] + cr * strides[1];
-      upsample_h(uv, 2, w, h_cosited, hu[s]);
-      upsample_h(uv + 1, 2, w, h_cosited, hv[s]);
-      in_slot[s] = cr;
+    if (in_slot_[s] != cr) {
+      const uint8_t* __restrict uv = f_.planes[1] + cr * strides_[1];
+      const int64_t cw = (w_ + 1) / 2;
+      uint8_t* __restrict u = ru_;  // scratch: deinterleaved samples
+      uint8_t* __restrict v = rv_;
+      for (int64_t i = 0; i < cw; ++i) {
+        u[i] = uv[2 * i];
+        v[i] = uv[2 * i + 1];
+      }
+      upsample_h(u, w_, h_cosited_, hu_[s]);
+      upsample_h(v, w_, h_cosited_, hv_[s]);
+      in_slot_[s] = cr;
     }
     return s;
-  };
-  for (int64_t y = 0; y < h; ++y) {
-    const uint8_t* yrow = f.planes[0] + y * strides[0];
-    const uint8_t *u, *v;
-    if (v_cosited || y == 0) {
-      const int s = chroma_row(y >> 1);
-      u = hu[s];
-      v = hv[s];
-    } else {
-      // Odd rows sit 1/4 of a chroma row after chroma row (y - 1) / 2, even rows 1/4 before y / 2.
-      const bool odd = (y & 1) != 0;
-      const int64_t ca = odd ? (y - 1) / 2 : y / 2 - 1;
-      const int64_t cb = std::min(ca + 1, ch - 1);
-      const int sa = chroma_row(ca), sb = chroma_row(cb);
-      const uint8_t *ua = hu[sa], *ub = hu[sb], *va = hv[sa], *vb = hv[sb];
-      if (odd) {
-        for (int64_t x = 0; x < w; ++x) {
-          ru[x] = static_cast<uint8_t>((3 * ua[x] + ub[x] + 2) >> 2);
-          rv[x] = static_cast<uint8_t>((3 * va[x] + vb[x] + 2) >> 2);
-        }
-      } else {
-        for (int64_t x = 0; x < w; ++x) {
-          ru[x] = static_cast<uint8_t>((ua[x] + 3 * ub[x] + 2) >> 2);
-          rv[x] = static_cast<uint8_t>((va[x] + 3 * vb[x] + 2) >> 2);
-        }
-      }
-      u = ru;
-      v = rv;
-    }
-    yuv_row<0>(t, yrow, u, v, w, ro, bo, out + y * w * 3);
   }
-}
 
-void i420_to_rgb8(const FrameView& f, const int64_t strides[3], int ro, int bo, uint8_t* out) {
-  const YuvTables t = make_yuv_tables(f.matrix, f.range);
-  const int64_t w = f.width, h = f.height;
-  for (int64_t y = 0; y < h; ++y) {
-    yuv_row<1>(t, f.planes[0] + y * strides[0], f.planes[1] + (y >> 1) * strides[1],
-               f.planes[2] + (y >> 1) * strides[2], w, ro, bo, out + y * w * 3);
-  }
-}
+  const FrameView& f_;
+  YuvCoefficients k_;
+  int64_t w_, ch_;
+  int64_t strides_[3] = {0, 0, 0};
+  bool h_cosited_ = false, v_cosited_ = false;
+  std::vector<uint8_t> buf_;
+  uint8_t *hu_[2], *hv_[2], *ru_, *rv_, *r_, *g_, *b_;
+  int64_t in_slot_[2] = {-1, -1};
+};
 
 template <int PS>
 void packed_to_rgb8(const uint8_t* src, int64_t stride, int64_t w, int64_t h, int sr, int sg, int sb, int ro, int bo,
@@ -378,8 +398,20 @@ void gray_to_rgb8(const uint8_t* src, int64_t stride, int64_t w, int64_t h, uint
 
 void to_rgb8_into(const FrameView& f, const int64_t strides[3], int ro, int bo, uint8_t* out) {
   switch (f.format) {
-    case PixelFormat::NV12: nv12_to_rgb8(f, strides, ro, bo, out); return;
-    case PixelFormat::I420: i420_to_rgb8(f, strides, ro, bo, out); return;
+    case PixelFormat::NV12:
+    case PixelFormat::I420: {
+      const int64_t w = f.width;
+      YuvRows rows(f, strides);
+      rows.run([&](int64_t y, const uint8_t* r, const uint8_t* g, const uint8_t* b) {
+        uint8_t* o = out + y * w * 3;
+        for (int64_t x = 0; x < w; ++x) {
+          o[3 * x + ro] = r[x];
+          o[3 * x + 1] = g[x];
+          o[3 * x + bo] = b[x];
+        }
+      });
+      return;
+    }
     case PixelFormat::GRAY8: gray_to_rgb8(f.planes[0], strides[0], f.width, f.height, out); return;
     default: break;
   }
@@ -503,16 +535,54 @@ PreprocessResult preprocess_frame(const FrameView& frame, const FramePreprocessO
     new_w = options.width;
   }
   const bool resize = new_h != h || new_w != w;  // PIL's resize to the same size is a copy
+  const bool yuv = frame.format == PixelFormat::NV12 || frame.format == PixelFormat::I420;
+  const bool bgr = options.input_format == "BGR";
+  const int64_t hp = padded(new_h, options.size_divisibility);
+  const int64_t wp = padded(new_w, options.size_divisibility);
+  const Shape shape{1, 3, hp, wp};
+  PreprocessResult result;
+  result.resized_height = new_h;
+  result.resized_width = new_w;
+  result.scale_y = static_cast<double>(new_h) / static_cast<double>(h);
+  result.scale_x = static_cast<double>(new_w) / static_cast<double>(w);
+  if (output != nullptr && output->defined() && output->dtype() == DType::Float32 && output->device().is_cpu() &&
+      output->shape() == shape && output->is_contiguous()) {
+    result.tensor = *output;
+  } else {
+    result.tensor = Tensor::empty(shape, DType::Float32);
+  }
+  float* out = result.tensor.data_ptr<float>();
+  float mean[3], std_[3];
+  for (int c = 0; c < 3; ++c) {
+    mean[c] = static_cast<float>(options.pixel_mean[static_cast<std::size_t>(c)]);
+    std_[c] = static_cast<float>(options.pixel_std[static_cast<std::size_t>(c)]);
+  }
+
+  if (yuv && !resize) {
+    // YUV straight into the normalised planes, row by row, without an interleaved RGB copy.
+    YuvRows rows(frame, strides);
+    rows.run([&](int64_t y, const uint8_t* r, const uint8_t* g, const uint8_t* b) {
+      const uint8_t* src[3] = {bgr ? b : r, g, bgr ? r : b};
+      for (int c = 0; c < 3; ++c) {
+        const uint8_t* __restrict s = src[c];
+        float* __restrict o = out + (c * hp + y) * wp;
+        const float m = mean[c], sd = std_[c];
+        for (int64_t x = 0; x < w; ++x) o[x] = (static_cast<float>(s[x]) - m) / sd;
+        std::fill(o + w, o + wp, 0.0f);
+      }
+    });
+    for (int c = 0; c < 3; ++c) std::fill(out + (c * hp + h) * wp, out + (c + 1) * hp * wp, 0.0f);
+    return result;
+  }
 
   // The 8-bit pixels to normalise: `src` with `ps` bytes per pixel, model channel c at byte off[c].
-  const bool bgr = options.input_format == "BGR";
   const uint8_t* src = nullptr;
   int64_t stride = 0;
   int ps = 3;
   int off[3] = {0, 1, 2};
   Tensor rgb, resized;
-  if (!resize && frame.format != PixelFormat::NV12 && frame.format != PixelFormat::I420) {
-    // Straight from the frame.
+  if (!resize) {
+    // Straight from the frame (packed or GRAY8).
     src = frame.planes[0];
     stride = strides[0];
     if (frame.format == PixelFormat::GRAY8) {
@@ -546,14 +616,10 @@ PreprocessResult preprocess_frame(const FrameView& frame, const FramePreprocessO
     }
     view.width = w;
     view.height = h;
-    if (resize) {
-      resized = resize_bilinear_pil(view, new_w, new_h);
-      src = resized.data_ptr<uint8_t>();
-      stride = new_w * view.channels;
-    } else {
-      src = view.data;
-      stride = view.row_stride;
-    }
+    // Resized in the source's channel order (PIL's filter treats channels alike).
+    resized = resize_bilinear_pil(view, new_w, new_h);
+    src = resized.data_ptr<uint8_t>();
+    stride = new_w * view.channels;
     ps = static_cast<int>(view.channels);
     if (view.channels == 1) {
       off[0] = off[1] = off[2] = 0;
@@ -565,32 +631,13 @@ PreprocessResult preprocess_frame(const FrameView& frame, const FramePreprocessO
 
   // (x - mean) / std in float32, as the model's float32 buffers compute it; one table per channel.
   float table[3][256];
-  for (int c = 0; c < 3; ++c) {
-    const float m = static_cast<float>(options.pixel_mean[static_cast<std::size_t>(c)]);
-    const float s = static_cast<float>(options.pixel_std[static_cast<std::size_t>(c)]);
-    for (int v = 0; v < 256; ++v) table[c][v] = (static_cast<float>(v) - m) / s;
-  }
-
-  const int64_t hp = padded(new_h, options.size_divisibility);
-  const int64_t wp = padded(new_w, options.size_divisibility);
-  const Shape shape{1, 3, hp, wp};
-  PreprocessResult result;
-  if (output != nullptr && output->defined() && output->dtype() == DType::Float32 && output->device().is_cpu() &&
-      output->shape() == shape && output->is_contiguous()) {
-    result.tensor = *output;
-  } else {
-    result.tensor = Tensor::empty(shape, DType::Float32);
-  }
-  float* out = result.tensor.data_ptr<float>();
+  for (int c = 0; c < 3; ++c)
+    for (int v = 0; v < 256; ++v) table[c][v] = (static_cast<float>(v) - mean[c]) / std_[c];
   switch (ps) {
     case 1: normalize_into<1>(src, stride, new_h, new_w, off, table, hp, wp, out); break;
     case 3: normalize_into<3>(src, stride, new_h, new_w, off, table, hp, wp, out); break;
     default: normalize_into<4>(src, stride, new_h, new_w, off, table, hp, wp, out); break;
   }
-  result.resized_height = new_h;
-  result.resized_width = new_w;
-  result.scale_y = static_cast<double>(new_h) / static_cast<double>(h);
-  result.scale_x = static_cast<double>(new_w) / static_cast<double>(w);
   return result;
 }
 
