@@ -234,7 +234,7 @@ std::vector<uint8_t> relayout(const FrameView& f, int64_t extra, FrameView* out)
 
 TEST(FrameTest, YuvMatchesVideoconvert) {
   const std::vector<GoldenCase> cases = load_manifest();
-  ASSERT_GE(cases.size(), 35u);
+  ASSERT_GE(cases.size(), 54u);
   int overall = 0;
   for (const GoldenCase& c : cases) {
     const std::vector<uint8_t> yuv = read_file(c.yuv_file);

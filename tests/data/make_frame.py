@@ -37,6 +37,9 @@ COLORIMETRIES = [
     ("smpte240m", "2:5:0:0", "SMPTE240M", "Limited"),
 ]
 SIZES = [(17, 11), (64, 48)]
+# Tiny frames (edges everywhere), with two colorimetries only.
+TINY_SIZES = [(1, 1), (2, 2), (3, 5), (6, 3)]
+TINY_COLORIMETRIES = ("bt709", "bt601full")
 # NV12 chroma sites through capssetter (I420's fast path ignores the site).
 SITES = [("mpeg2", "HCosited"), ("cosited", "Cosited"), ("v-cosited", "VCosited")]
 
@@ -104,13 +107,14 @@ def main():
     lines = [f"# made by tests/data/make_frame.py with {version}"]
     seed = 0
     for fmt in ("nv12", "i420"):
-        for w, h in SIZES:
+        for w, h in SIZES + TINY_SIZES:
             seed += 1
             buf, strides, offsets = make_input(fmt, w, h, seed)
             yuv = f"{fmt}_{w}x{h}.yuv"
             buf.tofile(os.path.join(OUT, yuv))
-            cases = [(name, c, m, r, None, "Center") for name, c, m, r in COLORIMETRIES]
-            if fmt == "nv12" and (w, h) == SIZES[0]:
+            cases = [(name, c, m, r, None, "Center") for name, c, m, r in COLORIMETRIES
+                     if (w, h) in SIZES or name in TINY_COLORIMETRIES]
+            if fmt == "nv12" and (w, h) in (SIZES[0], TINY_SIZES[2]):
                 cases += [(f"bt709_{s}", "2:3:0:0", "BT709", "Limited", s, site) for s, site in SITES]
             for name, colorimetry, matrix, rng, gst_site, site in cases:
                 case = f"{fmt}_{w}x{h}_{name}"
