@@ -140,6 +140,20 @@ TEST(FrameTest, Gray8IsThreeEqualChannels) {
   }
 }
 
+TEST(FrameTest, Gray8MatchesVideoconvert) {
+  const std::string dir = std::string(BACKBONE_TEST_DATA_DIR) + "/frame/";
+  const std::vector<uint8_t> gray = read_file(dir + "gray8_17x11.gray");
+  const std::vector<uint8_t> ref = read_file(dir + "gray8_17x11.rgb");
+  ASSERT_EQ(gray.size(), 20u * 11u);
+  FrameView f;
+  f.format = PixelFormat::GRAY8;
+  f.width = 17;
+  f.height = 11;
+  f.planes[0] = gray.data();
+  f.strides[0] = 20;
+  EXPECT_EQ(max_abs_diff(frame_to_rgb8(f, "RGB"), ref.data(), ref.size()), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // YUV against GStreamer's videoconvert
 

@@ -12,6 +12,7 @@ It writes tests/data/frame/:
                       rawvideoparse;
   <case>.rgb          what `rawvideoparse format=<fmt> colorimetry=<c> ! [capssetter chroma-site=..] !
                       videoconvert ! video/x-raw,format=RGB` gives, row padding removed ([H, W, 3]);
+  gray8_17x11.gray, gray8_17x11.rgb   GRAY8 (rows padded to 4 bytes) and videoconvert's RGB of it;
   manifest.txt        one line per case:
                       case yuv_file format width height matrix range chroma_site
                       stride0 stride1 stride2 offset1 offset2 rgb_file
@@ -122,6 +123,12 @@ def main():
                 rgb.tofile(os.path.join(OUT, case + ".rgb"))
                 lines.append(f"{case} {yuv} {fmt.upper()} {w} {h} {matrix} {rng} {site} "
                              f"{strides[0]} {strides[1]} {strides[2]} {offsets[0]} {offsets[1]} {case}.rgb")
+    # GRAY8 -> RGB (videoconvert repeats the value in the three channels).
+    w, h = SIZES[0]
+    gray = np.random.default_rng(100).integers(0, 256, (h, ru4(w)), dtype=np.uint8)
+    gray.tofile(os.path.join(OUT, "gray8_17x11.gray"))
+    rgb = videoconvert(os.path.join(OUT, "gray8_17x11.gray"), "gray8", w, h, gray.size, "1:0:0:0")
+    rgb.tofile(os.path.join(OUT, "gray8_17x11.rgb"))
     with open(os.path.join(OUT, "manifest.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"{len(lines) - 1} cases written to {OUT}")
