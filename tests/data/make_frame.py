@@ -92,7 +92,7 @@ def videoconvert(path, fmt, w, h, size, colorimetry, site=None):
     out = path + ".out"
     setter = f" ! capssetter caps=video/x-raw,chroma-site={site}" if site else ""
     cmd = (f"gst-launch-1.0 -q filesrc location={path} blocksize={size} ! rawvideoparse format={fmt} "
-           f"width={w} height={h} framerate=1/1 colorimetry={colorimetry}{setter} ! videoconvert ! "
+           f"width={w} height={h} framerate=1/1{' colorimetry=' + colorimetry if colorimetry else ''}{setter} ! videoconvert ! "
            f"video/x-raw,format=RGB ! filesink location={out}")
     subprocess.run(cmd, shell=True, check=True)
     data = np.fromfile(out, np.uint8)
@@ -123,11 +123,12 @@ def main():
                 rgb.tofile(os.path.join(OUT, case + ".rgb"))
                 lines.append(f"{case} {yuv} {fmt.upper()} {w} {h} {matrix} {rng} {site} "
                              f"{strides[0]} {strides[1]} {strides[2]} {offsets[0]} {offsets[1]} {case}.rgb")
-    # GRAY8 -> RGB (videoconvert repeats the value in the three channels).
+    # GRAY8 -> RGB with rawvideoparse's default GRAY8 colorimetry (videoconvert repeats the value in the
+    # three channels; a colorimetry with an unknown matrix would give R = Y, G = B = 128 instead).
     w, h = SIZES[0]
     gray = np.random.default_rng(100).integers(0, 256, (h, ru4(w)), dtype=np.uint8)
     gray.tofile(os.path.join(OUT, "gray8_17x11.gray"))
-    rgb = videoconvert(os.path.join(OUT, "gray8_17x11.gray"), "gray8", w, h, gray.size, "1:0:0:0")
+    rgb = videoconvert(os.path.join(OUT, "gray8_17x11.gray"), "gray8", w, h, gray.size, None)
     rgb.tofile(os.path.join(OUT, "gray8_17x11.rgb"))
     with open(os.path.join(OUT, "manifest.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
