@@ -766,10 +766,9 @@ out_features_literal (const std::string & csv)
     if (b == std::string::npos)
       throw backbone::ConfigError ("out-features \"" + csv + "\" has an empty entry");
     item = item.substr (b, e - b + 1);
-    for (char c : item)
-      if (!g_ascii_isalnum (c) && c != '_')
-        throw backbone::ConfigError ("out-features \"" + csv + "\": \"" + item +
-            "\" is not a feature name (stem, res2, res3, res4, res5)");
+    if (item != "stem" && item != "res2" && item != "res3" && item != "res4" && item != "res5")
+      throw backbone::ConfigError ("out-features \"" + csv + "\": unknown out feature \"" + item +
+          "\" (expected stem, res2, res3, res4 or res5)");
     out += std::string (first ? "" : ", ") + "'" + item + "'";
     first = false;
   }

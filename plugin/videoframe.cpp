@@ -58,6 +58,20 @@ color_range_from_video (GstVideoColorRange range)
       backbone::ColorRange::Limited;
 }
 
+backbone::ChromaSite
+chroma_site_from_video (GstVideoChromaSite site)
+{
+  const bool h = (site & GST_VIDEO_CHROMA_SITE_H_COSITED) != 0;
+  const bool v = (site & GST_VIDEO_CHROMA_SITE_V_COSITED) != 0;
+  if (h && v)
+    return backbone::ChromaSite::Cosited;
+  if (h)
+    return backbone::ChromaSite::HCosited;
+  if (v)
+    return backbone::ChromaSite::VCosited;
+  return backbone::ChromaSite::Center;
+}
+
 backbone::FrameView
 frame_view_from_video_frame (const GstVideoFrame * frame)
 {
@@ -77,6 +91,7 @@ frame_view_from_video_frame (const GstVideoFrame * frame)
   if (GST_VIDEO_INFO_IS_YUV (info)) {
     view.matrix = color_matrix_from_video (info->colorimetry.matrix);
     view.range = color_range_from_video (info->colorimetry.range);
+    view.chroma_site = chroma_site_from_video (GST_VIDEO_INFO_CHROMA_SITE (info));
   }
   return view;
 }

@@ -24,6 +24,9 @@ gboolean pixel_format_from_video_format (GstVideoFormat format, backbone::PixelF
  * maps to BT.601 too: it only matters for YUV formats. */
 backbone::ColorMatrix color_matrix_from_video (GstVideoColorMatrix matrix);
 backbone::ColorRange color_range_from_video (GstVideoColorRange range);
+/* Chroma siting (NV12): both cosited flags -> Cosited (also "dv"), one of them -> HCosited or
+ * VCosited, none ("jpeg", "none", unknown) -> Center. */
+backbone::ChromaSite chroma_site_from_video (GstVideoChromaSite site);
 
 /* A view of a mapped frame: format, size, plane pointers and strides (bytes), matrix and range.
  * The view borrows the frame's memory: it is valid while @frame stays mapped.

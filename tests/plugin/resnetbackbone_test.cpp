@@ -1,1 +1,831 @@
+// SPDX-License-Identifier: Apache-2.0
+// GstHarness tests of the resnetbackbone element on a narrow R-50 (tests/data/plugin/narrow.yaml,
+// weights narrow.pth, made by tests/data/make_plugin.py) and frames of 64x48 or smaller.
+// Reference values come from the backbone library run directly on the same frame (preprocess_frame
+// + the same engine with the same weights) and, for one RGB frame, from detectron2 itself.
+#include <gst/check/gstharness.h>
+#include <gst/featuremeta/featuremeta.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "backbone/checkpoint.h"
+#include "backbone/config.h"
+#include "backbone/engine.h"
+#include "backbone/frame.h"
+#include "backbone/npy.h"
+#include "backbone/preprocess.h"
+#include "backbone/resnet.h"
+
+namespace {
+
+using Props = std::vector<std::pair<std::string, std::string>>;
+
+std::string data_path(const std::string& name) { return std::string(BACKBONE_TEST_DATA_DIR) + "/plugin/" + name; }
+
+Props narrow_props(Props extra = {}) {
+  Props p = {{"config-file", data_path("narrow.yaml")}, {"weights", data_path("narrow.pth")}};
+  p.insert(p.end(), extra.begin(), extra.end());
+  return p;
+}
+
+const char* const kFeatures[] = {"res2", "res3", "res4", "res5"};
+const gsize kChannels[] = {16, 32, 64, 128};
+const guint kStrides[] = {4, 8, 16, 32};
+
+// The element alone in a harness, with a bus to read its messages.
+struct Harness {
+  GstElement* element = nullptr;
+  GstHarness* h = nullptr;
+  GstBus* bus = nullptr;
+
+  explicit Harness(const Props& props) {
+    element = gst_element_factory_make("resnetbackbone", nullptr);
+    if (!element) return;
+    for (const auto& [k, v] : props) gst_util_set_object_arg(G_OBJECT(element), k.c_str(), v.c_str());
+    bus = gst_bus_new();
+    gst_element_set_bus(element, bus);
+    h = gst_harness_new_with_element(element, "sink", "src");
+  }
+  ~Harness() {
+    if (h) gst_harness_teardown(h);
+    if (element) {
+      gst_element_set_bus(element, nullptr);
+      gst_object_unref(element);
+    }
+    if (bus) gst_object_unref(bus);
+  }
+  // Text of the first ERROR message on the bus ("" when none).
+  std::string error_text() {
+    GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+    if (!m) return "";
+    GError* err = nullptr;
+    gchar* dbg = nullptr;
+    gst_message_parse_error(m, &err, &dbg);
+    std::string text = err->message;
+    g_error_free(err);
+    g_free(dbg);
+    gst_message_unref(m);
+    return text;
+  }
+};
+
+std::string caps_string(const char* format, int w, int h, const char* extra = "") {
+  return "video/x-raw,format=" + std::string(format) + ",width=" + std::to_string(w) + ",height=" + std::to_string(h) +
+         ",framerate=30/1" + extra;
+}
+
+GstVideoInfo info_of(const std::string& caps_str) {
+  GstCaps* caps = gst_caps_from_string(caps_str.c_str());
+  GstVideoInfo info;
+  EXPECT_TRUE(gst_video_info_from_caps(&info, caps)) << caps_str;
+  gst_caps_unref(caps);
+  return info;
+}
+
+// A frame of deterministic pseudo-random bytes (every byte, padding included).
+GstBuffer* make_frame(const GstVideoInfo& info, uint32_t seed, GstClockTime pts = 0) {
+  GstBuffer* buf = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
+  GstMapInfo map;
+  gst_buffer_map(buf, &map, GST_MAP_WRITE);
+  uint32_t x = seed * 2654435761u + 12345u;
+  for (gsize i = 0; i < map.size; ++i) {
+    x = x * 1664525u + 1013904223u;
+    map.data[i] = static_cast<guint8>(x >> 24);
+  }
+  gst_buffer_unmap(buf, &map);
+  GST_BUFFER_PTS(buf) = pts;
+  GST_BUFFER_DTS(buf) = pts;
+  GST_BUFFER_DURATION(buf) = GST_SECOND / 30;
+  return buf;
+}
+
+// The library's view of a frame, built here from GstVideoInfo independently of the plugin's code.
+backbone::FrameView view_of(const GstVideoInfo& info, const guint8* data) {
+  backbone::FrameView v;
+  v.format = backbone::pixel_format_from_name(gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)));
+  v.width = GST_VIDEO_INFO_WIDTH(&info);
+  v.height = GST_VIDEO_INFO_HEIGHT(&info);
+  for (guint p = 0; p < GST_VIDEO_INFO_N_PLANES(&info); ++p) {
+    v.planes[p] = data + GST_VIDEO_INFO_PLANE_OFFSET(&info, p);
+    v.strides[p] = GST_VIDEO_INFO_PLANE_STRIDE(&info, p);
+  }
+  switch (info.colorimetry.matrix) {
+    case GST_VIDEO_COLOR_MATRIX_BT709: v.matrix = backbone::ColorMatrix::BT709; break;
+    case GST_VIDEO_COLOR_MATRIX_BT2020: v.matrix = backbone::ColorMatrix::BT2020; break;
+    case GST_VIDEO_COLOR_MATRIX_FCC: v.matrix = backbone::ColorMatrix::FCC; break;
+    case GST_VIDEO_COLOR_MATRIX_SMPTE240M: v.matrix = backbone::ColorMatrix::SMPTE240M; break;
+    default: v.matrix = backbone::ColorMatrix::BT601; break;
+  }
+  v.range = info.colorimetry.range == GST_VIDEO_COLOR_RANGE_0_255 ? backbone::ColorRange::Full
+                                                                  : backbone::ColorRange::Limited;
+  const gchar* site = gst_video_chroma_site_to_string(GST_VIDEO_INFO_CHROMA_SITE(&info));
+  v.chroma_site = site ? backbone::chroma_site_from_name(site) : backbone::ChromaSite::Center;
+  return v;
+}
+
+// The backbone library run directly: narrow.yaml + narrow.pth on the LibTorch CPU engine.
+struct Reference {
+  backbone::FramePreprocessOptions options;
+  std::unique_ptr<backbone::Engine> engine;
+
+  Reference() {
+    backbone::Config cfg = backbone::load_config(data_path("narrow.yaml"));
+    backbone::ResNet net = backbone::build_resnet_backbone(cfg);
+    backbone::load_checkpoint(net, data_path("narrow.pth"));
+    engine = backbone::create_engine(net, {});
+    const auto base = backbone::PreprocessOptions::from_config(cfg);
+    options.input_format = base.input_format;
+    options.pixel_mean = base.pixel_mean;
+    options.pixel_std = base.pixel_std;
+    options.min_size = base.min_size_test;
+    options.max_size = base.max_size_test;
+  }
+
+  struct Result {
+    backbone::PreprocessResult pre;
+    backbone::FeatureMaps maps;
+  };
+  Result run(const GstVideoInfo& info, GstBuffer* buf) const {
+    GstMapInfo map;
+    EXPECT_TRUE(gst_buffer_map(buf, &map, GST_MAP_READ));
+    Result r;
+    r.pre = backbone::preprocess_frame(view_of(info, map.data), options);
+    r.maps = engine->forward(r.pre.tensor);
+    gst_buffer_unmap(buf, &map);
+    return r;
+  }
+};
+
+std::vector<float> level_values(const GstFeatureLevel* level) {
+  GstMapInfo map;
+  EXPECT_TRUE(gst_feature_level_map(level, &map, GST_MAP_READ));
+  const float* p = reinterpret_cast<const float*>(map.data);
+  std::vector<float> v(p, p + gst_feature_level_n_elements(level));
+  gst_feature_level_unmap(level, &map);
+  return v;
+}
+
+const void* level_pointer(const GstFeatureLevel* level) {
+  GstMapInfo map;
+  EXPECT_TRUE(gst_feature_level_map(level, &map, GST_MAP_READ));
+  const void* p = map.data;
+  gst_feature_level_unmap(level, &map);
+  return p;
+}
+
+// Largest |a - b| relative to the largest |b| (at least 1).
+double rel_error(const std::vector<float>& a, const float* b, size_t n) {
+  double diff = 0.0, scale = 1.0;
+  for (size_t i = 0; i < n; ++i) {
+    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::fabs(double(b[i])));
+  }
+  return diff / scale;
+}
+
+// Checks the meta's layout and values against the library's result for the same frame.
+void expect_meta_matches(const GstFeatureMeta* meta, const Reference::Result& ref, int frame_w, int frame_h,
+                         guint unique_id = 0) {
+  ASSERT_NE(meta, nullptr);
+  EXPECT_EQ(meta->version, guint32(GST_FEATURE_META_VERSION));
+  EXPECT_EQ(meta->unique_id, unique_id);
+  EXPECT_STREQ(meta->model_name, "R-50");
+  EXPECT_EQ(meta->frame_width, guint(frame_w));
+  EXPECT_EQ(meta->frame_height, guint(frame_h));
+  EXPECT_EQ(meta->input_width, guint(ref.pre.resized_width));
+  EXPECT_EQ(meta->input_height, guint(ref.pre.resized_height));
+  EXPECT_EQ(meta->padded_width, guint(ref.pre.tensor.size(3)));
+  EXPECT_EQ(meta->padded_height, guint(ref.pre.tensor.size(2)));
+  EXPECT_DOUBLE_EQ(meta->scale_x, ref.pre.scale_x);
+  EXPECT_DOUBLE_EQ(meta->scale_y, ref.pre.scale_y);
+  ASSERT_EQ(meta->num_levels, ref.maps.size());
+  for (guint i = 0; i < meta->num_levels; ++i) {
+    const GstFeatureLevel* level = &meta->levels[i];
+    const auto& [name, tensor] = ref.maps[i];
+    SCOPED_TRACE(name);
+    EXPECT_STREQ(g_quark_to_string(level->name), name.c_str());
+    EXPECT_EQ(level->dtype, GST_FEATURE_DTYPE_FLOAT32);
+    EXPECT_EQ(level->device, GST_FEATURE_DEVICE_CPU);
+    EXPECT_EQ(level->num_dims, 4u);
+    const auto strides = backbone::contiguous_strides(tensor.shape());
+    for (int d = 0; d < 4; ++d) {
+      EXPECT_EQ(level->dims[d], gsize(tensor.size(d))) << "dim " << d;
+      EXPECT_EQ(level->strides[d], gsize(strides[d])) << "dim " << d;
+    }
+    for (int k = 0; k < 4; ++k)
+      if (name == kFeatures[k]) {
+        EXPECT_EQ(level->stride, kStrides[k]);
+        EXPECT_EQ(level->dims[1], kChannels[k]);
+      }
+    const std::vector<float> got = level_values(level);
+    const backbone::Tensor want = tensor.contiguous();
+    ASSERT_EQ(got.size(), size_t(want.numel()));
+    EXPECT_LE(rel_error(got, want.data_ptr<float>(), got.size()), 1e-6);
+  }
+}
+
+class Formats : public ::testing::TestWithParam<const char*> {};
+
+// Each caps format: meta layout and values against the library on the same frame; the video buffer
+// (memory, pixels, timestamps, flags, other metas) comes out untouched.
+TEST_P(Formats, MetaMatchesLibraryAndBufferUntouched) {
+  static Reference ref;
+  const std::string fmt = GetParam();
+  std::string extra;
+  if (fmt == "NV12") extra = ",colorimetry=bt709,chroma-site=mpeg2";
+  if (fmt == "I420") extra = ",colorimetry=(string)1:4:0:0";  // full range BT.601
+  const std::string caps = caps_string(fmt.c_str(), 64, 48, extra.c_str());
+  const GstVideoInfo info = info_of(caps);
+
+  Harness hh(narrow_props());
+  ASSERT_NE(hh.h, nullptr);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* in = make_frame(info, 7, 3 * GST_SECOND);
+  GST_BUFFER_OFFSET(in) = 90;
+  GST_BUFFER_OFFSET_END(in) = 91;
+  GST_BUFFER_FLAG_SET(in, GST_BUFFER_FLAG_DISCONT | GST_BUFFER_FLAG_DELTA_UNIT | GST_BUFFER_FLAG_MARKER);
+  const guint in_flags = GST_BUFFER_FLAGS(in);
+  GstCaps* ref_caps = gst_caps_from_string("timestamp/x-test");
+  gst_buffer_add_reference_timestamp_meta(in, ref_caps, 4242, 17);
+  gst_caps_unref(ref_caps);
+  GstMemory* in_mem = gst_buffer_peek_memory(in, 0);
+  gsize size = 0;
+  guint8* before = nullptr;
+  gst_buffer_extract_dup(in, 0, gst_buffer_get_size(in), reinterpret_cast<gpointer*>(&before), &size);
+  const Reference::Result want = ref.run(info, in);
+
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, in);
+  ASSERT_NE(out, nullptr);
+  expect_meta_matches(gst_buffer_get_feature_meta(out), want, 64, 48);
+
+  EXPECT_EQ(gst_buffer_peek_memory(out, 0), in_mem) << "the video memory was replaced";
+  GstMapInfo map;
+  ASSERT_TRUE(gst_buffer_map(out, &map, GST_MAP_READ));
+  ASSERT_EQ(map.size, size);
+  EXPECT_EQ(std::memcmp(map.data, before, size), 0) << "pixels changed";
+  gst_buffer_unmap(out, &map);
+  g_free(before);
+  EXPECT_EQ(GST_BUFFER_PTS(out), 3 * GST_SECOND);
+  EXPECT_EQ(GST_BUFFER_DTS(out), 3 * GST_SECOND);
+  EXPECT_EQ(GST_BUFFER_DURATION(out), GST_SECOND / 30);
+  EXPECT_EQ(GST_BUFFER_OFFSET(out), 90u);
+  EXPECT_EQ(GST_BUFFER_OFFSET_END(out), 91u);
+  EXPECT_EQ(GST_BUFFER_FLAGS(out), in_flags);
+  GstReferenceTimestampMeta* rts = gst_buffer_get_reference_timestamp_meta(out, nullptr);
+  ASSERT_NE(rts, nullptr);
+  EXPECT_EQ(rts->timestamp, 4242u);
+  EXPECT_EQ(rts->duration, 17u);
+  // Exactly one feature meta.
+  gpointer state = nullptr;
+  int n = 0;
+  while (GstMeta* m = gst_buffer_iterate_meta_filtered(out, &state, GST_FEATURE_META_API_TYPE)) n += m != nullptr;
+  EXPECT_EQ(n, 1);
+  gst_buffer_unref(out);
+  EXPECT_EQ(hh.error_text(), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(ResnetBackbone, Formats,
+                         ::testing::Values("RGB", "BGR", "RGBx", "BGRx", "xRGB", "xBGR", "RGBA", "BGRA", "ARGB",
+                                           "ABGR", "NV12", "I420", "GRAY8"),
+                         [](const auto& info) { return std::string(info.param); });
+
+// The element's features of one RGB frame against detectron2's own backbone (make_plugin.py).
+TEST(ResnetBackbone, MatchesDetectron2) {
+  const backbone::Tensor frame = backbone::load_npy(data_path("frame_rgb.npy"));
+  ASSERT_EQ(frame.shape(), (backbone::Shape{48, 64, 3}));
+  const std::string caps = caps_string("RGB", 64, 48);
+  const GstVideoInfo info = info_of(caps);
+  GstBuffer* in = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
+  GstMapInfo map;
+  gst_buffer_map(in, &map, GST_MAP_WRITE);
+  for (int y = 0; y < 48; ++y)
+    std::memcpy(map.data + y * GST_VIDEO_INFO_PLANE_STRIDE(&info, 0), frame.data_ptr<uint8_t>() + y * 64 * 3, 64 * 3);
+  gst_buffer_unmap(in, &map);
+
+  Harness hh(narrow_props());
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, in);
+  ASSERT_NE(out, nullptr);
+  const GstFeatureMeta* meta = gst_buffer_get_feature_meta(out);
+  ASSERT_NE(meta, nullptr);
+  ASSERT_EQ(meta->num_levels, 4u);
+  for (int k = 0; k < 4; ++k) {
+    SCOPED_TRACE(kFeatures[k]);
+    const backbone::Tensor want = backbone::load_npy(data_path(std::string("d2_") + kFeatures[k] + ".npy"));
+    const GstFeatureLevel* level = gst_feature_meta_get_level(meta, kFeatures[k]);
+    ASSERT_NE(level, nullptr);
+    for (int d = 0; d < 4; ++d) EXPECT_EQ(level->dims[d], gsize(want.size(d)));
+    const std::vector<float> got = level_values(level);
+    ASSERT_EQ(got.size(), size_t(want.numel()));
+    EXPECT_LE(rel_error(got, want.data_ptr<float>(), got.size()), 1e-4);
+  }
+  gst_buffer_unref(out);
+}
+
+// Properties that override the config reach preprocessing: input-format, pixel-mean/std, resize
+// shortest-edge with min/max size, size-divisibility (geometry fields and values vs the library).
+TEST(ResnetBackbone, PreprocessingProperties) {
+  Reference ref;
+  ref.options.input_format = "RGB";
+  ref.options.pixel_mean = {120.0, 110.0, 100.0};
+  ref.options.pixel_std = {60.0, 50.0, 40.0};
+  ref.options.resize = backbone::ResizeMode::ShortestEdge;
+  ref.options.min_size = 32;
+  ref.options.max_size = 100;
+  ref.options.size_divisibility = 32;
+  Harness hh(narrow_props({{"input-format", "RGB"},
+                           {"pixel-mean", "<120.0, 110.0, 100.0>"},
+                           {"pixel-std", "<60.0, 50.0, 40.0>"},
+                           {"resize", "shortest-edge"},
+                           {"min-size", "32"},
+                           {"max-size", "100"},
+                           {"size-divisibility", "32"},
+                           {"unique-id", "5"}}));
+  const std::string caps = caps_string("BGRx", 64, 48);
+  const GstVideoInfo info = info_of(caps);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* in = make_frame(info, 3);
+  const auto want = ref.run(info, in);
+  EXPECT_EQ(want.pre.resized_height, 32);
+  EXPECT_EQ(want.pre.resized_width, 43);
+  EXPECT_EQ(want.pre.tensor.size(3), 64);
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, in);
+  ASSERT_NE(out, nullptr);
+  expect_meta_matches(gst_buffer_get_feature_meta(out), want, 64, 48, 5);
+  gst_buffer_unref(out);
+
+  // resize=fixed
+  Reference fixed;
+  fixed.options.resize = backbone::ResizeMode::Fixed;
+  fixed.options.width = 40;
+  fixed.options.height = 24;
+  Harness hf(narrow_props({{"resize", "fixed"}, {"width", "40"}, {"height", "24"}}));
+  gst_harness_set_src_caps_str(hf.h, caps.c_str());
+  in = make_frame(info, 4);
+  const auto want_fixed = fixed.run(info, in);
+  out = gst_harness_push_and_pull(hf.h, in);
+  ASSERT_NE(out, nullptr);
+  expect_meta_matches(gst_buffer_get_feature_meta(out), want_fixed, 64, 48);
+  gst_buffer_unref(out);
+}
+
+// Without config-file: detectron2's default R-50 with res2..res5; without weights: a warning.
+TEST(ResnetBackbone, BuiltInDefaultModelWarnsWithoutWeights) {
+  Harness hh({});
+  gst_harness_set_src_caps_str(hh.h, caps_string("RGB", 32, 32).c_str());
+  GstMessage* warning = gst_bus_pop_filtered(hh.bus, GST_MESSAGE_WARNING);
+  ASSERT_NE(warning, nullptr);
+  GError* err = nullptr;
+  gst_message_parse_warning(warning, &err, nullptr);
+  EXPECT_NE(std::string(err->message).find("not those of a trained model"), std::string::npos) << err->message;
+  g_error_free(err);
+  gst_message_unref(warning);
+  gchar* name = nullptr;
+  g_object_get(hh.element, "model-name", &name, nullptr);
+  EXPECT_STREQ(name, "R-50");
+  g_free(name);
+
+  const GstVideoInfo info = info_of(caps_string("RGB", 32, 32));
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info, 1));
+  ASSERT_NE(out, nullptr);
+  const GstFeatureMeta* meta = gst_buffer_get_feature_meta(out);
+  ASSERT_NE(meta, nullptr);
+  ASSERT_EQ(meta->num_levels, 4u);
+  const gsize channels[] = {256, 512, 1024, 2048};
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_STREQ(g_quark_to_string(meta->levels[k].name), kFeatures[k]);
+    EXPECT_EQ(meta->levels[k].dims[1], channels[k]);
+    EXPECT_EQ(meta->levels[k].stride, kStrides[k]);
+  }
+  gst_buffer_unref(out);
+}
+
+// out-features overrides the config: only the requested levels, in that order.
+TEST(ResnetBackbone, OutFeaturesProperty) {
+  Harness hh(narrow_props({{"out-features", "stem, res3"}}));
+  const std::string caps = caps_string("RGB", 64, 48);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 2));
+  ASSERT_NE(out, nullptr);
+  const GstFeatureMeta* meta = gst_buffer_get_feature_meta(out);
+  ASSERT_NE(meta, nullptr);
+  ASSERT_EQ(meta->num_levels, 2u);
+  EXPECT_STREQ(g_quark_to_string(meta->levels[0].name), "stem");
+  EXPECT_EQ(meta->levels[0].dims[1], 8u);
+  EXPECT_EQ(meta->levels[0].stride, 4u);
+  EXPECT_STREQ(g_quark_to_string(meta->levels[1].name), "res3");
+  EXPECT_EQ(meta->levels[1].stride, 8u);
+  gst_buffer_unref(out);
+}
+
+// Level data pointers of a meta (by level name order).
+std::vector<const void*> pointers_of(const GstFeatureMeta* meta) {
+  std::vector<const void*> p;
+  for (guint i = 0; meta && i < meta->num_levels; ++i) p.push_back(level_pointer(&meta->levels[i]));
+  return p;
+}
+
+GstPadProbeReturn record_pointers(GstPad*, GstPadProbeInfo* info, gpointer user_data) {
+  auto* seen = static_cast<std::vector<std::vector<const void*>>*>(user_data);
+  if (GstBuffer* buf = GST_PAD_PROBE_INFO_BUFFER(info)) seen->push_back(pointers_of(gst_buffer_get_feature_meta(buf)));
+  return GST_PAD_PROBE_OK;
+}
+
+// The meta survives queue, tee, videoconvert and videoscale, and buffer copies, sharing the data.
+TEST(ResnetBackbone, MetaSurvivesDownstreamElementsAndCopies) {
+  const std::string launch = "resnetbackbone name=bb config-file=" + data_path("narrow.yaml") +
+                             " weights=" + data_path("narrow.pth") +
+                             " ! queue ! tee ! queue ! videoconvert ! capsfilter caps=video/x-raw,format=BGRx ! "
+                             "videoscale ! capsfilter caps=video/x-raw,width=32,height=24";
+  GstHarness* h = gst_harness_new_parse(launch.c_str());
+  ASSERT_NE(h, nullptr);
+  GstElement* bb = gst_bin_get_by_name(GST_BIN(h->element), "bb");
+  ASSERT_NE(bb, nullptr);
+  std::vector<std::vector<const void*>> seen;
+  GstPad* src = gst_element_get_static_pad(bb, "src");
+  gst_pad_add_probe(src, GST_PAD_PROBE_TYPE_BUFFER, record_pointers, &seen, nullptr);
+  gst_object_unref(src);
+  const std::string caps = caps_string("RGB", 64, 48);
+  gst_harness_set_src_caps_str(h, caps.c_str());
+  GstBuffer* out = gst_harness_push_and_pull(h, make_frame(info_of(caps), 9));
+  ASSERT_NE(out, nullptr);
+  GstCaps* out_caps = gst_pad_get_current_caps(h->sinkpad);
+  GstVideoInfo out_info;
+  ASSERT_TRUE(gst_video_info_from_caps(&out_info, out_caps));
+  gst_caps_unref(out_caps);
+  EXPECT_EQ(GST_VIDEO_INFO_WIDTH(&out_info), 32);
+  EXPECT_EQ(GST_VIDEO_INFO_FORMAT(&out_info), GST_VIDEO_FORMAT_BGRx);
+  ASSERT_EQ(seen.size(), 1u);
+  ASSERT_EQ(seen[0].size(), 4u);
+  const GstFeatureMeta* meta = gst_buffer_get_feature_meta(out);
+  ASSERT_NE(meta, nullptr) << "the meta did not survive queue ! tee ! queue ! videoconvert ! videoscale";
+  EXPECT_EQ(pointers_of(meta), seen[0]);
+
+  GstBuffer* copy = gst_buffer_copy(out);
+  EXPECT_EQ(pointers_of(gst_buffer_get_feature_meta(copy)), seen[0]);
+  GstBuffer* deep = gst_buffer_copy_deep(out);
+  EXPECT_EQ(pointers_of(gst_buffer_get_feature_meta(deep)), seen[0]);
+  gst_buffer_unref(out);
+  // The copies keep the data alive after the original is gone.
+  EXPECT_EQ(pointers_of(gst_buffer_get_feature_meta(copy)), seen[0]);
+  gst_buffer_unref(copy);
+  gst_buffer_unref(deep);
+  gst_object_unref(bb);
+  gst_harness_teardown(h);
+}
+
+// With pool-size=2, two held outputs block the third push until one is released; the held data is
+// never overwritten and the new output lives in other storage.
+TEST(ResnetBackbone, HeldBuffersAreNeverOverwritten) {
+  Harness hh(narrow_props({{"pool-size", "2"}}));
+  const std::string caps = caps_string("RGB", 64, 48);
+  const GstVideoInfo info = info_of(caps);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* out1 = gst_harness_push_and_pull(hh.h, make_frame(info, 1, 0));
+  GstBuffer* out2 = gst_harness_push_and_pull(hh.h, make_frame(info, 2, GST_SECOND));
+  ASSERT_NE(out1, nullptr);
+  ASSERT_NE(out2, nullptr);
+  const GstFeatureMeta* m1 = gst_buffer_get_feature_meta(out1);
+  const GstFeatureMeta* m2 = gst_buffer_get_feature_meta(out2);
+  ASSERT_NE(m1, nullptr);
+  ASSERT_NE(m2, nullptr);
+  const std::vector<float> v2 = level_values(&m2->levels[0]);
+  const std::vector<float> v2_last = level_values(&m2->levels[3]);
+  const auto p2 = pointers_of(m2);
+
+  std::atomic<bool> done{false};
+  GstFlowReturn ret = GST_FLOW_ERROR;
+  std::thread pusher([&] {
+    ret = gst_harness_push(hh.h, make_frame(info, 3, 2 * GST_SECOND));
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_FALSE(done) << "a third output was produced while pool-size=2 outputs were held";
+  EXPECT_EQ(gst_harness_buffers_in_queue(hh.h), 0u);
+  gst_buffer_unref(out1);  // frees one slot
+  pusher.join();
+  EXPECT_EQ(ret, GST_FLOW_OK);
+  GstBuffer* out3 = gst_harness_pull(hh.h);
+  ASSERT_NE(out3, nullptr);
+  const GstFeatureMeta* m3 = gst_buffer_get_feature_meta(out3);
+  ASSERT_NE(m3, nullptr);
+  for (const void* p : pointers_of(m3))
+    for (const void* q : p2) EXPECT_NE(p, q) << "new features written into held storage";
+  EXPECT_EQ(level_values(&m2->levels[0]), v2);
+  EXPECT_EQ(level_values(&m2->levels[3]), v2_last);
+  gst_buffer_unref(out2);
+  gst_buffer_unref(out3);
+}
+
+// A push waiting for a free slot returns FLUSHING on flush-start and on a state change to NULL.
+TEST(ResnetBackbone, WaitingPushUnblocksOnFlushAndStop) {
+  for (int mode = 0; mode < 2; ++mode) {
+    SCOPED_TRACE(mode == 0 ? "flush-start" : "state NULL");
+    Harness hh(narrow_props({{"pool-size", "1"}}));
+    const std::string caps = caps_string("GRAY8", 32, 24);
+    const GstVideoInfo info = info_of(caps);
+    gst_harness_set_src_caps_str(hh.h, caps.c_str());
+    GstBuffer* held = gst_harness_push_and_pull(hh.h, make_frame(info, 1));
+    ASSERT_NE(held, nullptr);
+    std::atomic<bool> done{false};
+    GstFlowReturn ret = GST_FLOW_OK;
+    std::thread pusher([&] {
+      ret = gst_harness_push(hh.h, make_frame(info, 2, GST_SECOND));
+      done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_FALSE(done);
+    if (mode == 0) {
+      EXPECT_TRUE(gst_harness_push_event(hh.h, gst_event_new_flush_start()));
+    } else {
+      EXPECT_EQ(gst_element_set_state(hh.element, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+    }
+    pusher.join();
+    EXPECT_EQ(ret, GST_FLOW_FLUSHING);
+    if (mode == 0) {
+      EXPECT_TRUE(gst_harness_push_event(hh.h, gst_event_new_flush_stop(TRUE)));
+    }
+    gst_buffer_unref(held);
+  }
+}
+
+// Caps change mid-stream: 64x48 RGB -> 48x32 NV12; the meta follows the new frames.
+TEST(ResnetBackbone, Renegotiation) {
+  static Reference ref;
+  Harness hh(narrow_props());
+  const std::string caps1 = caps_string("RGB", 64, 48), caps2 = caps_string("NV12", 48, 32);
+  const GstVideoInfo info1 = info_of(caps1), info2 = info_of(caps2);
+  gst_harness_set_src_caps_str(hh.h, caps1.c_str());
+  GstBuffer* in = make_frame(info1, 1);
+  auto want = ref.run(info1, in);
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, in);
+  expect_meta_matches(gst_buffer_get_feature_meta(out), want, 64, 48);
+  EXPECT_EQ(gst_buffer_get_feature_meta(out)->levels[0].dims[3], 16u);
+  gst_buffer_unref(out);
+
+  gst_harness_set_src_caps_str(hh.h, caps2.c_str());
+  in = make_frame(info2, 2, GST_SECOND);
+  want = ref.run(info2, in);
+  out = gst_harness_push_and_pull(hh.h, in);
+  expect_meta_matches(gst_buffer_get_feature_meta(out), want, 48, 32);
+  EXPECT_EQ(gst_buffer_get_feature_meta(out)->levels[0].dims[2], 8u);
+  EXPECT_EQ(gst_buffer_get_feature_meta(out)->levels[0].dims[3], 12u);
+  gst_buffer_unref(out);
+}
+
+// inference-interval=3: features on frames 0, 3, 6; every frame flows.
+TEST(ResnetBackbone, InferenceInterval) {
+  Harness hh(narrow_props({{"inference-interval", "3"}}));
+  const std::string caps = caps_string("RGB", 32, 24);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  std::vector<int> with_meta;
+  for (int i = 0; i < 8; ++i) {
+    GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), i, i * GST_SECOND / 30));
+    ASSERT_NE(out, nullptr);
+    EXPECT_EQ(GST_BUFFER_PTS(out), GstClockTime(i * GST_SECOND / 30));
+    if (gst_buffer_get_feature_meta(out)) with_meta.push_back(i);
+    gst_buffer_unref(out);
+  }
+  EXPECT_EQ(with_meta, (std::vector<int>{0, 3, 6}));
+}
+
+// Two backbones in a row with different unique-ids: two metas, neither overwritten.
+TEST(ResnetBackbone, TwoElementsWithDifferentUniqueIds) {
+  const std::string launch = "resnetbackbone unique-id=1 config-file=" + data_path("narrow.yaml") + " weights=" +
+                             data_path("narrow.pth") + " ! resnetbackbone unique-id=2 out-features=res3 config-file=" +
+                             data_path("narrow.yaml") + " weights=" + data_path("narrow.pth");
+  GstHarness* h = gst_harness_new_parse(launch.c_str());
+  ASSERT_NE(h, nullptr);
+  const std::string caps = caps_string("RGB", 32, 24);
+  gst_harness_set_src_caps_str(h, caps.c_str());
+  GstBuffer* out = gst_harness_push_and_pull(h, make_frame(info_of(caps), 5));
+  ASSERT_NE(out, nullptr);
+  const GstFeatureMeta* a = gst_buffer_get_feature_meta_by_id(out, 1);
+  const GstFeatureMeta* b = gst_buffer_get_feature_meta_by_id(out, 2);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a->num_levels, 4u);
+  ASSERT_EQ(b->num_levels, 1u);
+  EXPECT_STREQ(g_quark_to_string(b->levels[0].name), "res3");
+  // Same weights and frame: the two res3 maps are equal, in different storage.
+  const GstFeatureLevel* a3 = gst_feature_meta_get_level(a, "res3");
+  ASSERT_NE(a3, nullptr);
+  EXPECT_EQ(level_values(a3), level_values(&b->levels[0]));
+  EXPECT_NE(level_pointer(a3), level_pointer(&b->levels[0]));
+  gst_buffer_unref(out);
+  gst_harness_teardown(h);
+}
+
+GstPadProbeReturn count_meta(GstPad*, GstPadProbeInfo* info, gpointer user_data) {
+  if (GstBuffer* buf = GST_PAD_PROBE_INFO_BUFFER(info))
+    if (gst_buffer_get_feature_meta(buf)) ++*static_cast<int*>(user_data);
+  return GST_PAD_PROBE_OK;
+}
+
+// NULL -> PLAYING -> NULL five times in a real pipeline; each run delivers features and ends in EOS.
+TEST(ResnetBackbone, StateCycles) {
+  const std::string launch = "videotestsrc num-buffers=3 ! video/x-raw,width=32,height=24,format=I420 ! "
+                             "resnetbackbone config-file=" + data_path("narrow.yaml") + " weights=" +
+                             data_path("narrow.pth") + " ! fakesink name=sink";
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(launch.c_str(), &err);
+  ASSERT_NE(pipeline, nullptr) << (err ? err->message : "");
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  GstPad* pad = gst_element_get_static_pad(sink, "sink");
+  int metas = 0;
+  gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, count_meta, &metas, nullptr);
+  GstBus* bus = gst_element_get_bus(pipeline);
+  for (int cycle = 0; cycle < 5; ++cycle) {
+    SCOPED_TRACE(cycle);
+    metas = 0;
+    ASSERT_NE(gst_element_set_state(pipeline, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+    GstMessage* msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND,
+                                                 GstMessageType(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+    ASSERT_NE(msg, nullptr);
+    EXPECT_EQ(GST_MESSAGE_TYPE(msg), GST_MESSAGE_EOS);
+    gst_message_unref(msg);
+    EXPECT_EQ(metas, 3);
+    ASSERT_EQ(gst_element_set_state(pipeline, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  }
+  gst_object_unref(bus);
+  gst_object_unref(pad);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+}
+
+struct ErrorCase {
+  const char* name;
+  Props props;
+  const char* expected;  // in the ERROR message text
+  GstResourceError code;
+};
+
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.name; }
+
+class StartErrors : public ::testing::TestWithParam<ErrorCase> {};
+
+// Every failure to load the model fails READY -> PAUSED with an ERROR naming the cause.
+TEST_P(StartErrors, FailStateChangeWithError) {
+  const ErrorCase& c = GetParam();
+  GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
+  ASSERT_NE(e, nullptr);
+  for (const auto& [k, v] : c.props) gst_util_set_object_arg(G_OBJECT(e), k.c_str(), v.c_str());
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(e, bus);
+  EXPECT_EQ(gst_element_set_state(e, GST_STATE_READY), GST_STATE_CHANGE_SUCCESS);
+  EXPECT_EQ(gst_element_set_state(e, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
+  GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(m, nullptr) << "no ERROR message";
+  GError* err = nullptr;
+  gst_message_parse_error(m, &err, nullptr);
+  EXPECT_TRUE(g_error_matches(err, GST_RESOURCE_ERROR, c.code)) << err->message;
+  EXPECT_NE(std::string(err->message).find(c.expected), std::string::npos) << err->message;
+  g_error_free(err);
+  gst_message_unref(m);
+  EXPECT_EQ(gst_element_set_state(e, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  gst_element_set_bus(e, nullptr);
+  gst_object_unref(bus);
+  gst_object_unref(e);
+}
+
+const ErrorCase kErrorCases[] = {
+    {"MissingConfig", {{"config-file", "/nonexistent/narrow.yaml"}}, "does not exist", GST_RESOURCE_ERROR_NOT_FOUND},
+    {"BadYaml", {{"config-file", data_path("bad_syntax.yaml")}}, "not valid YAML", GST_RESOURCE_ERROR_SETTINGS},
+    {"UnknownKey",
+     {{"config-file", data_path("unknown_key.yaml")}},
+     "Non-existent config key: MODEL.RESNETS.DEPTHH",
+     GST_RESOURCE_ERROR_SETTINGS},
+    {"MissingWeights",
+     {{"config-file", data_path("narrow.yaml")}, {"weights", "/nonexistent/w.pth"}},
+     "\"/nonexistent/w.pth\" does not exist",
+     GST_RESOURCE_ERROR_NOT_FOUND},
+    {"CorruptWeights",
+     {{"config-file", data_path("narrow.yaml")}, {"weights", data_path("corrupt.pth")}},
+     "truncated",
+     GST_RESOURCE_ERROR_READ},
+    {"WeightsOfAnotherModel",
+     {{"weights", data_path("narrow.pth")}},
+     "shape mismatch for stem.conv1.weight",
+     GST_RESOURCE_ERROR_READ},
+    {"UnknownOutFeature", narrow_props({{"out-features", "res2,res7"}}), "unknown out feature \"res7\"",
+     GST_RESOURCE_ERROR_SETTINGS},
+    {"DeviceCudaUnavailable", narrow_props({{"device", "cuda:0"}}), "cuda:0", GST_RESOURCE_ERROR_FAILED},
+    {"InvalidDevice", narrow_props({{"device", "tpu"}}), "invalid device 'tpu'", GST_RESOURCE_ERROR_SETTINGS},
+    {"UnknownEngine", narrow_props({{"engine", "tensorrt"}}), "unknown engine \"tensorrt\"",
+     GST_RESOURCE_ERROR_SETTINGS},
+    {"UnsupportedPrecision", narrow_props({{"precision", "fp16"}}), "precision fp16", GST_RESOURCE_ERROR_FAILED},
+    {"FixedResizeWithoutSize", narrow_props({{"resize", "fixed"}}), "resize=fixed needs width and height",
+     GST_RESOURCE_ERROR_SETTINGS},
+    {"PixelMeanOfTwoValues", narrow_props({{"pixel-mean", "<1.0, 2.0>"}}), "need 3 values each",
+     GST_RESOURCE_ERROR_SETTINGS},
+    {"ZeroPixelStd", narrow_props({{"pixel-std", "<1.0, 0.0, 1.0>"}}), "non-zero", GST_RESOURCE_ERROR_SETTINGS},
+};
+
+INSTANTIATE_TEST_SUITE_P(ResnetBackbone, StartErrors, ::testing::ValuesIn(kErrorCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// The CUDA case names the device only where CUDA is really absent.
+TEST(ResnetBackbone, CudaIsAbsentHere) { EXPECT_FALSE(backbone::cuda_is_available()); }
+
+// A frame the library refuses (16777216 pixels wide) during streaming: an ERROR message and
+// GST_FLOW_ERROR, no crash; the element keeps working after a caps change.
+TEST(ResnetBackbone, InferenceFailurePostsErrorAndReturnsFlowError) {
+  Harness hh(narrow_props());
+  const std::string caps = caps_string("GRAY8", 1 << 24, 1);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  EXPECT_EQ(gst_harness_push(hh.h, make_frame(info_of(caps), 1)), GST_FLOW_ERROR);
+  const std::string text = hh.error_text();
+  EXPECT_NE(text.find("Inference failed"), std::string::npos) << text;
+  EXPECT_NE(text.find("too large"), std::string::npos) << text;
+  const std::string small = caps_string("GRAY8", 32, 24);
+  gst_harness_set_src_caps_str(hh.h, small.c_str());
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(small), 2, GST_SECOND));
+  ASSERT_NE(out, nullptr);
+  EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+  gst_buffer_unref(out);
+}
+
+// QoS from downstream: frames already late skip inference and still flow.
+TEST(ResnetBackbone, QosSkipsLateFrames) {
+  Harness hh(narrow_props());
+  const std::string caps = caps_string("RGB", 32, 24);
+  const GstVideoInfo info = info_of(caps);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info, 0, 0));
+  EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+  gst_buffer_unref(out);
+  // Downstream is 100 ms late at 1 s: earliest time 1 s + 2 * 100 ms.
+  EXPECT_TRUE(gst_harness_push_upstream_event(
+      hh.h, gst_event_new_qos(GST_QOS_TYPE_UNDERFLOW, 0.8, 100 * GST_MSECOND, GST_SECOND)));
+  const GstClockTime pts[] = {GST_SECOND + 100 * GST_MSECOND, GST_SECOND + 200 * GST_MSECOND,
+                              GST_SECOND + 300 * GST_MSECOND};
+  const bool expect_meta[] = {false, false, true};
+  for (int i = 0; i < 3; ++i) {
+    out = gst_harness_push_and_pull(hh.h, make_frame(info, i + 1, pts[i]));
+    ASSERT_NE(out, nullptr);
+    EXPECT_EQ(GST_BUFFER_PTS(out), pts[i]);
+    EXPECT_EQ(gst_buffer_get_feature_meta(out) != nullptr, expect_meta[i]) << "frame at " << pts[i];
+    gst_buffer_unref(out);
+  }
+  // A flush forgets the QoS state.
+  EXPECT_TRUE(gst_harness_push_event(hh.h, gst_event_new_flush_start()));
+  EXPECT_TRUE(gst_harness_push_event(hh.h, gst_event_new_flush_stop(FALSE)));
+  out = gst_harness_push_and_pull(hh.h, make_frame(info, 9, GST_SECOND));
+  ASSERT_NE(out, nullptr);
+  EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+  gst_buffer_unref(out);
+}
+
+// The LATENCY query adds the measured inference time to upstream's latency.
+TEST(ResnetBackbone, LatencyQueryAddsInferenceTime) {
+  Harness hh(narrow_props());
+  const std::string caps = caps_string("RGB", 64, 48);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  gst_harness_set_upstream_latency(hh.h, 10 * GST_MSECOND);
+  EXPECT_EQ(gst_harness_query_latency(hh.h), 10 * GST_MSECOND);  // nothing measured yet
+  const gint64 t0 = g_get_monotonic_time();
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 1));
+  const GstClockTime wall = GstClockTime(g_get_monotonic_time() - t0) * GST_USECOND;
+  gst_buffer_unref(out);
+  const GstClockTime latency = gst_harness_query_latency(hh.h);
+  EXPECT_GT(latency, 10 * GST_MSECOND);
+  EXPECT_LE(latency, 10 * GST_MSECOND + wall);
+}
+
+// gst-inspect-1.0 shows every property with its documentation.
+TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
+  gchar* out = nullptr;
+  gchar* errout = nullptr;
+  gint status = 0;
+  GError* err = nullptr;
+  const gchar* argv[] = {"gst-inspect-1.0", "resnetbackbone", nullptr};
+  ASSERT_TRUE(g_spawn_sync(nullptr, const_cast<gchar**>(argv), nullptr, G_SPAWN_SEARCH_PATH, nullptr, nullptr, &out,
+                           &errout, &status, &err))
+      << (err ? err->message : "");
+  EXPECT_TRUE(g_spawn_check_wait_status(status, nullptr)) << errout;
+  const std::string text = out;
+  g_free(out);
+  g_free(errout);
+  for (const char* p : {"config-file", "weights", "out-features", "engine", "device", "precision", "num-threads",
+                        "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
+                        "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name"})
+    EXPECT_NE(text.find(std::string("  ") + p + " "), std::string::npos) << p << " missing in:\n" << text;
+  for (const char* s : {"\"GstResnetBackbonePrecision\"", "(1): shortest-edge", "Range: 1 - 1024 Default: 4",
+                        "Range: 1 - 2147483647 Default: 1", "String. Default: \"libtorch\""})
+    EXPECT_NE(text.find(s), std::string::npos) << s << " missing in:\n" << text;
+}
+
+}  // namespace
