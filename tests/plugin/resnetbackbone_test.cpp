@@ -783,6 +783,9 @@ TEST(ResnetBackbone, QosSkipsLateFrames) {
   // A flush forgets the QoS state.
   EXPECT_TRUE(gst_harness_push_event(hh.h, gst_event_new_flush_start()));
   EXPECT_TRUE(gst_harness_push_event(hh.h, gst_event_new_flush_stop(FALSE)));
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  EXPECT_TRUE(gst_harness_push_event(hh.h, gst_event_new_segment(&segment)));
   out = gst_harness_push_and_pull(hh.h, make_frame(info, 9, GST_SECOND));
   ASSERT_NE(out, nullptr);
   EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
@@ -826,6 +829,77 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
   for (const char* s : {"\"GstResnetBackbonePrecision\"", "(1): shortest-edge", "Range: 1 - 1024 Default: 4",
                         "Range: 1 - 2147483647 Default: 1", "String. Default: \"libtorch\""})
     EXPECT_NE(text.find(s), std::string::npos) << s << " missing in:\n" << text;
+}
+
+}  // namespace
+
+namespace {
+
+// A buffer that is not writable (someone else holds it) is not modified: the element adds its meta
+// to a shallow copy that shares the video memory.
+TEST(ResnetBackbone, NonWritableInputGetsMetaOnCopy) {
+  Harness hh(narrow_props());
+  const std::string caps = caps_string("RGB", 32, 24);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* in = make_frame(info_of(caps), 4);
+  gst_buffer_ref(in);  // ours: the buffer is shared, so not writable
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, in);
+  ASSERT_NE(out, nullptr);
+  EXPECT_NE(out, in);
+  EXPECT_EQ(gst_buffer_get_feature_meta(in), nullptr) << "the shared input buffer was modified";
+  EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+  EXPECT_EQ(gst_buffer_peek_memory(out, 0), gst_buffer_peek_memory(in, 0)) << "pixels were copied";
+  gst_buffer_unref(out);
+  gst_buffer_unref(in);
+}
+
+// Defaults as documented, and values read back as set (pixel-mean as a GstValueArray of doubles).
+TEST(ResnetBackbone, PropertyDefaultsAndRoundTrip) {
+  GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
+  ASSERT_NE(e, nullptr);
+  gchar *engine = nullptr, *device = nullptr, *out_features = nullptr, *config = nullptr, *model = nullptr;
+  guint pool = 0, interval = 0, uid = 7, min_size = 9, div = 9, threads = 9;
+  gint resize = -1, precision = -1, input_format = -1;
+  g_object_get(e, "engine", &engine, "device", &device, "out-features", &out_features, "config-file", &config,
+               "model-name", &model, "pool-size", &pool, "inference-interval", &interval, "unique-id", &uid,
+               "min-size", &min_size, "size-divisibility", &div, "num-threads", &threads, "resize", &resize,
+               "precision", &precision, "input-format", &input_format, nullptr);
+  EXPECT_STREQ(engine, "libtorch");
+  EXPECT_STREQ(device, "auto");
+  EXPECT_STREQ(out_features, "");
+  EXPECT_EQ(config, nullptr);
+  EXPECT_STREQ(model, "");
+  EXPECT_EQ(pool, 4u);
+  EXPECT_EQ(interval, 1u);
+  EXPECT_EQ(uid, 0u);
+  EXPECT_EQ(min_size, 0u);
+  EXPECT_EQ(div, 0u);
+  EXPECT_EQ(threads, 0u);
+  EXPECT_EQ(resize, 0);
+  EXPECT_EQ(precision, 0);
+  EXPECT_EQ(input_format, 0);
+  g_free(engine);
+  g_free(device);
+  g_free(out_features);
+  g_free(config);
+  g_free(model);
+
+  gst_util_set_object_arg(G_OBJECT(e), "pixel-mean", "<1.5, 2, 3.25>");
+  gst_util_set_object_arg(G_OBJECT(e), "resize", "shortest-edge");
+  GValue v = G_VALUE_INIT;
+  g_value_init(&v, GST_TYPE_ARRAY);
+  g_object_get_property(G_OBJECT(e), "pixel-mean", &v);
+  ASSERT_EQ(gst_value_array_get_size(&v), 3u);
+  const double want[] = {1.5, 2.0, 3.25};
+  for (guint i = 0; i < 3; ++i) {
+    const GValue* x = gst_value_array_get_value(&v, i);
+    ASSERT_TRUE(G_VALUE_HOLDS_DOUBLE(x));
+    EXPECT_DOUBLE_EQ(g_value_get_double(x), want[i]);
+  }
+  g_value_unset(&v);
+  g_object_get(e, "resize", &resize, nullptr);
+  EXPECT_EQ(resize, 1);
+  gst_object_unref(e);
 }
 
 }  // namespace
