@@ -17,6 +17,7 @@
 #include <ostream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -236,17 +237,20 @@ void expect_meta_matches(const GstFeatureMeta* meta, const Reference::Result& re
   }
 }
 
-class Formats : public ::testing::TestWithParam<const char*> {};
+// (format, width, height): 64x48, and 33x25 where rows are padded to 4 bytes and chroma planes
+// have odd sizes.
+class Formats : public ::testing::TestWithParam<std::tuple<const char*, std::pair<int, int>>> {};
 
 // Each caps format: meta layout and values against the library on the same frame; the video buffer
 // (memory, pixels, timestamps, flags, other metas) comes out untouched.
 TEST_P(Formats, MetaMatchesLibraryAndBufferUntouched) {
   static Reference ref;
-  const std::string fmt = GetParam();
+  const std::string fmt = std::get<0>(GetParam());
+  const int width = std::get<1>(GetParam()).first, height = std::get<1>(GetParam()).second;
   std::string extra;
   if (fmt == "NV12") extra = ",colorimetry=bt709,chroma-site=mpeg2";
   if (fmt == "I420") extra = ",colorimetry=(string)1:4:0:0";  // full range BT.601
-  const std::string caps = caps_string(fmt.c_str(), 64, 48, extra.c_str());
+  const std::string caps = caps_string(fmt.c_str(), width, height, extra.c_str());
   const GstVideoInfo info = info_of(caps);
 
   Harness hh(narrow_props());
@@ -268,7 +272,7 @@ TEST_P(Formats, MetaMatchesLibraryAndBufferUntouched) {
 
   GstBuffer* out = gst_harness_push_and_pull(hh.h, in);
   ASSERT_NE(out, nullptr);
-  expect_meta_matches(gst_buffer_get_feature_meta(out), want, 64, 48);
+  expect_meta_matches(gst_buffer_get_feature_meta(out), want, width, height);
 
   EXPECT_EQ(gst_buffer_peek_memory(out, 0), in_mem) << "the video memory was replaced";
   GstMapInfo map;
@@ -297,9 +301,14 @@ TEST_P(Formats, MetaMatchesLibraryAndBufferUntouched) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ResnetBackbone, Formats,
-                         ::testing::Values("RGB", "BGR", "RGBx", "BGRx", "xRGB", "xBGR", "RGBA", "BGRA", "ARGB",
-                                           "ABGR", "NV12", "I420", "GRAY8"),
-                         [](const auto& info) { return std::string(info.param); });
+                         ::testing::Combine(::testing::Values("RGB", "BGR", "RGBx", "BGRx", "xRGB", "xBGR", "RGBA",
+                                                              "BGRA", "ARGB", "ABGR", "NV12", "I420", "GRAY8"),
+                                            ::testing::Values(std::make_pair(64, 48), std::make_pair(33, 25))),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param)) + "_" +
+                                  std::to_string(std::get<1>(info.param).first) + "x" +
+                                  std::to_string(std::get<1>(info.param).second);
+                         });
 
 // The element's features of one RGB frame against detectron2's own backbone (make_plugin.py).
 TEST(ResnetBackbone, MatchesDetectron2) {
