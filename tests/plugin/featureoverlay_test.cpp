@@ -382,4 +382,56 @@ TEST(FeatureOverlay, HalfPrecisionLevelDrawsTheSame) {
             run(in, [](GstBuffer* b) { add_meta(b, Geometry{}, {kHotRes4}); }, one).bytes);
 }
 
+// End to end: the metas of resnetbackbone (narrow R-50 of tests/data/plugin, inference-interval
+// 2) drive the overlay: frames with features change, the skipped frame passes unchanged, and the
+// default level is the backbone's res4.
+TEST(FeatureOverlay, EndToEndWithResnetBackbone) {
+  GstElementFactory* f = gst_element_factory_find("resnetbackbone");
+  if (!f) GTEST_SKIP() << "resnetbackbone is not in the registry";
+  gst_object_unref(f);
+  const std::string data = std::string(BACKBONE_TEST_DATA_DIR) + "/plugin/";
+  const std::string launch = "resnetbackbone inference-interval=2 config-file=" + data + "narrow.yaml weights=" + data +
+                             "narrow.pth ! featureoverlay alpha=1.0 name=ov";
+  GstHarness* h = gst_harness_new_parse(launch.c_str());
+  ASSERT_NE(h, nullptr);
+  Frame in(format("RGBx"), 64, 48);
+  for (int y = 0; y < 48; ++y)
+    for (int x = 0; x < 64; ++x) in.set(x, y, {x * 4, y * 5, (x * y) % 256}, 9);
+  gst_harness_set_src_caps_str(h, in.caps().c_str());
+  std::vector<Frame> outs;
+  for (int i = 0; i < 2; ++i) {
+    GstBuffer* o = gst_harness_push_and_pull(h, in.buffer());
+    ASSERT_NE(o, nullptr);
+    Frame out = in;
+    out.read(o);
+    outs.push_back(out);
+    gst_buffer_unref(o);
+  }
+  EXPECT_NE(outs[0].bytes, in.bytes) << "frame 0 has features";
+  EXPECT_EQ(outs[1].bytes, in.bytes) << "frame 1 was skipped by inference-interval";
+  for (int y = 0; y < 48; ++y)
+    for (int x = 0; x < 64; ++x) ASSERT_EQ(outs[0].alpha(x, y), 9);
+  GstElement* ov = gst_bin_get_by_name(GST_BIN(h->element), "ov");
+  ASSERT_NE(ov, nullptr);
+  g_object_set(ov, "level", "res2", nullptr);
+  GstBuffer* o = gst_harness_push_and_pull(h, in.buffer());
+  ASSERT_NE(o, nullptr);
+  Frame res2 = in;
+  res2.read(o);
+  gst_buffer_unref(o);
+  EXPECT_NE(res2.bytes, outs[0].bytes) << "res2 draws another picture than the default res4";
+  g_object_set(ov, "level", "res4", nullptr);
+  o = gst_harness_push_and_pull(h, in.buffer());  // frame 3: skipped
+  ASSERT_NE(o, nullptr);
+  gst_buffer_unref(o);
+  o = gst_harness_push_and_pull(h, in.buffer());  // frame 4: res4
+  ASSERT_NE(o, nullptr);
+  Frame res4 = in;
+  res4.read(o);
+  gst_buffer_unref(o);
+  EXPECT_EQ(res4.bytes, outs[0].bytes) << "the default level is res4";
+  gst_object_unref(ov);
+  gst_harness_teardown(h);
+}
+
 }  // namespace

@@ -500,4 +500,81 @@ TEST_F(FeatureSinkTest, DefaultsAndSyncOff) {
   gst_object_unref(e);
 }
 
+// ---- end to end: metas made by resnetbackbone (narrow R-50 of tests/data/plugin) ----
+
+std::string plugin_data(const std::string& name) { return std::string(BACKBONE_TEST_DATA_DIR) + "/plugin/" + name; }
+
+TEST_F(FeatureSinkTest, EndToEndWithResnetBackbone) {
+  GstElementFactory* f = gst_element_factory_find("resnetbackbone");
+  if (!f) GTEST_SKIP() << "resnetbackbone is not in the registry";
+  gst_object_unref(f);
+  const std::string launch = "resnetbackbone inference-interval=2 unique-id=5 config-file=" + plugin_data("narrow.yaml") +
+                             " weights=" + plugin_data("narrow.pth");
+  GstHarness* bb = gst_harness_new_parse(launch.c_str());
+  ASSERT_NE(bb, nullptr);
+  gst_harness_set_src_caps_str(bb, kCaps);
+  start([](GstElement* e) { gst_util_set_object_arg(G_OBJECT(e), "dtype", "float16"); });
+
+  // what the backbone attached, per level: the values of frames 0, 2, 4
+  std::map<std::string, std::vector<float>> expected;
+  std::map<std::string, std::vector<gsize>> dims;
+  for (int i = 0; i < 5; ++i) {
+    GstBuffer* in = make_frame(pts_of(i));
+    GstMapInfo m;
+    ASSERT_TRUE(gst_buffer_map(in, &m, GST_MAP_WRITE));
+    for (gsize k = 0; k < m.size; ++k) m.data[k] = static_cast<guint8>((k * 7 + static_cast<gsize>(i) * 31) % 251);
+    gst_buffer_unmap(in, &m);
+    GstBuffer* out = gst_harness_push_and_pull(bb, in);
+    ASSERT_NE(out, nullptr);
+    const GstFeatureMeta* meta = gst_buffer_get_feature_meta(out);
+    ASSERT_EQ(meta != nullptr, i % 2 == 0) << "frame " << i;
+    if (meta) {
+      EXPECT_EQ(meta->unique_id, 5u);
+      ASSERT_EQ(meta->num_levels, 4u);
+      for (guint l = 0; l < meta->num_levels; ++l) {
+        const GstFeatureLevel* lv = &meta->levels[l];
+        ASSERT_EQ(lv->dtype, GST_FEATURE_DTYPE_FLOAT32);
+        std::string name = g_quark_to_string(lv->name);
+        dims[name] = {lv->dims[1], lv->dims[2], lv->dims[3]};
+        GstMapInfo lm;
+        ASSERT_TRUE(gst_feature_level_map(lv, &lm, GST_MAP_READ));
+        const float* p = reinterpret_cast<const float*>(lm.data);
+        for (gsize c = 0; c < lv->dims[1]; ++c)
+          for (gsize y = 0; y < lv->dims[2]; ++y)
+            for (gsize x = 0; x < lv->dims[3]; ++x)
+              expected[name].push_back(p[c * lv->strides[1] + y * lv->strides[2] + x * lv->strides[3]]);
+        gst_feature_level_unmap(lv, &lm);
+      }
+    }
+    ASSERT_EQ(gst_harness_push(h_, out), GST_FLOW_OK);
+  }
+  gst_harness_teardown(bb);
+  eos();
+
+  EXPECT_EQ(dims["res2"], (std::vector<gsize>{16, 12, 16}));
+  EXPECT_EQ(dims["res5"], (std::vector<gsize>{128, 2, 2}));
+  auto t = read("features-00000.safetensors");
+  ASSERT_EQ(t.size(), 5u);
+  for (const auto& kv : expected) {
+    SCOPED_TRACE(kv.first);
+    const backbone::Tensor& got = t[kv.first];
+    ASSERT_EQ(got.dtype(), backbone::DType::Float16);
+    ASSERT_EQ(got.shape(), (backbone::Shape{3, static_cast<int64_t>(dims[kv.first][0]), static_cast<int64_t>(dims[kv.first][1]),
+                                            static_cast<int64_t>(dims[kv.first][2])}));
+    const uint16_t* h = static_cast<const uint16_t*>(got.data());
+    for (std::size_t k = 0; k < kv.second.size(); ++k)
+      ASSERT_EQ(h[k], backbone::float_to_half(kv.second[k])) << "element " << k;
+  }
+  const int64_t* pts = t["pts"].data_ptr<int64_t>();
+  EXPECT_EQ(pts[0], static_cast<int64_t>(pts_of(0)));
+  EXPECT_EQ(pts[1], static_cast<int64_t>(pts_of(2)));
+  EXPECT_EQ(pts[2], static_cast<int64_t>(pts_of(4)));
+  json idx = index();
+  EXPECT_EQ(idx["frames"], 3);
+  EXPECT_EQ(idx["frames_without_features"], 2);
+  EXPECT_EQ(idx["unique_id"], 5);
+  EXPECT_EQ(idx["files"][0]["strides"], (json{{"res2", 4}, {"res3", 8}, {"res4", 16}, {"res5", 32}}));
+  EXPECT_FALSE(idx["model_name"].get<std::string>().empty());
+}
+
 }  // namespace
