@@ -408,7 +408,7 @@ gst_feature_overlay_class_init (GstFeatureOverlayClass * klass)
       g_param_spec_string ("level", "Level",
           "Level to draw, e.g. \"res3\" (empty = res4 if present, else the coarsest level)",
           DEFAULT_LEVEL, (GParamFlags) (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-              GST_PARAM_CONTROLLABLE | GST_PARAM_MUTABLE_PLAYING)));
+              GST_PARAM_MUTABLE_PLAYING)));
   /**
    * GstFeatureOverlay:colormap:
    *

@@ -21,8 +21,9 @@
  * reached the sink, counting those without features), frame count, first and last pts, shapes,
  * strides, dtype, source caps, model name and unique-id; and the totals, among them
  * `frames_without_features` (buffers without a matching meta, e.g. frames that resnetbackbone's
- * inference-interval skipped: they are counted, not written). It is rewritten after each file
- * and at EOS. Use one featuresink per location.
+ * inference-interval skipped: they are counted, not written) and `frames_seen`. It is written
+ * (atomically, like the files) when the element starts, so an unwritable location fails the
+ * state change, and rewritten after each file and at EOS. Use one featuresink per location.
  *
  * Memory stays bounded whatever max-frames is: each level of the open file is appended frame by
  * frame to a spool file `<file>.<level>.spool.tmp` (converted to the output dtype), and when the
