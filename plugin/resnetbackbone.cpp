@@ -24,7 +24,10 @@
  *
  * With a live source and a sink that sends QoS events, frames that are already late skip
  * inference (they still flow, without new features); the element adds its measured inference
- * time to the latency it reports.
+ * time (the largest of the last 16) to the latency it reports, and posts a LATENCY message when
+ * that grows. Leave the base class's #GstBaseTransform:qos property at its default (FALSE): set
+ * to TRUE, GstBaseTransform itself drops late frames instead of letting them flow. GAP buffers
+ * flow without inference.
  *
  * ## Example launch lines
  * |[
@@ -997,6 +1000,10 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
     GST_ELEMENT_ERROR (self, RESOURCE, FAILED, ("%s", e.what ()),
         ("resnetbackbone could not load its model"));
     return FALSE;
+  } catch (...) {
+    GST_ELEMENT_ERROR (self, RESOURCE, FAILED, ("unknown exception while loading the model"),
+        ("resnetbackbone could not load its model"));
+    return FALSE;
   }
 
   GST_OBJECT_LOCK (self);
@@ -1248,6 +1255,12 @@ gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   if (index % model.inference_interval != 0) {
     GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": no inference (inference-interval %u)",
         index, model.inference_interval);
+    return GST_FLOW_OK;
+  }
+
+  /* A GAP buffer has no meaningful pixels. */
+  if (GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_GAP)) {
+    GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": GAP buffer, no inference", index);
     return GST_FLOW_OK;
   }
 

@@ -862,6 +862,24 @@ TEST(ResnetBackbone, NonWritableInputGetsMetaOnCopy) {
   gst_buffer_unref(in);
 }
 
+// A GAP buffer flows without inference; the next frame gets features.
+TEST(ResnetBackbone, GapBufferFlowsWithoutFeatures) {
+  Harness hh(narrow_props());
+  const std::string caps = caps_string("RGB", 32, 24);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* gap = make_frame(info_of(caps), 1, 0);
+  GST_BUFFER_FLAG_SET(gap, GST_BUFFER_FLAG_GAP);
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, gap);
+  ASSERT_NE(out, nullptr);
+  EXPECT_TRUE(GST_BUFFER_FLAG_IS_SET(out, GST_BUFFER_FLAG_GAP));
+  EXPECT_EQ(gst_buffer_get_feature_meta(out), nullptr);
+  gst_buffer_unref(out);
+  out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 2, GST_SECOND / 30));
+  ASSERT_NE(out, nullptr);
+  EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+  gst_buffer_unref(out);
+}
+
 // Defaults as documented, and values read back as set (pixel-mean as a GstValueArray of doubles).
 TEST(ResnetBackbone, PropertyDefaultsAndRoundTrip) {
   GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
