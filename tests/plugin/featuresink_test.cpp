@@ -334,6 +334,19 @@ TEST_F(FeatureSinkTest, SplitsAtCapsChange) {
   EXPECT_NE(idx["files"][1]["caps"].get<std::string>().find("15/1"), std::string::npos);
 }
 
+TEST_F(FeatureSinkTest, NewStreamStartsANewFile) {
+  start();
+  ASSERT_EQ(push(0), GST_FLOW_OK);
+  ASSERT_TRUE(gst_harness_push_event(h_, gst_event_new_stream_start("second-stream")));
+  ASSERT_EQ(push(1), GST_FLOW_OK);
+  eos();
+  json idx = index();
+  ASSERT_EQ(idx["files"].size(), 2u);
+  EXPECT_EQ(idx["files"][0]["stream"], 0);
+  EXPECT_EQ(idx["files"][1]["stream"], 1);
+  EXPECT_EQ(idx["files"][1]["first_frame"], 1);
+}
+
 TEST_F(FeatureSinkTest, IndexListsFilesAndCountsFramesWithoutFeatures) {
   start([](GstElement* e) { g_object_set(e, "max-frames", 2u, nullptr); });
   // frames 1 and 4 have no meta (as resnetbackbone's inference-interval leaves them)
