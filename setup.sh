@@ -3,8 +3,10 @@
 # One-command set-up on a fresh Debian 12 machine (run as root). Idempotent and incremental:
 # packages already installed are not fetched again, and the build in ./build is reused.
 #
-#   ./setup.sh demo   install, build, and run backbone-infer on its built-in default
-#                     (an R-50 with out features res2..res5 on a 480x640 test pattern)
+#   ./setup.sh demo   install, build, and run the main job on its built-in default: a
+#                     gst-launch-1.0 pipeline (videotestsrc ! resnetbackbone ! featureoverlay /
+#                     featuresink) with a built-in R-50 (out features res2..res5), leaving
+#                     features (safetensors + index.json) and heatmap PNGs in build/demo/
 #   ./setup.sh test   install, build, and run the whole test suite (ctest)
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS (extra
@@ -19,7 +21,9 @@ esac
 
 packages=(build-essential cmake ninja-build pkg-config
           libtorch-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-          libopencv-dev)
+          libopencv-dev
+          libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+          gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,7 +44,17 @@ fi
 cmake --build "$build" -j "$jobs"
 
 if [ "$mode" = demo ]; then
-  "$build/bin/backbone-infer" --output-dir "$build/demo-out"
+  out="$build/demo"
+  rm -rf "$out" && mkdir -p "$out"
+  # Ten frames of a moving test pattern through the built-in R-50 (seeded weights: pass
+  # config-file=... weights=... for a trained model); one branch writes the features, the other
+  # draws res4's activation energy over the video into PNG files.
+  GST_PLUGIN_PATH="$PWD/$build/lib/gstreamer-1.0${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}" \
+  gst-launch-1.0 -e videotestsrc num-buffers=10 pattern=ball ! video/x-raw,width=640,height=480,framerate=10/1 \
+    ! resnetbackbone num-threads="$jobs" ! tee name=t \
+    t. ! queue ! featuresink location="$out/features" levels=res4,res5 dtype=float16 \
+    t. ! queue ! featureoverlay level=res4 ! videoconvert ! pngenc ! multifilesink location="$out/overlay-%02d.png"
+  echo "setup.sh: features in $out/features/ (index.json, *.safetensors), heatmaps in $out/overlay-*.png"
 else
   ctest --test-dir "$build" --output-on-failure -j "$jobs"
 fi

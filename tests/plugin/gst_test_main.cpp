@@ -6,5 +6,8 @@
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   gst_init(&argc, &argv);
-  return RUN_ALL_TESTS();
+  const int result = RUN_ALL_TESTS();
+  // Lets GST_TRACERS=leaks report whatever is still alive.
+  gst_deinit();
+  return result;
 }
