@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -137,7 +138,18 @@ void add_meta(GstBuffer* buf, const Geometry& g, const std::vector<LevelDesc>& l
 GstStaticPadTemplate kSrc = GST_STATIC_PAD_TEMPLATE("src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
 GstStaticPadTemplate kSink = GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
 
-// Runs `in` (with the metas `decorate` adds) through a featureoverlay configured by `setup`.
+// Releases a bus given to an element: the messages still queued on it hold refs to the element,
+// which holds the bus, so they are dropped (flushing) before the bus is unreffed.
+struct BusRelease {
+  void operator()(GstBus* bus) const {
+    gst_bus_set_flushing(bus, TRUE);
+    gst_object_unref(bus);
+  }
+};
+using BusPtr = std::unique_ptr<GstBus, BusRelease>;
+
+// Runs `in` (with the metas `decorate` adds) through a featureoverlay configured by `setup`; with
+// `bus_out`, the element posts on a new bus returned there (release it with BusRelease).
 Frame run(const Frame& in, const std::function<void(GstBuffer*)>& decorate,
           const std::function<void(GstElement*)>& setup = nullptr, GstBus** bus_out = nullptr) {
   GstElement* e = gst_element_factory_make("featureoverlay", nullptr);
@@ -291,20 +303,21 @@ TEST(FeatureOverlay, FramesWithoutMatchingMetaPassUnchanged) {
                 .bytes,
             in.bytes)
       << "meta of that producer";
-  GstBus* bus = nullptr;
+  GstBus* raw_bus = nullptr;
   EXPECT_EQ(run(in, [](GstBuffer* b) { add_meta(b, Geometry{}, {kHotRes4}); },
-                [](GstElement* e) { g_object_set(e, "alpha", 1.0, "level", "res5", nullptr); }, &bus)
+                [](GstElement* e) { g_object_set(e, "alpha", 1.0, "level", "res5", nullptr); }, &raw_bus)
                 .bytes,
             in.bytes)
       << "meta without the level";
-  GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_WARNING);
+  BusPtr bus(raw_bus);
+  ASSERT_NE(bus, nullptr);
+  GstMessage* m = gst_bus_pop_filtered(bus.get(), GST_MESSAGE_WARNING);
   ASSERT_NE(m, nullptr) << "a missing level is reported once as a warning";
   GError* err = nullptr;
   gst_message_parse_warning(m, &err, nullptr);
   EXPECT_NE(std::string(err->message).find("res5"), std::string::npos) << err->message;
   g_error_free(err);
   gst_message_unref(m);
-  gst_object_unref(bus);
 }
 
 TEST(FeatureOverlay, GeometryWithScaleAndPadding) {

@@ -113,7 +113,12 @@ class FeatureSinkTest : public ::testing::Test {
   }
   void TearDown() override {
     if (h_) gst_harness_teardown(h_);
-    if (bus_) gst_object_unref(bus_);
+    if (bus_) {
+      // The messages still queued on the bus hold refs to the element, which holds the bus: drop
+      // them, or element, bus, pads and clock stay alive in a cycle.
+      gst_bus_set_flushing(bus_, TRUE);
+      gst_object_unref(bus_);
+    }
     std::error_code ec;
     fs::remove_all(root_, ec);
   }
