@@ -19,6 +19,8 @@
 // Built with -ffp-contract=off: the double-precision matrix must round like GStreamer's.
 #include "backbone/frame.h"
 
+#include "preprocess/checks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -426,24 +428,7 @@ void to_rgb8_into(const FrameView& f, const int64_t strides[3], int ro, int bo, 
 // preprocess_frame
 
 void check_options(const FramePreprocessOptions& o) {
-  if (o.input_format != "BGR" && o.input_format != "RGB")
-    throw ConfigError("INPUT.FORMAT must be \"RGB\" or \"BGR\" for inference (DefaultPredictor asserts "
-                      "input_format in [\"RGB\", \"BGR\"]), found \"" + o.input_format + "\"");
-  if (o.pixel_mean.size() != o.pixel_std.size())
-    throw ConfigError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD have different shapes! (" +
-                      std::to_string(o.pixel_mean.size()) + " vs " + std::to_string(o.pixel_std.size()) +
-                      " values)");
-  if (o.pixel_mean.size() != 3)
-    throw ConfigError("MODEL.PIXEL_MEAN must have one value per channel of INPUT.FORMAT \"" + o.input_format +
-                      "\" (3), found " + std::to_string(o.pixel_mean.size()));
-  for (std::size_t i = 0; i < 3; ++i) {
-    if (o.pixel_std[i] == 0.0 || !std::isfinite(o.pixel_std[i]))
-      throw ConfigError("MODEL.PIXEL_STD[" + std::to_string(i) + "] must be a non-zero finite number, found " +
-                        std::to_string(o.pixel_std[i]));
-    if (!std::isfinite(o.pixel_mean[i]))
-      throw ConfigError("MODEL.PIXEL_MEAN[" + std::to_string(i) + "] must be finite, found " +
-                        std::to_string(o.pixel_mean[i]));
-  }
+  detail::check_normalization(o.input_format, o.pixel_mean, o.pixel_std);
   switch (o.resize) {
     case ResizeMode::None: break;
     case ResizeMode::ShortestEdge:
@@ -462,11 +447,6 @@ void check_options(const FramePreprocessOptions& o) {
   }
   if (o.size_divisibility < 0)
     throw ConfigError("size_divisibility must be >= 0, found " + std::to_string(o.size_divisibility));
-}
-
-int64_t padded(int64_t size, int64_t divisibility) {
-  if (divisibility <= 1) return size;
-  return (size + divisibility - 1) / divisibility * divisibility;
 }
 
 // 8-bit source, PS bytes per pixel, model channel c at byte offset off[c]; writes [3, hp, wp].
@@ -537,8 +517,8 @@ PreprocessResult preprocess_frame(const FrameView& frame, const FramePreprocessO
   const bool resize = new_h != h || new_w != w;  // PIL's resize to the same size is a copy
   const bool yuv = frame.format == PixelFormat::NV12 || frame.format == PixelFormat::I420;
   const bool bgr = options.input_format == "BGR";
-  const int64_t hp = padded(new_h, options.size_divisibility);
-  const int64_t wp = padded(new_w, options.size_divisibility);
+  const int64_t hp = detail::padded_size(new_h, options.size_divisibility);
+  const int64_t wp = detail::padded_size(new_w, options.size_divisibility);
   const Shape shape{1, 3, hp, wp};
   PreprocessResult result;
   result.resized_height = new_h;

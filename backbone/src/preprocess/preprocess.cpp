@@ -10,6 +10,8 @@
 // with -ffp-contract=off so the double arithmetic matches Pillow's bit for bit.
 #include "backbone/preprocess.h"
 
+#include "preprocess/checks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -198,24 +200,7 @@ void check_image(const ImageView& image, const char* who) {
 }
 
 void check_options(const PreprocessOptions& o) {
-  if (o.input_format != "BGR" && o.input_format != "RGB")
-    throw ConfigError("INPUT.FORMAT must be \"RGB\" or \"BGR\" for inference (DefaultPredictor asserts "
-                      "input_format in [\"RGB\", \"BGR\"]), found \"" + o.input_format + "\"");
-  if (o.pixel_mean.size() != o.pixel_std.size())
-    throw ConfigError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD have different shapes! (" +
-                      std::to_string(o.pixel_mean.size()) + " vs " + std::to_string(o.pixel_std.size()) +
-                      " values)");
-  if (o.pixel_mean.size() != 3)
-    throw ConfigError("MODEL.PIXEL_MEAN must have one value per channel of INPUT.FORMAT \"" + o.input_format +
-                      "\" (3), found " + std::to_string(o.pixel_mean.size()));
-  for (std::size_t i = 0; i < o.pixel_std.size(); ++i) {
-    if (o.pixel_std[i] == 0.0 || !std::isfinite(o.pixel_std[i]))
-      throw ConfigError("MODEL.PIXEL_STD[" + std::to_string(i) + "] must be a non-zero finite number, found " +
-                        std::to_string(o.pixel_std[i]));
-    if (!std::isfinite(o.pixel_mean[i]))
-      throw ConfigError("MODEL.PIXEL_MEAN[" + std::to_string(i) + "] must be finite, found " +
-                        std::to_string(o.pixel_mean[i]));
-  }
+  detail::check_normalization(o.input_format, o.pixel_mean, o.pixel_std);
   if (o.min_size_test < 0)
     throw ConfigError("INPUT.MIN_SIZE_TEST must be >= 0 (0 disables resizing), found " +
                       std::to_string(o.min_size_test));
@@ -225,12 +210,38 @@ void check_options(const PreprocessOptions& o) {
     throw ConfigError("size_divisibility must be >= 0, found " + std::to_string(o.size_divisibility));
 }
 
-int64_t padded(int64_t size, int64_t divisibility) {
+}  // namespace
+
+namespace detail {
+
+void check_normalization(const std::string& input_format, const std::vector<double>& pixel_mean,
+                         const std::vector<double>& pixel_std) {
+  if (input_format != "BGR" && input_format != "RGB")
+    throw ConfigError("INPUT.FORMAT must be \"RGB\" or \"BGR\" for inference (DefaultPredictor asserts "
+                      "input_format in [\"RGB\", \"BGR\"]), found \"" + input_format + "\"");
+  if (pixel_mean.size() != pixel_std.size())
+    throw ConfigError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD have different shapes! (" +
+                      std::to_string(pixel_mean.size()) + " vs " + std::to_string(pixel_std.size()) +
+                      " values)");
+  if (pixel_mean.size() != 3)
+    throw ConfigError("MODEL.PIXEL_MEAN must have one value per channel of INPUT.FORMAT \"" + input_format +
+                      "\" (3), found " + std::to_string(pixel_mean.size()));
+  for (std::size_t i = 0; i < pixel_std.size(); ++i) {
+    if (pixel_std[i] == 0.0 || !std::isfinite(pixel_std[i]))
+      throw ConfigError("MODEL.PIXEL_STD[" + std::to_string(i) + "] must be a non-zero finite number, found " +
+                        std::to_string(pixel_std[i]));
+    if (!std::isfinite(pixel_mean[i]))
+      throw ConfigError("MODEL.PIXEL_MEAN[" + std::to_string(i) + "] must be finite, found " +
+                        std::to_string(pixel_mean[i]));
+  }
+}
+
+int64_t padded_size(int64_t size, int64_t divisibility) {
   if (divisibility <= 1) return size;
   return (size + divisibility - 1) / divisibility * divisibility;
 }
 
-}  // namespace
+}  // namespace detail
 
 PreprocessOptions PreprocessOptions::from_config(const Config& cfg) {
   PreprocessOptions o;
@@ -327,8 +338,8 @@ PreprocessResult preprocess(const ImageView& image, const PreprocessOptions& opt
     for (int v = 0; v < 256; ++v) table[c][v] = (static_cast<float>(v) - m) / s;
   }
 
-  const int64_t hp = padded(new_h, options.size_divisibility);
-  const int64_t wp = padded(new_w, options.size_divisibility);
+  const int64_t hp = detail::padded_size(new_h, options.size_divisibility);
+  const int64_t wp = detail::padded_size(new_w, options.size_divisibility);
   PreprocessResult result;
   result.tensor = Tensor::empty({1, 3, hp, wp}, DType::Float32);
   float* out = result.tensor.data_ptr<float>();
@@ -375,7 +386,7 @@ Tensor normalize_and_pad(const Tensor& images, const std::vector<double>& pixel_
   if (size_divisibility < 0)
     throw ConfigError(who + "size_divisibility must be >= 0, found " + std::to_string(size_divisibility));
 
-  const int64_t hp = padded(H, size_divisibility), wp = padded(W, size_divisibility);
+  const int64_t hp = detail::padded_size(H, size_divisibility), wp = detail::padded_size(W, size_divisibility);
   Tensor out = Tensor::empty({N, C, hp, wp}, DType::Float32);
   float* o = out.data_ptr<float>();
   const float* in = images.data_ptr<float>();
