@@ -19,7 +19,7 @@ case "$mode" in
   *) echo "usage: $0 demo|test" >&2; exit 2 ;;
 esac
 
-packages=(build-essential cmake ninja-build pkg-config
+packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           libtorch-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libopencv-dev
           libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
