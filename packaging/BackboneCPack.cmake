@@ -26,7 +26,9 @@ set(CPACK_PACKAGE_NAME gst-backbone)
 set(CPACK_PACKAGE_VENDOR "gst-backbone")
 set(CPACK_PACKAGE_CONTACT "gst-backbone maintainers <gst-backbone@users.noreply.github.com>")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
-set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
+# Left at CPack's default on purpose: CPackDeb prepends any other summary to every component's
+# description, and each package's first description line is its own summary here.
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${CMAKE_PROJECT_NAME} built using CMake")
 set(CPACK_PACKAGE_HOMEPAGE_URL "${PROJECT_HOMEPAGE_URL}")
 set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
 set(CPACK_PACKAGE_DIRECTORY ${PROJECT_BINARY_DIR}/packages)
@@ -132,7 +134,7 @@ set(CPACK_COMPONENT_CUDA_MODULE_DEPENDS backbone_lib)
 set(CPACK_DEBIAN_CUDA_MODULE_PACKAGE_SHLIBDEPS OFF)  # cuBLAS belongs to no Debian package here
 if(TARGET backbone-cuda)
   set(_cuda_note "CUDA ${CUDAToolkit_VERSION_MAJOR}")
-  set(CPACK_COMPONENT_CUDA_MODULE_DESCRIPTION "CUDA module of libbackbone (needs the ${_cuda_note} toolkit's cuBLAS and an NVIDIA driver)
+  set(CPACK_COMPONENT_CUDA_MODULE_DESCRIPTION "CUDA module of libbackbone (needs ${_cuda_note} cuBLAS and the NVIDIA driver)
 libbackbone loads this module only when a CUDA device is asked for; everything else runs without it.
 It needs libcublas.so.${CUDAToolkit_VERSION_MAJOR} and libcublasLt.so.${CUDAToolkit_VERSION_MAJOR} (NVIDIA's
 CUDA ${CUDAToolkit_VERSION_MAJOR} toolkit or its cuBLAS runtime package, found in ${CUDAToolkit_LIBRARY_DIR}
