@@ -23,7 +23,8 @@ packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           libtorch-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libopencv-dev
           libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
-          gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
+          gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+          libboost-program-options-dev gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: Apache-2.0
+// backbone-extract: one video through uridecodebin ! videoconvert [! videorate ! caps] ! queue !
+// resnetbackbone ! featuresink, in this process.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "options.h"
+
+namespace backbone::extract {
+
+struct RunResult {
+  bool ok = false;
+  std::string error;       // the reason when !ok
+  int64_t frames = 0;      // frames with features (written)
+  double seconds = 0.0;    // from PLAYING to EOS
+  std::string launch;      // the pipeline, in gst-launch-1.0 syntax, for the sidecar
+};
+
+// Called from the pipeline's thread with the frames written so far and the fraction of the
+// video's duration reached (-1 when unknown).
+using ProgressFn = std::function<void(int64_t frames, double fraction)>;
+
+// Loads the backbone plugin when the registry does not have resnetbackbone yet (a build tree
+// run): from `extra_dir` first, then GStreamer's own plugin folders. Throws std::runtime_error.
+void ensure_plugin(const std::string& extra_dir);
+
+// Runs `uri` through the elements configured from `options`, writing featuresink's files into
+// `location`. `threads`: resnetbackbone num-threads. Stops early (ok = false, error "interrupted")
+// when *cancel becomes true.
+RunResult run_pipeline(const std::string& uri, const std::string& location, const Options& options, int threads,
+                       const std::atomic<bool>& cancel, const ProgressFn& progress);
+
+}  // namespace backbone::extract
