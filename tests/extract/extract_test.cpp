@@ -345,6 +345,10 @@ TEST_F(ExtractTest, FpsSampling) {
   r = run({video.string(), "-o", (dir_ / "slow").string(), "--fps", "1/2"});
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_EQ(read_json(dir_ / "slow" / "clip.mp4" / "extract.json")["frames"], 1);
+  // A rate above the video's keeps every frame (frames are never duplicated).
+  r = run({video.string(), "-o", (dir_ / "fast").string(), "--fps", "30"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(read_json(dir_ / "fast" / "clip.mp4" / "extract.json")["frames"], 10);
 }
 
 TEST_F(ExtractTest, ResumeAfterKillGivesEveryFileOnce) {
@@ -508,6 +512,46 @@ TEST_F(ExtractTest, GlobsListsUrisAndMissingInputs) {
            (dir_ / "same").string()});
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_NE(r.out.find("is already that of"), std::string::npos) << r.out;
+}
+
+TEST_F(ExtractTest, SigintStopsCleanly) {
+  const fs::path long_dir = dir_ / "long";
+  for (int k = 0; k < 2; ++k) make_video(long_dir / ("v" + std::to_string(k) + ".avi"), "jpegenc ! avimux", 300);
+  const fs::path out = dir_ / "out";
+  std::vector<std::string> args = {long_dir.string(), "-o", out.string()};
+  auto m = model_args();
+  args.insert(args.end(), m.begin(), m.end());
+  const pid_t pid = spawn(args, dir_ / "interrupted.txt");
+  bool sent = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!sent && std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(out / "v0.avi.partial")) {
+      kill(pid, SIGINT);
+      sent = true;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(sent);
+  ASSERT_TRUE(WIFEXITED(status)) << read_text(dir_ / "interrupted.txt");
+  EXPECT_EQ(WEXITSTATUS(status), 130) << read_text(dir_ / "interrupted.txt");
+  EXPECT_TRUE(partials(out).empty());  // the unfinished output is removed
+  const Json man = read_json(out / "manifest.json");
+  ASSERT_EQ(man["inputs"].size(), 2u);
+  for (const auto& e : man["inputs"]) EXPECT_EQ(e["status"], "interrupted") << e.dump();
+  EXPECT_FALSE(fs::exists(out / "v0.avi"));
+  EXPECT_NE(read_text(dir_ / "interrupted.txt").find("2 interrupted"), std::string::npos);
+}
+
+TEST_F(ExtractTest, ProgressBar) {
+  const fs::path video = videos_ / "a" / "clip.avi";
+  Result r = run({video.string(), "-o", (dir_ / "out").string(), "--progress", "bar"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("\r\033[K["), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("] 1/1 files, 10 frames, "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" left"), std::string::npos) << r.out;
 }
 
 TEST_F(ExtractTest, HelpAndQuiet) {

@@ -148,8 +148,15 @@ void process(Run& run, Entry& e, int slot) {
     Json files = Json::array();
     for (const auto& f : index.value("files", Json::array())) files.push_back(f.value("file", ""));
     sidecar["files"] = files;
+    // seconds: pipeline start (model loading included) to the end; the steady rate leaves out the
+    // model loading and the first frame.
     sidecar["timing"] = {{"started", started}, {"finished", now_iso8601()}, {"seconds", r.seconds},
-                         {"frames_per_second", r.seconds > 0 ? r.frames / r.seconds : 0.0}};
+                         {"frames_per_second", r.seconds > 0 ? r.frames / r.seconds : 0.0},
+                         {"seconds_to_first_frame", r.first_frame},
+                         {"frames_per_second_after_first_frame",
+                          r.frames > 1 && r.last_frame > r.first_frame
+                              ? Json((r.frames - 1) / (r.last_frame - r.first_frame))
+                              : Json(nullptr)}};
     write_json_atomically((partial / "extract.json").string(), sidecar);
     e.frames = sidecar["frames"].get<int64_t>();
     if (fs::exists(final_dir)) {  // --overwrite: the old output goes only after the new one is complete

@@ -61,9 +61,18 @@ void on_pad_added(GstElement*, GstPad* pad, gpointer data) {
   gst_object_unref(fsink);
 }
 
+struct FrameClock {
+  std::atomic<int64_t> frames{0};
+  std::chrono::steady_clock::time_point start, first, last;  // first/last: written by the streaming thread only
+};
+
 GstPadProbeReturn count_frames(GstPad*, GstPadProbeInfo* info, gpointer data) {
   GstBuffer* buffer = GST_PAD_PROBE_INFO_BUFFER(info);
-  if (buffer && gst_buffer_get_feature_meta(buffer)) static_cast<std::atomic<int64_t>*>(data)->fetch_add(1);
+  auto* clock = static_cast<FrameClock*>(data);
+  if (buffer && gst_buffer_get_feature_meta(buffer)) {
+    clock->last = std::chrono::steady_clock::now();
+    if (clock->frames.fetch_add(1) == 0) clock->first = clock->last;
+  }
   return GST_PAD_PROBE_OK;
 }
 
@@ -156,7 +165,10 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
     rate = make("videorate", "rate");
     rate_caps = make("capsfilter", "rate_caps");
     g_object_set(rate, "drop-only", TRUE, nullptr);
-    GstCaps* caps = gst_caps_new_simple("video/x-raw", "framerate", GST_TYPE_FRACTION, o.fps_num, o.fps_den, nullptr);
+    // At most the rate: videorate (drop-only) cannot raise a rate, and the range lets a slower
+    // source keep its own.
+    GstCaps* caps =
+        gst_caps_new_simple("video/x-raw", "framerate", GST_TYPE_FRACTION_RANGE, 0, 1, o.fps_num, o.fps_den, nullptr);
     g_object_set(rate_caps, "caps", caps, nullptr);
     gst_caps_unref(caps);
     gst_bin_add_many(GST_BIN(pipeline.get()), rate, rate_caps, nullptr);
@@ -169,8 +181,8 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
   {
     gchar* props = nullptr;
     std::string launch = "uridecodebin uri=\"" + uri + "\" ! videoconvert";
-    if (rate) launch += " ! videorate drop-only=true ! video/x-raw,framerate=" + std::to_string(o.fps_num) + "/" +
-                        std::to_string(o.fps_den);
+    if (rate) launch += " ! videorate drop-only=true ! \"video/x-raw,framerate=[0/1," + std::to_string(o.fps_num) + "/" +
+                        std::to_string(o.fps_den) + "]\"";
     launch += " ! queue max-size-buffers=4 ! resnetbackbone";
     for (GstElement* e : {backbone, sink}) {
       if (e == sink) launch += " ! featuresink";
@@ -198,13 +210,15 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
 
   PadContext ctx{pipeline.get(), convert};
   g_signal_connect(decode, "pad-added", G_CALLBACK(on_pad_added), &ctx);
-  std::atomic<int64_t> frames{0};
+  FrameClock clock;
+  std::atomic<int64_t>& frames = clock.frames;
   GstPad* sink_pad = gst_element_get_static_pad(sink, "sink");
-  gst_pad_add_probe(sink_pad, GST_PAD_PROBE_TYPE_BUFFER, count_frames, &frames, nullptr);
+  gst_pad_add_probe(sink_pad, GST_PAD_PROBE_TYPE_BUFFER, count_frames, &clock, nullptr);
   gst_object_unref(sink_pad);
 
   GstBus* bus = gst_element_get_bus(pipeline.get());
   const auto start = std::chrono::steady_clock::now();
+  clock.start = start;
   auto finish = [&](bool ok, const std::string& error) {
     gst_element_set_state(pipeline.get(), GST_STATE_NULL);
     gst_bus_set_flushing(bus, TRUE);
@@ -213,6 +227,10 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
     result.error = error;
     result.frames = frames.load();
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (result.frames > 0) {  // the streaming thread has stopped (state NULL)
+      result.first_frame = std::chrono::duration<double>(clock.first - start).count();
+      result.last_frame = std::chrono::duration<double>(clock.last - start).count();
+    }
     return result;
   };
 

@@ -16,7 +16,9 @@ struct RunResult {
   bool ok = false;
   std::string error;       // the reason when !ok
   int64_t frames = 0;      // frames with features (written)
-  double seconds = 0.0;    // from PLAYING to EOS
+  double seconds = 0.0;    // from the start (model loading included) to EOS
+  double first_frame = -1.0;  // seconds from the start to the first frame with features at the sink
+  double last_frame = -1.0;   // ... to the last one
   std::string launch;      // the pipeline, in gst-launch-1.0 syntax, for the sidecar
 };
 
