@@ -432,6 +432,14 @@ TEST_F(ExtractTest, OverwriteRedoesFinishedOutputs) {
   Result r = run({video.string(), "-o", out.string()});
   EXPECT_EQ(r.rc, 0);
   EXPECT_NE(r.out.find("1 inputs: 0 done, 1 skipped"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("warning"), std::string::npos) << r.out;
+  // Other settings without --overwrite: kept, with a warning.
+  r = run({video.string(), "-o", out.string(), "--every", "2"});
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_NE(r.out.find("warning: clip.avi: finished earlier with another config, weights or settings"),
+            std::string::npos) << r.out;
+  EXPECT_EQ(read_json(out / "manifest.json")["inputs"][0]["status"], "skipped");
+  EXPECT_EQ(read_json(out / "clip.avi" / "extract.json"), before);
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   r = run({video.string(), "-o", out.string(), "--overwrite", "--dtype", "float16"});
   EXPECT_EQ(r.rc, 0);

@@ -57,6 +57,7 @@ struct Entry {
   int shard = 0;
   std::string status = "pending";  // done, skipped, failed, other-shard, interrupted
   std::string error;
+  std::string note;  // e.g. skipped although finished with other settings
   int64_t frames = 0;
   double seconds = 0.0;
 };
@@ -66,6 +67,15 @@ struct Run {
   std::string config_sha256, weights_sha256;
   Progress* progress = nullptr;
 };
+
+// What decides the features (not the threads nor where the files are): compared on resume.
+Json settings_json(const Options& o) {
+  return {{"out_features", o.out_features}, {"engine", o.engine}, {"device", o.device},
+          {"precision", o.precision}, {"dtype", o.dtype}, {"every", o.every},
+          {"fps", o.fps.empty() ? Json(nullptr) : Json(o.fps)}, {"resize", o.resize}, {"min_size", o.min_size},
+          {"max_size", o.max_size}, {"width", o.width}, {"height", o.height},
+          {"size_divisibility", o.size_divisibility}, {"max_frames_per_file", o.max_frames_per_file}};
+}
 
 void remove_quietly(const fs::path& p) {
   std::error_code ec;
@@ -88,7 +98,16 @@ void process(Run& run, Entry& e, int slot) {
     if (!o.overwrite) {
       e.status = "skipped";
       try {
-        e.frames = read_json((final_dir / "extract.json").string()).value("frames", int64_t(0));
+        const Json old = read_json((final_dir / "extract.json").string());
+        e.frames = old.value("frames", int64_t(0));
+        Json settings = old.value("settings", Json::object());
+        settings.erase("threads");
+        const std::string config = old["config"].value("sha256", Json(nullptr)).is_string()
+                                       ? old["config"]["sha256"].get<std::string>() : "";
+        const std::string weights = old["weights"].value("sha256", Json(nullptr)).is_string()
+                                        ? old["weights"]["sha256"].get<std::string>() : "";
+        if (settings != settings_json(o) || config != run.config_sha256 || weights != run.weights_sha256)
+          e.note = "finished earlier with another config, weights or settings (kept; --overwrite redoes it)";
       } catch (const std::exception&) {
       }
       return;
@@ -134,12 +153,8 @@ void process(Run& run, Entry& e, int slot) {
                          {"sha256", o.config_file.empty() ? Json(nullptr) : Json(run.config_sha256)}};
     sidecar["weights"] = {{"file", o.weights.empty() ? Json(nullptr) : Json(fs::absolute(o.weights).string())},
                           {"sha256", o.weights.empty() ? Json(nullptr) : Json(run.weights_sha256)}};
-    sidecar["settings"] = {{"out_features", o.out_features}, {"engine", o.engine}, {"device", o.device},
-                           {"precision", o.precision}, {"threads", threads}, {"dtype", o.dtype},
-                           {"every", o.every}, {"fps", o.fps.empty() ? Json(nullptr) : Json(o.fps)},
-                           {"resize", o.resize}, {"min_size", o.min_size}, {"max_size", o.max_size},
-                           {"width", o.width}, {"height", o.height}, {"size_divisibility", o.size_divisibility},
-                           {"max_frames_per_file", o.max_frames_per_file}};
+    sidecar["settings"] = settings_json(o);
+    sidecar["settings"]["threads"] = threads;
     sidecar["pipeline"] = r.launch;
     sidecar["model_name"] = index.value("model_name", Json(nullptr));
     sidecar["frames"] = index.value("frames", int64_t(0));
@@ -203,6 +218,7 @@ Json manifest_json(const Options& o, const std::vector<Entry>& entries, const st
     }
     if (e.status == "done") j["seconds"] = e.seconds;
     if (!e.error.empty()) j["error"] = e.error;
+    if (!e.note.empty()) j["note"] = e.note;
     list.push_back(j);
   }
   m["counts"] = counts;
@@ -284,6 +300,8 @@ int main(int argc, char** argv) {
           progress.finish(slot, e.status == "done" || e.status == "skipped", e.status == "skipped");
           if (e.status == "failed")
             progress.message("backbone-extract: FAILED " + e.input.relative + ": " + e.error);
+          else if (!e.note.empty() && !o.quiet)
+            progress.message("backbone-extract: warning: " + e.input.relative + ": " + e.note);
         }
       });
     }
