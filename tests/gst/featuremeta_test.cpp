@@ -64,7 +64,7 @@ struct Storage {
 
 void storage_release(gpointer p) {
   auto* s = static_cast<Storage*>(p);
-  ++*s->freed;
+  g_atomic_int_inc(s->freed);  // buffers are released on streaming threads too
   g_free(s->base);
   delete s;
 }
