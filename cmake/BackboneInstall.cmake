@@ -40,15 +40,5 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/BackboneConfigVersion.cma
 install(FILES ${PROJECT_BINARY_DIR}/BackboneConfig.cmake ${PROJECT_BINARY_DIR}/BackboneConfigVersion.cmake
   DESTINATION ${BACKBONE_CMAKE_DIR} COMPONENT backbone_dev)
 
-if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
-  set(PKG_CONFIG_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
-else()
-  set(PKG_CONFIG_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
-endif()
-if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
-  set(PKG_CONFIG_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
-else()
-  set(PKG_CONFIG_LIBDIR "\${exec_prefix}/${CMAKE_INSTALL_LIBDIR}")
-endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/backbone.pc.in ${PROJECT_BINARY_DIR}/backbone.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/backbone.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT backbone_dev)
