@@ -9,6 +9,7 @@
 // success, 1 on a runtime error, 2 on a usage error.
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>

@@ -413,7 +413,7 @@ void ResNet::init_weights(uint64_t seed) {
     if (name == "linear.weight") {
       fill_normal(t, 0.01);  // nn.init.normal_(self.linear.weight, std=0.01)
     } else if (name == "linear.bias") {
-      const float bound = 1.f / std::sqrt(static_cast<float>(t.numel() ? linear_weight.size(1) : 1));
+      const float bound = 1.f / std::sqrt(static_cast<float>(linear_weight.size(1)));  // 1 / sqrt(fan_in)
       std::uniform_real_distribution<float> u(-bound, bound);  // nn.Linear's default bias init
       for (int64_t i = 0; i < t.numel(); ++i) p[i] = u(rng);
     } else if (is_offset) {
@@ -423,7 +423,7 @@ void ResNet::init_weights(uint64_t seed) {
     } else if (ends_with(".norm.bias") || ends_with(".norm.running_mean") || ends_with(".bias")) {
       std::fill_n(p, t.numel(), 0.f);
     } else if (ends_with(".norm.running_var")) {
-      (void)p;  // keeps the identity value set at construction
+      // left as constructed: 1 (BN) or 1 - eps (FrozenBN), so that the norm starts as the identity
     } else if (ends_with(".weight")) {
       // c2_msra_fill: kaiming_normal_(mode="fan_out", nonlinearity="relu")
       const double fan_out = static_cast<double>(t.size(0) * t.size(2) * t.size(3));
