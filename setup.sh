@@ -20,7 +20,7 @@ case "$mode" in
 esac
 
 packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
-          libtorch-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+          libtorch-dev libdnnl-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libopencv-dev
           libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
           gstreamer1.0-plugins-base gstreamer1.0-plugins-good

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The whole network against detectron2's own modules (and torchvision's ResNets): each case of
 // tests/data/resnet/manifest.json (made by tests/data/make_goldens.py) is rebuilt with the C++ API
-// from its config or stage list, loaded from the same checkpoint, run by the LibTorch engine and
-// compared per feature: max |out - ref| <= tolerance * max |ref|.
+// from its config or stage list, loaded from the same checkpoint, run by every engine of this build
+// (onednn, libtorch, opencv) and compared per feature: max |out - ref| <= tolerance * max |ref|.
+// The oneDNN engine's bf16 is compared with its own fp32 on the same cases: max |bf16 - fp32| <=
+// 2e-2 * max |fp32| per level (the bound of the speed issue).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -73,10 +75,23 @@ ResNet build_case(const json& c) {
   return build_from_stages(c);
 }
 
-class Golden : public ::testing::TestWithParam<json> {};
+struct GoldenCase {
+  json c;
+  std::string engine;
+};
+
+std::vector<GoldenCase> engine_cases() {
+  std::vector<GoldenCase> all;
+  for (const auto& engine : available_engines())
+    for (const auto& c : load_cases()) all.push_back({c, engine});
+  return all;
+}
+
+class Golden : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(Golden, MatchesDetectron2) {
-  const json& c = GetParam();
+  const json& c = GetParam().c;
+  SCOPED_TRACE("engine " + GetParam().engine);
   SCOPED_TRACE(c.value("description", ""));
   ResNet model = build_case(c);
 
@@ -98,7 +113,10 @@ TEST_P(Golden, MatchesDetectron2) {
   EXPECT_TRUE(report.missing.empty()) << report.summary();
 
   Tensor input = load_npy(kDir + c["input"].get<std::string>());
-  auto engine = create_engine(model, EngineOptions{});
+  EngineOptions options;
+  options.engine = GetParam().engine;
+  auto engine = create_engine(model, options);
+  EXPECT_EQ(engine->name(), options.engine);
   FeatureMaps out = engine->forward(input);
   ASSERT_EQ(out.size(), c["outputs"].size());
   const double tol = c["tolerance"].get<double>();
@@ -113,13 +131,13 @@ TEST_P(Golden, MatchesDetectron2) {
   }
 }
 
-std::string case_name(const ::testing::TestParamInfo<json>& info) {
-  std::string n = info.param["name"].get<std::string>();
+std::string case_name(const ::testing::TestParamInfo<GoldenCase>& info) {
+  std::string n = info.param.engine + "_" + info.param.c["name"].get<std::string>();
   std::replace_if(n.begin(), n.end(), [](char ch) { return !std::isalnum(static_cast<unsigned char>(ch)); }, '_');
   return n;
 }
 
-INSTANTIATE_TEST_SUITE_P(Detectron2, Golden, ::testing::ValuesIn(load_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Detectron2, Golden, ::testing::ValuesIn(engine_cases()), case_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Golden);
 
 TEST(GoldenData, ManifestIsPresent) { EXPECT_GE(load_cases().size(), 10u) << "tests/data/resnet/manifest.json"; }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// One interface for every way of running a ResNet: LibTorch now; OpenCV DNN and the native CUDA
-// engine (a separately loaded module) are further engines behind the same interface.
+// One interface for every way of running a ResNet: "onednn" (this project's own route to oneDNN:
+// pre-packed weights, fused convolutions, fp32 and bf16), "libtorch" (ATen operators), "opencv"
+// (a cv::dnn network built from the same model, for machines without LibTorch); the native CUDA
+// engine (a separately loaded module) is a further engine behind the same interface.
 #pragma once
 
 #include <memory>
@@ -18,7 +20,9 @@ const char* precision_name(Precision p);               // "fp32", "fp16", "bf16"
 Precision precision_from_name(const std::string& name);  // accepts fp32/float32, fp16/float16, bf16/bfloat16
 
 struct EngineOptions {
-  std::string engine = "libtorch";  // see available_engines()
+  // "auto" or one of available_engines(); "auto" takes the first of available_engines() that runs
+  // on `device` at `precision`.
+  std::string engine = "auto";
   Device device = Device::cpu();
   int num_threads = 0;  // 0: every core of the machine
   Precision precision = Precision::Float32;
@@ -35,9 +39,12 @@ class Engine {
   // images: [N, C, H, W] float32, already preprocessed (normalised and padded), on any device.
   // Returns each out_feature of the model ([N, C, H/stride, W/stride]; "linear": [N, classes]).
   virtual FeatureMaps forward(const Tensor& images) = 0;
+  // One line for logs: the kernels it runs (e.g. oneDNN's implementation names), the precision
+  // and the thread count, e.g. "onednn fp32, 2 threads, oneDNN 2.6.3 (avx512_core_bf16): ...".
+  virtual std::string describe() const { return name() + " on " + device().str(); }
 };
 
-// Names of the engines compiled into this build, e.g. {"libtorch"}.
+// Names of the engines compiled into this build, fastest first, e.g. {"onednn", "libtorch", "opencv"}.
 std::vector<std::string> available_engines();
 
 // Builds `options.engine` for `model` (weights are copied/folded: the model may be destroyed

@@ -37,4 +37,11 @@ class ShapeError : public Error {
   using Error::Error;
 };
 
+// A valid request that this engine does not run (a precision, or a part of the model); another
+// engine may ("auto" moves on to the next one).
+class UnsupportedError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace backbone

@@ -2,6 +2,9 @@
 #include "backbone/engine.h"
 
 #include "backbone/error.h"
+
+#include <algorithm>
+#include <thread>
 #include "build_config.h"
 #include "engines/engines.h"
 
@@ -25,25 +28,92 @@ Precision precision_from_name(const std::string& name) {
 
 std::vector<std::string> available_engines() {
   std::vector<std::string> names;
+#if BACKBONE_HAVE_ONEDNN
+  names.emplace_back("onednn");
+#endif
 #if BACKBONE_HAVE_LIBTORCH
   names.emplace_back("libtorch");
+#endif
+#if BACKBONE_HAVE_OPENCV_DNN
+  names.emplace_back("opencv");
 #endif
   return names;
 }
 
+namespace detail {
+
+int engine_threads(const EngineOptions& options) {
+  if (options.num_threads > 0) return options.num_threads;
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+}  // namespace detail
+
+namespace {
+
+using Factory = std::unique_ptr<Engine> (*)(const ResNet&, const EngineOptions&);
+
+struct EngineEntry {
+  const char* name;
+  Factory factory;  // nullptr when not built
+  const char* option;
+};
+
+const EngineEntry kEngines[] = {
+#if BACKBONE_HAVE_ONEDNN
+    {"onednn", detail::create_onednn_engine, "BACKBONE_WITH_ONEDNN"},
+#else
+    {"onednn", nullptr, "BACKBONE_WITH_ONEDNN"},
+#endif
+#if BACKBONE_HAVE_LIBTORCH
+    {"libtorch", detail::create_libtorch_engine, "BACKBONE_WITH_LIBTORCH"},
+#else
+    {"libtorch", nullptr, "BACKBONE_WITH_LIBTORCH"},
+#endif
+#if BACKBONE_HAVE_OPENCV_DNN
+    {"opencv", detail::create_opencv_engine, "BACKBONE_WITH_OPENCV_DNN"},
+#else
+    {"opencv", nullptr, "BACKBONE_WITH_OPENCV_DNN"},
+#endif
+};
+
+std::string engine_list() {
+  std::string list;
+  for (const auto& n : available_engines()) list += (list.empty() ? "" : ", ") + n;
+  return list.empty() ? std::string("none") : list;
+}
+
+}  // namespace
+
 std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& options) {
   if (options.num_threads < 0)
     throw Error("num_threads must be 0 (every core) or positive, got " + std::to_string(options.num_threads));
-  if (options.engine == "libtorch") {
-#if BACKBONE_HAVE_LIBTORCH
-    return detail::create_libtorch_engine(model, options);
-#else
-    throw Error("engine 'libtorch' is not built into this copy of libbackbone (configured with BACKBONE_WITH_LIBTORCH=OFF)");
-#endif
+  if (options.engine == "auto") {
+    // The first built engine that accepts the device and precision; the last refusal is kept to
+    // say why none did.
+    std::string reasons;
+    for (const auto& e : kEngines) {
+      if (!e.factory) continue;
+      try {
+        return e.factory(model, options);
+      } catch (const DeviceError& err) {
+        reasons += std::string(reasons.empty() ? "" : "; ") + e.name + ": " + err.what();
+      } catch (const UnsupportedError& err) {
+        reasons += std::string(reasons.empty() ? "" : "; ") + e.name + ": " + err.what();
+      }
+    }
+    throw Error("engine 'auto': no engine of this build (" + engine_list() + ") runs on " + options.device.str() +
+                " at " + precision_name(options.precision) + (reasons.empty() ? "" : " (" + reasons + ")"));
   }
-  std::string list;
-  for (const auto& n : available_engines()) list += (list.empty() ? "" : ", ") + n;
-  throw Error("unknown engine '" + options.engine + "': this build has " + (list.empty() ? std::string("none") : list));
+  for (const auto& e : kEngines) {
+    if (options.engine != e.name) continue;
+    if (!e.factory)
+      throw Error("engine '" + options.engine + "' is not built into this copy of libbackbone (configured with " +
+                  e.option + "=OFF or without its library); this build has " + engine_list());
+    return e.factory(model, options);
+  }
+  throw Error("unknown engine '" + options.engine + "': expected auto or one of this build's engines (" +
+              engine_list() + ")");
 }
 
 }  // namespace backbone

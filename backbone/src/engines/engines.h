@@ -9,6 +9,11 @@
 
 namespace backbone::detail {
 
+std::unique_ptr<Engine> create_onednn_engine(const ResNet& model, const EngineOptions& options);
 std::unique_ptr<Engine> create_libtorch_engine(const ResNet& model, const EngineOptions& options);
+std::unique_ptr<Engine> create_opencv_engine(const ResNet& model, const EngineOptions& options);
+
+// The thread count an engine runs with: options.num_threads, or every core when it is 0.
+int engine_threads(const EngineOptions& options);
 
 }  // namespace backbone::detail

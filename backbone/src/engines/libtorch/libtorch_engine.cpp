@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <thread>
@@ -170,8 +171,8 @@ class LibTorchEngine final : public Engine {
  public:
   LibTorchEngine(const ResNet& model, const EngineOptions& options) : device_(options.device) {
     if (options.precision != Precision::Float32)
-      throw Error(std::string("LibTorch engine: precision ") + precision_name(options.precision) +
-                  " is not supported yet; use fp32");
+      throw UnsupportedError(std::string("LibTorch engine: precision ") + precision_name(options.precision) +
+                             " is not supported; use fp32, or engine onednn for bf16");
     if (device_.is_cuda()) {
       if (!at::hasCUDA())
         throw DeviceError("device " + device_.str() +
@@ -179,8 +180,8 @@ class LibTorchEngine final : public Engine {
                           "(Debian's libtorch is CPU-only)");
       at_device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_.index));
     }
-    const int threads = options.num_threads > 0 ? options.num_threads
-                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    threads_ = engine_threads(options);
+    const int threads = threads_;
     // Debian's LibTorch defaults to one thread here, and with one thread it sends 1x1
     // convolutions to a slow reference-BLAS path: set the count explicitly.
     at::set_num_threads(threads);
@@ -226,6 +227,10 @@ class LibTorchEngine final : public Engine {
 
   std::string name() const override { return "libtorch"; }
   Device device() const override { return device_; }
+  std::string describe() const override {
+    return "libtorch fp32 on " + device_.str() + ", " + std::to_string(threads_) +
+           " threads (LibTorch " TORCH_VERSION ": ATen conv2d, oneDNN on the CPU; BN folded; set process-wide)";
+  }
 
   FeatureMaps forward(const Tensor& images) override {
     if (images.dim() != 4)
@@ -270,6 +275,7 @@ class LibTorchEngine final : public Engine {
   std::vector<std::string> stage_names_, out_features_;
   at::Tensor linear_weight_, linear_bias_;
   int64_t in_channels_ = 3;
+  int threads_ = 1;
 };
 
 }  // namespace
