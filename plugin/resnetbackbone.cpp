@@ -18,9 +18,16 @@
  * referenced downstream is never reused, and when all of it is in use the element waits.
  *
  * The model is loaded in the READY to PAUSED transition: a missing or bad config or weights file,
- * an unknown out feature, an unknown engine or an unavailable device fails the state change with
- * an error message naming the cause. Properties changed later take effect at the next
- * READY to PAUSED transition.
+ * an unknown out feature, an unknown engine, a precision the engine does not run or an unavailable
+ * device fails the state change with an error message naming the cause. Properties changed later
+ * take effect at the next READY to PAUSED transition.
+ *
+ * The engine (#GstResnetBackbone:engine, "auto" by default) and the arithmetic
+ * (#GstResnetBackbone:precision) are chosen by property. Once the model is loaded, the element
+ * says which engine runs, with its kernels, precision and thread count: in the debug log
+ * (GST_DEBUG=resnetbackbone:4), in an INFO message on the bus (gst-launch-1.0 prints it unless
+ * -q), and in the read-only #GstResnetBackbone:engine-description property, e.g.
+ * "libtorch fp32 on cpu, 2 threads (LibTorch 1.13.0: ATen conv2d, oneDNN on the CPU; ...)".
  *
  * With a live source and a sink that sends QoS events, frames that are already late skip
  * inference (they still flow, without new features); the element adds its measured inference
@@ -174,12 +181,13 @@ enum
   PROP_POOL_SIZE,
   PROP_UNIQUE_ID,
   PROP_MODEL_NAME,
+  PROP_ENGINE_DESCRIPTION,
 };
 
 #define DEFAULT_CONFIG_FILE nullptr
 #define DEFAULT_WEIGHTS nullptr
 #define DEFAULT_OUT_FEATURES ""
-#define DEFAULT_ENGINE "libtorch"
+#define DEFAULT_ENGINE "auto"
 #define DEFAULT_DEVICE "auto"
 #define DEFAULT_PRECISION GST_RESNET_BACKBONE_PRECISION_FP32
 #define DEFAULT_NUM_THREADS 0
@@ -225,6 +233,7 @@ struct Settings {
 /* A loaded model, built in start() and freed in stop(). */
 struct Model {
   std::unique_ptr<backbone::Engine> engine;
+  std::string engine_description;  /* engine->describe () */
   backbone::FramePreprocessOptions preprocess;
   std::map<std::string, int> strides;  /* out feature -> stride in input pixels */
   std::string name;
@@ -235,6 +244,7 @@ struct Model {
 struct GstResnetBackbonePrivate {
   Settings settings;          /* under the object lock */
   std::string model_name;     /* under the object lock */
+  std::string engine_description;  /* under the object lock */
 
   std::unique_ptr<Model> model;  /* streaming thread, between start() and stop() */
   GstVideoInfo info;
@@ -343,12 +353,18 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
   /**
    * GstResnetBackbone:engine:
    *
-   * The inference engine; must be one this build of the backbone library has.
+   * The inference engine: "auto" (the default) takes the first engine of this build that runs on
+   * the device at the precision, in the order "onednn" (this project's oneDNN route: fp32 and
+   * bf16), "libtorch" (LibTorch's ATen operators, fp32), "opencv" (OpenCV's dnn module, fp32).
+   * Which of them a build has is the backbone library's backbone::available_engines(); an engine
+   * this build lacks fails the start with an error that lists the ones it has. The one "auto"
+   * picked is in #GstResnetBackbone:engine-description.
    */
   g_object_class_install_property (gobject_class, PROP_ENGINE,
       g_param_spec_string ("engine", "Engine",
-          "Inference engine (this build: see the backbone library's available engines; "
-          "\"libtorch\" is the LibTorch engine)", DEFAULT_ENGINE, flags));
+          "Inference engine: auto (the first of this build's engines that runs the device and "
+          "precision), onednn, libtorch or opencv; an engine this build lacks fails the start with "
+          "the list of those it has", DEFAULT_ENGINE, flags));
 
   /**
    * GstResnetBackbone:device:
@@ -365,10 +381,14 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
    * GstResnetBackbone:precision:
    *
    * Arithmetic of the engine. The features in the meta are float32 whatever the precision.
+   * fp32 runs on every engine, bf16 on "onednn", fp16 on none of the CPU engines. With
+   * engine=auto the first engine that runs the precision is taken; a named engine that does not
+   * run it fails the start with an error naming the engine and the precision.
    */
   g_object_class_install_property (gobject_class, PROP_PRECISION,
       g_param_spec_enum ("precision", "Precision",
-          "Arithmetic precision of the engine (fp16/bf16 only where the engine supports it)",
+          "Arithmetic precision of the engine (fp32: every engine; bf16: onednn; an engine that "
+          "does not run it fails the start)",
           GST_TYPE_RESNET_BACKBONE_PRECISION, DEFAULT_PRECISION, flags));
 
   /**
@@ -521,6 +541,21 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
   g_object_class_install_property (gobject_class, PROP_MODEL_NAME,
       g_param_spec_string ("model-name", "Model name",
           "Name of the loaded model (e.g. R-50), written into the meta", "",
+          (GParamFlags) (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
+
+  /**
+   * GstResnetBackbone:engine-description:
+   *
+   * The engine the element runs, as the engine describes itself in one line: its name, the
+   * kernels it runs, the precision, the device and the thread count, e.g. "libtorch fp32 on cpu,
+   * 2 threads (LibTorch 1.13.0: ...)". Set when the model is loaded (READY to PAUSED), kept after
+   * the element stops (it describes the last run), empty before the first load and after a load
+   * that failed. With engine=auto this is where an application reads which engine was chosen.
+   */
+  g_object_class_install_property (gobject_class, PROP_ENGINE_DESCRIPTION,
+      g_param_spec_string ("engine-description", "Engine description",
+          "The running engine's kernels, precision, device and threads (set when the model "
+          "loads; empty before)", "",
           (GParamFlags) (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
 
   gst_element_class_set_static_metadata (element_class, "ResNet backbone",
@@ -748,6 +783,9 @@ gst_resnet_backbone_get_property (GObject * object, guint prop_id, GValue * valu
     case PROP_MODEL_NAME:
       set_str (self->priv->model_name, false);
       break;
+    case PROP_ENGINE_DESCRIPTION:
+      set_str (self->priv->engine_description, false);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -862,14 +900,18 @@ load_model (GstResnetBackbone * self, const Settings & s)
         ("set the weights property (or MODEL.WEIGHTS in the config) to a checkpoint"));
   }
 
-  /* The engine. */
+  /* The engine: "auto" or one of this build's, at the precision of the property. */
   const std::vector<std::string> engines = backbone::available_engines ();
-  if (std::find (engines.begin (), engines.end (), s.engine) == engines.end ()) {
-    std::string list;
-    for (const auto &e : engines)
-      list += (list.empty ()? "" : ", ") + e;
-    throw fail (GST_RESOURCE_ERROR_SETTINGS, "unknown engine \"" + s.engine +
-        "\": this build has " + (list.empty ()? std::string ("none") : list));
+  std::string engine_list;
+  for (const auto &e : engines)
+    engine_list += (engine_list.empty ()? "" : ", ") + e;
+  if (engine_list.empty ())
+    engine_list = "none";
+  if (s.engine != "auto" && std::find (engines.begin (), engines.end (), s.engine) == engines.end ()) {
+    const bool known = s.engine == "onednn" || s.engine == "libtorch" || s.engine == "opencv";
+    throw fail (GST_RESOURCE_ERROR_SETTINGS, (known ? "engine \"" + s.engine +
+            "\" is not built into this copy of the backbone library" : "unknown engine \"" +
+            s.engine + "\"") + ": expected auto or one of this build's engines (" + engine_list + ")");
   }
   backbone::EngineOptions options;
   options.engine = s.engine;
@@ -896,19 +938,32 @@ load_model (GstResnetBackbone * self, const Settings & s)
       throw fail (GST_RESOURCE_ERROR_SETTINGS, std::string ("device: ") + e.what ());
     }
   }
+  /* "engine "libtorch", precision bf16, on cpu: " */
+  auto what = [&s, &options]() {
+    return std::string ("engine \"") + s.engine + "\", precision " +
+        backbone::precision_name (options.precision) + ", on " + options.device.str () + ": ";
+  };
   try {
     try {
       model->engine = backbone::create_engine (net, options);
-    } catch (const backbone::DeviceError &e) {
-      if (!auto_device || options.device.is_cpu ())
+    } catch (const backbone::Error &e) {
+      /* device=auto: CUDA is there but no engine of this build runs on it; the CPU then. */
+      if (!auto_device || options.device.is_cpu () ||
+          dynamic_cast<const backbone::UnsupportedError *> (&e) != nullptr)
         throw;
       GST_INFO_OBJECT (self, "device auto: %s; using the CPU", e.what ());
       options.device = backbone::Device::cpu ();
       model->engine = backbone::create_engine (net, options);
     }
+  } catch (const backbone::UnsupportedError &e) {
+    throw fail (GST_RESOURCE_ERROR_SETTINGS, what () + e.what ());
   } catch (const std::exception &e) {
-    throw fail (GST_RESOURCE_ERROR_FAILED, std::string ("engine \"") + s.engine + "\" on " +
-        options.device.str () + ": " + e.what ());
+    throw fail (GST_RESOURCE_ERROR_FAILED, what () + e.what ());
+  }
+  try {
+    model->engine_description = model->engine->describe ();
+  } catch (const std::exception &e) {
+    throw fail (GST_RESOURCE_ERROR_FAILED, what () + "describe(): " + e.what ());
   }
 
   /* Preprocessing: the config, then the properties. */
@@ -968,6 +1023,9 @@ load_model (GstResnetBackbone * self, const Settings & s)
   model->name = model_name_from_config (cfg);
   model->inference_interval = MAX (s.inference_interval, 1u);
   model->unique_id = s.unique_id;
+  GST_INFO_OBJECT (self, "engine (engine=%s precision=%s num-threads=%u): %s", s.engine.c_str (),
+      backbone::precision_name (options.precision), s.num_threads,
+      model->engine_description.c_str ());
   GST_INFO_OBJECT (self, "loaded %s on %s (engine %s), %zu out features, input %s, mean %g,%g,%g, "
       "std %g,%g,%g", model->name.c_str (), model->engine->device ().str ().c_str (),
       model->engine->name ().c_str (), model->strides.size (),
@@ -986,6 +1044,7 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
 
   GST_OBJECT_LOCK (self);
   const Settings settings = priv->settings;
+  priv->engine_description.clear ();
   GST_OBJECT_UNLOCK (self);
 
   std::unique_ptr<Model> model;
@@ -1008,7 +1067,14 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
 
   GST_OBJECT_LOCK (self);
   priv->model_name = model->name;
+  priv->engine_description = model->engine_description;
   GST_OBJECT_UNLOCK (self);
+  g_object_notify (G_OBJECT (self), "engine-description");
+  /* Once per start, on the bus: gst-launch-1.0 prints an INFO message's debug text. */
+  GST_ELEMENT_INFO (self, RESOURCE, SETTINGS, ("%s", model->engine_description.c_str ()),
+      ("%s runs on engine %s (engine=%s): %s", model->name.c_str (),
+          model->engine->name ().c_str (), settings.engine.c_str (),
+          model->engine_description.c_str ()));
 
   priv->have_info = FALSE;
   priv->frames = 0;

@@ -9,11 +9,13 @@
 #include <gst/video/video.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <ostream>
 #include <string>
 #include <thread>
@@ -136,7 +138,8 @@ backbone::FrameView view_of(const GstVideoInfo& info, const guint8* data) {
   return v;
 }
 
-// The backbone library run directly: narrow.yaml + narrow.pth on the LibTorch CPU engine.
+// The backbone library run directly: narrow.yaml + narrow.pth on the default engine ("auto", as
+// the element's default), fp32 on the CPU.
 struct Reference {
   backbone::FramePreprocessOptions options;
   std::unique_ptr<backbone::Engine> engine;
@@ -735,7 +738,9 @@ const ErrorCase kErrorCases[] = {
     {"InvalidDevice", narrow_props({{"device", "tpu"}}), "invalid device 'tpu'", GST_RESOURCE_ERROR_SETTINGS},
     {"UnknownEngine", narrow_props({{"engine", "tensorrt"}}), "unknown engine \"tensorrt\"",
      GST_RESOURCE_ERROR_SETTINGS},
-    {"UnsupportedPrecision", narrow_props({{"precision", "fp16"}}), "precision fp16", GST_RESOURCE_ERROR_FAILED},
+    // No CPU engine runs fp16: engine=auto finds none and says why for each one it tried.
+    {"UnsupportedPrecision", narrow_props({{"precision", "fp16"}}), "engine \"auto\", precision fp16, on cpu",
+     GST_RESOURCE_ERROR_FAILED},
     {"FixedResizeWithoutSize", narrow_props({{"resize", "fixed"}}), "resize=fixed needs width and height",
      GST_RESOURCE_ERROR_SETTINGS},
     {"PixelMeanOfTwoValues", narrow_props({{"pixel-mean", "<1.0, 2.0>"}}), "need 3 values each",
@@ -833,10 +838,12 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
   g_free(errout);
   for (const char* p : {"config-file", "weights", "out-features", "engine", "device", "precision", "num-threads",
                         "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
-                        "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name"})
+                        "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name",
+                        "engine-description"})
     EXPECT_NE(text.find(std::string("  ") + p + " "), std::string::npos) << p << " missing in:\n" << text;
   for (const char* s : {"\"GstResnetBackbonePrecision\"", "(1): shortest-edge", "Range: 1 - 1024 Default: 4",
-                        "Range: 1 - 2147483647 Default: 1", "String. Default: \"libtorch\""})
+                        "Range: 1 - 2147483647 Default: 1", "String. Default: \"auto\"",
+                        "auto (the first of this build's engines", "onednn, libtorch or opencv"})
     EXPECT_NE(text.find(s), std::string::npos) << s << " missing in:\n" << text;
 }
 
@@ -891,7 +898,7 @@ TEST(ResnetBackbone, PropertyDefaultsAndRoundTrip) {
                "model-name", &model, "pool-size", &pool, "inference-interval", &interval, "unique-id", &uid,
                "min-size", &min_size, "size-divisibility", &div, "num-threads", &threads, "resize", &resize,
                "precision", &precision, "input-format", &input_format, nullptr);
-  EXPECT_STREQ(engine, "libtorch");
+  EXPECT_STREQ(engine, "auto");
   EXPECT_STREQ(device, "auto");
   EXPECT_STREQ(out_features, "");
   EXPECT_EQ(config, nullptr);
@@ -910,6 +917,10 @@ TEST(ResnetBackbone, PropertyDefaultsAndRoundTrip) {
   g_free(out_features);
   g_free(config);
   g_free(model);
+  gchar* description = nullptr;
+  g_object_get(e, "engine-description", &description, nullptr);
+  EXPECT_STREQ(description, "");  // nothing loaded yet
+  g_free(description);
 
   gst_util_set_object_arg(G_OBJECT(e), "pixel-mean", "<1.5, 2, 3.25>");
   gst_util_set_object_arg(G_OBJECT(e), "resize", "shortest-edge");
@@ -927,6 +938,233 @@ TEST(ResnetBackbone, PropertyDefaultsAndRoundTrip) {
   g_object_get(e, "resize", &resize, nullptr);
   EXPECT_EQ(resize, 1);
   gst_object_unref(e);
+}
+
+}  // namespace
+
+namespace {
+
+std::string string_property(GstElement* e, const char* name) {
+  gchar* v = nullptr;
+  g_object_get(e, name, &v, nullptr);
+  std::string s = v ? v : "";
+  g_free(v);
+  return s;
+}
+
+bool has_engine(const std::string& name) {
+  const auto engines = backbone::available_engines();
+  return std::find(engines.begin(), engines.end(), name) != engines.end();
+}
+
+// The resnetbackbone category's INFO lines while alive, as GST_DEBUG=resnetbackbone:4 shows them.
+class InfoLog {
+ public:
+  InfoLog() {
+    gst_debug_set_threshold_for_name("resnetbackbone", GST_LEVEL_INFO);
+    gst_debug_add_log_function(&InfoLog::log, this, nullptr);
+  }
+  ~InfoLog() {
+    gst_debug_remove_log_function_by_data(this);
+    gst_debug_unset_threshold_for_name("resnetbackbone");
+  }
+  std::vector<std::string> lines() {
+    std::lock_guard<std::mutex> guard(mutex_);
+    return lines_;
+  }
+
+ private:
+  static void log(GstDebugCategory* category, GstDebugLevel level, const gchar*, const gchar*, gint, GObject*,
+                  GstDebugMessage* message, gpointer data) {
+    if (level != GST_LEVEL_INFO || std::string(gst_debug_category_get_name(category)) != "resnetbackbone") return;
+    auto* self = static_cast<InfoLog*>(data);
+    std::lock_guard<std::mutex> guard(self->mutex_);
+    self->lines_.emplace_back(gst_debug_message_get(message));
+  }
+  std::mutex mutex_;
+  std::vector<std::string> lines_;
+};
+
+// engine=auto (the default) picks one of this build's engines and says which, with its precision
+// and thread count: in the engine-description property (kept after the element stops), in one
+// INFO message on the bus and in the debug log.
+TEST(ResnetBackbone, AutoEngineDescribesItself) {
+  InfoLog log;
+  Harness hh(narrow_props({{"num-threads", "1"}}));
+  const std::string caps = caps_string("RGB", 32, 24);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 1));
+  ASSERT_NE(out, nullptr);
+  EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+  gst_buffer_unref(out);
+
+  EXPECT_EQ(string_property(hh.element, "engine"), "auto");
+  const std::string description = string_property(hh.element, "engine-description");
+  ASSERT_FALSE(description.empty());
+  // It names the engine auto took (the first word), the precision and the thread count.
+  const std::string engine = description.substr(0, description.find(' '));
+  EXPECT_TRUE(has_engine(engine)) << description;
+  EXPECT_NE(description.find("fp32"), std::string::npos) << description;
+  EXPECT_NE(description.find("1 thread"), std::string::npos) << description;
+
+  // One INFO message, whose debug text names the choice.
+  int infos = 0;
+  while (GstMessage* m = gst_bus_pop_filtered(hh.bus, GST_MESSAGE_INFO)) {
+    GError* err = nullptr;
+    gchar* debug = nullptr;
+    gst_message_parse_info(m, &err, &debug);
+    EXPECT_EQ(std::string(err->message), description);
+    EXPECT_NE(std::string(debug).find("R-50 runs on engine " + engine + " (engine=auto): " + description),
+              std::string::npos)
+        << debug;
+    g_error_free(err);
+    g_free(debug);
+    gst_message_unref(m);
+    ++infos;
+  }
+  EXPECT_EQ(infos, 1);
+
+  // The debug log's line.
+  const std::string want = "engine (engine=auto precision=fp32 num-threads=1): " + description;
+  const auto lines = log.lines();
+  EXPECT_EQ(std::count(lines.begin(), lines.end(), want), 1) << "no INFO line \"" << want << "\"";
+
+  // Still readable after the element stops: it describes the last run.
+  gst_harness_teardown(hh.h);
+  hh.h = nullptr;
+  EXPECT_EQ(string_property(hh.element, "engine-description"), description);
+}
+
+// A named engine is the one that runs, and its description follows num-threads.
+TEST(ResnetBackbone, NamedEngineRunsAndDescribesItself) {
+  for (const std::string& engine : backbone::available_engines()) {
+    SCOPED_TRACE(engine);
+    Harness hh(narrow_props({{"engine", engine}, {"num-threads", "2"}}));
+    const std::string caps = caps_string("RGB", 32, 24);
+    gst_harness_set_src_caps_str(hh.h, caps.c_str());
+    GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 1));
+    ASSERT_NE(out, nullptr);
+    EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+    gst_buffer_unref(out);
+    const std::string description = string_property(hh.element, "engine-description");
+    EXPECT_EQ(description.rfind(engine + " ", 0), 0u) << description;
+    EXPECT_NE(description.find("2 threads"), std::string::npos) << description;
+    EXPECT_EQ(hh.error_text(), "");
+  }
+}
+
+// A start that fails leaves no description of an engine that is not running.
+TEST(ResnetBackbone, FailedStartClearsTheDescription) {
+  Harness hh(narrow_props());
+  const std::string caps = caps_string("RGB", 32, 24);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  ASSERT_FALSE(string_property(hh.element, "engine-description").empty());
+  gst_harness_teardown(hh.h);
+  hh.h = nullptr;
+  gst_util_set_object_arg(G_OBJECT(hh.element), "precision", "fp16");
+  EXPECT_EQ(gst_element_set_state(hh.element, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
+  EXPECT_EQ(string_property(hh.element, "engine-description"), "");
+  EXPECT_NE(hh.error_text().find("precision fp16"), std::string::npos);
+  EXPECT_EQ(gst_element_set_state(hh.element, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+}
+
+// The error of a start that fails, and its GError code ("" when it started).
+std::pair<std::string, GError*> start_error(const Props& props) {
+  GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
+  for (const auto& [k, v] : props) gst_util_set_object_arg(G_OBJECT(e), k.c_str(), v.c_str());
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(e, bus);
+  std::pair<std::string, GError*> result{"", nullptr};
+  if (gst_element_set_state(e, GST_STATE_PAUSED) == GST_STATE_CHANGE_FAILURE) {
+    if (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+      gst_message_parse_error(m, &result.second, nullptr);
+      result.first = result.second->message;
+      gst_message_unref(m);
+    } else {
+      result.first = "(failed without an ERROR message)";
+    }
+  }
+  gst_element_set_state(e, GST_STATE_NULL);
+  gst_bus_set_flushing(bus, TRUE);
+  gst_element_set_bus(e, nullptr);
+  gst_object_unref(bus);
+  gst_object_unref(e);
+  return result;
+}
+
+// precision=bf16 on the LibTorch engine (fp32 only) fails the start with a SETTINGS error naming
+// both, whatever other engines the build has.
+TEST(ResnetBackbone, PrecisionTheEngineDoesNotRunFailsTheStart) {
+  if (!has_engine("libtorch")) GTEST_SKIP() << "this build has no LibTorch engine";
+  auto [text, err] = start_error(narrow_props({{"engine", "libtorch"}, {"precision", "bf16"}}));
+  ASSERT_NE(err, nullptr) << "the element started";
+  EXPECT_TRUE(g_error_matches(err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS)) << text;
+  EXPECT_NE(text.find("engine \"libtorch\", precision bf16, on cpu: "), std::string::npos) << text;
+  g_error_free(err);
+}
+
+// An engine the project has but this build lacks: the error lists what the build has.
+TEST(ResnetBackbone, EngineNotInThisBuildListsTheBuiltOnes) {
+  std::string missing;
+  for (const char* name : {"onednn", "libtorch", "opencv"})
+    if (!has_engine(name)) missing = name;
+  if (missing.empty()) GTEST_SKIP() << "this build has every engine (onednn, libtorch, opencv)";
+  auto [text, err] = start_error(narrow_props({{"engine", missing}}));
+  ASSERT_NE(err, nullptr) << "the element started";
+  EXPECT_TRUE(g_error_matches(err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS)) << text;
+  std::string list;
+  for (const auto& e : backbone::available_engines()) list += (list.empty() ? "" : ", ") + e;
+  EXPECT_NE(text.find("engine \"" + missing + "\" is not built into this copy of the backbone library: expected "
+                      "auto or one of this build's engines (" + list + ")"),
+            std::string::npos)
+      << text;
+  g_error_free(err);
+}
+
+// Features of one frame at a precision, on an engine.
+std::vector<std::vector<float>> element_levels(const Props& props, const std::string& caps, uint32_t seed,
+                                               std::string* description) {
+  Harness hh(props);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), seed));
+  std::vector<std::vector<float>> levels;
+  const GstFeatureMeta* meta = out ? gst_buffer_get_feature_meta(out) : nullptr;
+  EXPECT_NE(meta, nullptr) << hh.error_text();
+  for (guint i = 0; meta && i < meta->num_levels; ++i) {
+    EXPECT_EQ(meta->levels[i].dtype, GST_FEATURE_DTYPE_FLOAT32);
+    levels.push_back(level_values(&meta->levels[i]));
+  }
+  if (out) gst_buffer_unref(out);
+  *description = string_property(hh.element, "engine-description");
+  return levels;
+}
+
+// bf16 on the oneDNN engine: float32 features within 2e-2 * max |fp32| of its fp32 ones per level,
+// and not the fp32 ones (the precision reached the engine).
+TEST(ResnetBackbone, Bf16OnOneDnnIsCloseToFp32) {
+  if (!has_engine("onednn"))
+    GTEST_SKIP() << "the oneDNN engine is not built (BACKBONE_WITH_ONEDNN=OFF or no libdnnl-dev); bf16 runs only "
+                    "there";
+  const std::string caps = caps_string("RGB", 64, 48);
+  std::string d32, d16;
+  const auto fp32 = element_levels(narrow_props({{"engine", "onednn"}, {"precision", "fp32"}}), caps, 11, &d32);
+  const auto bf16 = element_levels(narrow_props({{"engine", "onednn"}, {"precision", "bf16"}}), caps, 11, &d16);
+  EXPECT_NE(d32.find("fp32"), std::string::npos) << d32;
+  EXPECT_NE(d16.find("bf16"), std::string::npos) << d16;
+  ASSERT_EQ(fp32.size(), 4u);
+  ASSERT_EQ(bf16.size(), 4u);
+  for (size_t k = 0; k < 4; ++k) {
+    SCOPED_TRACE(kFeatures[k]);
+    ASSERT_EQ(bf16[k].size(), fp32[k].size());
+    double diff = 0.0, scale = 0.0;
+    for (size_t i = 0; i < fp32[k].size(); ++i) {
+      diff = std::max(diff, std::fabs(double(bf16[k][i]) - double(fp32[k][i])));
+      scale = std::max(scale, std::fabs(double(fp32[k][i])));
+    }
+    EXPECT_GT(scale, 0.0);
+    EXPECT_LE(diff, 2e-2 * scale);
+    EXPECT_GT(diff, 0.0) << "bf16 gave exactly the fp32 features";
+  }
 }
 
 }  // namespace
