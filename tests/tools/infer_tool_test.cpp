@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -150,7 +151,7 @@ TEST_F(InferTool, ImageGoesThroughDetectron2Preprocessing) {
 
 TEST_F(InferTool, UsageErrorsExitWith2) {
   for (const std::string args : {"--bogus", "--threads", "--threads -1", "--threads x", "MODEL.RESNETS.DEPTH",
-                                 "--input a.npy --image b.png", "--output-dir="}) {
+                                 "--input a.npy --image b.png", "--output-dir=", "--precision", "--engine="}) {
     Result r = run(args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find("usage: backbone-infer"), std::string::npos) << args;
@@ -158,6 +159,80 @@ TEST_F(InferTool, UsageErrorsExitWith2) {
   Result help = run("--help");
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.output.find("--config-file"), std::string::npos);
+  EXPECT_NE(help.output.find("--engine NAME            auto, onednn, libtorch or opencv (default: auto"),
+            std::string::npos)
+      << help.output;
+  EXPECT_NE(help.output.find("--precision P            fp32, fp16 or bf16 (default: fp32)"), std::string::npos)
+      << help.output;
+}
+
+TEST_F(InferTool, PrecisionOption) {
+  // Bad values are usage errors that name the option and the value.
+  for (const std::string bad : {"fp8", "FP32", "half", ""}) {
+    Result r = run("--precision=" + bad + " --output-dir " + dir_.string());
+    EXPECT_EQ(r.status, 2) << bad << "\n" << r.output;
+    EXPECT_NE(r.output.find("--precision expects fp32, fp16 or bf16, got '" + bad + "'"), std::string::npos)
+        << r.output;
+  }
+  // A precision the engine does not run: a runtime error naming both, and no output written.
+  const auto engines = backbone::available_engines();
+  if (std::find(engines.begin(), engines.end(), "libtorch") != engines.end()) {
+    Result r = run("--engine libtorch --precision bf16 --output-dir " + dir_.string() + kNarrow);
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_NE(r.output.find("error: engine 'libtorch' at precision bf16 on cpu: "), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(dir_ / "shapes.json"));
+  }
+  // fp16: no CPU engine runs it, and auto says so for each engine it tried.
+  Result r = run("--precision fp16 --output-dir " + dir_.string() + kNarrow);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("engine 'auto' at precision fp16 on cpu: "), std::string::npos) << r.output;
+  for (const auto& e : engines) EXPECT_NE(r.output.find(e + ": "), std::string::npos) << e << "\n" << r.output;
+}
+
+// The output names the engine that ran, with its precision and threads, on one line.
+TEST_F(InferTool, PrintsTheEngineDescription) {
+  const std::string in = (dir_ / "x.npy").string();
+  backbone::Tensor x = backbone::Tensor::empty({1, 3, 64, 96});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data_ptr<float>()[i] = float((i * 7919) % 255) / 64.0f - 2.0f;
+  backbone::save_npy(in, x);
+  const std::string kLevels = " MODEL.RESNETS.OUT_FEATURES \"['res2','res3','res4','res5']\"";
+  auto description_of = [](const std::string& output) {
+    const auto b = output.find("\nengine: ");
+    if (b == std::string::npos) return std::string();
+    const auto e = output.find('\n', b + 1);
+    return output.substr(b + 9, e - b - 9);
+  };
+  // Default (auto): one of this build's engines, fp32, the thread count asked for.
+  Result r = run("--input " + in + " --threads 1 --output-dir " + (dir_ / "auto").string() + kNarrow);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::string d = description_of(r.output);
+  ASSERT_FALSE(d.empty()) << r.output;
+  const auto engines = backbone::available_engines();
+  EXPECT_NE(std::find(engines.begin(), engines.end(), d.substr(0, d.find(' '))), engines.end()) << d;
+  EXPECT_NE(d.find("fp32"), std::string::npos) << d;
+  EXPECT_NE(d.find("1 thread"), std::string::npos) << d;
+  // Each engine by name, and bf16 where the build has oneDNN: its features within 2e-2 * max of fp32.
+  for (const auto& engine : engines) {
+    SCOPED_TRACE(engine);
+    const std::string out = (dir_ / engine).string();
+    r = run("--input " + in + " --engine " + engine + " --threads 2 --output-dir " + out + kNarrow + kLevels);
+    ASSERT_EQ(r.status, 0) << r.output;
+    d = description_of(r.output);
+    EXPECT_EQ(d.rfind(engine + " ", 0), 0u) << d;
+    EXPECT_NE(d.find("2 threads"), std::string::npos) << d;
+    if (engine != "onednn") continue;
+    r = run("--input " + in + " --engine onednn --precision bf16 --output-dir " + out + "-bf16" + kNarrow + kLevels);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(description_of(r.output).find("bf16"), std::string::npos) << r.output;
+    for (const char* level : {"res2", "res3", "res4", "res5"}) {
+      backbone::Tensor fp32 = backbone::load_npy(out + "/" + level + ".npy");
+      backbone::Tensor bf16 = backbone::load_npy(out + "-bf16/" + level + ".npy");
+      ASSERT_EQ(bf16.shape(), fp32.shape());
+      const double diff = backbone::test::max_abs_diff(bf16, fp32);
+      EXPECT_LE(diff, 2e-2 * max_abs(fp32)) << level;
+      EXPECT_GT(diff, 0.0) << "bf16 gave exactly the fp32 features";
+    }
+  }
 }
 
 TEST_F(InferTool, RuntimeErrorsNameTheCause) {
