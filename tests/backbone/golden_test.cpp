@@ -131,6 +131,44 @@ TEST_P(Golden, MatchesDetectron2) {
   }
 }
 
+// bf16 against fp32 of the same engine on the same case (the bound of the speed issue).
+class GoldenBf16 : public ::testing::TestWithParam<json> {};
+
+TEST_P(GoldenBf16, WithinBoundOfFp32) {
+  const json& c = GetParam();
+  const auto engines = available_engines();
+  if (std::find(engines.begin(), engines.end(), "onednn") == engines.end())
+    GTEST_SKIP() << "the oneDNN engine is not built";
+  ResNet model = build_case(c);
+  load_checkpoint(model, kDir + c["weights"].get<std::string>(), /*strict=*/true);
+  Tensor input = load_npy(kDir + c["input"].get<std::string>());
+  EngineOptions options;
+  options.engine = "onednn";
+  FeatureMaps f32 = create_engine(model, options)->forward(input);
+  options.precision = Precision::BFloat16;
+  if (c.value("deformable", false)) {
+    // Refused, with the reason: bf16 moves deformable sampling points beyond the bound.
+    EXPECT_THROW(create_engine(model, options), UnsupportedError);
+    return;
+  }
+  std::unique_ptr<Engine> engine;
+  try {
+    engine = create_engine(model, options);
+  } catch (const UnsupportedError& e) {
+    GTEST_SKIP() << "this CPU has no bf16 route: " << e.what();
+  }
+  FeatureMaps bf16 = engine->forward(input);
+  ASSERT_EQ(bf16.size(), f32.size());
+  for (size_t i = 0; i < f32.size(); ++i) {
+    ASSERT_EQ(bf16[i].first, f32[i].first);
+    ASSERT_EQ(bf16[i].second.shape(), f32[i].second.shape()) << f32[i].first;
+    ASSERT_EQ(bf16[i].second.dtype(), DType::Float32) << "features are float32 whatever the precision";
+    const double max_ref = test::max_abs(f32[i].second), err = test::max_abs_diff(bf16[i].second, f32[i].second);
+    EXPECT_GT(err, 0.0) << f32[i].first << ": bf16 identical to fp32, bf16 did not run";
+    EXPECT_LE(err, 2e-2 * max_ref) << f32[i].first << ": max |bf16 - fp32| = " << err << ", max |fp32| = " << max_ref;
+  }
+}
+
 std::string case_name(const ::testing::TestParamInfo<GoldenCase>& info) {
   std::string n = info.param.engine + "_" + info.param.c["name"].get<std::string>();
   std::replace_if(n.begin(), n.end(), [](char ch) { return !std::isalnum(static_cast<unsigned char>(ch)); }, '_');
@@ -139,6 +177,14 @@ std::string case_name(const ::testing::TestParamInfo<GoldenCase>& info) {
 
 INSTANTIATE_TEST_SUITE_P(Detectron2, Golden, ::testing::ValuesIn(engine_cases()), case_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Golden);
+INSTANTIATE_TEST_SUITE_P(Detectron2, GoldenBf16, ::testing::ValuesIn(load_cases()),
+                         [](const ::testing::TestParamInfo<json>& info) {
+                           std::string n = info.param["name"].get<std::string>();
+                           std::replace_if(n.begin(), n.end(),
+                                           [](char ch) { return !std::isalnum(static_cast<unsigned char>(ch)); }, '_');
+                           return n;
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GoldenBf16);
 
 TEST(GoldenData, ManifestIsPresent) { EXPECT_GE(load_cases().size(), 10u) << "tests/data/resnet/manifest.json"; }
 
