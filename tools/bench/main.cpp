@@ -1,0 +1,825 @@
+// SPDX-License-Identifier: Apache-2.0
+// backbone-bench: this project's engines beside PyTorch eager and OpenCV DNN (and, with
+// --peers-venv, PyTorch 2.x eager and torch.compile, ONNX Runtime, OpenVINO and current OpenCV), on
+// the same weights, input and thread count, each in its own worker process, alternated after
+// warm-up, after an agreement check. See README.md ("Benchmark (backbone-bench)") and --help.
+#include <nlohmann/json.hpp>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backbone/backbone.h"
+#include "bench_core.h"
+#include "process.h"
+#include "worker.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace backbone::bench {
+namespace {
+
+const char* kUsage = R"(usage: backbone-bench [--models R-50,R-101] [--sizes 224x224,800x1216] [--threads 1,0]
+                      [--runners LIST] [--frames 20] [--warmup 2] [--seconds 6] [--rounds 5]
+                      [--json FILE] [--markdown FILE] [--work-dir DIR] [--peers-venv DIR]
+                      [--python /usr/bin/python3] [--peers-dir DIR] [--seed 0] [--list-runners]
+
+Times this project's engines, PyTorch eager and OpenCV DNN on the same weights (one seeded
+torchvision ResNet with random BatchNorm statistics), the same input and the same thread count,
+each runner in its own worker process. Before timing, every runner's res2..res5 are compared with
+this project's fp32 output: max|out - ref| <= 1e-3 * max|ref| per level (2e-2 for bf16). A runner
+that disagrees is reported and not timed. Prints a markdown report; --json writes every figure.
+
+  --models LIST      R-18, R-34, R-50, R-101, R-152 (torchvision's resnet<N> = detectron2's
+                     R-<N> with STRIDE_IN_1X1 False)
+  --sizes LIST       HxW input sizes, batch 1. Without --models and --sizes: R-50 at 224x224
+                     and 800x1216 and R-101 at 800x1216; with either, every model at every size
+  --threads LIST     thread counts; 0 = every core (default: 1,0)
+  --runners LIST     which runners (default: every available one; --list-runners shows them)
+  --frames N         at most N timed frames per runner and workload (default: 20)
+  --seconds S        timing budget per runner and workload: frames = S / (time of one frame),
+                     between min(3, --frames) and --frames (default: 6)
+  --warmup N         untimed frames after the agreement check (default: 2; 1 for runners whose
+                     frame takes more than S/3)
+  --rounds N         the timed frames of each runner are spread over N rounds; each round runs
+                     every runner in turn, starting with a different one (default: 5)
+  --json FILE        write the results as JSON
+  --markdown FILE    also write the markdown report to FILE
+  --work-dir DIR     weights, ONNX exports, inputs and worker logs (default:
+                     $XDG_CACHE_HOME/backbone-bench or ~/.cache/backbone-bench)
+  --peers-venv DIR   a virtual environment made by bench/peers/setup-venv.sh: adds PyTorch 2.x
+                     eager and torch.compile, ONNX Runtime, OpenVINO and current OpenCV (python)
+  --python PATH      the Python with PyTorch and torchvision that makes the weights and the ONNX
+                     export and runs pytorch-eager (default: /usr/bin/python3, Debian's torch)
+  --peers-dir DIR    where peer.py is (default: found next to the installed tool or in the source)
+  --seed N           seed of the weights and of the input (default: 0)
+Exit status: 0 when every runner agreed and ran (or does not support this CPU), 3 when one
+disagreed or failed, 2 on a usage error, 1 on any other error.
+)";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Options {
+  std::string models, sizes, threads = "1,0", runners;
+  int frames = 20, warmup = 2, rounds = 5;
+  double seconds = 6;
+  std::string json_path, markdown_path, work_dir, peers_venv, python = "/usr/bin/python3", peers_dir;
+  int seed = 0;
+  bool list_runners = false;
+};
+
+// ---- runners ---------------------------------------------------------------------------------
+
+enum class RunnerKind { Ours, CvDnn, Python };
+
+struct RunnerSpec {
+  std::string name;
+  RunnerKind kind;
+  std::string py_runner;  // peer.py --runner
+  bool venv = false;      // Python from --peers-venv
+  bool onnx = false;      // runs the ONNX export
+  std::string what;       // one line for --list-runners and the report
+  bool is_ours() const { return kind == RunnerKind::Ours; }
+  bool is_low_precision() const { return name.size() > 5 && (name.rfind("-bf16") == name.size() - 5 || name.rfind("-fp16") == name.size() - 5); }
+};
+
+std::vector<RunnerSpec> runner_catalog(const Options& o) {
+  std::vector<RunnerSpec> c;
+  for (const auto& e : available_engines()) {
+    c.push_back({"ours-" + e, RunnerKind::Ours, "", false, false, "this project, engine " + e + ", fp32"});
+    if (e == "onednn")
+      c.push_back({"ours-onednn-bf16", RunnerKind::Ours, "", false, false, "this project, engine onednn, bf16"});
+  }
+  c.push_back({"pytorch-eager", RunnerKind::Python, "torch-eager", false, false,
+               "PyTorch eager (" + o.python + ": Debian's torch), torchvision's model"});
+#ifdef BACKBONE_BENCH_HAVE_OPENCV_DNN
+  c.push_back({"opencv-dnn", RunnerKind::CvDnn, "", false, true, "OpenCV DNN (C++, this system's OpenCV) on the ONNX export"});
+#endif
+  c.push_back({"venv-pytorch-eager", RunnerKind::Python, "torch-eager", true, false, "PyTorch 2.x eager (--peers-venv)"});
+  c.push_back({"venv-torch-compile", RunnerKind::Python, "torch-compile", true, false, "PyTorch 2.x torch.compile (--peers-venv)"});
+  c.push_back({"venv-onnxruntime", RunnerKind::Python, "onnxruntime", true, true, "ONNX Runtime on the ONNX export (--peers-venv)"});
+  c.push_back({"venv-openvino", RunnerKind::Python, "openvino", true, true, "OpenVINO on the ONNX export (--peers-venv)"});
+  c.push_back({"venv-opencv-dnn", RunnerKind::Python, "opencv", true, true, "current OpenCV DNN (python cv2) on the ONNX export (--peers-venv)"});
+  return c;
+}
+
+// ---- options ---------------------------------------------------------------------------------
+
+int parse_int(const std::string& flag, const std::string& v, int lo) {
+  char* end = nullptr;
+  errno = 0;
+  const long x = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0 || x < lo || x > 1000000)
+    throw UsageError(flag + " expects an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+  return static_cast<int>(x);
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    if (a == "--version") {
+      std::cout << "backbone-bench " << version() << "\n";
+      std::exit(0);
+    }
+    if (a == "--list-runners") {
+      o.list_runners = true;
+      continue;
+    }
+    std::string value;
+    bool inline_value = false;
+    if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      inline_value = true;
+    }
+    auto next = [&]() -> std::string {
+      if (inline_value) return value;
+      if (i + 1 >= argc) throw UsageError(a + " expects a value");
+      return argv[++i];
+    };
+    if (a == "--models") o.models = next();
+    else if (a == "--sizes") o.sizes = next();
+    else if (a == "--threads") o.threads = next();
+    else if (a == "--runners") o.runners = next();
+    else if (a == "--frames") o.frames = parse_int(a, next(), 1);
+    else if (a == "--warmup") o.warmup = parse_int(a, next(), 0);
+    else if (a == "--rounds") o.rounds = parse_int(a, next(), 1);
+    else if (a == "--seconds") {
+      const std::string v = next();
+      char* end = nullptr;
+      o.seconds = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(o.seconds > 0)) throw UsageError("--seconds expects a positive number, got '" + v + "'");
+    } else if (a == "--json") o.json_path = next();
+    else if (a == "--markdown") o.markdown_path = next();
+    else if (a == "--work-dir") o.work_dir = next();
+    else if (a == "--peers-venv") o.peers_venv = next();
+    else if (a == "--python") o.python = next();
+    else if (a == "--peers-dir") o.peers_dir = next();
+    else if (a == "--seed") o.seed = parse_int(a, next(), 0);
+    else throw UsageError("unknown option " + a + " (see --help)");
+  }
+  return o;
+}
+
+struct Workload {
+  std::string model;
+  int depth = 0;
+  Size size;
+};
+
+std::vector<Workload> make_workloads(const Options& o) {
+  std::vector<Workload> w;
+  if (o.models.empty() && o.sizes.empty()) {
+    for (auto [m, h, wd] : {std::tuple{"R-50", 224, 224}, std::tuple{"R-50", 800, 1216}, std::tuple{"R-101", 800, 1216}})
+      w.push_back({m, model_depth(m), {h, wd}});
+    return w;
+  }
+  const auto models = split_list(o.models.empty() ? "R-50" : o.models);
+  const auto sizes = parse_sizes(o.sizes.empty() ? "224x224,800x1216" : o.sizes);
+  for (const auto& m : models)
+    for (const auto& s : sizes) w.push_back({m, model_depth(m), s});
+  if (w.empty()) throw UsageError("--models: expected at least one model");
+  return w;
+}
+
+// ---- files -----------------------------------------------------------------------------------
+
+std::string default_work_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return (fs::path(x) / "backbone-bench").string();
+  if (const char* h = std::getenv("HOME"); h && *h) return (fs::path(h) / ".cache" / "backbone-bench").string();
+  return (fs::temp_directory_path() / "backbone-bench").string();
+}
+
+std::string self_exe() { return fs::read_symlink("/proc/self/exe").string(); }
+
+std::string find_peer_script(const Options& o) {
+  std::vector<fs::path> candidates;
+  if (!o.peers_dir.empty()) candidates.push_back(fs::path(o.peers_dir) / "peer.py");
+  const fs::path exe_dir = fs::path(self_exe()).parent_path();
+  candidates.push_back(exe_dir.parent_path() / "share" / "backbone" / "bench" / "peers" / "peer.py");
+#ifdef BACKBONE_BENCH_SOURCE_PEERS_DIR
+  candidates.push_back(fs::path(BACKBONE_BENCH_SOURCE_PEERS_DIR) / "peer.py");
+#endif
+  for (const auto& c : candidates)
+    if (fs::exists(c)) return c.string();
+  std::string tried;
+  for (const auto& c : candidates) tried += " " + c.string();
+  throw Error("cannot find bench/peers/peer.py (tried" + tried + "); pass --peers-dir DIR");
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+void run_command(const std::string& what, const std::vector<std::string>& argv, const std::string& log) {
+  std::string cmd;
+  for (const auto& a : argv) cmd += shell_quote(a) + " ";
+  cmd += "> " + shell_quote(log) + " 2>&1";
+  std::cerr << "backbone-bench: " << what << "\n";
+  const int rc = std::system(cmd.c_str());
+  if (rc != 0) {
+    std::ifstream in(log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    if (text.size() > 3000) text = "..." + text.substr(text.size() - 3000);
+    throw Error(what + " failed (" + cmd + "):\n" + text);
+  }
+}
+
+bool newer_than(const fs::path& a, const fs::path& b) {
+  return fs::exists(a) && fs::exists(b) && fs::last_write_time(a) >= fs::last_write_time(b);
+}
+
+std::string size_str(const Size& s) { return std::to_string(s.height) + "x" + std::to_string(s.width); }
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+// ---- results ---------------------------------------------------------------------------------
+
+struct RunnerResult {
+  const RunnerSpec* spec = nullptr;
+  std::string status = "ok";  // ok | disagrees | failed | unsupported
+  std::string message, describe;
+  std::optional<Agreement> agreement;
+  std::vector<double> warmup_ms, times_ms;
+  int planned_frames = 0;
+  double check_ms = 0;
+  ProcMemory after_warmup, at_end;
+  std::unique_ptr<WorkerProcess> proc;
+  double median_ms() const { return times_ms.empty() ? 0 : median(times_ms); }
+};
+
+struct WorkloadResult {
+  Workload w;
+  int threads = 0;
+  double flops = 0;
+  std::string reference;  // the runner whose output is the reference, and the denominator of the ratios
+  std::vector<RunnerResult> runners;
+  const RunnerResult* find(const std::string& name) const {
+    for (const auto& r : runners)
+      if (r.spec->name == name) return &r;
+    return nullptr;
+  }
+};
+
+FeatureMaps load_levels(const fs::path& dir) {
+  FeatureMaps maps;
+  for (const char* n : {"res2", "res3", "res4", "res5"}) {
+    const fs::path p = dir / (std::string(n) + ".npy");
+    if (fs::exists(p)) maps.emplace_back(n, load_npy(p.string()));
+  }
+  return maps;
+}
+
+std::vector<double> parse_times(const std::string& reply) {
+  std::istringstream in(reply);
+  std::string head;
+  in >> head;
+  if (head != "times") throw std::runtime_error("expected 'times ...', got '" + reply + "'");
+  std::vector<double> t;
+  for (double v; in >> v;) t.push_back(v);
+  return t;
+}
+
+// ---- the run ---------------------------------------------------------------------------------
+
+class Bench {
+ public:
+  explicit Bench(Options o) : o_(std::move(o)) {}
+  int run();
+
+ private:
+  void prepare_files(const std::vector<Workload>& workloads, const std::vector<const RunnerSpec*>& runners);
+  WorkloadResult run_workload(const Workload& w, int threads, const std::vector<const RunnerSpec*>& runners);
+  void fail(RunnerResult& r, const std::string& msg);
+  std::string report_markdown() const;
+  json report_json() const;
+
+  Options o_;
+  MachineInfo machine_;
+  std::map<int, PeakResult> peaks_;
+  fs::path work_, logs_;
+  std::string peer_script_, venv_python_;
+  std::vector<RunnerSpec> catalog_;
+  std::map<int, fs::path> weights_;
+  std::map<std::string, fs::path> onnx_, inputs_;
+  std::vector<WorkloadResult> results_;
+  std::string started_;
+};
+
+void Bench::fail(RunnerResult& r, const std::string& msg) {
+  r.status = "failed";
+  r.message = msg;
+  std::cerr << "backbone-bench:   " << r.spec->name << " failed: " << msg << "\n";
+  if (r.proc) r.proc->stop(2);
+  r.proc.reset();
+}
+
+void Bench::prepare_files(const std::vector<Workload>& workloads, const std::vector<const RunnerSpec*>& runners) {
+  bool need_onnx = false;
+  for (const auto* r : runners) need_onnx |= r->onnx;
+  fs::create_directories(work_ / "weights");
+  fs::create_directories(work_ / "onnx");
+  fs::create_directories(work_ / "inputs");
+  const std::string seed = std::to_string(o_.seed);
+  for (const auto& w : workloads) {
+    const std::string tag = "resnet" + std::to_string(w.depth) + "-seed" + seed;
+    if (!weights_.count(w.depth)) {
+      const fs::path p = work_ / "weights" / (tag + ".pth");
+      if (!fs::exists(p))
+        run_command("making the weights " + p.string(),
+                    {o_.python, peer_script_, "prepare", "--depth", std::to_string(w.depth), "--seed", seed, "--out", p.string()},
+                    (logs_ / ("prepare-" + tag + ".log")).string());
+      weights_[w.depth] = p;
+    }
+    const std::string key = w.model + "@" + size_str(w.size);
+    if (need_onnx && !onnx_.count(key)) {
+      const fs::path p = work_ / "onnx" / (tag + "-" + size_str(w.size) + "-opset13.onnx");
+      if (!newer_than(p, weights_[w.depth]))
+        run_command("exporting " + p.string(),
+                    {o_.python, peer_script_, "export-onnx", "--depth", std::to_string(w.depth), "--weights",
+                     weights_[w.depth].string(), "--height", std::to_string(w.size.height), "--width",
+                     std::to_string(w.size.width), "--opset", "13", "--out", p.string()},
+                    (logs_ / ("export-" + tag + "-" + size_str(w.size) + ".log")).string());
+      onnx_[key] = p;
+    }
+    const std::string skey = size_str(w.size);
+    if (!inputs_.count(skey)) {
+      const fs::path p = work_ / "inputs" / ("input-" + skey + "-seed" + seed + ".npy");
+      if (!fs::exists(p)) {
+        // N(0, 1) values: the scale of a normalised image.
+        Tensor x = Tensor::empty({1, 3, w.size.height, w.size.width});
+        std::mt19937 gen(static_cast<uint32_t>(o_.seed) * 7919u + 17u);
+        std::normal_distribution<float> dist(0.f, 1.f);
+        float* d = x.data_ptr<float>();
+        for (int64_t i = 0; i < x.numel(); ++i) d[i] = dist(gen);
+        const fs::path tmp = p.string() + ".tmp";
+        save_npy(tmp.string(), x);
+        fs::rename(tmp, p);
+      }
+      inputs_[skey] = p;
+    }
+  }
+}
+
+WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::vector<const RunnerSpec*>& runners) {
+  WorkloadResult res;
+  res.w = w;
+  res.threads = threads;
+  {
+    Config cfg;
+    cfg.merge_from_list(torchvision_config_overrides(w.depth));
+    res.flops = conv_flops(build_resnet_backbone(cfg, ShapeSpec{3}), w.size.height, w.size.width);
+  }
+  const std::string key = w.model + "@" + size_str(w.size);
+  const std::string tag = w.model + "-" + size_str(w.size) + "-t" + std::to_string(threads);
+  std::cerr << "backbone-bench: " << w.model << " " << size_str(w.size) << ", " << threads << " thread(s), "
+            << fixed(res.flops / 1e9, 2) << " GFLOP per frame\n";
+
+  // Start every worker.
+  for (const auto* spec : runners) {
+    RunnerResult r;
+    r.spec = spec;
+    std::vector<std::string> argv;
+    if (spec->kind == RunnerKind::Python) {
+      argv = {spec->venv ? venv_python_ : o_.python, peer_script_, "worker", "--runner", spec->py_runner, "--depth",
+              std::to_string(w.depth), "--weights", weights_.at(w.depth).string(), "--input",
+              inputs_.at(size_str(w.size)).string(), "--threads", std::to_string(threads), "--reply-fd", "3"};
+      if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
+    } else {
+      argv = {self_exe(), "--worker", spec->name, "--model", w.model, "--weights", weights_.at(w.depth).string(),
+              "--input", inputs_.at(size_str(w.size)).string(), "--threads", std::to_string(threads)};
+      if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
+    }
+    const std::string t = std::to_string(threads);
+    std::vector<std::string> env = {"OMP_NUM_THREADS=" + t, "MKL_NUM_THREADS=" + t, "OPENBLAS_NUM_THREADS=" + t,
+                                    "TORCHINDUCTOR_CACHE_DIR=" + (work_ / "inductor-cache").string(),
+                                    "PYTHONDONTWRITEBYTECODE=1"};
+    try {
+      r.proc = std::make_unique<WorkerProcess>(argv, env, (logs_ / (tag + "-" + spec->name + ".log")).string());
+    } catch (const std::exception& e) {
+      r.status = "failed";
+      r.message = e.what();
+    }
+    res.runners.push_back(std::move(r));
+  }
+  for (auto& r : res.runners) {
+    if (!r.proc) continue;
+    try {
+      const std::string reply = r.proc->receive();
+      if (reply.rfind("ready ", 0) == 0) {
+        r.describe = json::parse(reply.substr(6)).value("describe", "");
+        std::cerr << "backbone-bench:   " << r.spec->name << ": " << r.describe << "\n";
+      } else if (reply.rfind("unsupported ", 0) == 0) {
+        r.status = "unsupported";
+        r.message = reply.substr(12);
+        std::cerr << "backbone-bench:   " << r.spec->name << " does not run here: " << r.message << "\n";
+        r.proc->stop(2);
+        r.proc.reset();
+      } else {
+        fail(r, reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
+      }
+    } catch (const std::exception& e) {
+      fail(r, e.what());
+    }
+  }
+
+  // Agreement check: one frame each, compared with the reference (this project's first fp32 engine).
+  const fs::path check_dir = work_ / "check" / tag;
+  fs::remove_all(check_dir);
+  std::map<std::string, FeatureMaps> outputs;
+  for (auto& r : res.runners) {
+    if (!r.proc) continue;
+    const fs::path dir = check_dir / r.spec->name;
+    fs::create_directories(dir);
+    try {
+      const auto t0 = std::chrono::steady_clock::now();
+      r.proc->send("check " + dir.string());
+      const std::string reply = r.proc->receive();
+      r.check_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (reply != "ok") throw std::runtime_error(reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
+      outputs[r.spec->name] = load_levels(dir);
+    } catch (const std::exception& e) {
+      fail(r, std::string("agreement check: ") + e.what());
+    }
+  }
+  for (auto& r : res.runners)
+    if (r.proc && r.spec->is_ours() && !r.spec->is_low_precision()) {
+      res.reference = r.spec->name;
+      break;
+    }
+  if (res.reference.empty()) {
+    fs::remove_all(check_dir);
+    throw Error("the agreement check needs one of this project's fp32 engines (ours-*) among the runners, and none ran for " +
+                tag);
+  }
+  const FeatureMaps& ref = outputs.at(res.reference);
+  for (auto& r : res.runners) {
+    if (!r.proc) continue;
+    const double tol = r.spec->is_low_precision() ? kBf16Tolerance : kFp32Tolerance;
+    r.agreement = check_agreement(ref, outputs.at(r.spec->name), tol);
+    std::ostringstream errs;
+    for (const auto& l : r.agreement->levels) errs << " " << l.name << " " << std::setprecision(3) << l.relative;
+    std::cerr << "backbone-bench:   " << r.spec->name << " vs " << res.reference << ": max|out-ref|/max|ref|" << errs.str()
+              << " (bound " << tol << ")" << (r.agreement->ok ? "" : " DISAGREES") << "\n";
+    if (!r.agreement->ok) {
+      r.status = "disagrees";
+      r.message = r.agreement->message;
+      r.proc->stop(2);
+      r.proc.reset();
+    }
+  }
+  outputs.clear();
+  fs::remove_all(check_dir);
+
+  // Warm-up, then the timed rounds.
+  for (auto& r : res.runners) {
+    if (!r.proc) continue;
+    const int warm = r.check_ms > o_.seconds * 1000 / 3 ? std::min(o_.warmup, 1) : o_.warmup;
+    try {
+      if (warm > 0) {
+        r.proc->send("run " + std::to_string(warm));
+        r.warmup_ms = parse_times(r.proc->receive());
+      }
+      const double frame_ms = r.warmup_ms.empty() ? r.check_ms : median(r.warmup_ms);
+      const int lo = std::min(3, o_.frames);
+      r.planned_frames = std::clamp(static_cast<int>(o_.seconds * 1000 / std::max(frame_ms, 1e-3)), lo, o_.frames);
+      r.after_warmup = proc_memory(r.proc->pid());
+    } catch (const std::exception& e) {
+      fail(r, std::string("warm-up: ") + e.what());
+    }
+  }
+  std::vector<RunnerResult*> active;
+  for (auto& r : res.runners)
+    if (r.proc) active.push_back(&r);
+  for (int round = 0; round < o_.rounds; ++round) {
+    for (size_t k = 0; k < active.size(); ++k) {
+      RunnerResult& r = *active[(k + static_cast<size_t>(round)) % active.size()];
+      if (!r.proc) continue;
+      const int chunk = (r.planned_frames + o_.rounds - 1) / o_.rounds;
+      const int n = std::min(chunk, r.planned_frames - static_cast<int>(r.times_ms.size()));
+      if (n <= 0) continue;
+      try {
+        r.proc->send("run " + std::to_string(n));
+        auto t = parse_times(r.proc->receive());
+        r.times_ms.insert(r.times_ms.end(), t.begin(), t.end());
+      } catch (const std::exception& e) {
+        fail(r, std::string("timing: ") + e.what());
+      }
+    }
+  }
+  for (auto* r : active) {
+    if (!r->proc) continue;
+    r->at_end = proc_memory(r->proc->pid());
+    r->proc->stop();
+    r->proc.reset();
+    std::cerr << "backbone-bench:   " << r->spec->name << ": median " << fixed(r->median_ms(), 2) << " ms over " << r->times_ms.size()
+              << " frames\n";
+  }
+  return res;
+}
+
+std::string now_utc() {
+  std::time_t t = std::time(nullptr);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
+  return buf;
+}
+
+int Bench::run() {
+  started_ = now_utc();
+  catalog_ = runner_catalog(o_);
+  if (o_.list_runners) {
+    for (const auto& r : catalog_) std::cout << std::left << std::setw(20) << r.name << " " << r.what << "\n";
+    return 0;
+  }
+  std::vector<Workload> workloads;
+  std::vector<int> thread_counts;
+  try {
+    workloads = make_workloads(o_);
+    thread_counts = parse_threads(o_.threads);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  machine_ = machine_info();
+  for (int& t : thread_counts)
+    if (t == 0) t = machine_.cores;
+  {
+    std::vector<int> uniq;
+    for (int t : thread_counts)
+      if (std::find(uniq.begin(), uniq.end(), t) == uniq.end()) uniq.push_back(t);
+    thread_counts = uniq;
+  }
+
+  // Runners: the requested ones, or every one that can run here.
+  std::vector<const RunnerSpec*> runners;
+  if (!o_.runners.empty() && o_.runners != "all") {
+    for (const auto& n : split_list(o_.runners)) {
+      auto it = std::find_if(catalog_.begin(), catalog_.end(), [&](const RunnerSpec& r) { return r.name == n; });
+      if (it == catalog_.end()) {
+        std::string names;
+        for (const auto& r : catalog_) names += " " + r.name;
+        throw UsageError("unknown runner '" + n + "'; this build has:" + names);
+      }
+      if (it->venv && o_.peers_venv.empty()) throw UsageError("runner " + n + " needs --peers-venv DIR");
+      runners.push_back(&*it);
+    }
+  } else {
+    for (const auto& r : catalog_)
+      if (!r.venv || !o_.peers_venv.empty()) runners.push_back(&r);
+  }
+  if (!o_.peers_venv.empty()) {
+    venv_python_ = (fs::path(o_.peers_venv) / "bin" / "python").string();
+    if (!fs::exists(venv_python_))
+      throw UsageError("--peers-venv " + o_.peers_venv + " has no bin/python; make it with bench/peers/setup-venv.sh");
+  }
+
+  work_ = o_.work_dir.empty() ? default_work_dir() : o_.work_dir;
+  logs_ = work_ / "logs";
+  fs::create_directories(logs_);
+  peer_script_ = find_peer_script(o_);
+  if (!fs::exists(o_.python)) throw UsageError("--python " + o_.python + " does not exist");
+
+  std::cerr << "backbone-bench " << version() << ": " << machine_.cpu_model << ", " << machine_.cores << " CPUs, "
+            << machine_.flags_summary() << "\n";
+  for (int t : thread_counts) {
+    peaks_[t] = measure_fp32_peak(t);
+    std::cerr << "backbone-bench: FP32 peak (" << peaks_[t].isa << " FMA loop) on " << t
+              << " thread(s): " << fixed(peaks_[t].gflops, 1) << " GFLOP/s\n";
+  }
+  prepare_files(workloads, runners);
+  for (const auto& w : workloads)
+    for (int t : thread_counts) {
+      results_.push_back(run_workload(w, t, runners));
+      if (!o_.json_path.empty()) std::ofstream(o_.json_path) << report_json().dump(2) << "\n";  // partial results survive
+    }
+
+  const std::string md = report_markdown();
+  std::cout << md;
+  if (!o_.markdown_path.empty()) std::ofstream(o_.markdown_path) << md;
+  if (!o_.json_path.empty()) std::ofstream(o_.json_path) << report_json().dump(2) << "\n";
+  for (const auto& wr : results_)
+    for (const auto& r : wr.runners)
+      if (r.status == "disagrees" || r.status == "failed") return 3;
+  return 0;
+}
+
+// ---- reports ---------------------------------------------------------------------------------
+
+double mib(int64_t kb) { return kb / 1024.0; }
+
+std::string Bench::report_markdown() const {
+  std::ostringstream m;
+  m << "### backbone-bench " << version() << ", " << started_ << "\n\n";
+  m << "- CPU: " << machine_.cpu_model << ", " << machine_.cores << " logical CPUs; " << machine_.flags_summary() << "\n";
+  m << "- FP32 peak, measured (FMA loop, " << (peaks_.empty() ? "" : peaks_.begin()->second.isa) << ", 16 accumulators per thread):";
+  for (const auto& [t, p] : peaks_) m << " " << t << " thread" << (t > 1 ? "s " : " ") << fixed(p.gflops, 1) << " GFLOP/s;";
+  m << "\n";
+  m << "- Weights: torchvision resnet<N>, seed " << o_.seed
+    << ", random BatchNorm statistics; our engines load the .pth (detectron2 R-<N>, STRIDE_IN_1X1 False, res2..res5); "
+       "ONNX: the same model exported once per size (opset 13, constant folding, eval) by "
+    << o_.python << "\n";
+  m << "- GFLOP: 2 x multiply-accumulates of every convolution (stem, blocks, projection shortcuts) for that input; "
+       "BN (folded), ReLU, max-pool, residual adds and the classifier are not counted\n";
+  m << "- Each runner is its own process; after the agreement check and " << o_.warmup
+    << " warm-up frames, up to " << o_.frames << " frames each (budget " << o_.seconds << " s), alternated over "
+    << o_.rounds << " rounds; median ms per frame; peak mem = VmHWM of the worker process, RSS = VmRSS after warm-up -> "
+       "at the end\n";
+  m << "- time / ours: runner's median time over the median of the reference runner (this project's fp32 engine, "
+       "the agreement reference); above 1 means this project is faster\n\n";
+
+  std::vector<std::string> peers;
+  for (const auto& wr : results_) {
+    const RunnerResult* ours = wr.find(wr.reference);
+    const double ours_ms = ours ? ours->median_ms() : 0;
+    const double peak = peaks_.count(wr.threads) ? peaks_.at(wr.threads).gflops : 0;
+    m << "#### " << wr.w.model << " " << size_str(wr.w.size) << ", batch 1, " << wr.threads << " thread"
+      << (wr.threads > 1 ? "s" : "") << " (" << fixed(wr.flops / 1e9, 2) << " GFLOP per frame)\n\n";
+    m << "| runner | ms/frame | frames/s | GFLOP/s | % FP32 peak | time / ours | peak mem MiB | RSS MiB | max err | frames |\n";
+    m << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (const auto& r : wr.runners) {
+      const std::string err = r.agreement ? (r.spec->name == wr.reference ? "ref" : fixed(r.agreement->worst_relative() * 1e3, 3) + "e-3")
+                                          : "-";
+      if (r.status != "ok" || r.times_ms.empty()) {
+        m << "| " << r.spec->name << " | " << r.status << " | | | | | | | " << err << " | |\n";
+        continue;
+      }
+      const double ms = r.median_ms();
+      const double gf = wr.flops / (ms / 1e3) / 1e9;
+      m << "| " << r.spec->name << " | " << fixed(ms, ms < 100 ? 2 : 1) << " | " << fixed(1e3 / ms, 2) << " | "
+        << fixed(gf, 1) << " | " << (peak > 0 ? fixed(100 * gf / peak, 1) + "%" : "-") << " | "
+        << (ours_ms > 0 ? fixed(ms / ours_ms, 2) : "-") << " | " << fixed(mib(r.at_end.vm_hwm_kb), 0) << " | "
+        << fixed(mib(r.after_warmup.vm_rss_kb), 0) << " -> " << fixed(mib(r.at_end.vm_rss_kb), 0) << " | " << err << " | "
+        << r.times_ms.size() << " |\n";
+      if (!r.spec->is_ours() && std::find(peers.begin(), peers.end(), r.spec->name) == peers.end())
+        peers.push_back(r.spec->name);
+    }
+    m << "\n";
+    for (const auto& r : wr.runners) {
+      m << "- " << r.spec->name << ": ";
+      if (!r.describe.empty()) m << r.describe;
+      if (!r.message.empty()) m << (r.describe.empty() ? "" : "; ") << r.status << ": " << r.message;
+      m << "\n";
+    }
+    m << "\n";
+  }
+
+  // Summary: peers' time over ours, and bf16 over fp32.
+  m << "#### Speed-ups of this project's fp32 engine (time of the peer / time of ours)\n\n| workload | threads | ours |";
+  for (const auto& p : peers) m << " " << p << " |";
+  m << " bf16 speed-up |\n|---|---:|---|";
+  for (size_t i = 0; i < peers.size(); ++i) m << "---:|";
+  m << "---:|\n";
+  for (const auto& wr : results_) {
+    const RunnerResult* ours = wr.find(wr.reference);
+    const double ours_ms = ours && ours->status == "ok" && !ours->times_ms.empty() ? ours->median_ms() : 0;
+    m << "| " << wr.w.model << " " << size_str(wr.w.size) << " | " << wr.threads << " | " << wr.reference << " |";
+    for (const auto& p : peers) {
+      const RunnerResult* r = wr.find(p);
+      if (r && r->status == "ok" && !r->times_ms.empty() && ours_ms > 0)
+        m << " " << fixed(r->median_ms() / ours_ms, 2) << "x |";
+      else
+        m << " " << (r ? r->status : "-") << " |";
+    }
+    const RunnerResult* bf = wr.find("ours-onednn-bf16");
+    const RunnerResult* fp = wr.find("ours-onednn");
+    if (bf && fp && bf->status == "ok" && fp->status == "ok" && !bf->times_ms.empty() && !fp->times_ms.empty())
+      m << " " << fixed(fp->median_ms() / bf->median_ms(), 2) << "x (err " << fixed(bf->agreement->worst_relative() * 1e3, 2)
+        << "e-3) |\n";
+    else
+      m << " - |\n";
+  }
+  m << "\n";
+  return m.str();
+}
+
+json Bench::report_json() const {
+  json j;
+  j["benchmark"] = "backbone-bench";
+  j["version"] = version();
+  j["started"] = started_;
+  j["machine"] = {{"cpu", machine_.cpu_model},
+                  {"logical_cpus", machine_.cores},
+                  {"avx2", machine_.avx2},
+                  {"fma", machine_.fma},
+                  {"avx512f", machine_.avx512f},
+                  {"avx512_bf16", machine_.avx512_bf16},
+                  {"amx_bf16", machine_.amx_bf16},
+                  {"amx_tile", machine_.amx_tile}};
+  json peaks = json::array();
+  for (const auto& [t, p] : peaks_) peaks.push_back({{"threads", t}, {"gflops", p.gflops}, {"isa", p.isa}});
+  j["fp32_peak"] = peaks;
+  j["settings"] = {{"frames", o_.frames}, {"warmup", o_.warmup}, {"seconds", o_.seconds}, {"rounds", o_.rounds},
+                   {"seed", o_.seed}, {"python", o_.python}, {"peers_venv", o_.peers_venv}, {"work_dir", work_.string()}};
+  j["flops_counted"] = "2 x MACs of every convolution (stem, blocks, projection shortcuts); BN, ReLU, max-pool, adds, classifier excluded";
+  json wl = json::array();
+  for (const auto& wr : results_) {
+    const RunnerResult* ours = wr.find(wr.reference);
+    const double ours_ms = ours && !ours->times_ms.empty() ? ours->median_ms() : 0;
+    const double peak = peaks_.count(wr.threads) ? peaks_.at(wr.threads).gflops : 0;
+    json w = {{"model", wr.w.model},    {"height", wr.w.size.height}, {"width", wr.w.size.width}, {"batch", 1},
+              {"threads", wr.threads},  {"gflop", wr.flops / 1e9},    {"reference", wr.reference}};
+    json rs = json::array();
+    for (const auto& r : wr.runners) {
+      json x = {{"name", r.spec->name}, {"status", r.status}, {"describe", r.describe}, {"message", r.message},
+                {"check_ms", r.check_ms}, {"warmup_ms", r.warmup_ms}, {"times_ms", r.times_ms}};
+      if (r.agreement) {
+        json levels = json::array();
+        for (const auto& l : r.agreement->levels)
+          levels.push_back({{"name", l.name}, {"max_abs_diff", std::isfinite(l.max_abs_diff) ? json(l.max_abs_diff) : json("inf")},
+                            {"max_abs_ref", l.max_abs_ref}, {"relative", std::isfinite(l.relative) ? json(l.relative) : json("inf")},
+                            {"ok", l.ok}});
+        x["agreement"] = {{"ok", r.agreement->ok}, {"tolerance", r.agreement->tolerance}, {"levels", levels}};
+      }
+      if (!r.times_ms.empty()) {
+        const double ms = r.median_ms();
+        const double gf = wr.flops / (ms / 1e3) / 1e9;
+        x["median_ms"] = ms;
+        x["frames_per_s"] = 1e3 / ms;
+        x["gflops"] = gf;
+        x["peak_fraction"] = peak > 0 ? gf / peak : 0.0;
+        x["time_over_ours"] = ours_ms > 0 ? ms / ours_ms : 0.0;
+        x["vm_hwm_mib"] = mib(r.at_end.vm_hwm_kb);
+        x["rss_after_warmup_mib"] = mib(r.after_warmup.vm_rss_kb);
+        x["rss_end_mib"] = mib(r.at_end.vm_rss_kb);
+      }
+      rs.push_back(x);
+    }
+    w["runners"] = rs;
+    wl.push_back(w);
+  }
+  j["workloads"] = wl;
+  return j;
+}
+
+WorkerOptions parse_worker_args(int argc, char** argv) {
+  WorkerOptions w;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(a + " expects a value");
+      return argv[++i];
+    };
+    if (a == "--worker") w.runner = next();
+    else if (a == "--model") w.model = next();
+    else if (a == "--weights") w.weights = next();
+    else if (a == "--onnx") w.onnx = next();
+    else if (a == "--input") w.input = next();
+    else if (a == "--threads") w.threads = parse_int(a, next(), 1);
+    else if (a == "--reply-fd") w.reply_fd = parse_int(a, next(), 0);
+    else throw UsageError("unknown worker option " + a);
+  }
+  return w;
+}
+
+}  // namespace
+}  // namespace backbone::bench
+
+int main(int argc, char** argv) {
+  using namespace backbone::bench;
+  signal(SIGPIPE, SIG_IGN);
+  try {
+    for (int i = 1; i < argc; ++i)
+      if (std::string(argv[i]) == "--worker") return run_worker(parse_worker_args(argc, argv));
+    Bench bench(parse_args(argc, argv));
+    return bench.run();
+  } catch (const UsageError& e) {
+    std::cerr << "backbone-bench: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "backbone-bench: error: " << e.what() << "\n";
+    return 1;
+  }
+}
