@@ -245,9 +245,24 @@ class Plan {
     attr.set_post_ops(ops);
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const memory::dims strides{w.stride, w.stride}, dil{w.dilation - 1, w.dilation - 1}, pad{w.pad, w.pad};
-    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                         src_md, w_any, b_md, dst_md, strides, dil, pad, pad);
-    dnnl::convolution_forward::primitive_desc pd(desc, attr, eng_);
+    auto make_pd = [&](dnnl::algorithm alg) {
+      dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src_md, w_any, b_md, dst_md,
+                                           strides, dil, pad, pad);
+      return dnnl::convolution_forward::primitive_desc(desc, attr, eng_);
+    };
+    // float32 3x3 stride-1 convolutions: Winograd where oneDNN has it for the shape (measured
+    // 1.2x on R-50 at one thread; convolution_auto never picked it here), else direct.
+    dnnl::convolution_forward::primitive_desc pd;
+    bool have = false;
+    if (weights_dt == dt::f32 && w.k == 3 && w.stride == 1 && w.dilation == 1 && w.groups == 1) {
+      try {
+        pd = make_pd(dnnl::algorithm::convolution_winograd);
+        have = true;
+      } catch (const dnnl::error&) {
+        // not implemented for this shape or layout: direct below
+      }
+    }
+    if (!have) pd = make_pd(dnnl::algorithm::convolution_direct);
     note_scratchpad(pd.scratchpad_desc());
     ConvPrim p;
     p.prim = dnnl::convolution_forward(pd);
