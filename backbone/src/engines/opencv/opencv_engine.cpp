@@ -263,6 +263,7 @@ class NetBuilder {
  public:
   cv::dnn::Net net;
   static constexpr int kInput = 0;  // the net's input layer
+  int folded_batch_norms = 0;
 
   NetBuilder() { net.setInputsNames({"images"}); }
 
@@ -287,6 +288,7 @@ class NetBuilder {
     std::vector<double> w = to_doubles(c.weight);
     std::vector<double> b = c.bias.defined() ? to_doubles(c.bias) : std::vector<double>(out, 0.0);
     if (c.norm.is_batch_norm()) {
+      ++folded_batch_norms;
       const std::vector<double> gamma = to_doubles(c.norm.weight), beta = to_doubles(c.norm.bias),
                                 mean = to_doubles(c.norm.running_mean), var = to_doubles(c.norm.running_var);
       for (int64_t o = 0; o < out; ++o) {
@@ -311,7 +313,6 @@ class NetBuilder {
     p.set("pad", as_1x1_over_columns ? 0 : static_cast<int>(c.padding));
     p.set("dilation", as_1x1_over_columns ? 1 : static_cast<int>(c.dilation));
     p.blobs = {weight, bias};
-    ++convolutions_;
     int id = add(name, "Convolution", p, {input});
     if (!c.norm.empty() && !c.norm.is_batch_norm()) {
       LayerParams n;
@@ -367,11 +368,6 @@ class NetBuilder {
     out = add(name + ".add", "Eltwise", sum, {out, identity});
     return relu(name + ".relu", out);
   }
-
-  int convolutions() const { return convolutions_; }
-
- private:
-  int convolutions_ = 0;
 };
 
 std::string cpu_features() {
@@ -390,7 +386,41 @@ std::string cpu_features() {
   }
   std::string out = "CPU baseline " + (baseline.empty() ? std::string("?") : baseline);
   if (!dispatched.empty()) out += ", dispatched " + dispatched;
+  // The widest of OpenCV's dispatched kernels that this CPU runs.
+  const std::pair<int, const char*> levels[] = {{CV_CPU_AVX512_SKX, "AVX512_SKX"}, {CV_CPU_AVX2, "AVX2"},
+                                                {CV_CPU_AVX, "AVX"}, {CV_CPU_SSE4_2, "SSE4_2"}};
+  for (const auto& [feature, level] : levels)
+    if (dispatched.find(level) != std::string::npos && cv::checkHardwareSupport(feature)) {
+      out += std::string(", running ") + level;
+      break;
+    }
   return out;
+}
+
+// "49 Convolution+ReLU, 16 Eltwise+ReLU" from Net::dump() (Graphviz text of the set-up net, where
+// a fused group is one record node: label="{name\\nType\\n... | name\\nType\\n...}").
+std::string fusion_summary(const std::string& dot) {
+  std::map<std::string, int> counts;
+  const std::string open = "label=\"{";
+  for (size_t at = dot.find(open); at != std::string::npos; at = dot.find(open, at + 1)) {
+    const size_t end = dot.find('"', at + open.size());
+    if (end == std::string::npos) break;
+    const std::string label = dot.substr(at + open.size(), end - at - open.size());
+    std::string key;
+    for (size_t part = 0; part != std::string::npos;) {
+      const size_t type_at = label.find("\\n", part);  // after the layer name
+      if (type_at == std::string::npos) break;
+      const size_t type_end = label.find("\\n", type_at + 2);
+      key += (key.empty() ? "" : "+") + label.substr(type_at + 2, type_end == std::string::npos ? std::string::npos
+                                                                                            : type_end - type_at - 2);
+      part = label.find(" | ", type_at);
+      if (part != std::string::npos) part += 3;
+    }
+    if (!key.empty()) ++counts[key];
+  }
+  std::string out;
+  for (const auto& [key, n] : counts) out += (out.empty() ? "" : ", ") + std::to_string(n) + " " + key;
+  return out.empty() ? std::string("nothing") : out;
 }
 
 class OpenCVEngine final : public Engine {
@@ -452,13 +482,29 @@ class OpenCVEngine final : public Engine {
       out_layers_.push_back(it->second);
     }
     net_ = b.net;
+    folded_batch_norms_ = b.folded_batch_norms;
     net_.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
     net_.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-    convolutions_ = b.convolutions();
     in_channels_ = model.stem().in_channels();
     std::vector<cv::String> types;
     net_.getLayerTypes(types);
-    for (const auto& t : types) layer_counts_ += (layer_counts_.empty() ? "" : ", ") + std::to_string(net_.getLayersCount(t)) + " " + t;
+    for (const auto& t : types) {
+      if (t == "__NetInputLayer__") continue;
+      layer_counts_ += (layer_counts_.empty() ? "" : ", ") + std::to_string(net_.getLayersCount(t)) + " " + t;
+      if (t == kDeformIm2colType) deformable_ = true;
+    }
+    // One forward of a small image sets the net up (OpenCV packs the weights and fuses layers
+    // then) so that describe() can name the fusions OpenCV made.
+    std::vector<cv::Mat> outs;
+    try {
+      set_threads();
+      const int sizes[4] = {1, static_cast<int>(in_channels_), 64, 64};
+      net_.setInput(cv::Mat(4, sizes, CV_32F, cv::Scalar(0)));
+      net_.forward(outs, out_layers_);
+      fusions_ = fusion_summary(net_.dump());
+    } catch (const cv::Exception& e) {
+      throw Error(std::string("OpenCV engine: setting the network up failed: ") + e.what());
+    }
   }
 
   std::string name() const override { return "opencv"; }
@@ -466,8 +512,10 @@ class OpenCVEngine final : public Engine {
   std::string describe() const override {
     return "opencv fp32 on cpu, " + std::to_string(threads_) + " threads (OpenCV " CV_VERSION
            " dnn, backend OpenCV, target CPU; " + cpu_features() + "; layers: " + layer_counts_ +
-           "; BN folded, conv+add+ReLU fused by OpenCV; deformable im2col: backbone CPU kernel; "
-           "thread count set process-wide by cv::setNumThreads)";
+           (folded_batch_norms_ ? "; " + std::to_string(folded_batch_norms_) + " BN folded" : std::string()) +
+           "; fused by OpenCV: " + fusions_ +
+           (deformable_ ? "; deformable im2col: backbone CPU kernel, GEMM: OpenCV 1x1 Convolution" : "") +
+           "; thread count set process-wide by cv::setNumThreads)";
   }
 
   FeatureMaps forward(const Tensor& images) override {
@@ -486,7 +534,7 @@ class OpenCVEngine final : public Engine {
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<cv::Mat> outs;
     try {
-      cv::setNumThreads(threads_);
+      set_threads();
       net_.setInput(blob);
       net_.forward(outs, out_layers_);
     } catch (const cv::Exception& e) {
@@ -507,13 +555,20 @@ class OpenCVEngine final : public Engine {
   }
 
  private:
+  // cv::setNumThreads is process-wide (with TBB it rebuilds the task arena): set it only when
+  // someone else changed it.
+  void set_threads() const {
+    if (cv::getNumThreads() != threads_) cv::setNumThreads(threads_);
+  }
+
   cv::dnn::Net net_;
   std::vector<std::string> out_features_;
   std::vector<cv::String> out_layers_;
   int64_t in_channels_ = 3;
   int threads_ = 1;
-  int convolutions_ = 0;
-  std::string layer_counts_;
+  std::string layer_counts_, fusions_;
+  bool deformable_ = false;
+  int folded_batch_norms_ = 0;
   std::mutex mutex_;
 };
 
