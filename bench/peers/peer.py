@@ -202,6 +202,7 @@ class OpenVinoRunner(Runner):
         version = ov.get_version() if hasattr(ov, "get_version") else "?"
         cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
         prec = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        prec = prec.get_type_name() if hasattr(prec, "get_type_name") else prec
         self.describe = (
             f"OpenVINO {version} CPU plugin ({cpu}), {a.threads} threads, precision {prec}, "
             f"PERFORMANCE_HINT LATENCY, ONNX export {os.path.basename(a.onnx)}"
