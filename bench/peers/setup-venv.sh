@@ -9,10 +9,10 @@
 # DIR defaults to $XDG_CACHE_HOME/backbone-bench/venv (~/.cache/backbone-bench/venv), i.e. under
 # backbone-bench's default --work-dir and outside the build tree. Then run
 #   backbone-bench --peers-venv DIR ...
-# PyTorch comes from download.pytorch.org's CPU index when it is reachable (about 200 MB); otherwise
-# from PyPI, whose default Linux wheel also pulls about 3 GB of NVIDIA packages: with
-# BACKBONE_BENCH_TORCH_NO_DEPS=1 the PyPI wheel is installed without them (torch imports and runs
-# on the CPU without them). DIR/versions.txt records what was installed.
+# PyTorch (and torchvision) come from download.pytorch.org's CPU index when it is reachable (about
+# 200 MB); otherwise from PyPI, whose default Linux wheel also pulls about 3 GB of NVIDIA packages
+# (the venv is then about 6 GB). PyPI's torch 2.15 wheel does not import without them
+# (libcufile.so.0 missing), so they are not skipped. DIR/versions.txt records what was installed.
 set -euo pipefail
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/backbone-bench"
@@ -34,20 +34,14 @@ torch_ok() { "$py" -c 'import torch; x = torch.ones(2, 2); assert float((x @ x).
 if torch_ok; then
   log "torch already installed"
 else
-  log "installing torch from https://download.pytorch.org/whl/cpu"
-  if ! "${pip[@]}" install --index-url https://download.pytorch.org/whl/cpu torch || ! torch_ok; then
-    if [[ "${BACKBONE_BENCH_TORCH_NO_DEPS:-0}" == 1 ]]; then
-      log "the CPU index failed; installing PyPI's torch without its NVIDIA dependencies"
-      "${pip[@]}" install --no-deps torch
-      # torch's pure-Python requirements (PyPI's wheel lists them together with the nvidia-* ones)
-      "${pip[@]}" install filelock typing-extensions sympy networkx jinja2 fsspec
-    else
-      log "the CPU index failed; installing PyPI's torch (with its NVIDIA dependencies, ~3 GB)"
-      "${pip[@]}" install torch
-    fi
+  log "installing torch and torchvision from https://download.pytorch.org/whl/cpu"
+  if ! "${pip[@]}" install --retries 1 --timeout 20 --index-url https://download.pytorch.org/whl/cpu torch torchvision || ! torch_ok; then
+    log "the CPU index failed; installing PyPI's torch and torchvision (with torch's NVIDIA dependencies, ~3 GB)"
+    "${pip[@]}" install torch torchvision
     torch_ok || { log "error: torch does not import in $dir"; exit 1; }
   fi
 fi
+"$py" -c 'import torchvision' 2>/dev/null || "${pip[@]}" install torchvision
 
 log "installing onnxruntime, openvino, opencv-python-headless, onnx, numpy"
 "${pip[@]}" install onnxruntime openvino opencv-python-headless onnx numpy
@@ -55,7 +49,7 @@ log "installing onnxruntime, openvino, opencv-python-headless, onnx, numpy"
 "$py" - "$dir/versions.txt" <<'EOF'
 import importlib, sys
 lines = [f"python {sys.version.split()[0]}"]
-for mod in ["torch", "onnxruntime", "openvino", "cv2", "onnx", "numpy"]:
+for mod in ["torch", "torchvision", "onnxruntime", "openvino", "cv2", "onnx", "numpy"]:
     try:
         m = importlib.import_module(mod)
         v = getattr(m, "__version__", None)
