@@ -22,6 +22,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -30,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "backbone/engine.h"
 #include "backbone/tensor.h"
 
 namespace fs = std::filesystem;
@@ -567,6 +569,9 @@ TEST_F(ExtractTest, HelpAndQuiet) {
   EXPECT_EQ(r.rc, 0);
   EXPECT_NE(r.out.find("usage: backbone-extract"), std::string::npos);
   EXPECT_NE(r.out.find("--shard-index"), std::string::npos);
+  // Engine and precision defaults.
+  EXPECT_NE(r.out.find("--engine NAME (=auto)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--precision P (=fp32)"), std::string::npos) << r.out;
   r = run({videos_.string(), "-o", (dir_ / "q").string(), "-q"});
   EXPECT_EQ(r.rc, 1);
   // Quiet: only the failure.
@@ -625,6 +630,85 @@ TEST_F(ExtractTest, BadOptionsGetAMessageAndTheUsage) {
     EXPECT_NE(r.out.find("usage: backbone-extract"), std::string::npos) << line;
   }
   EXPECT_FALSE(fs::exists(o));  // nothing was started
+}
+
+// The engine: auto by default, described once per run on stderr (not per file) and in every
+// extract.json; --engine and --precision reach the element and count as settings on resume.
+TEST_F(ExtractTest, EngineAndPrecision) {
+  const fs::path out = dir_ / "out";
+  Result r = run({videos_.string(), "-o", out.string(), "--progress", "none"});
+  EXPECT_EQ(r.rc, 1) << r.out;  // broken.mp4
+  const std::string prefix = "backbone-extract: engine: ";
+  const auto at = r.out.find(prefix);
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(prefix, at + 1), std::string::npos) << "printed more than once:\n" << r.out;
+  const std::string description = r.out.substr(at + prefix.size(), r.out.find('\n', at) - at - prefix.size());
+  const auto engines = backbone::available_engines();
+  EXPECT_NE(std::find(engines.begin(), engines.end(), description.substr(0, description.find(' '))), engines.end())
+      << description;
+  EXPECT_NE(description.find("fp32"), std::string::npos) << description;
+  EXPECT_NE(description.find("1 thread"), std::string::npos) << description;  // --threads 1
+  for (const auto& rel : kGood) {
+    const Json side = read_json(out / rel / "extract.json");
+    EXPECT_EQ(side["settings"]["engine"], "auto") << rel;
+    EXPECT_EQ(side["settings"]["precision"], "fp32") << rel;
+    EXPECT_EQ(side["engine"], description) << rel;
+  }
+
+  // A named engine or another precision is another setting: finished outputs are kept, with a warning.
+  const fs::path video = videos_ / "a" / "clip.avi";
+  const std::string named = engines.front();
+  r = run({videos_.string(), "-o", out.string(), "--engine", named});
+  EXPECT_EQ(r.rc, 1) << r.out;  // broken.mp4 again
+  EXPECT_NE(r.out.find("0 done, 5 skipped (already done), 1 failed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("warning: a/clip.avi: finished earlier with another config, weights or settings"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(read_json(out / "a" / "clip.avi" / "extract.json")["engine"], description);  // kept
+
+  // A precision the engine does not run fails every input with the element's message naming both.
+  if (std::find(engines.begin(), engines.end(), "libtorch") != engines.end()) {
+    r = run({video.string(), "-o", (dir_ / "bf16-libtorch").string(), "--engine", "libtorch", "--precision", "bf16"});
+    EXPECT_EQ(r.rc, 1) << r.out;
+    EXPECT_NE(r.out.find("FAILED clip.avi: backbone: engine \"libtorch\", precision bf16, on cpu: "),
+              std::string::npos)
+        << r.out;
+    EXPECT_EQ(r.out.find(prefix), std::string::npos) << "an engine was described although none ran:\n" << r.out;
+  }
+
+  // bf16 on oneDNN: the description says so, and the features are within 2e-2 * max of fp32 per level.
+  if (std::find(engines.begin(), engines.end(), "onednn") == engines.end()) {
+    std::cout << "[ INFO     ] bf16 part not run: this build has no oneDNN engine\n";
+    return;
+  }
+  for (const std::string precision : {"fp32", "bf16"}) {
+    r = run({video.string(), "-o", (dir_ / precision).string(), "--engine", "onednn", "--precision", precision, "-q"});
+    ASSERT_EQ(r.rc, 0) << r.out;
+    EXPECT_EQ(r.out, "");  // --quiet: no description either
+    const Json side = read_json(dir_ / precision / "clip.avi" / "extract.json");
+    EXPECT_EQ(side["settings"]["precision"], precision);
+    EXPECT_EQ(side["engine"].get<std::string>().rfind("onednn " + precision, 0), 0u) << side["engine"];
+  }
+  auto fp32 = read_safetensors(dir_ / "fp32" / "clip.avi" / "features-00000.safetensors");
+  auto bf16 = read_safetensors(dir_ / "bf16" / "clip.avi" / "features-00000.safetensors");
+  int levels = 0;
+  for (const auto& [name, t] : fp32) {
+    if (name == "pts") continue;
+    ++levels;
+    ASSERT_EQ(bf16[name].shape, t.shape) << name;
+    // Per frame and level.
+    const size_t frames = static_cast<size_t>(t.shape[0]), per = t.f.size() / frames;
+    for (size_t k = 0; k < frames; ++k) {
+      double diff = 0.0, scale = 0.0;
+      for (size_t j = k * per; j < (k + 1) * per; ++j) {
+        diff = std::max(diff, std::fabs(double(bf16[name].f[j]) - double(t.f[j])));
+        scale = std::max(scale, std::fabs(double(t.f[j])));
+      }
+      EXPECT_LE(diff, 2e-2 * scale) << name << " frame " << k;
+      EXPECT_GT(diff, 0.0) << name << " frame " << k << ": bf16 gave exactly the fp32 features";
+    }
+  }
+  EXPECT_EQ(levels, 4);
 }
 
 }  // namespace

@@ -66,9 +66,25 @@ struct Run {
   const Options& options;
   std::string config_sha256, weights_sha256;
   Progress* progress = nullptr;
+  std::mutex engine_mutex;
+  std::string engine_printed;  // the last engine description printed (once per run unless it changes)
 };
 
+// The engine as resnetbackbone describes it (kernels, precision, threads), printed when the first
+// pipeline has loaded the model and again only if a later one runs another; nothing with --quiet.
+void report_engine(Run& run, const std::string& description) {
+  if (run.options.quiet || !run.progress) return;
+  std::lock_guard<std::mutex> lock(run.engine_mutex);
+  if (description == run.engine_printed) return;
+  run.engine_printed = description;
+  run.progress->message("backbone-extract: engine: " + description);
+}
+
 // What decides the features (not the threads nor where the files are): compared on resume.
+// "engine" and "precision" are the options as given: with --engine auto a later run on a build
+// with another first engine resumes without redoing finished outputs (every engine gives the same
+// fp32 features within the backbone tests' tolerance); a change of --precision or of a named
+// --engine is reported. The engine that ran is the sidecar's "engine" (not compared).
 Json settings_json(const Options& o) {
   return {{"out_features", o.out_features}, {"engine", o.engine}, {"device", o.device},
           {"precision", o.precision}, {"dtype", o.dtype}, {"every", o.every},
@@ -125,9 +141,12 @@ void process(Run& run, Entry& e, int slot) {
                                     : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.jobs);
   RunResult r;
   try {
-    r = run_pipeline(e.input.uri, partial.string(), o, threads, g_cancel, [&](int64_t frames, double fraction) {
-      if (run.progress) run.progress->update(slot, frames, fraction);
-    });
+    r = run_pipeline(
+        e.input.uri, partial.string(), o, threads, g_cancel,
+        [&](int64_t frames, double fraction) {
+          if (run.progress) run.progress->update(slot, frames, fraction);
+        },
+        [&](const std::string& description) { report_engine(run, description); });
   } catch (const std::exception& ex) {
     r.ok = false;
     r.error = ex.what();
@@ -155,6 +174,7 @@ void process(Run& run, Entry& e, int slot) {
                           {"sha256", o.weights.empty() ? Json(nullptr) : Json(run.weights_sha256)}};
     sidecar["settings"] = settings_json(o);
     sidecar["settings"]["threads"] = threads;
+    sidecar["engine"] = r.engine;  // resnetbackbone's engine-description: kernels, precision, threads
     sidecar["pipeline"] = r.launch;
     sidecar["model_name"] = index.value("model_name", Json(nullptr));
     sidecar["frames"] = index.value("frames", int64_t(0));
@@ -244,7 +264,7 @@ int main(int argc, char** argv) {
   gst_init(nullptr, nullptr);
   const auto t0 = std::chrono::steady_clock::now();
   const std::string started = now_iso8601();
-  Run run{o, {}, {}, nullptr};
+  Run run{o, {}, {}, nullptr, {}, {}};
   try {
     ensure_plugin(exe_dir() + "/../lib/gstreamer-1.0");
     if (!o.config_file.empty()) run.config_sha256 = sha256_file(o.config_file);

@@ -30,8 +30,11 @@ po::options_description describe(Options* o, std::string* extensions) {
       ("out-features", po::value(&o->out_features)->value_name("LIST"),
        "comma-separated levels among stem,res2,res3,res4,res5 (default: the config's)")
       ("device", po::value(&o->device)->value_name("DEV")->default_value("auto"), "cpu, cuda:N or auto")
-      ("precision", po::value(&o->precision)->value_name("P")->default_value("fp32"), "fp32, fp16 or bf16")
-      ("engine", po::value(&o->engine)->value_name("NAME")->default_value("libtorch"), "inference engine")
+      ("precision", po::value(&o->precision)->value_name("P")->default_value("fp32"),
+       "fp32, fp16 or bf16 (bf16: engine onednn; an engine that does not run P fails)")
+      ("engine", po::value(&o->engine)->value_name("NAME")->default_value("auto"),
+       "auto (the first engine of this build that runs the device and precision: onednn, libtorch, "
+       "opencv), onednn, libtorch or opencv; printed once per run and stored in extract.json")
       ("threads", po::value(&o->threads)->value_name("N")->default_value(0),
        "engine CPU threads per job (0: the cores divided by --jobs)");
   po::options_description frames("Frames");
@@ -180,6 +183,7 @@ bool parse_options(int argc, char** argv, Options* o, std::string* help_text) {
   if (!std::regex_match(o->device, device))
     throw UsageError("--device must be cpu, cuda:N or auto, got \"" + o->device + "\"");
   check_choice("precision", o->precision, {"fp32", "fp16", "bf16"});
+  if (o->engine.empty()) throw UsageError("--engine must not be empty (auto, onednn, libtorch or opencv)");
   check_choice("dtype", o->dtype, {"float32", "float16"});
   check_choice("resize", o->resize, {"none", "shortest-edge", "fixed"});
   check_choice("progress", o->progress, {"auto", "bar", "lines", "none"});

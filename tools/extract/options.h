@@ -21,8 +21,8 @@ struct Options {
   std::string output_dir;
 
   // Model: the element's properties.
-  std::string config_file, weights, out_features, engine = "libtorch", device = "auto";
-  std::string precision = "fp32";
+  std::string config_file, weights, out_features, engine = "auto", device = "auto";
+  std::string precision = "fp32";  // fp32, fp16 or bf16 (the element's precision)
   int threads = 0;  // engine threads per job; 0: the machine's cores divided by --jobs
 
   // Frames.

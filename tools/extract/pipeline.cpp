@@ -127,7 +127,7 @@ void ensure_plugin(const std::string& extra_dir) {
 }
 
 RunResult run_pipeline(const std::string& uri, const std::string& location, const Options& o, int threads,
-                       const std::atomic<bool>& cancel, const ProgressFn& progress) {
+                       const std::atomic<bool>& cancel, const ProgressFn& progress, const EngineFn& on_engine) {
   RunResult result;
   ElementPtr pipeline(gst_pipeline_new("extract"));
   gst_object_ref_sink(pipeline.get());
@@ -219,8 +219,18 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
   GstBus* bus = gst_element_get_bus(pipeline.get());
   const auto start = std::chrono::steady_clock::now();
   clock.start = start;
+  // The element's description of its engine: set when the model loads (READY -> PAUSED, within
+  // the set_state call below), kept after it stops.
+  auto engine_description = [backbone]() {
+    gchar* d = nullptr;
+    g_object_get(backbone, "engine-description", &d, nullptr);
+    std::string s = d ? d : "";
+    g_free(d);
+    return s;
+  };
   auto finish = [&](bool ok, const std::string& error) {
     gst_element_set_state(pipeline.get(), GST_STATE_NULL);
+    result.engine = engine_description();
     gst_bus_set_flushing(bus, TRUE);
     gst_object_unref(bus);
     result.ok = ok;
@@ -239,6 +249,10 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
     std::string e = msg ? error_text(msg) : "the pipeline could not start";
     if (msg) gst_message_unref(msg);
     return finish(false, e);
+  }
+  if (on_engine) {
+    const std::string description = engine_description();
+    if (!description.empty()) on_engine(description);
   }
   gint64 duration = -1;
   while (true) {

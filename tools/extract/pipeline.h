@@ -20,11 +20,15 @@ struct RunResult {
   double first_frame = -1.0;  // seconds from the start to the first frame with features at the sink
   double last_frame = -1.0;   // ... to the last one
   std::string launch;      // the pipeline, in gst-launch-1.0 syntax, for the sidecar
+  std::string engine;      // resnetbackbone's engine-description ("" when the model did not load)
 };
 
 // Called from the pipeline's thread with the frames written so far and the fraction of the
 // video's duration reached (-1 when unknown).
 using ProgressFn = std::function<void(int64_t frames, double fraction)>;
+// Called from the calling thread once the model is loaded, with resnetbackbone's
+// engine-description (the engine's kernels, precision, device and threads).
+using EngineFn = std::function<void(const std::string& description)>;
 
 // Loads the backbone plugin when the registry does not have resnetbackbone yet (a build tree
 // run): from `extra_dir` first, then GStreamer's own plugin folders. Throws std::runtime_error.
@@ -34,6 +38,6 @@ void ensure_plugin(const std::string& extra_dir);
 // `location`. `threads`: resnetbackbone num-threads. Stops early (ok = false, error "interrupted")
 // when *cancel becomes true.
 RunResult run_pipeline(const std::string& uri, const std::string& location, const Options& options, int threads,
-                       const std::atomic<bool>& cancel, const ProgressFn& progress);
+                       const std::atomic<bool>& cancel, const ProgressFn& progress, const EngineFn& on_engine = {});
 
 }  // namespace backbone::extract
