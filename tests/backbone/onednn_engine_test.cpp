@@ -91,6 +91,10 @@ TEST_F(OneDnnEngine, FullWidthR50MatchesLibTorch) {
   auto ref = engine(m, "libtorch");
   auto one = engine(m, "onednn");
   auto one_t1 = engine(m, "onednn", Precision::Float32, 1);
+  EngineOptions wo;
+  wo.engine = "onednn";
+  wo.winograd = true;
+  auto wino = create_engine(m, wo);
   // Sizes that are and are not multiples of 32, batch 1 and 2; each twice (the second replays the plan).
   for (auto [n, h, w] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 96}, {2, 72, 88}, {1, 61, 83}, {1, 64, 96}}) {
     const Tensor x = make_input(n, h, w);
@@ -98,13 +102,16 @@ TEST_F(OneDnnEngine, FullWidthR50MatchesLibTorch) {
     const FeatureMaps r = ref->forward(x);
     expect_close(one->forward(x), r, 1e-4, "fp32 " + what);
     expect_close(one_t1->forward(x), r, 1e-4, "fp32 one thread " + what);
+    expect_close(wino->forward(x), r, 1e-4, "fp32 Winograd " + what);
   }
-  // The kernels it ran are named; on AVX-512 machines the 3x3 convolutions are Winograd's.
+  // The kernels it ran are named; with winograd on AVX-512 machines the 3x3 convolutions are Winograd's.
   const std::string d = one->describe();
   EXPECT_NE(d.find("2 threads"), std::string::npos) << d;
   EXPECT_NE(d.find("convolution kernels:"), std::string::npos) << d;
-  if (d.find("avx512") != std::string::npos) {
-    EXPECT_NE(d.find("wino"), std::string::npos) << d;
+  EXPECT_EQ(d.find("wino"), std::string::npos) << d;
+  const std::string dw = wino->describe();
+  if (dw.find("avx512") != std::string::npos) {
+    EXPECT_NE(dw.find("wino"), std::string::npos) << dw;
   }
 }
 

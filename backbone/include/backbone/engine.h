@@ -26,6 +26,11 @@ struct EngineOptions {
   Device device = Device::cpu();
   int num_threads = 0;  // 0: every core of the machine
   Precision precision = Precision::Float32;
+  // float32 3x3 stride-1 convolutions by Winograd's algorithm where the engine has it (onednn on
+  // AVX-512): about 1.2x faster on R-50, features about 1e-6 (relative to max |feature|) off the
+  // direct convolution, which is bit-identical to PyTorch's CPU path on most levels. Off by
+  // default, as numerics-changing fast paths are (PyTorch's TF32). Other engines ignore it.
+  bool winograd = false;
 };
 
 // Named feature maps in the ResNet's out_features order.

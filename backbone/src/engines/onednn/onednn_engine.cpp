@@ -185,8 +185,8 @@ class Plan {
     memory::dims dims;  // N, C, H, W (or N, classes)
   };
 
-  Plan(const dnnl::engine& eng, dt act_dt, tag act_tag, int64_t n, int64_t c, int64_t h, int64_t w)
-      : eng_(eng), act_dt_(act_dt), act_tag_(act_tag), n_(n), cur_dt_(act_dt) {
+  Plan(const dnnl::engine& eng, dt act_dt, tag act_tag, bool winograd, int64_t n, int64_t c, int64_t h, int64_t w)
+      : winograd_(winograd), eng_(eng), act_dt_(act_dt), act_tag_(act_tag), n_(n), cur_dt_(act_dt) {
     input_dims_ = {n, c, h, w};
   }
 
@@ -250,11 +250,12 @@ class Plan {
                                            strides, dil, pad, pad);
       return dnnl::convolution_forward::primitive_desc(desc, attr, eng_);
     };
-    // float32 3x3 stride-1 convolutions: Winograd where oneDNN has it for the shape (measured
-    // 1.2x on R-50 at one thread; convolution_auto never picked it here), else direct.
+    // float32 3x3 stride-1 convolutions, when EngineOptions::winograd asks for it: Winograd where
+    // oneDNN has it for the shape (measured 1.2x on R-50 at one thread, features ~1e-6 relative off
+    // the direct path; convolution_auto never picked it here), else direct.
     dnnl::convolution_forward::primitive_desc pd;
     bool have = false;
-    if (weights_dt == dt::f32 && w.k == 3 && w.stride == 1 && w.dilation == 1 && w.groups == 1) {
+    if (winograd_ && weights_dt == dt::f32 && w.k == 3 && w.stride == 1 && w.dilation == 1 && w.groups == 1) {
       try {
         pd = make_pd(dnnl::algorithm::convolution_winograd);
         have = true;
@@ -469,6 +470,7 @@ class Plan {
   std::map<std::string, int> impls_;  // kernel name -> count of convolutions using it
   size_t need_slot_bytes_ = 0;
 
+  bool winograd_;
   dnnl::engine eng_;
   dt act_dt_;
   tag act_tag_;
@@ -488,7 +490,10 @@ class Plan {
 class OneDnnEngine final : public Engine {
  public:
   OneDnnEngine(const ResNet& model, const EngineOptions& options)
-      : eng_(dnnl::engine::kind::cpu, 0), threads_(engine_threads(options)), precision_(options.precision) {
+      : eng_(dnnl::engine::kind::cpu, 0),
+        threads_(engine_threads(options)),
+        precision_(options.precision),
+        winograd_(options.winograd) {
     if (!options.device.is_cpu())
       throw DeviceError("device " + options.device.str() + " is not available to the oneDNN engine: it runs on the cpu");
     isa_ = dnnl::get_effective_cpu_isa();
@@ -550,7 +555,8 @@ class OneDnnEngine final : public Engine {
     o << "onednn " << precision_name(precision_) << " on cpu, " << threads_ << " threads (oneDNN " << v->major << "."
       << v->minor << "." << v->patch << ", ISA " << isa_name(isa_) << ", activations nChw16c "
       << (precision_ == Precision::BFloat16 ? "bf16" : "f32")
-      << "; BN folded, weights pre-packed, conv+bias+sum+ReLU fused";
+      << "; BN folded, weights pre-packed, conv+bias+sum+ReLU fused"
+      << (winograd_ && precision_ == Precision::Float32 ? ", Winograd 3x3" : "");
     if (last_plan_) {
       o << "; convolution kernels:";
       for (const auto& [impl, count] : last_plan_->impls_) o << " " << impl << " x" << count;
@@ -626,7 +632,7 @@ class OneDnnEngine final : public Engine {
 
   std::unique_ptr<Plan> build(const Shape& shape) {
     const dt act_dt = precision_ == Precision::BFloat16 ? dt::bf16 : dt::f32;
-    auto plan = std::make_unique<Plan>(eng_, act_dt, act_tag_, shape[0], shape[1], shape[2], shape[3]);
+    auto plan = std::make_unique<Plan>(eng_, act_dt, act_tag_, winograd_, shape[0], shape[1], shape[2], shape[3]);
     Plan& p = *plan;
     using Act = Plan::Act;
 
@@ -760,6 +766,7 @@ class OneDnnEngine final : public Engine {
   dnnl::engine eng_;
   int threads_;
   Precision precision_;
+  bool winograd_;
   dnnl::cpu_isa isa_;
   // nChw16c: oneDNN's direct AVX-512 kernels (jit, jit_1x1) read and write it, and the stem takes
   // its 3-channel plain source. (nhwc was measured 40x slower here: oneDNN 2.6 has no optimised
