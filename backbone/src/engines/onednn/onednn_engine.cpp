@@ -3,14 +3,14 @@
 //
 // At load time every BatchNorm/FrozenBN is folded into its convolution (double precision). For each
 // input shape a plan is built once and replayed for every frame of that shape:
-//  - activations stay in one oneDNN layout (blocked nChw16c, see choose_layout) and one data type
+//  - activations stay in one oneDNN layout (blocked nChw16c, see act_tag_) and one data type
 //    (f32, or bf16 on CPUs with AVX-512), so no reorder runs between layers;
 //  - weights are reordered once per plan into the layout the chosen kernel wants (pre-packed);
 //  - each convolution carries its bias and ReLU as post-ops, and the last convolution of a block
 //    adds the shortcut and applies the ReLU in the same pass (sum + eltwise post-ops, in place);
 //  - activations live in a few buffers reused layer after layer, scratchpads in one buffer,
 //    the output levels in a pool recycled once the caller drops them: after warm-up a frame
-//    allocates nothing;
+//    allocates no buffer (only oneDNN's small per-call argument objects);
 //  - the OpenMP pool of oneDNN is sized to the engine's threads in the calling thread and kept.
 // GroupNorm, LayerNorm, the deformable convolution (this project's CPU im2col + a oneDNN 1x1
 // convolution) and the classifier head run on plain NCHW float32 copies, which costs reorders
