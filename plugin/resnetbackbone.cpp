@@ -26,7 +26,9 @@
  * (#GstResnetBackbone:precision) are chosen by property. Once the model is loaded, the element
  * says which engine runs, with its kernels, precision and thread count: in the debug log
  * (GST_DEBUG=resnetbackbone:4), in an INFO message on the bus (gst-launch-1.0 prints it unless
- * -q), and in the read-only #GstResnetBackbone:engine-description property, e.g.
+ * -q), and in the read-only #GstResnetBackbone:engine-description property. Engines that choose
+ * their kernels per input shape (oneDNN) name them after the first frame of each caps: the
+ * property is then updated (before that frame leaves the element) and the new line logged. E.g.
  * "libtorch fp32 on cpu, 2 threads (LibTorch 1.13.0: ATen conv2d, oneDNN on the CPU; ...)".
  *
  * With a live source and a sink that sends QoS events, frames that are already late skip
@@ -249,6 +251,7 @@ struct GstResnetBackbonePrivate {
   std::unique_ptr<Model> model;  /* streaming thread, between start() and stop() */
   GstVideoInfo info;
   gboolean have_info = FALSE;
+  gboolean describe_pending = FALSE;  /* describe the engine again after the next inference */
   guint64 frames = 0;            /* frames seen since start() */
   guint64 inferences = 0;
   guint64 qos_skipped = 0;
@@ -548,7 +551,8 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
    *
    * The engine the element runs, as the engine describes itself in one line: its name, the
    * kernels it runs, the precision, the device and the thread count, e.g. "libtorch fp32 on cpu,
-   * 2 threads (LibTorch 1.13.0: ...)". Set when the model is loaded (READY to PAUSED), kept after
+   * 2 threads (LibTorch 1.13.0: ...)". Set when the model is loaded (READY to PAUSED), updated
+   * after the first frame of new caps when the engine then names the kernels it chose, kept after
    * the element stops (it describes the last run), empty before the first load and after a load
    * that failed. With engine=auto this is where an application reads which engine was chosen.
    */
@@ -1077,6 +1081,7 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
           model->engine_description.c_str ()));
 
   priv->have_info = FALSE;
+  priv->describe_pending = TRUE;
   priv->frames = 0;
   priv->inferences = 0;
   priv->qos_skipped = 0;
@@ -1153,6 +1158,8 @@ gst_resnet_backbone_set_caps (GstBaseTransform * trans, GstCaps * incaps, GstCap
   GST_DEBUG_OBJECT (self, "caps %" GST_PTR_FORMAT, incaps);
   self->priv->info = info;
   self->priv->have_info = TRUE;
+  /* Engines may choose their kernels per input shape, at the first frame of it. */
+  self->priv->describe_pending = TRUE;
   return TRUE;
 }
 
@@ -1301,6 +1308,31 @@ gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
   }
 }
 
+/* After the first inference of a start or of new caps: engines that choose their kernels per
+ * input shape (oneDNN) name them only now. Updates engine-description (before the buffer goes
+ * downstream) and logs the new line. */
+static void
+gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model)
+{
+  std::string description;
+  try {
+    description = model.engine->describe ();
+  } catch (const std::exception &e) {
+    GST_WARNING_OBJECT (self, "describing the engine failed: %s", e.what ());
+    return;
+  }
+  if (description == model.engine_description)
+    return;
+  model.engine_description = description;
+  GST_INFO_OBJECT (self, "engine after the first frame of %dx%d: %s",
+      GST_VIDEO_INFO_WIDTH (&self->priv->info), GST_VIDEO_INFO_HEIGHT (&self->priv->info),
+      description.c_str ());
+  GST_OBJECT_LOCK (self);
+  self->priv->engine_description = description;
+  GST_OBJECT_UNLOCK (self);
+  g_object_notify (G_OBJECT (self), "engine-description");
+}
+
 static GstFlowReturn
 gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
 {
@@ -1401,6 +1433,10 @@ gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
 
   const GstClockTime took = (GstClockTime) (g_get_monotonic_time () - t0) * GST_USECOND;
   priv->inferences++;
+  if (priv->describe_pending) {
+    priv->describe_pending = FALSE;
+    gst_resnet_backbone_redescribe (self, model);
+  }
   GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": inference took %" GST_TIME_FORMAT, index,
       GST_TIME_ARGS (took));
   if (gst_resnet_backbone_record_latency (self, took))

@@ -145,11 +145,11 @@ struct Reference {
   backbone::FramePreprocessOptions options;
   std::unique_ptr<backbone::Engine> engine;
 
-  Reference() {
+  explicit Reference(const backbone::EngineOptions& engine_options = {}) {
     backbone::Config cfg = backbone::load_config(data_path("narrow.yaml"));
     backbone::ResNet net = backbone::build_resnet_backbone(cfg);
     backbone::load_checkpoint(net, data_path("narrow.pth"));
-    engine = backbone::create_engine(net, {});
+    engine = backbone::create_engine(net, engine_options);
     const auto base = backbone::PreprocessOptions::from_config(cfg);
     options.input_format = base.input_format;
     options.pixel_mean = base.pixel_mean;
@@ -994,11 +994,7 @@ TEST(ResnetBackbone, AutoEngineDescribesItself) {
   Harness hh(narrow_props({{"num-threads", "1"}}));
   const std::string caps = caps_string("RGB", 32, 24);
   gst_harness_set_src_caps_str(hh.h, caps.c_str());
-  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 1));
-  ASSERT_NE(out, nullptr);
-  EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
-  gst_buffer_unref(out);
-
+  // Started: the engine as it describes itself before any frame.
   EXPECT_EQ(string_property(hh.element, "engine"), "auto");
   const std::string description = string_property(hh.element, "engine-description");
   ASSERT_FALSE(description.empty());
@@ -1007,6 +1003,16 @@ TEST(ResnetBackbone, AutoEngineDescribesItself) {
   EXPECT_TRUE(has_engine(engine)) << description;
   EXPECT_NE(description.find("fp32"), std::string::npos) << description;
   EXPECT_NE(description.find("1 thread"), std::string::npos) << description;
+
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 1));
+  ASSERT_NE(out, nullptr);
+  EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+  gst_buffer_unref(out);
+  // After the first frame: the same engine, precision and threads (plus, for engines that choose
+  // kernels per shape, the kernels).
+  const std::string after = string_property(hh.element, "engine-description");
+  EXPECT_EQ(after.rfind(engine + " fp32", 0), 0u) << after;
+  EXPECT_NE(after.find("1 thread"), std::string::npos) << after;
 
   // One INFO message, whose debug text names the choice.
   int infos = 0;
@@ -1025,29 +1031,57 @@ TEST(ResnetBackbone, AutoEngineDescribesItself) {
   }
   EXPECT_EQ(infos, 1);
 
-  // The debug log's line.
-  const std::string want = "engine (engine=auto precision=fp32 num-threads=1): " + description;
+  // The debug log's lines: at start, and after the first frame when the description changed.
   const auto lines = log.lines();
+  const std::string want = "engine (engine=auto precision=fp32 num-threads=1): " + description;
   EXPECT_EQ(std::count(lines.begin(), lines.end(), want), 1) << "no INFO line \"" << want << "\"";
+  const std::string want_after = "engine after the first frame of 32x24: " + after;
+  EXPECT_EQ(std::count(lines.begin(), lines.end(), want_after), after == description ? 0 : 1)
+      << "INFO line \"" << want_after << "\"";
 
   // Still readable after the element stops: it describes the last run.
   gst_harness_teardown(hh.h);
   hh.h = nullptr;
-  EXPECT_EQ(string_property(hh.element, "engine-description"), description);
+  EXPECT_EQ(string_property(hh.element, "engine-description"), after);
 }
 
-// A named engine is the one that runs, and its description follows num-threads.
+// A named engine is the one that runs, and its description follows num-threads. After the first
+// frame it is what the library's engine says after the same frame (engines that choose kernels per
+// input shape name them then), and the buffer leaves the element with it already updated.
 TEST(ResnetBackbone, NamedEngineRunsAndDescribesItself) {
   for (const std::string& engine : backbone::available_engines()) {
     SCOPED_TRACE(engine);
+    backbone::EngineOptions options;
+    options.engine = engine;
+    options.num_threads = 2;
+    Reference ref(options);
     Harness hh(narrow_props({{"engine", engine}, {"num-threads", "2"}}));
     const std::string caps = caps_string("RGB", 32, 24);
     gst_harness_set_src_caps_str(hh.h, caps.c_str());
-    GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 1));
+    const std::string at_start = string_property(hh.element, "engine-description");
+    EXPECT_EQ(at_start, ref.engine->describe());
+    std::string when_pushed;
+    GstPad* src = gst_element_get_static_pad(hh.element, "src");
+    const gulong probe = gst_pad_add_probe(
+        src, GST_PAD_PROBE_TYPE_BUFFER,
+        [](GstPad* pad, GstPadProbeInfo*, gpointer data) {
+          GstElement* e = GST_ELEMENT(gst_pad_get_parent(pad));
+          *static_cast<std::string*>(data) = string_property(e, "engine-description");
+          gst_object_unref(e);
+          return GST_PAD_PROBE_OK;
+        },
+        &when_pushed, nullptr);
+    GstBuffer* in = make_frame(info_of(caps), 1);
+    const auto want = ref.run(info_of(caps), in);
+    GstBuffer* out = gst_harness_push_and_pull(hh.h, in);
+    gst_pad_remove_probe(src, probe);
+    gst_object_unref(src);
     ASSERT_NE(out, nullptr);
-    EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+    expect_meta_matches(gst_buffer_get_feature_meta(out), want, 32, 24);
     gst_buffer_unref(out);
     const std::string description = string_property(hh.element, "engine-description");
+    EXPECT_EQ(description, ref.engine->describe());
+    EXPECT_EQ(when_pushed, description);
     EXPECT_EQ(description.rfind(engine + " ", 0), 0u) << description;
     EXPECT_NE(description.find("2 threads"), std::string::npos) << description;
     EXPECT_EQ(hh.error_text(), "");

@@ -67,15 +67,16 @@ struct Run {
   std::string config_sha256, weights_sha256;
   Progress* progress = nullptr;
   std::mutex engine_mutex;
-  std::string engine_printed;  // the last engine description printed (once per run unless it changes)
+  std::string engine_printed;  // the engine description printed (once per run)
 };
 
-// The engine as resnetbackbone describes it (kernels, precision, threads), printed when the first
-// pipeline has loaded the model and again only if a later one runs another; nothing with --quiet.
+// The engine as resnetbackbone describes it (kernels, precision, threads), printed once per run,
+// at the first frame of the first video (each extract.json has its own video's); nothing with
+// --quiet.
 void report_engine(Run& run, const std::string& description) {
   if (run.options.quiet || !run.progress) return;
   std::lock_guard<std::mutex> lock(run.engine_mutex);
-  if (description == run.engine_printed) return;
+  if (!run.engine_printed.empty()) return;
   run.engine_printed = description;
   run.progress->message("backbone-extract: engine: " + description);
 }

@@ -219,8 +219,8 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
   GstBus* bus = gst_element_get_bus(pipeline.get());
   const auto start = std::chrono::steady_clock::now();
   clock.start = start;
-  // The element's description of its engine: set when the model loads (READY -> PAUSED, within
-  // the set_state call below), kept after it stops.
+  // The element's description of its engine: set when the model loads, completed with the
+  // kernels after the first frame, kept after the element stops.
   auto engine_description = [backbone]() {
     gchar* d = nullptr;
     g_object_get(backbone, "engine-description", &d, nullptr);
@@ -250,10 +250,7 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
     if (msg) gst_message_unref(msg);
     return finish(false, e);
   }
-  if (on_engine) {
-    const std::string description = engine_description();
-    if (!description.empty()) on_engine(description);
-  }
+  bool engine_reported = false;
   gint64 duration = -1;
   while (true) {
     GstMessage* msg = gst_bus_timed_pop_filtered(bus, 100 * GST_MSECOND,
@@ -269,6 +266,13 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
       return finish(true, "");
     }
     if (cancel) return finish(false, "interrupted");
+    // After the first frame at the sink: the element has updated its description with the
+    // kernels the engine chose for this video's size.
+    if (on_engine && !engine_reported && frames > 0) {
+      engine_reported = true;
+      const std::string description = engine_description();
+      if (!description.empty()) on_engine(description);
+    }
     if (progress) {
       gint64 position = -1;
       if (duration <= 0) gst_element_query_duration(pipeline.get(), GST_FORMAT_TIME, &duration);

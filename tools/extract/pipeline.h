@@ -26,7 +26,7 @@ struct RunResult {
 // Called from the pipeline's thread with the frames written so far and the fraction of the
 // video's duration reached (-1 when unknown).
 using ProgressFn = std::function<void(int64_t frames, double fraction)>;
-// Called from the calling thread once the model is loaded, with resnetbackbone's
+// Called from the calling thread once the first frame has reached the sink, with resnetbackbone's
 // engine-description (the engine's kernels, precision, device and threads).
 using EngineFn = std::function<void(const std::string& description)>;
 

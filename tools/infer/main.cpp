@@ -231,11 +231,12 @@ int run(const Options& o) {
     throw Error("engine '" + o.engine + "' at precision " + precision_name(o.precision) + " on " + eo.device.str() +
                 ": " + e.what());
   }
-  const std::string description = engine->describe();
 
   const auto t0 = std::chrono::steady_clock::now();
   FeatureMaps features = engine->forward(input);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  // After the run: engines that choose kernels per input shape (oneDNN) name them now.
+  const std::string description = engine->describe();
 
   fs::create_directories(o.output_dir);
   nlohmann::json shapes = nlohmann::json::array();
