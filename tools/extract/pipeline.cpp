@@ -228,7 +228,17 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
     g_free(d);
     return s;
   };
+  bool engine_reported = false;
+  // After the first frame at the sink: the element has updated its description with the kernels
+  // the engine chose for this video's size.
+  auto report_engine = [&]() {
+    if (!on_engine || engine_reported || frames == 0) return;
+    engine_reported = true;
+    const std::string description = engine_description();
+    if (!description.empty()) on_engine(description);
+  };
   auto finish = [&](bool ok, const std::string& error) {
+    report_engine();  // a short video can end before the loop below saw its first frame
     gst_element_set_state(pipeline.get(), GST_STATE_NULL);
     result.engine = engine_description();
     gst_bus_set_flushing(bus, TRUE);
@@ -250,7 +260,6 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
     if (msg) gst_message_unref(msg);
     return finish(false, e);
   }
-  bool engine_reported = false;
   gint64 duration = -1;
   while (true) {
     GstMessage* msg = gst_bus_timed_pop_filtered(bus, 100 * GST_MSECOND,
@@ -266,13 +275,7 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
       return finish(true, "");
     }
     if (cancel) return finish(false, "interrupted");
-    // After the first frame at the sink: the element has updated its description with the
-    // kernels the engine chose for this video's size.
-    if (on_engine && !engine_reported && frames > 0) {
-      engine_reported = true;
-      const std::string description = engine_description();
-      if (!description.empty()) on_engine(description);
-    }
+    report_engine();
     if (progress) {
       gint64 position = -1;
       if (duration <= 0) gst_element_query_duration(pipeline.get(), GST_FORMAT_TIME, &duration);
