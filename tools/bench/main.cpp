@@ -40,7 +40,8 @@ namespace {
 const char* kUsage = R"(usage: backbone-bench [--models R-50,R-101] [--sizes 224x224,800x1216] [--threads 1,0]
                       [--runners LIST] [--frames 20] [--warmup 2] [--seconds 6] [--rounds 5]
                       [--json FILE] [--markdown FILE] [--work-dir DIR] [--peers-venv DIR]
-                      [--python /usr/bin/python3] [--peers-dir DIR] [--seed 0] [--list-runners]
+                      [--python /usr/bin/python3] [--peers-dir DIR] [--seed 0] [--timeout 1800]
+                      [--list-runners]
 
 Times this project's engines, PyTorch eager and OpenCV DNN on the same weights (one seeded
 torchvision ResNet with random BatchNorm statistics), the same input and the same thread count,
@@ -72,6 +73,8 @@ that disagrees is reported and not timed. Prints a markdown report; --json write
                      export and runs pytorch-eager (default: /usr/bin/python3, Debian's torch)
   --peers-dir DIR    where peer.py is (default: found next to the installed tool or in the source)
   --seed N           seed of the weights and of the input (default: 0)
+  --timeout S        a worker that does not answer a command within S seconds is killed and
+                     reported as failed (default: 1800)
 Exit status: 0 when every runner agreed and ran (or does not support this CPU), 3 when one
 disagreed or failed, 2 on a usage error, 1 on any other error.
 )";
@@ -84,6 +87,7 @@ struct Options {
   std::string models, sizes, threads = "1,0", runners;
   int frames = 20, warmup = 2, rounds = 5;
   double seconds = 6;
+  double timeout = 1800;
   std::string json_path, markdown_path, work_dir, peers_venv, python = "/usr/bin/python3", peers_dir;
   int seed = 0;
   bool list_runners = false;
@@ -175,6 +179,8 @@ Options parse_args(int argc, char** argv) {
       char* end = nullptr;
       o.seconds = std::strtod(v.c_str(), &end);
       if (v.empty() || *end != '\0' || !(o.seconds > 0)) throw UsageError("--seconds expects a positive number, got '" + v + "'");
+    } else if (a == "--timeout") {
+      o.timeout = parse_int(a, next(), 1);
     } else if (a == "--json") o.json_path = next();
     else if (a == "--markdown") o.markdown_path = next();
     else if (a == "--work-dir") o.work_dir = next();
@@ -453,7 +459,7 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   for (auto& r : res.runners) {
     if (!r.proc) continue;
     try {
-      const std::string reply = r.proc->receive();
+      const std::string reply = r.proc->receive(o_.timeout);
       if (reply.rfind("ready ", 0) == 0) {
         r.describe = json::parse(reply.substr(6)).value("describe", "");
         std::cerr << "backbone-bench:   " << r.spec->name << ": " << r.describe << "\n";
@@ -482,7 +488,7 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
     try {
       const auto t0 = std::chrono::steady_clock::now();
       r.proc->send("check " + dir.string());
-      const std::string reply = r.proc->receive();
+      const std::string reply = r.proc->receive(o_.timeout);
       r.check_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       if (reply != "ok") throw std::runtime_error(reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
       outputs[r.spec->name] = load_levels(dir);
@@ -518,6 +524,8 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   }
   outputs.clear();
   fs::remove_all(check_dir);
+  std::error_code ec;
+  fs::remove(work_ / "check", ec);  // when empty
 
   // Warm-up, then the timed rounds.
   for (auto& r : res.runners) {
@@ -527,7 +535,7 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
     try {
       if (warm > 0) {
         r.proc->send("run " + std::to_string(warm));
-        r.warmup_ms = parse_times(r.proc->receive());
+        r.warmup_ms = parse_times(r.proc->receive(o_.timeout));
       }
       const double frame_ms = r.warmup_ms.empty() ? r.check_ms : r.warmup_ms.back();
       const int lo = std::min(3, o_.frames);
@@ -549,7 +557,7 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
       if (n <= 0) continue;
       try {
         r.proc->send("run " + std::to_string(n));
-        auto t = parse_times(r.proc->receive());
+        auto t = parse_times(r.proc->receive(o_.timeout));
         r.times_ms.insert(r.times_ms.end(), t.begin(), t.end());
       } catch (const std::exception& e) {
         fail(r, std::string("timing: ") + e.what());
@@ -651,6 +659,20 @@ int Bench::run() {
 
 // ---- reports ---------------------------------------------------------------------------------
 
+// A message on one markdown line: newlines as " / ", at most `max` characters.
+std::string one_line(const std::string& text, size_t max) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\n') {
+      if (!out.empty() && out.back() != ' ') out += " / ";
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == '/')) out.pop_back();
+  return out.size() > max ? out.substr(0, max) + "..." : out;
+}
+
 std::string sci(double v) {
   std::ostringstream s;
   s << std::scientific << std::setprecision(1) << v;
@@ -710,7 +732,7 @@ std::string Bench::report_markdown() const {
     for (const auto& r : wr.runners) {
       m << "- " << r.spec->name << ": ";
       if (!r.describe.empty()) m << r.describe;
-      if (!r.message.empty()) m << (r.describe.empty() ? "" : "; ") << r.status << ": " << r.message;
+      if (!r.message.empty()) m << (r.describe.empty() ? "" : "; ") << r.status << ": " << one_line(r.message, 400);
       m << "\n";
     }
     m << "\n";

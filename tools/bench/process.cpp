@@ -2,10 +2,12 @@
 #include "process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -44,7 +46,7 @@ WorkerProcess::WorkerProcess(const std::vector<std::string>& argv, const std::ve
   close(rep[1]);
   close(log_fd);
   to_fd_ = cmd[1];
-  from_ = fdopen(rep[0], "r");
+  from_fd_ = rep[0];
 }
 
 WorkerProcess::~WorkerProcess() { stop(2); }
@@ -60,11 +62,36 @@ void WorkerProcess::send(const std::string& line) {
   }
 }
 
-std::string WorkerProcess::receive() {
-  std::string line;
-  for (int c; (c = std::fgetc(from_)) != EOF;) {
-    if (c == '\n') return line;
-    line.push_back(static_cast<char>(c));
+std::string WorkerProcess::receive(double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  for (;;) {
+    if (auto nl = buffer_.find('\n'); nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      return line;
+    }
+    const double left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+    pollfd p{from_fd_, POLLIN, 0};
+    const int ready = left > 0 ? poll(&p, 1, static_cast<int>(std::min(left * 1000, 60000.0)) + 1) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      if (std::chrono::steady_clock::now() < deadline) continue;
+      if (pid_ > 0) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+      }
+      throw std::runtime_error("the worker gave no answer within " + std::to_string(static_cast<int>(timeout_s)) +
+                               " s and was killed; its log (" + log_path_ + ") ends:\n" + log_tail());
+    }
+    char buf[4096];
+    const ssize_t n = ready > 0 ? read(from_fd_, buf, sizeof buf) : -1;
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) {
+      buffer_.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    break;  // end of file (or an error): the worker is gone
   }
   int status = 0;
   std::string how = "exited";
@@ -83,9 +110,9 @@ void WorkerProcess::stop(double grace_s) {
     close(to_fd_);
     to_fd_ = -1;
   }
-  if (from_) {
-    std::fclose(from_);
-    from_ = nullptr;
+  if (from_fd_ >= 0) {
+    close(from_fd_);
+    from_fd_ = -1;
   }
   if (pid_ > 0) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_s);

@@ -5,7 +5,6 @@
 
 #include <sys/types.h>
 
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -23,8 +22,9 @@ class WorkerProcess {
   const std::string& log_path() const { return log_path_; }
   // Sends one command line.
   void send(const std::string& line);
-  // The next reply line; throws std::runtime_error (with the log's tail) when the worker exits.
-  std::string receive();
+  // The next reply line; throws std::runtime_error (with the log's tail) when the worker exits, or
+  // kills it and throws when no line comes within `timeout_s`.
+  std::string receive(double timeout_s = 1800);
   // Sends "quit", closes the pipes and waits for the process (kills it after `grace_s`).
   void stop(double grace_s = 10);
   // The last `lines` lines of the log.
@@ -33,7 +33,8 @@ class WorkerProcess {
  private:
   pid_t pid_ = -1;
   int to_fd_ = -1;
-  FILE* from_ = nullptr;
+  int from_fd_ = -1;
+  std::string buffer_;  // bytes read from the reply pipe, not yet returned
   std::string log_path_;
 };
 
