@@ -170,6 +170,7 @@ enum
   PROP_DEVICE,
   PROP_PRECISION,
   PROP_NUM_THREADS,
+  PROP_WINOGRAD,
   PROP_INPUT_FORMAT,
   PROP_PIXEL_MEAN,
   PROP_PIXEL_STD,
@@ -193,6 +194,7 @@ enum
 #define DEFAULT_DEVICE "auto"
 #define DEFAULT_PRECISION GST_RESNET_BACKBONE_PRECISION_FP32
 #define DEFAULT_NUM_THREADS 0
+#define DEFAULT_WINOGRAD FALSE
 #define DEFAULT_INPUT_FORMAT GST_RESNET_BACKBONE_INPUT_FORMAT_CONFIG
 #define DEFAULT_RESIZE GST_RESNET_BACKBONE_RESIZE_NONE
 #define DEFAULT_MIN_SIZE 0
@@ -221,6 +223,7 @@ struct Settings {
   std::string device = DEFAULT_DEVICE;
   GstResnetBackbonePrecision precision = DEFAULT_PRECISION;
   guint num_threads = DEFAULT_NUM_THREADS;
+  gboolean winograd = DEFAULT_WINOGRAD;
   GstResnetBackboneInputFormat input_format = DEFAULT_INPUT_FORMAT;
   std::vector<double> pixel_mean, pixel_std;
   GstResnetBackboneResize resize = DEFAULT_RESIZE;
@@ -402,6 +405,18 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
   g_object_class_install_property (gobject_class, PROP_NUM_THREADS,
       g_param_spec_uint ("num-threads", "Number of threads",
           "CPU threads of the engine (0 = every core)", 0, 1024, DEFAULT_NUM_THREADS, flags));
+
+  /**
+   * GstResnetBackbone:winograd:
+   *
+   * Run float32 3x3 stride-1 convolutions with Winograd's algorithm where the engine has it (the
+   * onednn engine on AVX-512 CPUs): about 1.2x faster on R-50, features about 1e-6 (relative)
+   * off the direct convolution. Other engines ignore it.
+   */
+  g_object_class_install_property (gobject_class, PROP_WINOGRAD,
+      g_param_spec_boolean ("winograd", "Winograd",
+          "Float32 3x3 convolutions by Winograd's algorithm where the engine has it (onednn): "
+          "faster, about 1e-6 off the direct convolution", DEFAULT_WINOGRAD, flags));
 
   /**
    * GstResnetBackbone:input-format:
@@ -672,6 +687,9 @@ gst_resnet_backbone_set_property (GObject * object, guint prop_id, const GValue 
     case PROP_NUM_THREADS:
       s.num_threads = g_value_get_uint (value);
       break;
+    case PROP_WINOGRAD:
+      s.winograd = g_value_get_boolean (value);
+      break;
     case PROP_INPUT_FORMAT:
       s.input_format = (GstResnetBackboneInputFormat) g_value_get_enum (value);
       break;
@@ -747,6 +765,9 @@ gst_resnet_backbone_get_property (GObject * object, guint prop_id, GValue * valu
       break;
     case PROP_NUM_THREADS:
       g_value_set_uint (value, s.num_threads);
+      break;
+    case PROP_WINOGRAD:
+      g_value_set_boolean (value, s.winograd);
       break;
     case PROP_INPUT_FORMAT:
       g_value_set_enum (value, s.input_format);
@@ -920,6 +941,7 @@ load_model (GstResnetBackbone * self, const Settings & s)
   backbone::EngineOptions options;
   options.engine = s.engine;
   options.num_threads = static_cast<int> (s.num_threads);
+  options.winograd = s.winograd;
   switch (s.precision) {
     case GST_RESNET_BACKBONE_PRECISION_FP16:
       options.precision = backbone::Precision::Float16;

@@ -838,7 +838,7 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
   g_free(out);
   g_free(errout);
   for (const char* p : {"config-file", "weights", "out-features", "engine", "device", "precision", "num-threads",
-                        "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
+                        "winograd", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
                         "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name",
                         "engine-description"})
     EXPECT_NE(text.find(std::string("  ") + p + " "), std::string::npos) << p << " missing in:\n" << text;
@@ -1043,6 +1043,20 @@ TEST(ResnetBackbone, AutoEngineDescribesItself) {
   gst_harness_teardown(hh.h);
   hh.h = nullptr;
   EXPECT_EQ(string_property(hh.element, "engine-description"), after);
+}
+
+// winograd reaches the engine: the oneDNN engine says so in its description (and not without it).
+TEST(ResnetBackbone, WinogradReachesTheEngine) {
+  const auto engines = backbone::available_engines();
+  if (std::find(engines.begin(), engines.end(), "onednn") == engines.end()) GTEST_SKIP() << "oneDNN engine not built";
+  for (const bool on : {false, true}) {
+    Harness hh(narrow_props({{"engine", "onednn"}, {"winograd", on ? "true" : "false"}}));
+    const std::string caps = caps_string("RGB", 32, 24);
+    gst_harness_set_src_caps_str(hh.h, caps.c_str());
+    const std::string d = string_property(hh.element, "engine-description");
+    EXPECT_EQ(d.find("Winograd 3x3") != std::string::npos, on) << d;
+    EXPECT_EQ(hh.error_text(), "");
+  }
 }
 
 // A named engine is the one that runs, and its description follows num-threads. After the first

@@ -211,6 +211,12 @@ TEST_F(InferTool, PrintsTheEngineDescription) {
   EXPECT_NE(std::find(engines.begin(), engines.end(), d.substr(0, d.find(' '))), engines.end()) << d;
   EXPECT_NE(d.find("fp32"), std::string::npos) << d;
   EXPECT_NE(d.find("1 thread"), std::string::npos) << d;
+  // --winograd reaches the oneDNN engine.
+  if (std::find(engines.begin(), engines.end(), "onednn") != engines.end()) {
+    Result w = run("--input " + in + " --engine onednn --winograd --output-dir " + (dir_ / "wino").string() + kNarrow);
+    ASSERT_EQ(w.status, 0) << w.output;
+    EXPECT_NE(description_of(w.output).find("Winograd 3x3"), std::string::npos) << w.output;
+  }
   // Each engine by name, and bf16 where the build has oneDNN: its features within 2e-2 * max of fp32.
   for (const auto& engine : engines) {
     SCOPED_TRACE(engine);
