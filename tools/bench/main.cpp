@@ -59,8 +59,7 @@ that disagrees is reported and not timed. Prints a markdown report; --json write
   --seconds S        timing budget per runner and workload: frames = S / (time of one frame),
                      between min(3, --frames) and --frames (default: 6)
   --warmup N         untimed frames after the agreement check, whose frame is the first warm-up
-                     frame (default: 2; 1 for runners whose check frame took more than S/3, 0 for
-                     those that took more than S)
+                     frame (default: 2; 1 for runners whose check frame took more than S/3)
   --rounds N         the timed frames of each runner are spread over N rounds; each round runs
                      every runner in turn, starting with a different one (default: 5)
   --json FILE        write the results as JSON
@@ -530,8 +529,8 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   // Warm-up, then the timed rounds.
   for (auto& r : res.runners) {
     if (!r.proc) continue;
-    // The check's frame is the first warm-up frame; slow runners get fewer more (see --help).
-    const int warm = r.check_ms > o_.seconds * 1000 ? 0 : r.check_ms > o_.seconds * 1000 / 3 ? std::min(o_.warmup, 1) : o_.warmup;
+    // The check's frame is the first warm-up frame; slow runners get one more (see --help).
+    const int warm = r.check_ms > o_.seconds * 1000 / 3 ? std::min(o_.warmup, 1) : o_.warmup;
     try {
       if (warm > 0) {
         r.proc->send("run " + std::to_string(warm));
