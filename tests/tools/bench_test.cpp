@@ -248,6 +248,8 @@ TEST(BenchTool, TinyRunAgreesAndReports) {
   fs::create_directories(dir);
   std::string runners = "ours-" + available_engines().at(0) + ",pytorch-eager";
   if (run("--list-runners").output.find("opencv-dnn ") != std::string::npos) runners += ",opencv-dnn";
+  // The opt-in Winograd variant of the oneDNN engine agrees too (about 1e-6 off the direct path).
+  if (available_engines().at(0) == "onednn") runners += ",ours-onednn-winograd";
   const Result r = run("--models R-50 --sizes 64x64 --threads 1 --frames 2 --warmup 1 --rounds 2 --seconds 0.01 --runners " +
                        runners + " --work-dir " + dir.string() + " --json " + (dir / "out.json").string());
   EXPECT_EQ(r.status, 0) << r.output;

@@ -111,8 +111,11 @@ std::vector<RunnerSpec> runner_catalog(const Options& o) {
   std::vector<RunnerSpec> c;
   for (const auto& e : available_engines()) {
     c.push_back({"ours-" + e, RunnerKind::Ours, "", false, false, "this project, engine " + e + ", fp32"});
-    if (e == "onednn")
+    if (e == "onednn") {
       c.push_back({"ours-onednn-bf16", RunnerKind::Ours, "", false, false, "this project, engine onednn, bf16"});
+      c.push_back({"ours-onednn-winograd", RunnerKind::Ours, "", false, false,
+                   "this project, engine onednn, fp32 with EngineOptions::winograd (opt-in)"});
+    }
   }
   c.push_back({"pytorch-eager", RunnerKind::Python, "torch-eager", false, false,
                "PyTorch eager (" + o.python + ": Debian's torch), torchvision's model"});

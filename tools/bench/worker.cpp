@@ -26,17 +26,21 @@ namespace fs = std::filesystem;
 
 namespace backbone::bench {
 
-bool parse_ours_runner(const std::string& runner, std::string& engine, std::string& precision) {
+bool parse_ours_runner(const std::string& runner, std::string& engine, std::string& precision, bool* winograd) {
   if (runner.rfind("ours-", 0) != 0) return false;
   engine = runner.substr(5);
   precision = "fp32";
-  for (const char* p : {"bf16", "fp16"}) {
-    const std::string suffix = std::string("-") + p;
+  auto strip = [&](const std::string& suffix) {
     if (engine.size() > suffix.size() && engine.compare(engine.size() - suffix.size(), suffix.size(), suffix) == 0) {
       engine.resize(engine.size() - suffix.size());
-      precision = p;
+      return true;
     }
-  }
+    return false;
+  };
+  for (const char* p : {"bf16", "fp16"})
+    if (strip(std::string("-") + p)) precision = p;
+  const bool wino = strip("-winograd");
+  if (winograd) *winograd = wino;
   return !engine.empty();
 }
 
@@ -50,7 +54,7 @@ struct Job {
 };
 
 Job make_ours_job(const WorkerOptions& o, const Tensor& input, const std::string& engine_name,
-                  const std::string& precision) {
+                  const std::string& precision, bool winograd) {
   Config cfg;
   cfg.merge_from_list(torchvision_config_overrides(model_depth(o.model)));
   ResNet model = build_resnet_backbone(cfg, ShapeSpec{3});
@@ -60,6 +64,7 @@ Job make_ours_job(const WorkerOptions& o, const Tensor& input, const std::string
   eo.engine = engine_name;
   eo.num_threads = o.threads;
   eo.precision = precision_from_name(precision);
+  eo.winograd = winograd;
   std::shared_ptr<Engine> engine = create_engine(model, eo);
   Job job;
   job.describe = engine->describe();
@@ -109,7 +114,9 @@ Job make_opencv_dnn_job(const WorkerOptions& o, const Tensor& input) {
 
 Job make_job(const WorkerOptions& o, const Tensor& input) {
   std::string engine, precision;
-  if (parse_ours_runner(o.runner, engine, precision)) return make_ours_job(o, input, engine, precision);
+  bool winograd = false;
+  if (parse_ours_runner(o.runner, engine, precision, &winograd))
+    return make_ours_job(o, input, engine, precision, winograd);
   if (o.runner == "opencv-dnn") {
 #ifdef BACKBONE_BENCH_HAVE_OPENCV_DNN
     return make_opencv_dnn_job(o, input);

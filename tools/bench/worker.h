@@ -21,6 +21,8 @@ struct WorkerOptions {
 int run_worker(const WorkerOptions& options);
 
 // Splits "ours-<engine>[-bf16|-fp16]" into the engine name and precision; false for other names.
-bool parse_ours_runner(const std::string& runner, std::string& engine, std::string& precision);
+// "ours-<engine>[-winograd][-bf16|-fp16]"; winograd (when given) says whether "-winograd" was there.
+bool parse_ours_runner(const std::string& runner, std::string& engine, std::string& precision,
+                       bool* winograd = nullptr);
 
 }  // namespace backbone::bench
