@@ -67,6 +67,8 @@ Job make_ours_job(const WorkerOptions& o, const Tensor& input, const std::string
   eo.winograd = winograd;
   std::shared_ptr<Engine> engine = create_engine(model, eo);
   Job job;
+  // One frame first: engines that choose kernels per input shape (onednn) name them only then.
+  engine->forward(input);
   job.describe = engine->describe();
   job.forward = [engine, input] { FeatureMaps f = engine->forward(input); };
   job.outputs = [engine, input] { return engine->forward(input); };
