@@ -74,7 +74,8 @@ set(CPACK_DEBIAN_BACKBONE_LIB_PACKAGE_SECTION libs)
 set(CPACK_COMPONENT_BACKBONE_LIB_DESCRIPTION "detectron2's ResNet backbone in C++ (shared library)
 libbackbone computes the feature maps of detectron2's ResNet backbones (R-18 .. R-152, ResNeXt,
 dilated and deformable stages) from detectron2's YAML configs and model-zoo checkpoints, on the
-CPU through LibTorch. The CUDA module is in libbackbone-cuda0.")
+CPU with its oneDNN engine (fp32 and bf16), LibTorch or OpenCV DNN. The CUDA module is in
+libbackbone-cuda0.")
 
 set(CPACK_DEBIAN_BACKBONE_DEV_PACKAGE_NAME libbackbone-dev)
 set(CPACK_DEBIAN_BACKBONE_DEV_PACKAGE_SECTION libdevel)
@@ -119,7 +120,9 @@ set(CPACK_DEBIAN_TOOLS_PACKAGE_RECOMMENDS "backbone-configs (= ${_v})")
 set(CPACK_COMPONENT_TOOLS_DESCRIPTION "command-line tools of gst-backbone
 backbone-infer runs detectron2's ResNet backbone on an image or a .npy array and writes each
 feature map as .npy; backbone-extract extracts the features of many videos through the
-GStreamer plugin.")
+GStreamer plugin; backbone-bench times this project's engines beside PyTorch and OpenCV DNN
+(its Python peers need python3-torch and python3-torchvision).")
+set(CPACK_DEBIAN_TOOLS_PACKAGE_SUGGESTS "python3-torch, python3-torchvision")
 
 set(CPACK_DEBIAN_CONFIGS_PACKAGE_NAME backbone-configs)
 set(CPACK_DEBIAN_CONFIGS_PACKAGE_SECTION science)
