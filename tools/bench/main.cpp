@@ -68,6 +68,8 @@ that disagrees is reported and not timed. Prints a markdown report; --json write
                      $XDG_CACHE_HOME/backbone-bench or ~/.cache/backbone-bench)
   --peers-venv DIR   a virtual environment made by bench/peers/setup-venv.sh: adds PyTorch 2.x
                      eager and torch.compile, ONNX Runtime, OpenVINO and current OpenCV (python)
+  --setup-peers      make (or update) the --peers-venv DIR first with setup-venv.sh, next to
+                     peer.py (PyPI must be reachable; DIR defaults to WORK_DIR/venv)
   --python PATH      the Python with PyTorch and torchvision that makes the weights and the ONNX
                      export and runs pytorch-eager (default: /usr/bin/python3, Debian's torch)
   --peers-dir DIR    where peer.py is (default: found next to the installed tool or in the source)
@@ -90,6 +92,7 @@ struct Options {
   std::string json_path, markdown_path, work_dir, peers_venv, python = "/usr/bin/python3", peers_dir;
   int seed = 0;
   bool list_runners = false;
+  bool setup_peers = false;
 };
 
 // ---- runners ---------------------------------------------------------------------------------
@@ -187,6 +190,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--markdown") o.markdown_path = next();
     else if (a == "--work-dir") o.work_dir = next();
     else if (a == "--peers-venv") o.peers_venv = next();
+    else if (a == "--setup-peers") o.setup_peers = true;
     else if (a == "--python") o.python = next();
     else if (a == "--peers-dir") o.peers_dir = next();
     else if (a == "--seed") o.seed = parse_int(a, next(), 0);
@@ -609,6 +613,16 @@ int Bench::run() {
     thread_counts = uniq;
   }
 
+  if (o_.setup_peers) {
+    // The PyPI peers' venv, made by the bench itself, outside the build (under the work dir unless
+    // --peers-venv names another place).
+    if (o_.peers_venv.empty())
+      o_.peers_venv = ((o_.work_dir.empty() ? fs::path(default_work_dir()) : fs::path(o_.work_dir)) / "venv").string();
+    const std::string script = (fs::path(find_peer_script(o_)).parent_path() / "setup-venv.sh").string();
+    std::cerr << "backbone-bench: setting up the peers' venv " << o_.peers_venv << " with " << script << "\n";
+    if (std::system(("bash " + shell_quote(script) + " " + shell_quote(o_.peers_venv)).c_str()) != 0)
+      throw Error("setting up the peers' venv failed: bash " + script + " " + o_.peers_venv);
+  }
   // Runners: the requested ones, or every one that can run here.
   std::vector<const RunnerSpec*> runners;
   if (!o_.runners.empty() && o_.runners != "all") {
