@@ -42,6 +42,17 @@ std::vector<std::string> available_engines() {
 
 namespace detail {
 
+Tensor engine_input(const Tensor& images, int64_t in_channels) {
+  if (images.dim() != 4)
+    throw ShapeError("ResNet takes an input of shape (N, C, H, W). Got " + shape_str(images.shape()) + " instead!");
+  if (images.size(1) != in_channels)
+    throw ShapeError("ResNet input has " + std::to_string(images.size(1)) + " channels, the stem expects " +
+                     std::to_string(in_channels));
+  if (images.dtype() != DType::Float32)
+    throw ShapeError(std::string("ResNet input must be float32, found ") + dtype_name(images.dtype()));
+  return (images.device().is_cpu() ? images : images.to(Device::cpu())).contiguous();
+}
+
 int engine_threads(const EngineOptions& options) {
   if (options.num_threads > 0) return options.num_threads;
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -233,15 +233,8 @@ class LibTorchEngine final : public Engine {
   }
 
   FeatureMaps forward(const Tensor& images) override {
-    if (images.dim() != 4)
-      throw ShapeError("ResNet takes an input of shape (N, C, H, W). Got " + shape_str(images.shape()) + " instead!");
-    if (images.size(1) != in_channels_)
-      throw ShapeError("ResNet input has " + std::to_string(images.size(1)) + " channels, the stem expects " +
-                       std::to_string(in_channels_));
-    if (images.dtype() != DType::Float32)
-      throw ShapeError(std::string("ResNet input must be float32, found ") + dtype_name(images.dtype()));
     c10::InferenceMode guard;
-    const Tensor host = images.device().is_cpu() ? images : images.to(Device::cpu());
+    const Tensor host = engine_input(images, in_channels_);
     at::Tensor x = to_aten(host).to(at_device_).contiguous();
 
     std::vector<std::pair<std::string, at::Tensor>> outputs;

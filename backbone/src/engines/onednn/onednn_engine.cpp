@@ -568,14 +568,7 @@ class OneDnnEngine final : public Engine {
   }
 
   FeatureMaps forward(const Tensor& images) override {
-    if (images.dim() != 4)
-      throw ShapeError("ResNet takes an input of shape (N, C, H, W). Got " + shape_str(images.shape()) + " instead!");
-    if (images.size(1) != in_channels_)
-      throw ShapeError("ResNet input has " + std::to_string(images.size(1)) + " channels, the stem expects " +
-                       std::to_string(in_channels_));
-    if (images.dtype() != DType::Float32)
-      throw ShapeError(std::string("ResNet input must be float32, found ") + dtype_name(images.dtype()));
-    const Tensor host = (images.device().is_cpu() ? images : images.to(Device::cpu())).contiguous();
+    const Tensor host = engine_input(images, in_channels_);
     std::lock_guard<std::mutex> lock(mutex_);
     omp_set_num_threads(threads_);
     Plan& plan = plan_for(host.shape());
