@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// Helpers shared by the tests: comparisons of float32 CPU tensors.
+// Helpers shared by the tests: comparisons of float32 CPU tensors, running a command.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <string>
 
 #include "backbone/tensor.h"
 
@@ -30,6 +34,25 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   for (int64_t i = 0; i < std::min(ac.numel(), bc.numel()); ++i)
     m = std::max(m, std::abs(static_cast<double>(pa[i]) - static_cast<double>(pb[i])));
   return m;
+}
+
+// What a command printed (stdout and stderr) and its exit status (-1 when it did not exit).
+struct CommandResult {
+  int status = -1;
+  std::string output;
+};
+
+// Runs `command_line` through the shell with stderr merged into stdout.
+inline CommandResult run_command(const std::string& command_line) {
+  CommandResult r;
+  FILE* p = popen((command_line + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
 }
 
 }  // namespace backbone::test

@@ -18,6 +18,7 @@
 
 #include "backbone/backbone.h"
 #include "bench_core.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace backbone;
@@ -210,23 +211,9 @@ TEST(BenchPeak, MeasuresAPositiveRate) {
   EXPECT_EQ(p.isa == "avx512f", m.avx512f);
 }
 
-struct Result {
-  int status = -1;
-  std::string output;
-};
+using Result = backbone::test::CommandResult;
 
-Result run(const std::string& args) {
-  Result r;
-  const std::string cmd = std::string(BACKBONE_BENCH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+Result run(const std::string& args) { return backbone::test::run_command(std::string(BACKBONE_BENCH) + " " + args); }
 
 TEST(BenchTool, UsageErrors) {
   EXPECT_EQ(run("--sizes 224").status, 2);

@@ -25,23 +25,9 @@ const std::string kData = std::string(BACKBONE_TEST_DATA_DIR) + "/resnet/";
 const std::string kNarrow =
     " MODEL.RESNETS.STEM_OUT_CHANNELS 8 MODEL.RESNETS.RES2_OUT_CHANNELS 16 MODEL.RESNETS.WIDTH_PER_GROUP 4";
 
-struct Result {
-  int status = -1;
-  std::string output;  // stdout and stderr
-};
+using Result = backbone::test::CommandResult;
 
-Result run(const std::string& args) {
-  Result r;
-  const std::string cmd = std::string(BACKBONE_INFER) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+Result run(const std::string& args) { return backbone::test::run_command(std::string(BACKBONE_INFER) + " " + args); }
 
 class InferTool : public ::testing::Test {
  protected:
