@@ -19,9 +19,10 @@ case "$mode" in
   *) echo "usage: $0 demo|test" >&2; exit 2 ;;
 esac
 
+# python3-torch/-torchvision: backbone-bench's PyTorch peer, which its end-to-end test runs.
 packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           libtorch-dev libdnnl-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-          libopencv-dev
+          libopencv-dev python3-torch python3-torchvision
           libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
           gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           libboost-program-options-dev gstreamer1.0-plugins-ugly gstreamer1.0-libav)
