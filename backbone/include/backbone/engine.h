@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // One interface for every way of running a ResNet: "onednn" (this project's own route to oneDNN:
 // pre-packed weights, fused convolutions, fp32 and bf16), "libtorch" (ATen operators), "opencv"
-// (a cv::dnn network built from the same model, for machines without LibTorch); the native CUDA
-// engine (a separately loaded module) is a further engine behind the same interface.
+// (a cv::dnn network built from the same model, for machines without LibTorch), "cuda" (this
+// project's native engine on CUDA and cuDNN, in the separately loaded module libbackbone-cuda.so:
+// NHWC tensors, BN folded, fused convolutions, a CUDA graph per input shape).
 #pragma once
 
 #include <memory>
@@ -10,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "backbone/frame.h"
+#include "backbone/preprocess.h"
 #include "backbone/resnet.h"
 #include "backbone/tensor.h"
 
@@ -31,6 +34,12 @@ struct EngineOptions {
   // direct convolution, which is bit-identical to PyTorch's CPU path on most levels. Off by
   // default, as numerics-changing fast paths are (PyTorch's TF32). Other engines ignore it.
   bool winograd = false;
+  // cuda: let cuDNN use TF32 tensor cores for float32 convolutions (PyTorch's default for cuDNN).
+  // Off by default: TF32 rounds inputs to 10 mantissa bits (features ~1e-3 off detectron2).
+  bool allow_tf32 = false;
+  // cuda: capture the whole forward once per input shape as a CUDA graph and replay it. Off only
+  // for debugging (each kernel is then launched one by one).
+  bool cuda_graphs = true;
 };
 
 // Named feature maps in the ResNet's out_features order.
@@ -43,13 +52,25 @@ class Engine {
   virtual Device device() const = 0;
   // images: [N, C, H, W] float32, already preprocessed (normalised and padded), on any device.
   // Returns each out_feature of the model ([N, C, H/stride, W/stride]; "linear": [N, classes]).
+  // Features are float32 NCHW on device(). A CUDA engine returns them before they are computed:
+  // cuda_ready_event() of each tensor is recorded on the engine's stream when it is complete
+  // (Tensor::to(cpu) waits for it). Storage of returned tensors is never written again while any
+  // copy of them (or of their storage()) is held: engines recycle it only after release.
   virtual FeatureMaps forward(const Tensor& images) = 0;
+  // One frame through the whole test-time path: frame -> preprocess_frame(options) -> forward.
+  // `info`, when given, receives the geometry (resized size, scales; its tensor is left undefined
+  // by engines that preprocess on their device). The default runs preprocess_frame on the CPU (the
+  // frame must be in host memory, else DeviceError); the CUDA engine takes frames in host or CUDA
+  // memory and converts, resizes, normalises and pads them in one kernel on its stream.
+  virtual FeatureMaps forward_frame(const FrameView& frame, const FramePreprocessOptions& options,
+                                    PreprocessResult* info = nullptr);
   // One line for logs: the kernels it runs (e.g. oneDNN's implementation names), the precision
   // and the thread count, e.g. "onednn fp32, 2 threads, oneDNN 2.6.3 (avx512_core_bf16): ...".
   virtual std::string describe() const { return name() + " on " + device().str(); }
 };
 
-// Names of the engines compiled into this build, fastest first, e.g. {"onednn", "libtorch", "opencv"}.
+// Names of the engines compiled into this build, fastest first, e.g. {"cuda", "onednn", "libtorch",
+// "opencv"} ("cuda" runs only on CUDA devices; "auto" on a CPU device moves past it).
 std::vector<std::string> available_engines();
 
 // Builds `options.engine` for `model` (weights are copied/folded: the model may be destroyed

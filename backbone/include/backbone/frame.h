@@ -35,9 +35,11 @@ enum class ChromaSite { Center, HCosited, VCosited, Cosited };
 // "none", "h-cosited", "v-cosited", "dv"); throws Error for an unknown name.
 ChromaSite chroma_site_from_name(const std::string& name);
 
-// One frame in host memory. planes/strides as GstVideoFrame gives them (bytes).
+// One frame in host memory, or in CUDA memory (device cuda:N; only Engine::forward_frame of the cuda
+// engine reads those). planes/strides as GstVideoFrame gives them (bytes).
 struct FrameView {
   PixelFormat format = PixelFormat::RGB;
+  Device device = Device::cpu();  // where planes point
   int64_t width = 0, height = 0;
   const uint8_t* planes[3] = {nullptr, nullptr, nullptr};
   int64_t strides[3] = {0, 0, 0};

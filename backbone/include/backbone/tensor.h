@@ -139,6 +139,15 @@ bool cuda_is_available();
 // Number of CUDA devices the CUDA module sees; 0 when it is not built, not found or has no device.
 int cuda_device_count();
 
+// The CUDA event (a cudaEvent_t / CUevent, as void*) that the engine which produced `t` recorded on
+// its stream once t's data was complete, or nullptr when there is none (CPU tensors, tensors not
+// returned by an engine; views share their source's event through storage()). Valid while any copy
+// of t or of its storage is held. A consumer on another stream waits on it (cudaStreamWaitEvent)
+// instead of synchronising.
+void* cuda_ready_event(const Tensor& t);
+// Blocks the calling thread until cuda_ready_event(t) has completed (no-op without one).
+void cuda_wait_ready(const Tensor& t);
+
 // float <-> half / bfloat16 bit patterns (round to nearest even), for CPU conversions.
 uint16_t float_to_half(float f);
 float half_to_float(uint16_t h);

@@ -96,6 +96,17 @@ std::string engine_list() {
 
 }  // namespace
 
+FeatureMaps Engine::forward_frame(const FrameView& frame, const FramePreprocessOptions& options,
+                                  PreprocessResult* info) {
+  if (!frame.device.is_cpu())
+    throw DeviceError("engine '" + name() + "' preprocesses frames on the CPU: expected a frame in host memory, found "
+                      "one on " + frame.device.str() + " (the cuda engine takes frames in CUDA memory)");
+  PreprocessResult pre = preprocess_frame(frame, options);
+  FeatureMaps features = forward(pre.tensor);
+  if (info) *info = std::move(pre);
+  return features;
+}
+
 std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& options) {
   if (options.num_threads < 0)
     throw Error("num_threads must be 0 (every core) or positive, got " + std::to_string(options.num_threads));

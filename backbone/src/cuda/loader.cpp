@@ -225,4 +225,11 @@ void cuda_deform_conv2d(const Tensor& input, const Tensor& offset, const Tensor&
   check_status(api.deform_conv2d(&args, msg, sizeof(msg)), "deform_conv2d", device, msg);
 }
 
+void cuda_event_synchronize(int device, void* event) {
+  if (!event) return;
+  const BackboneCudaApi& api = require_device(device, "cuda_event_synchronize");
+  char msg[kMessageSize] = {0};
+  check_status(api.event_synchronize(device, event, msg, sizeof(msg)), "cudaEventSynchronize", device, msg);
+}
+
 }  // namespace backbone::detail

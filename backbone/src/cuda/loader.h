@@ -29,4 +29,13 @@ void cuda_memcpy(void* dst, const void* src, std::size_t bytes, CopyKind kind, i
 void cuda_deform_conv2d(const Tensor& input, const Tensor& offset, const Tensor& weight, const Tensor& mask,
                         const Tensor& bias, const ops::DeformConv2dParams& params, Tensor& out);
 
+// Blocks until `event` (a cudaEvent_t recorded on cuda:`device`) has completed.
+void cuda_event_synchronize(int device, void* event);
+
+// The ready events behind cuda_ready_event(): an engine registers the event of each output it hands
+// out under the address of the output's storage owner (Tensor::storage().get()) and unregisters it
+// in the storage's deleter, before the storage goes back to its pool.
+void register_ready_event(const void* storage_owner, int device, void* event);
+void unregister_ready_event(const void* storage_owner) noexcept;
+
 }  // namespace backbone::detail

@@ -39,8 +39,16 @@ std::string where(const char* file, int line) {
 
 void throw_cuda_error(cudaError_t error, const char* expr, const char* file, int line) {
   cudaGetLastError();  // clear a non-sticky error so that it is not reported twice
-  throw ModuleError(BACKBONE_CUDA_ERROR_RUNTIME, std::string(expr) + " failed: " + cudaGetErrorName(error) + ": " +
-                                                     cudaGetErrorString(error) + where(file, line));
+  std::string message = std::string(expr) + " failed: " + cudaGetErrorName(error) + ": " + cudaGetErrorString(error);
+  if (error == cudaErrorMemoryAllocation) {
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+      message += " (device memory: " + std::to_string(free_bytes >> 20) + " MiB free of " +
+                 std::to_string(total_bytes >> 20) + " MiB)";
+    cudaGetLastError();
+    throw ModuleError(BACKBONE_CUDA_ERROR_OUT_OF_MEMORY, message + where(file, line));
+  }
+  throw ModuleError(BACKBONE_CUDA_ERROR_RUNTIME, message + where(file, line));
 }
 
 void throw_cublas_error(cublasStatus_t status, const char* expr, const char* file, int line) {
@@ -188,6 +196,14 @@ int api_deform_conv2d(const BackboneDeformConv2dArgs* args, char* msg, size_t ms
   });
 }
 
+int api_event_synchronize(int device, void* event, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    if (!event) return;
+    set_device(device);
+    BACKBONE_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
+  });
+}
+
 const BackboneCudaApi kApi = {
     BACKBONE_CUDA_API_VERSION,
     static_cast<uint32_t>(sizeof(BackboneCudaApi)),
@@ -197,6 +213,13 @@ const BackboneCudaApi kApi = {
     &api_free,
     &api_memcpy,
     &api_deform_conv2d,
+    &api_event_synchronize,
+    nullptr,  // engine_create      (engine: cuda/engine.cpp, in progress)
+    nullptr,  // engine_destroy
+    nullptr,  // engine_describe
+    nullptr,  // engine_forward
+    nullptr,  // engine_forward_frame
+    nullptr,  // engine_release_output
 };
 
 }  // namespace

@@ -27,6 +27,8 @@ class ModuleError : public std::runtime_error {
 [[noreturn]] void throw_cuda_error(cudaError_t error, const char* expr, const char* file, int line);
 [[noreturn]] void throw_cublas_error(cublasStatus_t status, const char* expr, const char* file, int line);
 [[noreturn]] void throw_argument_error(const std::string& message);
+// cudaErrorMemoryAllocation is reported as BACKBONE_CUDA_ERROR_OUT_OF_MEMORY with the free/total
+// memory of the device in the message.
 
 }  // namespace backbone::cuda_module
 
@@ -48,8 +50,14 @@ class ModuleError : public std::runtime_error {
 
 namespace backbone::cuda_module {
 
-// Makes `device` current for the calling thread.
-inline void set_device(int device) { BACKBONE_CUDA_CHECK(cudaSetDevice(device)); }
+// Makes `device` current for the calling thread, unless a context of that device already is (a
+// context GStreamer's CUDA elements share and push, which cudaSetDevice would replace by the
+// device's primary context).
+inline void set_device(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current == device) return;
+  BACKBONE_CUDA_CHECK(cudaSetDevice(device));
+}
 
 // Device memory owned by one object (cudaMalloc / cudaFree on the device that was current).
 class DeviceBuffer {
