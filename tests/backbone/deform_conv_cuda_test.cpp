@@ -49,6 +49,15 @@ TEST(CudaLoader, AvailabilityIsConsistent) {
   if (available) {
     EXPECT_TRUE(why.empty()) << why;
     EXPECT_GT(detail::cuda_device_count(), 0);
+    const CudaDeviceInfo info = cuda_device_info(0);
+    std::cout << "cuda:0: " << info.name << ", sm_" << info.major << info.minor << ", " << info.sm_count << " SMs, "
+              << info.clock_khz / 1000 << " MHz, cuDNN " << info.cudnn_version << ", " << info.module << "\n";
+    EXPECT_FALSE(info.name.empty());
+    EXPECT_GE(info.major, 7);
+    EXPECT_GT(info.sm_count, 0);
+    EXPECT_GT(info.clock_khz, 0);
+    EXPECT_GE(info.cudnn_version, 90000);
+    EXPECT_THROW(cuda_device_info(detail::cuda_device_count()), DeviceError);
     return;
   }
   std::cout << "CUDA is not available here: " << why << "\n";
@@ -61,6 +70,12 @@ TEST(CudaLoader, AvailabilityIsConsistent) {
   } catch (const DeviceError& e) {
     EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("cuda_malloc on cuda:0"), std::string::npos) << e.what();
+  }
+  try {
+    cuda_device_info(0);
+    ADD_FAILURE() << "cuda_device_info did not throw";
+  } catch (const DeviceError& e) {
+    EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
   }
   float host[4] = {0};
   EXPECT_THROW(detail::cuda_memcpy(host, host, sizeof(host), detail::CopyKind::HostToDevice, 0), DeviceError);

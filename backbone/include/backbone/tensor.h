@@ -139,6 +139,21 @@ bool cuda_is_available();
 // Number of CUDA devices the CUDA module sees; 0 when it is not built, not found or has no device.
 int cuda_device_count();
 
+// What the CUDA module reports about cuda:N (for logs and backbone-bench's peak figures).
+struct CudaDeviceInfo {
+  std::string name;              // "NVIDIA H100 80GB HBM3"
+  int major = 0, minor = 0;      // compute capability
+  int sm_count = 0;
+  int clock_khz = 0;             // peak SM clock
+  int memory_clock_khz = 0, memory_bus_width = 0;
+  int64_t total_memory = 0;      // bytes
+  int cudnn_version = 0;         // e.g. 91900
+  int driver_version = 0;        // e.g. 13000
+  std::string module;            // "libbackbone-cuda 0.x, CUDA runtime 13.0, SMs 75,80,86,89,90"
+};
+// Throws DeviceError naming why when cuda:index cannot be used.
+CudaDeviceInfo cuda_device_info(int index);
+
 // The CUDA event (a cudaEvent_t / CUevent, as void*) that the engine which produced `t` recorded on
 // its stream once t's data was complete, or nullptr when there is none (CPU tensors, tensors not
 // returned by an engine; views share their source's event through storage()). Valid while any copy

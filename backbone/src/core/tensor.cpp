@@ -100,6 +100,7 @@ void throw_dtype_mismatch(DType expected, DType found) {
 
 bool cuda_is_available() { return detail::cuda_available(); }
 int cuda_device_count() { return detail::cuda_device_count(); }
+CudaDeviceInfo cuda_device_info(int index) { return detail::cuda_device_info(index); }
 
 namespace {
 

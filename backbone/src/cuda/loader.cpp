@@ -225,6 +225,26 @@ void cuda_deform_conv2d(const Tensor& input, const Tensor& offset, const Tensor&
   check_status(api.deform_conv2d(&args, msg, sizeof(msg)), "deform_conv2d", device, msg);
 }
 
+CudaDeviceInfo cuda_device_info(int device) {
+  const BackboneCudaApi& api = require_device(device, "cuda_device_info");
+  BackboneCudaDeviceProperties p{};
+  char msg[kMessageSize] = {0};
+  check_status(api.device_properties(device, &p, msg, sizeof(msg)), "cuda_device_info", device, msg);
+  CudaDeviceInfo info;
+  info.name = p.name;
+  info.major = p.major;
+  info.minor = p.minor;
+  info.sm_count = p.sm_count;
+  info.clock_khz = p.clock_khz;
+  info.memory_clock_khz = p.memory_clock_khz;
+  info.memory_bus_width = p.memory_bus_width;
+  info.total_memory = p.total_memory;
+  info.cudnn_version = p.cudnn_version;
+  info.driver_version = p.driver_version;
+  info.module = api.build_info();
+  return info;
+}
+
 void cuda_event_synchronize(int device, void* event) {
   if (!event) return;
   const BackboneCudaApi& api = require_device(device, "cuda_event_synchronize");

@@ -29,6 +29,8 @@ void cuda_memcpy(void* dst, const void* src, std::size_t bytes, CopyKind kind, i
 void cuda_deform_conv2d(const Tensor& input, const Tensor& offset, const Tensor& weight, const Tensor& mask,
                         const Tensor& bias, const ops::DeformConv2dParams& params, Tensor& out);
 
+CudaDeviceInfo cuda_device_info(int device);
+
 // Blocks until `event` (a cudaEvent_t recorded on cuda:`device`) has completed.
 void cuda_event_synchronize(int device, void* event);
 

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <cudnn.h>
+
 #include "cuda/module_api.h"
 #include "cuda/module_common.h"
 #include "ops/cuda/deform_conv2d_kernel.h"
@@ -196,6 +198,31 @@ int api_deform_conv2d(const BackboneDeformConv2dArgs* args, char* msg, size_t ms
   });
 }
 
+int api_device_properties(int device, BackboneCudaDeviceProperties* out, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    if (!out) throw_argument_error("device_properties: null output");
+    *out = BackboneCudaDeviceProperties{};
+    set_device(device);
+    cudaDeviceProp prop{};
+    BACKBONE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    std::snprintf(out->name, sizeof(out->name), "%s", prop.name);
+    out->major = prop.major;
+    out->minor = prop.minor;
+    out->sm_count = prop.multiProcessorCount;
+    out->total_memory = static_cast<int64_t>(prop.totalGlobalMem);
+    int value = 0;
+    BACKBONE_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrClockRate, device));
+    out->clock_khz = value;
+    BACKBONE_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMemoryClockRate, device));
+    out->memory_clock_khz = value;
+    BACKBONE_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrGlobalMemoryBusWidth, device));
+    out->memory_bus_width = value;
+    out->cudnn_version = static_cast<int32_t>(cudnnGetVersion());
+    BACKBONE_CUDA_CHECK(cudaDriverGetVersion(&value));
+    out->driver_version = value;
+  });
+}
+
 int api_event_synchronize(int device, void* event, char* msg, size_t msg_size) {
   return guarded(msg, msg_size, [&] {
     if (!event) return;
@@ -213,6 +240,7 @@ const BackboneCudaApi kApi = {
     &api_free,
     &api_memcpy,
     &api_deform_conv2d,
+    &api_device_properties,
     &api_event_synchronize,
     nullptr,  // engine_create      (engine: cuda/engine.cpp, in progress)
     nullptr,  // engine_destroy

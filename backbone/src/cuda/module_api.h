@@ -127,6 +127,18 @@ typedef struct BackboneCudaOutput {
   uint64_t token;
 } BackboneCudaOutput;
 
+typedef struct BackboneCudaDeviceProperties {
+  char name[256];
+  int32_t major, minor;  /* compute capability */
+  int32_t sm_count;
+  int32_t clock_khz;        /* peak SM clock (cudaDevAttrClockRate) */
+  int32_t memory_clock_khz; /* cudaDevAttrMemoryClockRate */
+  int32_t memory_bus_width; /* bits */
+  int64_t total_memory;     /* bytes */
+  int32_t cudnn_version;    /* cudnnGetVersion() */
+  int32_t driver_version;   /* cudaDriverGetVersion() */
+} BackboneCudaDeviceProperties;
+
 typedef struct BackboneCudaEngine BackboneCudaEngine; /* opaque */
 /* A frame to preprocess on the device: defined in cuda/frame_api.h. */
 typedef struct BackboneCudaFrameArgs BackboneCudaFrameArgs;
@@ -143,6 +155,7 @@ typedef struct BackboneCudaApi {
   int (*memcpy)(void* dst, const void* src, size_t bytes, int kind, int device, char* msg, size_t msg_size);
   /* Returns when `out` is written (the module synchronises its stream). */
   int (*deform_conv2d)(const BackboneDeformConv2dArgs* args, char* msg, size_t msg_size);
+  int (*device_properties)(int device, BackboneCudaDeviceProperties* out, char* msg, size_t msg_size);
   /* Blocks until `event` (a cudaEvent_t) has completed. */
   int (*event_synchronize)(int device, void* event, char* msg, size_t msg_size);
 
