@@ -23,7 +23,7 @@ esac
 packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           libtorch-dev libdnnl-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libopencv-dev python3-torch python3-torchvision
-          libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+          libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev gstreamer1.0-tools
           gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           libboost-program-options-dev gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 missing=()
