@@ -134,14 +134,15 @@ in detectron2's format.")
 set(CPACK_DEBIAN_CUDA_MODULE_PACKAGE_NAME libbackbone-cuda0)
 set(CPACK_DEBIAN_CUDA_MODULE_PACKAGE_SECTION libs)
 set(CPACK_COMPONENT_CUDA_MODULE_DEPENDS backbone_lib)
-set(CPACK_DEBIAN_CUDA_MODULE_PACKAGE_SHLIBDEPS OFF)  # cuBLAS belongs to no Debian package here
+set(CPACK_DEBIAN_CUDA_MODULE_PACKAGE_SHLIBDEPS OFF)  # cuBLAS and cuDNN belong to no Debian package here
 if(TARGET backbone-cuda)
   set(_cuda_note "CUDA ${CUDAToolkit_VERSION_MAJOR}")
-  set(CPACK_COMPONENT_CUDA_MODULE_DESCRIPTION "CUDA module of libbackbone (needs ${_cuda_note} cuBLAS and the NVIDIA driver)
+  set(CPACK_COMPONENT_CUDA_MODULE_DESCRIPTION "CUDA module of libbackbone (needs ${_cuda_note} cuBLAS, cuDNN 9 and the NVIDIA driver)
 libbackbone loads this module only when a CUDA device is asked for; everything else runs without it.
 It needs libcublas.so.${CUDAToolkit_VERSION_MAJOR} and libcublasLt.so.${CUDAToolkit_VERSION_MAJOR} (NVIDIA's
 CUDA ${CUDAToolkit_VERSION_MAJOR} toolkit or its cuBLAS runtime package, found in ${CUDAToolkit_LIBRARY_DIR}
-or the linker's path) and libcuda.so.1 from the NVIDIA driver; no Debian package provides them, so
+or the linker's path), libcudnn.so.9 (cuDNN 9, e.g. NVIDIA's cudnn9-cuda-${CUDAToolkit_VERSION_MAJOR} package or
+PyTorch's nvidia-cudnn wheel) and libcuda.so.1 from the NVIDIA driver; no Debian package provides them, so
 the package does not depend on them.")
 endif()
 
