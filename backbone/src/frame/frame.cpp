@@ -19,6 +19,7 @@
 // Built with -ffp-contract=off: the double-precision matrix must round like GStreamer's.
 #include "backbone/frame.h"
 
+#include "frame/frame_internal.h"
 #include "preprocess/checks.h"
 
 #include <algorithm>
@@ -33,15 +34,18 @@
 namespace backbone {
 namespace {
 
+using detail::PackedLayout;
+using detail::packed_layout;
+using detail::PlaneGeometry;
+using detail::YuvCoefficients;
+using detail::yuv_coefficients;
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // Formats
 
-struct PackedLayout {
-  int pixel_stride;  // bytes per pixel
-  int r, g, b;       // byte offsets of the colour channels
-};
-
-PackedLayout packed_layout(PixelFormat f) {
+PackedLayout detail::packed_layout(PixelFormat f) {
   switch (f) {
     case PixelFormat::RGB: return {3, 0, 1, 2};
     case PixelFormat::BGR: return {3, 2, 1, 0};
@@ -57,6 +61,8 @@ PackedLayout packed_layout(PixelFormat f) {
   }
   throw Error(std::string("pixel format ") + pixel_format_name(f) + " is not a packed RGB format");
 }
+
+namespace {
 
 struct FormatName {
   PixelFormat format;
@@ -75,14 +81,9 @@ std::string known_format_names() {
   return s;
 }
 
-// Minimal row sizes in bytes, per plane.
-struct PlaneGeometry {
-  int n_planes = 1;
-  int64_t row_bytes[3] = {0, 0, 0};
-  int64_t rows[3] = {0, 0, 0};
-};
+}  // namespace
 
-PlaneGeometry plane_geometry(const FrameView& f) {
+PlaneGeometry detail::plane_geometry(const FrameView& f) {
   PlaneGeometry g;
   const int64_t cw = (f.width + 1) / 2, ch = (f.height + 1) / 2;
   switch (f.format) {
@@ -113,7 +114,7 @@ PlaneGeometry plane_geometry(const FrameView& f) {
 }
 
 // Checks the frame and returns its strides with 0 replaced by the tight row size.
-void check_frame(const FrameView& f, const char* who, int64_t strides[3]) {
+void detail::check_frame(const FrameView& f, const char* who, int64_t strides[3]) {
   const std::string w = std::string(who) + ": ";
   bool known = false;
   for (const auto& n : kFormatNames) known = known || n.format == f.format;
@@ -146,6 +147,8 @@ void check_frame(const FrameView& f, const char* who, int64_t strides[3]) {
                      std::to_string(static_cast<int>(f.range)) + ", chroma site " +
                      std::to_string(static_cast<int>(f.chroma_site)) + ")");
 }
+
+namespace {
 
 // Byte offsets of R and B within an output pixel of `order`.
 void order_offsets(const std::string& order, const char* who, int* r, int* b) {
@@ -234,12 +237,9 @@ void upsample_h(const uint8_t* __restrict c, int64_t width, bool cosited, uint8_
   if ((width & 1) == 0 && width > 1) out[width - 1] = c[width / 2 - 1];
 }
 
-// The five coefficients videoconvert's orc code uses: Y (same for R, G, B), V -> R, U -> G, V -> G, U -> B.
-struct YuvCoefficients {
-  int16_t y, rv, gu, gv, bu;
-};
+}  // namespace
 
-YuvCoefficients yuv_coefficients(ColorMatrix matrix, ColorRange range) {
+YuvCoefficients detail::yuv_coefficients(ColorMatrix matrix, ColorRange range) {
   const bool limited = range == ColorRange::Limited;
   const int off[3] = {limited ? 16 : 0, 128, 128};
   const int scale[3] = {limited ? 219 : 255, limited ? 224 : 255, limited ? 224 : 255};
@@ -263,6 +263,8 @@ YuvCoefficients yuv_coefficients(ColorMatrix matrix, ColorRange range) {
   auto coefficient = [&m](int i, int j) { return static_cast<int16_t>(std::rint(m.m[i][j])); };
   return {coefficient(0, 0), coefficient(0, 2), coefficient(1, 1), coefficient(1, 2), coefficient(2, 1)};
 }
+
+namespace {
 
 // The signed word whose two bytes are both (v - 128) (orc's splatbw after subb 128).
 inline int16_t splat(uint8_t v) {
@@ -427,7 +429,9 @@ void to_rgb8_into(const FrameView& f, const int64_t strides[3], int ro, int bo, 
 // ---------------------------------------------------------------------------------------------
 // preprocess_frame
 
-void check_options(const FramePreprocessOptions& o) {
+}  // namespace
+
+void detail::check_frame_options(const FramePreprocessOptions& o) {
   detail::check_normalization(o.input_format, o.pixel_mean, o.pixel_std);
   switch (o.resize) {
     case ResizeMode::None: break;
@@ -448,6 +452,15 @@ void check_options(const FramePreprocessOptions& o) {
   if (o.size_divisibility < 0)
     throw ConfigError("size_divisibility must be >= 0, found " + std::to_string(o.size_divisibility));
 }
+
+std::pair<int64_t, int64_t> detail::frame_resized_size(const FrameView& frame, const FramePreprocessOptions& o) {
+  if (o.resize == ResizeMode::ShortestEdge)
+    return resize_shortest_edge_shape(frame.height, frame.width, o.min_size, o.max_size);
+  if (o.resize == ResizeMode::Fixed) return {o.height, o.width};
+  return {frame.height, frame.width};
+}
+
+namespace {
 
 // 8-bit source, PS bytes per pixel, model channel c at byte offset off[c]; writes [3, hp, wp].
 template <int PS>
@@ -491,7 +504,7 @@ ChromaSite chroma_site_from_name(const std::string& name) {
 
 Tensor frame_to_rgb8(const FrameView& frame, const std::string& order) {
   int64_t strides[3];
-  check_frame(frame, "frame_to_rgb8", strides);
+  detail::check_frame(frame, "frame_to_rgb8", strides);
   int ro = 0, bo = 2;
   order_offsets(order, "frame_to_rgb8", &ro, &bo);
   Tensor out = Tensor::empty({frame.height, frame.width, 3}, DType::UInt8);
@@ -501,19 +514,11 @@ Tensor frame_to_rgb8(const FrameView& frame, const std::string& order) {
 
 PreprocessResult preprocess_frame(const FrameView& frame, const FramePreprocessOptions& options, Tensor* output) {
   int64_t strides[3];
-  check_frame(frame, "preprocess_frame", strides);
-  check_options(options);
+  detail::check_frame(frame, "preprocess_frame", strides);
+  detail::check_frame_options(options);
   const int64_t h = frame.height, w = frame.width;
-
-  int64_t new_h = h, new_w = w;
-  if (options.resize == ResizeMode::ShortestEdge) {
-    const auto shape = resize_shortest_edge_shape(h, w, options.min_size, options.max_size);
-    new_h = shape.first;
-    new_w = shape.second;
-  } else if (options.resize == ResizeMode::Fixed) {
-    new_h = options.height;
-    new_w = options.width;
-  }
+  const auto new_size = detail::frame_resized_size(frame, options);
+  const int64_t new_h = new_size.first, new_w = new_size.second;
   const bool resize = new_h != h || new_w != w;  // PIL's resize to the same size is a copy
   const bool yuv = frame.format == PixelFormat::NV12 || frame.format == PixelFormat::I420;
   const bool bgr = options.input_format == "BGR";

@@ -11,6 +11,7 @@
 #include "backbone/preprocess.h"
 
 #include "preprocess/checks.h"
+#include "frame/frame_internal.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,60 +27,14 @@
 namespace backbone {
 namespace {
 
-constexpr int kPrecisionBits = 32 - 8 - 2;
-constexpr int64_t kMaxPilSize = int64_t{1} << 24;  // Pillow keeps the box in float: exact below 2^24
-
-struct Coefficients {
-  int ksize = 0;
-  std::vector<int> bounds;    // per output index: first input index, number of inputs
-  std::vector<int32_t> kk;    // per output index: ksize fixed-point weights
-};
+constexpr int kPrecisionBits = detail::kPilPrecisionBits;
+constexpr int64_t kMaxPilSize = detail::kMaxPilSize;
+using Coefficients = detail::PilCoefficients;
 
 double bilinear_filter(double x) {
   if (x < 0.0) x = -x;
   if (x < 1.0) return 1.0 - x;
   return 0.0;
-}
-
-// Pillow's precompute_coeffs() for the box [0, in_size) with the BILINEAR filter (support 1.0),
-// followed by normalize_coeffs_8bpc().
-Coefficients precompute_coefficients(int in_size, int out_size) {
-  const float in0 = 0.0f, in1 = static_cast<float>(in_size);
-  const double scale = static_cast<double>(in1 - in0) / out_size;
-  const double filterscale = scale < 1.0 ? 1.0 : scale;
-  const double support = 1.0 * filterscale;
-  Coefficients c;
-  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
-  c.bounds.resize(static_cast<std::size_t>(out_size) * 2);
-  c.kk.assign(static_cast<std::size_t>(out_size) * c.ksize, 0);
-  std::vector<double> k(static_cast<std::size_t>(c.ksize));
-  for (int xx = 0; xx < out_size; ++xx) {
-    const double center = in0 + (xx + 0.5) * scale;
-    double ww = 0.0;
-    const double ss = 1.0 / filterscale;
-    int xmin = static_cast<int>(center - support + 0.5);
-    if (xmin < 0) xmin = 0;
-    int xmax = static_cast<int>(center + support + 0.5);
-    if (xmax > in_size) xmax = in_size;
-    xmax -= xmin;
-    for (int x = 0; x < xmax; ++x) {
-      const double w = bilinear_filter((x + xmin - center + 0.5) * ss);
-      k[x] = w;
-      ww += w;
-    }
-    for (int x = 0; x < xmax; ++x) {
-      if (ww != 0.0) k[x] /= ww;
-    }
-    int32_t* out = &c.kk[static_cast<std::size_t>(xx) * c.ksize];
-    for (int x = 0; x < xmax; ++x) {
-      const double v = k[x];
-      out[x] = v < 0 ? static_cast<int32_t>(-0.5 + v * (1 << kPrecisionBits))
-                     : static_cast<int32_t>(0.5 + v * (1 << kPrecisionBits));
-    }
-    c.bounds[static_cast<std::size_t>(xx) * 2] = xmin;
-    c.bounds[static_cast<std::size_t>(xx) * 2 + 1] = xmax;
-  }
-  return c;
 }
 
 inline uint8_t clip8(int32_t acc) {
@@ -142,7 +97,7 @@ void resize_pil_into(const uint8_t* src, int64_t src_stride, int in_w, int in_h,
       std::memcpy(dst + static_cast<int64_t>(y) * in_w * C, src + y * src_stride, static_cast<std::size_t>(in_w) * C);
     return;
   }
-  Coefficients vert = precompute_coefficients(in_h, out_h);
+  Coefficients vert = detail::pil_bilinear_coefficients(in_h, out_h);
   const int ybox_first = vert.bounds[0];
   const int ybox_last = vert.bounds[static_cast<std::size_t>(out_h) * 2 - 2] +
                         vert.bounds[static_cast<std::size_t>(out_h) * 2 - 1];
@@ -151,7 +106,7 @@ void resize_pil_into(const uint8_t* src, int64_t src_stride, int in_w, int in_h,
   int64_t vstride = src_stride;
   uint8_t* hdst = need_vertical ? nullptr : dst;
   if (need_horizontal) {
-    Coefficients horiz = precompute_coefficients(in_w, out_w);
+    Coefficients horiz = detail::pil_bilinear_coefficients(in_w, out_w);
     for (int i = 0; i < out_h; ++i) vert.bounds[static_cast<std::size_t>(i) * 2] -= ybox_first;
     if (need_vertical) {
       temp.resize(static_cast<std::size_t>(ybox_last - ybox_first) * out_w * C);
@@ -213,6 +168,47 @@ void check_options(const PreprocessOptions& o) {
 }  // namespace
 
 namespace detail {
+
+// Pillow's precompute_coeffs() for the box [0, in_size) with the BILINEAR filter (support 1.0),
+// followed by normalize_coeffs_8bpc().
+PilCoefficients pil_bilinear_coefficients(int in_size, int out_size) {
+  const float in0 = 0.0f, in1 = static_cast<float>(in_size);
+  const double scale = static_cast<double>(in1 - in0) / out_size;
+  const double filterscale = scale < 1.0 ? 1.0 : scale;
+  const double support = 1.0 * filterscale;
+  PilCoefficients c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.bounds.resize(static_cast<std::size_t>(out_size) * 2);
+  c.kk.assign(static_cast<std::size_t>(out_size) * c.ksize, 0);
+  std::vector<double> k(static_cast<std::size_t>(c.ksize));
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = in0 + (xx + 0.5) * scale;
+    double ww = 0.0;
+    const double ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    for (int x = 0; x < xmax; ++x) {
+      const double w = bilinear_filter((x + xmin - center + 0.5) * ss);
+      k[x] = w;
+      ww += w;
+    }
+    for (int x = 0; x < xmax; ++x) {
+      if (ww != 0.0) k[x] /= ww;
+    }
+    int32_t* out = &c.kk[static_cast<std::size_t>(xx) * c.ksize];
+    for (int x = 0; x < xmax; ++x) {
+      const double v = k[x];
+      out[x] = v < 0 ? static_cast<int32_t>(-0.5 + v * (1 << kPilPrecisionBits))
+                     : static_cast<int32_t>(0.5 + v * (1 << kPilPrecisionBits));
+    }
+    c.bounds[static_cast<std::size_t>(xx) * 2] = xmin;
+    c.bounds[static_cast<std::size_t>(xx) * 2 + 1] = xmax;
+  }
+  return c;
+}
 
 void check_normalization(const std::string& input_format, const std::vector<double>& pixel_mean,
                          const std::vector<double>& pixel_std) {
