@@ -75,4 +75,9 @@ void avgpool_linear(const float* in, Shape shape, const float* weight, const flo
 void round_to_half(float* data, int64_t count);
 void round_to_bfloat16(float* data, int64_t count);
 
+// torchvision's bilinear_interpolate on one channel of an HWC image (`in` points at the channel in
+// pixel (0, 0); pixels `channels` floats apart): 0 outside (-1, height) x (-1, width), corners
+// outside the image count as 0. The deformable convolution's sampling, also used by the tests.
+float bilinear_sample(const float* in, int64_t height, int64_t width, int64_t channels, float y, float x);
+
 }  // namespace backbone::detail::nhwc
