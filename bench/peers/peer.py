@@ -10,7 +10,7 @@ Python peers.
   peer.py export-onnx --depth 50 --weights W.pth --height H --width W --out X.onnx [--opset 13]
       exports the body (stem .. layer4, outputs res2..res5) for one fixed input size, in eval mode
       with constant folding (BN folded by the exporter), so the graph has static shapes.
-  peer.py worker --runner NAME --depth 50 --weights W.pth --onnx X.onnx --input X.npy --threads N
+  peer.py worker --runner NAME --depth 50 --weights W.pth --onnx X.onnx --input X.npy --threads N [--device cuda:N]
       one timed runner (see RUNNERS), driven by backbone-bench over a line protocol: commands on
       stdin, replies on file descriptor --reply-fd (default 3) so that whatever a library prints
       on stdout cannot corrupt them.
@@ -18,7 +18,8 @@ Python peers.
 Protocol (one line each): the worker first answers "ready <json>" ({"describe": ...}) or
 "error <message>"; then, per command:
   check DIR  -> runs the input once, writes DIR/<level>.npy (float32, NCHW), answers "ok"
-  run N      -> runs the input N times, answers "times <ms> <ms> ..." (each frame timed alone)
+  run N      -> runs the input N times, answers "times <ms> <ms> ..." (each frame timed alone; the
+                CUDA runners synchronise the device after each frame, inside its time)
   quit       -> exits
 """
 import argparse
@@ -30,6 +31,12 @@ import traceback
 
 LEVELS = ["res2", "res3", "res4", "res5"]
 RUNNERS = ["torch-eager", "torch-compile", "onnxruntime", "openvino", "opencv"]
+# PyTorch eager on a CUDA device (--device cuda:N), backbone-bench's GPU section:
+#   torch-cuda-fp32         float32 with PyTorch's defaults (cuDNN may use TF32: torch.backends.cudnn.allow_tf32
+#                           is True by default)
+#   torch-cuda-fp32-notf32  float32, torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+#   torch-cuda-fp16-cl      model.half().to(memory_format=torch.channels_last), the input likewise
+CUDA_RUNNERS = ["torch-cuda-fp32", "torch-cuda-fp32-notf32", "torch-cuda-fp16-cl"]
 
 
 def torchvision_resnet(depth):
@@ -238,6 +245,55 @@ class OpenCvRunner(Runner):
         return [o.copy() for o in self.forward()]
 
 
+class TorchCudaRunner(Runner):
+    """PyTorch eager on a CUDA device: the input is on the device before timing; each forward ends
+    with torch.cuda.synchronize(), so a frame's time is that of the finished outputs."""
+
+    def __init__(self, a, x):
+        super().__init__(a, x)
+        import torch
+        import torchvision
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"torch {torch.__version__} (CUDA build {torch.version.cuda}) sees no CUDA device: "
+                "torch.cuda.is_available() is False"
+            )
+        torch.set_num_threads(a.threads)
+        self.torch = torch
+        self.dev = torch.device(a.device)
+        torch.cuda.set_device(self.dev)
+        if a.runner == "torch-cuda-fp32-notf32":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        body = load_body(a.depth, a.weights).to(self.dev)
+        tx = torch.from_numpy(x).to(self.dev)
+        if a.runner == "torch-cuda-fp16-cl":
+            body = body.half().to(memory_format=torch.channels_last)
+            tx = tx.half().contiguous(memory_format=torch.channels_last)
+        self.body, self.tx = body, tx
+        torch.cuda.synchronize(self.dev)
+        prop = torch.cuda.get_device_properties(self.dev)
+        self.describe = (
+            f"PyTorch {torch.__version__} eager (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), "
+            f"torchvision {torchvision.__version__} resnet{a.depth} body, inference_mode, on {a.device} ({prop.name}), "
+            f"{str(tx.dtype).replace('torch.', '')}"
+            f"{', channels_last' if a.runner == 'torch-cuda-fp16-cl' else ''}, "
+            f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
+            f"cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
+            f"cudnn.benchmark={torch.backends.cudnn.benchmark}"
+        )
+
+    def forward(self):
+        with self.torch.inference_mode():
+            outs = self.body(self.tx)
+        self.torch.cuda.synchronize(self.dev)
+        return outs
+
+    def outputs(self):
+        return [o.float().contiguous().cpu().numpy() for o in self.forward()]
+
+
 def make_runner(a, x):
     if a.runner == "torch-eager":
         return TorchRunner(a, x, compiled=False)
@@ -249,7 +305,9 @@ def make_runner(a, x):
         return OpenVinoRunner(a, x)
     if a.runner == "opencv":
         return OpenCvRunner(a, x)
-    raise RuntimeError(f"unknown runner '{a.runner}' (expected one of {', '.join(RUNNERS)})")
+    if a.runner in CUDA_RUNNERS:
+        return TorchCudaRunner(a, x)
+    raise RuntimeError(f"unknown runner '{a.runner}' (expected one of {', '.join(RUNNERS + CUDA_RUNNERS)})")
 
 
 def cmd_worker(a):
@@ -313,13 +371,14 @@ def main():
     pe.add_argument("--opset", type=int, default=13)
     pe.add_argument("--out", required=True)
     pw = sub.add_parser("worker")
-    pw.add_argument("--runner", required=True, choices=RUNNERS)
+    pw.add_argument("--runner", required=True, choices=RUNNERS + CUDA_RUNNERS)
     pw.add_argument("--depth", type=int, required=True)
     pw.add_argument("--weights", required=True)
     pw.add_argument("--onnx", default="")
     pw.add_argument("--input", required=True)
     pw.add_argument("--threads", type=int, required=True)
     pw.add_argument("--reply-fd", type=int, default=3)
+    pw.add_argument("--device", default="cpu", help="cuda:N for the torch-cuda-* runners")
     a = p.parse_args()
     if a.cmd == "prepare":
         return cmd_prepare(a)

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // backbone-bench: its agreement check (matching outputs pass; another network, a perturbed
 // weight, a missing level, a wrong shape or NaNs fail), its FLOP count against torchvision's
-// convolutions, its option parsing, and one tiny end-to-end run (when Debian's torch is there).
+// convolutions, its option parsing, and one tiny end-to-end run (when Debian's torch is there);
+// the GPU section's parts that run without a GPU (peak table, workloads, deformable model, NV12
+// frame, speed-target verdicts, runner names) and its behaviour without a CUDA device (skipped
+// with one line, or exit status 4 under --gpu); with a CUDA device, one short GPU run.
 // No timing is asserted: speed lives in the benchmark itself.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -11,6 +14,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -211,6 +215,199 @@ TEST(BenchPeak, MeasuresAPositiveRate) {
   EXPECT_EQ(p.isa == "avx512f", m.avx512f);
 }
 
+// ---- GPU section -----------------------------------------------------------------------------
+
+// Datasheet figures (dense fp16 tensor TFLOPS) at the clocks NVIDIA computes them with.
+TEST(BenchGpuPeak, KnownDevicesGiveTheirDatasheetPeak) {
+  struct Case {
+    const char* name;
+    int major, minor, sms, clock_khz;
+    double tflops;
+  };
+  const Case cases[] = {
+      {"NVIDIA H100 80GB HBM3", 9, 0, 132, 1830000, 989.4},  // H100 SXM5 datasheet: 989.4
+      {"NVIDIA A100-SXM4-80GB", 8, 0, 108, 1410000, 312.0},  // A100: 312
+      {"Tesla V100-SXM2-16GB", 7, 0, 80, 1530000, 125.0},    // V100 SXM2: 125
+      {"Tesla T4", 7, 5, 40, 1590000, 65.0},                 // T4: 65
+      {"NVIDIA A10", 8, 6, 72, 1695000, 125.0},              // A10: 125
+      {"NVIDIA L4", 8, 9, 58, 2040000, 121.0},               // L4: 121
+      {"NVIDIA GeForce RTX 4090", 8, 9, 128, 2520000, 165.2},  // AD102 whitepaper, fp32 accumulation: 165.2
+      {"NVIDIA GeForce RTX 3090", 8, 6, 82, 1695000, 71.0},    // GA102 whitepaper, fp32 accumulation: 71
+  };
+  for (const auto& c : cases) {
+    const double peak = fp16_tensor_peak_flops(c.major, c.minor, c.sms, c.clock_khz, c.name);
+    EXPECT_NEAR(peak / 1e12, c.tflops, 0.012 * c.tflops) << c.name;
+  }
+  // The formula itself, exactly: SMs x clock x FLOP/clk/SM (H200 at the 1.98 GHz CUDA reports).
+  EXPECT_DOUBLE_EQ(fp16_tensor_peak_flops(9, 0, 132, 1980000, "NVIDIA H200"), 132.0 * 1.98e9 * 4096);
+  EXPECT_DOUBLE_EQ(fp16_tensor_rate(8, 0, "NVIDIA A100").flops_per_sm_clock, 2048);
+  EXPECT_NE(fp16_tensor_rate(9, 0, "NVIDIA H100").entry.find("sm_90"), std::string::npos);
+  // Not in the table: no peak, and the entry says so.
+  for (auto [major, minor] : {std::pair{10, 0}, std::pair{8, 7}, std::pair{6, 1}, std::pair{12, 0}}) {
+    EXPECT_EQ(fp16_tensor_peak_flops(major, minor, 100, 2000000, "x"), 0.0) << major << minor;
+    EXPECT_NE(fp16_tensor_rate(major, minor, "x").entry.find("not in the table"), std::string::npos);
+  }
+  EXPECT_EQ(fp16_tensor_peak_flops(9, 0, 0, 1980000, "NVIDIA H100"), 0.0);
+  EXPECT_EQ(fp16_tensor_peak_flops(9, 0, 132, 0, "NVIDIA H100"), 0.0);
+}
+
+TEST(BenchGpuWorkloads, ParsesKeys) {
+  const auto all = parse_gpu_workloads("all");
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(all[0].key, "b1");
+  EXPECT_EQ(all[1].batch, 8);
+  EXPECT_TRUE(all[2].deform);
+  EXPECT_TRUE(all[3].nv12);
+  // ResizeShortestEdge(800, 1333) of 1080x1920: 800x1422 is longer than 1333, so 750x1333.
+  EXPECT_EQ(all[3].height, 750);
+  EXPECT_EQ(all[3].width, 1333);
+  for (const auto& w : all)
+    if (!w.nv12) {
+      EXPECT_EQ(w.height, 800);
+      EXPECT_EQ(w.width, 1216);
+    }
+  const auto two = parse_gpu_workloads("deform,b8,deform");
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0].key, "deform");
+  EXPECT_EQ(two[1].key, "b8");
+  EXPECT_THROW(parse_gpu_workloads("b9"), std::invalid_argument);
+  EXPECT_THROW(parse_gpu_workloads(","), std::invalid_argument);
+}
+
+TEST(BenchGpuRunners, OursNames) {
+  OursRunner r;
+  ASSERT_TRUE(parse_ours_runner("ours-cuda-fp16", r));
+  EXPECT_EQ(r.engine, "cuda");
+  EXPECT_EQ(r.precision, "fp16");
+  EXPECT_FALSE(r.tf32);
+  ASSERT_TRUE(parse_ours_runner("ours-cuda-fp32", r));
+  EXPECT_EQ(r.engine, "cuda");
+  EXPECT_EQ(r.precision, "fp32");
+  ASSERT_TRUE(parse_ours_runner("ours-cuda-tf32", r));
+  EXPECT_EQ(r.engine, "cuda");
+  EXPECT_EQ(r.precision, "fp32");
+  EXPECT_TRUE(r.tf32);
+  ASSERT_TRUE(parse_ours_runner("ours-onednn-winograd", r));
+  EXPECT_EQ(r.engine, "onednn");
+  EXPECT_TRUE(r.winograd);
+  EXPECT_FALSE(r.tf32);
+  ASSERT_TRUE(parse_ours_runner("ours-onednn-bf16", r));
+  EXPECT_EQ(r.precision, "bf16");
+  ASSERT_TRUE(parse_ours_runner("ours-onednn", r));
+  EXPECT_EQ(r.engine, "onednn");
+  EXPECT_EQ(r.precision, "fp32");
+  EXPECT_FALSE(parse_ours_runner("ours-cuda-tf32-fp16", r));  // TF32 is a float32 mode
+  EXPECT_FALSE(parse_ours_runner("pytorch-cuda-fp32", r));
+  EXPECT_FALSE(parse_ours_runner("ours-", r));
+}
+
+// The verdicts come from the medians given, and a missing figure is "not measured", never a verdict.
+TEST(BenchGpuTargets, VerdictsFromMediansOnly) {
+  GpuTimes t;
+  t.peak_flops = 989.4e12;
+  t.flops["b8"] = 8 * 158.5e9;
+  t.median_ms["b1"] = {{"ours-cuda-fp32", 10.0}, {"pytorch-cuda-fp32", 30.0},    // 3.00x: met (bound included)
+                       {"ours-cuda-fp16", 5.0},  {"pytorch-cuda-fp16-cl", 6.0},  // 1.20x: not met
+                       {"ours-cuda-bf16", 5.5}};
+  t.median_ms["b8"] = {{"ours-cuda-fp16", 3.0}};  // 422.7 TFLOP/s = 42.7%: met
+  t.median_ms["deform"] = {{"ours-cuda-fp32", 12.5}, {"ours-cuda-fp16", 7.0}};  // 1.25x met, 1.40x not met
+  auto v = evaluate_gpu_targets(t);
+  ASSERT_EQ(v.size(), 6u);
+  EXPECT_EQ(v[0].verdict, "met") << v[0].measured;
+  EXPECT_EQ(v[0].measured.rfind("3.00x", 0), 0u) << v[0].measured;
+  EXPECT_EQ(v[1].verdict, "not met") << v[1].measured;
+  EXPECT_EQ(v[1].measured.rfind("1.20x", 0), 0u) << v[1].measured;
+  EXPECT_EQ(v[2].verdict, "met") << v[2].measured;
+  EXPECT_EQ(v[2].measured.rfind("42.7%", 0), 0u) << v[2].measured;
+  EXPECT_EQ(v[3].verdict, "met") << v[3].measured;
+  EXPECT_EQ(v[4].verdict, "not met") << v[4].measured;
+  EXPECT_EQ(v[5].verdict.rfind("not measured", 0), 0u) << v[5].verdict;  // no deformable bf16 time
+  EXPECT_TRUE(v[5].measured.empty());
+  EXPECT_NE(v[5].verdict.find("ours-cuda-bf16"), std::string::npos) << v[5].verdict;
+
+  // Below the bounds the other way round, and nothing without times or peak.
+  t.median_ms["b1"]["pytorch-cuda-fp32"] = 29.9;  // 2.99x
+  t.median_ms["b8"]["ours-cuda-fp16"] = 3.3;      // 38.8%
+  v = evaluate_gpu_targets(t);
+  EXPECT_EQ(v[0].verdict, "not met");
+  EXPECT_EQ(v[2].verdict, "not met");
+  t.peak_flops = 0;
+  EXPECT_EQ(evaluate_gpu_targets(t)[2].verdict.rfind("not measured", 0), 0u);
+  for (const auto& x : evaluate_gpu_targets(GpuTimes{})) {
+    EXPECT_EQ(x.verdict.rfind("not measured", 0), 0u) << x.target;
+    EXPECT_TRUE(x.measured.empty());
+  }
+}
+
+// The deformable R-50 of the GPU section: deformable blocks in res3-res5 only, offset convolutions
+// with drawn (non-zero, fractional) weights, and FLOPs that add exactly the offset convolutions.
+TEST(BenchGpuModels, DeformableR50) {
+  const ResNet plain = bench_model(50, false, "", 0);
+  const ResNet deform = bench_model(50, true, "", 0);
+  ASSERT_EQ(deform.stages().size(), 4u);
+  int deformable = 0;
+  for (size_t s = 0; s < deform.stages().size(); ++s)
+    for (const auto& block : deform.stages()[s]) {
+      const auto* db = dynamic_cast<const DeformBottleneckBlock*>(block.get());
+      EXPECT_EQ(db != nullptr, s > 0) << "res" << s + 2;
+      if (!db) continue;
+      ++deformable;
+      EXPECT_FALSE(db->deform_modulated);
+      EXPECT_EQ(db->deform_num_groups, 1);
+      EXPECT_EQ(db->conv2_offset.out_channels, 18);
+      const Tensor& w = db->conv2_offset.weight;
+      const Tensor& b = db->conv2_offset.bias;
+      ASSERT_TRUE(b.defined());
+      double w2 = 0;
+      for (int64_t i = 0; i < w.numel(); ++i) w2 += double(w.data_ptr<float>()[i]) * w.data_ptr<float>()[i];
+      EXPECT_GT(w2, 0);
+      int fractional = 0;
+      for (int64_t i = 0; i < b.numel(); ++i) {
+        const float v = b.data_ptr<float>()[i];
+        EXPECT_LE(std::fabs(v), 2.f);
+        fractional += v != std::round(v);
+      }
+      EXPECT_EQ(fractional, b.numel());
+    }
+  EXPECT_EQ(deformable, 4 + 6 + 3);
+  // Offset convolutions, 3x3 -> 18 channels at conv2's output size (stride on the 3x3):
+  // res3 4 x 128 ch at 100x152, res4 6 x 256 at 50x76, res5 3 x 512 at 25x38.
+  const double offset_macs = 4.0 * 18 * 128 * 9 * 100 * 152 + 6.0 * 18 * 256 * 9 * 50 * 76 + 3.0 * 18 * 512 * 9 * 25 * 38;
+  EXPECT_DOUBLE_EQ(conv_flops(deform, 800, 1216) - conv_flops(plain, 800, 1216), 2 * offset_macs);
+  EXPECT_THROW(bench_model(50, true, "/nonexistent/weights.pth", 0), std::exception);
+}
+
+TEST(BenchGpuModels, Nv12FrameAndItsPreprocessing) {
+  const Tensor f = make_nv12_frame(1080, 1920, 0);
+  ASSERT_EQ(f.shape(), (Shape{1620, 1920}));
+  ASSERT_EQ(f.dtype(), DType::UInt8);
+  const uint8_t* p = f.data_ptr<uint8_t>();
+  int lo = 255, hi = 0;
+  for (int64_t i = 0; i < 1080 * 1920; ++i) lo = std::min<int>(lo, p[i]), hi = std::max<int>(hi, p[i]);
+  EXPECT_EQ(lo, 16);
+  EXPECT_EQ(hi, 235);
+  lo = 255, hi = 0;
+  for (int64_t i = 1080 * 1920; i < f.numel(); ++i) lo = std::min<int>(lo, p[i]), hi = std::max<int>(hi, p[i]);
+  EXPECT_EQ(lo, 16);
+  EXPECT_EQ(hi, 240);
+  const Tensor again = make_nv12_frame(1080, 1920, 0), other = make_nv12_frame(1080, 1920, 1);
+  EXPECT_EQ(std::memcmp(again.data(), f.data(), f.nbytes()), 0);
+  EXPECT_NE(std::memcmp(other.data(), f.data(), f.nbytes()), 0);
+  EXPECT_THROW(make_nv12_frame(1079, 1920, 0), std::invalid_argument);
+
+  const FrameView v = nv12_frame_view(p, 1080, 1920, Device::cpu());
+  EXPECT_EQ(v.format, PixelFormat::NV12);
+  EXPECT_EQ(v.planes[1], p + 1080 * 1920);
+  EXPECT_EQ(v.strides[0], 1920);
+  EXPECT_EQ(v.strides[1], 1920);
+  // The CPU path (the GPU section's reference) gives the network input size of the nv12 workload.
+  const PreprocessResult r = preprocess_frame(v, nv12_preprocess_options());
+  EXPECT_EQ(r.tensor.shape(), (Shape{1, 3, 750, 1333}));
+  const auto nv12 = parse_gpu_workloads("nv12").at(0);
+  EXPECT_EQ(r.resized_height, nv12.height);
+  EXPECT_EQ(r.resized_width, nv12.width);
+}
+
 using Result = backbone::test::CommandResult;
 
 Result run(const std::string& args) { return backbone::test::run_command(std::string(BACKBONE_BENCH) + " " + args); }
@@ -223,7 +420,44 @@ TEST(BenchTool, UsageErrors) {
   const Result list = run("--list-runners");
   EXPECT_EQ(list.status, 0);
   EXPECT_NE(list.output.find("pytorch-eager"), std::string::npos) << list.output;
+  for (const char* gpu : {"ours-cuda-fp32 ", "ours-cuda-fp16 ", "ours-cuda-bf16 ", "pytorch-cuda-fp32 ",
+                          "pytorch-cuda-fp32-notf32 ", "pytorch-cuda-fp16-cl "})
+    EXPECT_NE(list.output.find(gpu), std::string::npos) << gpu << "\n" << list.output;
+  // The GPU section's options are checked before anything runs, with or without a GPU.
+  for (const char* bad : {"--gpu-workloads b9", "--gpu-runners nosuchrunner", "--device cpu", "--device cuda:x",
+                          "--gpu-frames 0", "--gpu-seconds 0", "--gpu-warmup -1", "--gpu --gpu-runners ours-onednn"}) {
+    const Result r = run(bad);
+    EXPECT_EQ(r.status, 2) << bad << "\n" << r.output;
+  }
+  const Result wrong_list = run("--runners ours-cuda-fp16");
+  EXPECT_EQ(wrong_list.status, 2);
+  EXPECT_NE(wrong_list.output.find("is a GPU runner: --gpu-runners"), std::string::npos) << wrong_list.output;
 }
+
+// --gpu --help documents what the GPU section runs.
+TEST(BenchTool, GpuHelp) {
+  const Result r = run("--gpu --help");
+  EXPECT_EQ(r.status, 0);
+  for (const char* s : {"GPU section (--gpu)", "ours-cuda-fp32", "ours-cuda-tf32", "ours-cuda-fp16", "ours-cuda-bf16",
+                        "pytorch-cuda-fp32 ", "pytorch-cuda-fp32-notf32", "pytorch-cuda-fp16-cl", "b1 ", "b8 ",
+                        "deform ", "nv12 ", "DEFORM_ON_PER_STAGE [False, True,", "cuda_wait_ready",
+                        "torch.cuda.synchronize()", "--device cuda:N", "--quick", "exit status 4",
+                        "GPU section skipped: <why>"})
+    EXPECT_NE(r.output.find(s), std::string::npos) << s;
+}
+
+// --gpu without a usable CUDA device: exit status 4 and the loader's reason, before anything runs.
+TEST(BenchTool, GpuDemandedWithoutADeviceFails) {
+  if (cuda_is_available()) GTEST_SKIP() << "a CUDA device is present";
+  const fs::path dir = fs::temp_directory_path() / ("backbone-bench-nogpu-" + std::to_string(::getpid()));
+  const Result r = run("--gpu --work-dir " + dir.string());
+  EXPECT_EQ(r.status, 4) << r.output;
+  EXPECT_NE(r.output.find("backbone-bench: error: --gpu: no usable CUDA device cuda:0: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("CUDA is not available"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir)) << "nothing should run or be written before the GPU is found";
+  EXPECT_EQ(run("--gpu --cpu --device cuda:3").status, 4);
+}
+
 
 // One tiny run as a user runs it: R-50 at 64x64, one thread, this project's first engine beside
 // Debian's PyTorch eager and OpenCV DNN; every runner must pass the agreement check and be timed.
@@ -237,7 +471,7 @@ TEST(BenchTool, TinyRunAgreesAndReports) {
   if (run("--list-runners").output.find("opencv-dnn ") != std::string::npos) runners += ",opencv-dnn";
   // The opt-in Winograd variant of the oneDNN engine agrees too (about 1e-6 off the direct path).
   if (available_engines().at(0) == "onednn") runners += ",ours-onednn-winograd";
-  const Result r = run("--models R-50 --sizes 64x64 --threads 1 --frames 2 --warmup 1 --rounds 2 --seconds 0.01 --runners " +
+  const Result r = run("--cpu --models R-50 --sizes 64x64 --threads 1 --frames 2 --warmup 1 --rounds 2 --seconds 0.01 --runners " +
                        runners + " --work-dir " + dir.string() + " --json " + (dir / "out.json").string());
   EXPECT_EQ(r.status, 0) << r.output;
   std::ifstream in(dir / "out.json");
@@ -256,6 +490,65 @@ TEST(BenchTool, TinyRunAgreesAndReports) {
     EXPECT_GT(x["vm_hwm_mib"].get<double>(), 0);
   }
   EXPECT_NE(r.output.find("| pytorch-eager |"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("GPU section"), std::string::npos) << "--cpu runs the CPU section only\n" << r.output;
+  EXPECT_FALSE(j.contains("gpu"));
+  fs::remove_all(dir);
+}
+
+bool have_debian_torch() { return std::system("/usr/bin/python3 -c 'import torch, torchvision' > /dev/null 2>&1") == 0; }
+
+// Without --gpu and without a CUDA device, the GPU section is skipped with one line (in the log and
+// in the report, the reason from the CUDA module's loader) and the run succeeds.
+TEST(BenchTool, GpuSectionSkipsWithoutADevice) {
+  if (cuda_is_available()) GTEST_SKIP() << "a CUDA device is present: the section runs";
+  if (!have_debian_torch()) GTEST_SKIP() << "/usr/bin/python3 lacks torch/torchvision";
+  const fs::path dir = fs::temp_directory_path() / ("backbone-bench-skip-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const Result r = run("--models R-50 --sizes 64x64 --threads 1 --frames 1 --warmup 0 --rounds 1 --seconds 0.01 --runners ours-" +
+                       available_engines().at(0) + " --work-dir " + dir.string() + " --json " + (dir / "out.json").string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("backbone-bench: GPU section skipped: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("### GPU section\n\nGPU section skipped: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("CUDA is not available"), std::string::npos) << r.output;
+  std::ifstream in(dir / "out.json");
+  ASSERT_TRUE(in) << r.output;
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_TRUE(j.contains("gpu"));
+  EXPECT_NE(j["gpu"]["skipped"].get<std::string>().find("CUDA is not available"), std::string::npos);
+  EXPECT_EQ(j["sections"]["gpu"], false);
+  EXPECT_EQ(j["workloads"].size(), 1u);  // the CPU section ran
+  fs::remove_all(dir);
+}
+
+// With a CUDA device: a short GPU section (b1 and nv12, two of our runners) agrees and reports.
+TEST(BenchTool, GpuSectionRunsOnADevice) {
+  if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
+  if (!have_debian_torch()) GTEST_SKIP() << "/usr/bin/python3 lacks torch/torchvision (it makes the weights)";
+  const fs::path dir = fs::temp_directory_path() / ("backbone-bench-gpu-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const Result r = run("--gpu --python /usr/bin/python3 --gpu-workloads b1,nv12 --gpu-runners ours-cuda-fp32,ours-cuda-fp16 "
+                       "--gpu-frames 3 --gpu-warmup 1 --gpu-seconds 0.05 --rounds 1 --timeout 600 --work-dir " +
+                       dir.string() + " --json " + (dir / "out.json").string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  std::ifstream in(dir / "out.json");
+  ASSERT_TRUE(in) << r.output;
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_TRUE(j["gpu"].contains("workloads")) << j["gpu"].dump();
+  ASSERT_EQ(j["gpu"]["workloads"].size(), 2u);
+  for (const auto& w : j["gpu"]["workloads"]) {
+    EXPECT_FALSE(w["reference"].get<std::string>().empty());
+    for (const auto& x : w["runners"]) {
+      if (x["cpu_reference"].get<bool>()) {
+        EXPECT_EQ(x["status"], "reference") << x.dump();
+        continue;
+      }
+      EXPECT_EQ(x["status"], "ok") << x.dump();
+      EXPECT_TRUE(x["agreement"]["ok"].get<bool>()) << x.dump();
+      EXPECT_EQ(x["times_ms"].size(), 3u) << x.dump();
+    }
+  }
+  EXPECT_EQ(j["gpu"]["targets"].size(), 6u);
+  EXPECT_NE(r.output.find("#### Speed targets of issue 6"), std::string::npos) << r.output;
   fs::remove_all(dir);
 }
 

@@ -145,9 +145,10 @@ TEST_F(InferTool, UsageErrorsExitWith2) {
   Result help = run("--help");
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.output.find("--config-file"), std::string::npos);
-  EXPECT_NE(help.output.find("--engine NAME            auto, onednn, libtorch or opencv (default: auto"),
+  EXPECT_NE(help.output.find("--engine NAME            auto, cuda, onednn, libtorch or opencv (default: auto"),
             std::string::npos)
       << help.output;
+  EXPECT_NE(help.output.find("--tf32                   engine cuda: let cuDNN use TF32"), std::string::npos) << help.output;
   EXPECT_NE(help.output.find("--precision P            fp32, fp16 or bf16 (default: fp32)"), std::string::npos)
       << help.output;
 }
@@ -206,6 +207,7 @@ TEST_F(InferTool, PrintsTheEngineDescription) {
   // Each engine by name, and bf16 where the build has oneDNN: its features within 2e-2 * max of fp32.
   for (const auto& engine : engines) {
     SCOPED_TRACE(engine);
+    if (engine == "cuda") continue;  // a CUDA device, not CPU threads: InferTool.CudaEngine
     const std::string out = (dir_ / engine).string();
     r = run("--input " + in + " --engine " + engine + " --threads 2 --output-dir " + out + kNarrow + kLevels);
     ASSERT_EQ(r.status, 0) << r.output;
@@ -248,4 +250,80 @@ TEST_F(InferTool, RuntimeErrorsNameTheCause) {
     EXPECT_EQ(r.status, 1) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
   }
+}
+
+// --engine cuda / --device cuda:N go through the library's engine "cuda". Without a usable CUDA
+// device the tool fails (status 1, no output written) with the loader's reason; with one, its
+// features agree with this build's CPU engine (1e-3 * max for fp32, 2e-2 for fp16, bf16 and TF32).
+TEST_F(InferTool, CudaEngine) {
+  const std::string in = (dir_ / "x.npy").string();
+  backbone::Tensor x = backbone::Tensor::empty({1, 3, 64, 96});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data_ptr<float>()[i] = float((i * 7919) % 255) / 64.0f - 2.0f;
+  backbone::save_npy(in, x);
+  const std::string kLevels = " MODEL.RESNETS.OUT_FEATURES \"['res2','res3','res4','res5']\"";
+  // The cuda engine runs on CUDA devices only, GPU or not.
+  Result r = run("--input " + in + " --engine cuda --output-dir " + (dir_ / "cpu").string() + kNarrow);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("error: engine 'cuda' at precision fp32 on cpu: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("expected cuda:N, found cpu"), std::string::npos) << r.output;
+  // --tf32 is accepted everywhere; CPU engines ignore it.
+  r = run("--input " + in + " --tf32 --threads 1 --output-dir " + (dir_ / "tf32-cpu").string() + kNarrow);
+  EXPECT_EQ(r.status, 0) << r.output;
+
+  if (!backbone::cuda_is_available()) {
+    for (const std::string engine : {"cuda", "auto"})
+      for (const std::string precision : {"fp32", "fp16"}) {
+        SCOPED_TRACE(engine + " " + precision);
+        const fs::path out = dir_ / ("nogpu-" + engine + "-" + precision);
+        r = run("--input " + in + " --engine " + engine + " --device cuda:0 --precision " + precision + " --tf32 --output-dir " +
+                out.string() + kNarrow);
+        EXPECT_EQ(r.status, 1) << r.output;
+        EXPECT_NE(r.output.find("backbone-infer: error: engine '" + engine + "' at precision " + precision + " on cuda:0: "),
+                  std::string::npos)
+            << r.output;
+        EXPECT_NE(r.output.find("CUDA is not available: "), std::string::npos) << r.output;
+        EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
+        EXPECT_FALSE(fs::exists(out / "shapes.json"));
+      }
+    return;
+  }
+
+  // With a CUDA device: the reference is this build's first CPU engine.
+  std::string cpu_engine;
+  for (const auto& e : backbone::available_engines())
+    if (e != "cuda" && cpu_engine.empty()) cpu_engine = e;
+  ASSERT_FALSE(cpu_engine.empty());
+  const fs::path ref = dir_ / "ref";
+  r = run("--input " + in + " --engine " + cpu_engine + " --output-dir " + ref.string() + kNarrow + kLevels);
+  ASSERT_EQ(r.status, 0) << r.output;
+  struct Case {
+    std::string args, precision;
+    double tolerance;
+    std::string in_description;
+  } cases[] = {
+      {"--engine cuda --device cuda:0", "fp32", 1e-3, "TF32 off"},
+      {"--device cuda:0", "fp32", 1e-3, "TF32 off"},  // auto takes cuda on a CUDA device
+      {"--engine cuda --device cuda:0 --tf32", "fp32", 2e-2, "TF32 on"},
+      {"--engine cuda --device cuda:0 --precision fp16", "fp16", 2e-2, "fp16"},
+      {"--engine cuda --device cuda:0 --precision bf16", "bf16", 2e-2, "bf16"},
+  };
+  int k = 0;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const fs::path out = dir_ / ("gpu-" + std::to_string(k++));
+    r = run("--input " + in + " " + c.args + " --output-dir " + out.string() + kNarrow + kLevels);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("\nengine: cuda " + c.precision + " on cuda:0"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(c.in_description), std::string::npos) << r.output;
+    for (const char* level : {"res2", "res3", "res4", "res5"}) {
+      const backbone::Tensor want = backbone::load_npy((ref / (std::string(level) + ".npy")).string());
+      const backbone::Tensor got = backbone::load_npy((out / (std::string(level) + ".npy")).string());
+      ASSERT_EQ(got.shape(), want.shape()) << level;
+      EXPECT_LE(backbone::test::max_abs_diff(got, want), c.tolerance * max_abs(want)) << level;
+    }
+  }
+  // A device that does not exist: the reason names the device count.
+  r = run("--input " + in + " --engine cuda --device cuda:99 --output-dir " + (dir_ / "99").string() + kNarrow);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("cuda:99"), std::string::npos) << r.output;
 }

@@ -5,12 +5,16 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 
 #include <unistd.h>
+
+#include "backbone/backbone.h"
 
 namespace backbone::bench {
 
@@ -252,6 +256,258 @@ std::vector<std::string> torchvision_config_overrides(int depth) {
     o.push_back("64");
   }
   return o;
+}
+
+ResNet bench_model(int depth, bool deform, const std::string& weights, uint64_t seed, std::string* summary) {
+  Config cfg;
+  cfg.merge_from_list(torchvision_config_overrides(depth));
+  if (deform)
+    cfg.merge_from_list({"MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False, True, True, True]", "MODEL.RESNETS.DEFORM_MODULATED",
+                         "False", "MODEL.RESNETS.DEFORM_NUM_GROUPS", "1"});
+  ResNet model = build_resnet_backbone(cfg, ShapeSpec{3});
+  if (!deform) {
+    if (weights.empty()) {
+      model.init_weights(seed);
+    } else {
+      const LoadReport r = load_checkpoint(model, weights, /*strict=*/true);
+      if (summary) *summary = r.summary();
+    }
+    return model;
+  }
+  model.init_weights(seed);  // conv2_offset: zeros, replaced below
+  if (!weights.empty()) {
+    const LoadReport r = load_checkpoint(model, weights, /*strict=*/false);
+    for (const auto& m : r.missing)
+      if (m.find("conv2_offset") == std::string::npos)
+        throw Error("bench_model: " + weights + " lacks " + m + ", which is not an offset convolution");
+    if (summary) *summary = r.summary() + " (the offset convolutions drawn from seed " + std::to_string(seed) + ")";
+  }
+  std::mt19937_64 gen(seed * 1000003u + 7u);
+  int blocks = 0;
+  for (Stage& stage : model.stages())
+    for (auto& block : stage)
+      if (auto* db = dynamic_cast<DeformBottleneckBlock*>(block.get())) {
+        Conv2d& c = db->conv2_offset;
+        const double fan_in = static_cast<double>(c.in_channels / c.groups) * c.kernel_size * c.kernel_size;
+        std::normal_distribution<float> w(0.f, static_cast<float>(0.1 / std::sqrt(fan_in)));
+        std::uniform_real_distribution<float> b(-2.f, 2.f);
+        float* wp = c.weight.data_ptr<float>();
+        for (int64_t i = 0; i < c.weight.numel(); ++i) wp[i] = w(gen);
+        if (!c.bias.defined()) c.bias = Tensor::zeros({c.out_channels});
+        float* bp = c.bias.data_ptr<float>();
+        for (int64_t i = 0; i < c.bias.numel(); ++i) bp[i] = b(gen);
+        ++blocks;
+      }
+  if (blocks == 0) throw Error("bench_model: the deformable R-" + std::to_string(depth) + " has no deformable block");
+  return model;
+}
+
+Tensor make_nv12_frame(int64_t height, int64_t width, uint64_t seed) {
+  if (height <= 0 || width <= 0 || height % 2 || width % 2)
+    throw std::invalid_argument("make_nv12_frame: expected an even positive size, got " + std::to_string(width) + "x" +
+                                std::to_string(height));
+  Tensor f = Tensor::empty({height * 3 / 2, width}, DType::UInt8);
+  uint8_t* p = f.data_ptr<uint8_t>();
+  std::mt19937 gen(static_cast<uint32_t>(seed) * 2654435761u + 99u);
+  std::uniform_int_distribution<int> y(16, 235), uv(16, 240);
+  const int64_t luma = height * width;
+  for (int64_t i = 0; i < luma; ++i) p[i] = static_cast<uint8_t>(y(gen));
+  for (int64_t i = luma; i < f.numel(); ++i) p[i] = static_cast<uint8_t>(uv(gen));
+  return f;
+}
+
+FrameView nv12_frame_view(const uint8_t* data, int64_t height, int64_t width, Device device) {
+  FrameView v;
+  v.format = PixelFormat::NV12;
+  v.device = device;
+  v.width = width;
+  v.height = height;
+  v.planes[0] = data;
+  v.planes[1] = data + height * width;
+  v.strides[0] = width;
+  v.strides[1] = width;
+  v.matrix = ColorMatrix::BT709;
+  v.range = ColorRange::Limited;
+  return v;
+}
+
+FramePreprocessOptions nv12_preprocess_options() {
+  FramePreprocessOptions o;  // INPUT.FORMAT BGR, detectron2's PIXEL_MEAN, PIXEL_STD 1
+  o.resize = ResizeMode::ShortestEdge;
+  o.min_size = 800;
+  o.max_size = 1333;
+  o.size_divisibility = 0;
+  return o;
+}
+
+// ---- GPU section -----------------------------------------------------------------------------
+
+GpuTensorRate fp16_tensor_rate(int major, int minor, const std::string& device_name) {
+  const int cc = major * 10 + minor;
+  GpuTensorRate r;
+  const char* arch = nullptr;
+  switch (cc) {
+    case 70: case 72: r.flops_per_sm_clock = 1024; arch = "Volta"; break;
+    case 75: r.flops_per_sm_clock = 1024; arch = "Turing"; break;
+    case 80: r.flops_per_sm_clock = 2048; arch = "Ampere GA100"; break;
+    case 86: r.flops_per_sm_clock = 1024; arch = "Ampere GA10x"; break;
+    case 89: r.flops_per_sm_clock = 1024; arch = "Ada"; break;
+    case 90: r.flops_per_sm_clock = 4096; arch = "Hopper"; break;
+    default: break;
+  }
+  const std::string sm = "sm_" + std::to_string(major) + std::to_string(minor);
+  if (!arch) {
+    r.entry = sm + " is not in the table of dense fp16 tensor rates (sm_70/72/75/80/86/89/90)";
+    return r;
+  }
+  std::string note;
+  if ((cc == 75 || cc == 86 || cc == 89) && device_name.find("GeForce") != std::string::npos) {
+    r.flops_per_sm_clock /= 2;
+    note = ", halved for GeForce (fp16 with fp32 accumulation)";
+  }
+  std::ostringstream e;
+  e << sm << " (" << arch << "): " << r.flops_per_sm_clock << " dense fp16 FLOP/clk/SM" << note;
+  r.entry = e.str();
+  return r;
+}
+
+double fp16_tensor_peak_flops(int major, int minor, int sm_count, int clock_khz, const std::string& device_name) {
+  if (sm_count <= 0 || clock_khz <= 0) return 0;
+  return static_cast<double>(sm_count) * clock_khz * 1e3 * fp16_tensor_rate(major, minor, device_name).flops_per_sm_clock;
+}
+
+const char* const kGpuWorkloadKeys = "b1,b8,deform,nv12";
+
+std::vector<GpuWorkload> parse_gpu_workloads(const std::string& text) {
+  const auto [nv12_h, nv12_w] = resize_shortest_edge_shape(1080, 1920, 800, 1333);
+  const std::vector<GpuWorkload> all = {
+      {"b1", "R-50 800x1216, batch 1", 1, false, false, 800, 1216},
+      {"b8", "R-50 800x1216, batch 8", 8, false, false, 800, 1216},
+      {"deform", "R-50 with deformable res3-res5 (v1, 1 group) 800x1216, batch 1", 1, true, false, 800, 1216},
+      {"nv12",
+       "NV12 1920x1080 frame in CUDA memory -> ShortestEdge 800/1333 (" + std::to_string(nv12_h) + "x" +
+           std::to_string(nv12_w) + ") -> R-50, batch 1",
+       1, false, true, nv12_h, nv12_w},
+  };
+  if (text == "all" || text.empty()) return all;
+  std::vector<GpuWorkload> out;
+  for (const auto& k : split_list(text)) {
+    auto it = std::find_if(all.begin(), all.end(), [&](const GpuWorkload& w) { return w.key == k; });
+    if (it == all.end())
+      throw std::invalid_argument("--gpu-workloads: unknown workload '" + k + "' (expected some of " +
+                                  kGpuWorkloadKeys + ", or all)");
+    if (std::none_of(out.begin(), out.end(), [&](const GpuWorkload& w) { return w.key == k; })) out.push_back(*it);
+  }
+  if (out.empty()) throw std::invalid_argument("--gpu-workloads: expected at least one of " + std::string(kGpuWorkloadKeys));
+  return out;
+}
+
+namespace {
+
+std::string fixed_str(double v, int digits) {
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(digits);
+  s << v;
+  return s.str();
+}
+
+const double* find_time(const GpuTimes& t, const std::string& workload, const std::string& runner) {
+  auto w = t.median_ms.find(workload);
+  if (w == t.median_ms.end()) return nullptr;
+  auto r = w->second.find(runner);
+  return r == w->second.end() || !(r->second > 0) ? nullptr : &r->second;
+}
+
+std::string missing(const GpuTimes& t, const std::string& workload, const std::vector<std::string>& runners) {
+  std::string m;
+  for (const auto& r : runners)
+    if (!find_time(t, workload, r)) m += (m.empty() ? "" : ", ") + r;
+  return "not measured: no time of " + m + " at " + workload;
+}
+
+}  // namespace
+
+std::vector<TargetVerdict> evaluate_gpu_targets(const GpuTimes& t) {
+  std::vector<TargetVerdict> out;
+  // Speed-up over a PyTorch runner at b1: time(peer) / time(ours) >= bound.
+  auto speedup = [&](const std::string& ours, const std::string& peer, double bound, const std::string& what) {
+    TargetVerdict v;
+    v.target = ours + " >= " + fixed_str(bound, 1) + "x faster than " + peer + " (" + what + "), R-50 800x1216 batch 1";
+    const double* o = find_time(t, "b1", ours);
+    const double* p = find_time(t, "b1", peer);
+    if (!o || !p) {
+      v.verdict = missing(t, "b1", {ours, peer});
+    } else {
+      const double x = *p / *o;
+      v.measured = fixed_str(x, 2) + "x (" + fixed_str(*o, 2) + " ms vs " + fixed_str(*p, 2) + " ms)";
+      v.verdict = x >= bound ? "met" : "not met";
+    }
+    out.push_back(v);
+  };
+  speedup("ours-cuda-fp32", "pytorch-cuda-fp32", 3.0, "PyTorch eager fp32 with its defaults: cuDNN may use TF32");
+  speedup("ours-cuda-fp16", "pytorch-cuda-fp16-cl", 1.3, "PyTorch eager fp16, channels_last");
+  {
+    TargetVerdict v;
+    v.target = "ours-cuda-fp16 at R-50 800x1216 batch 8 >= 40% of the GPU's dense fp16 tensor peak";
+    const double* o = find_time(t, "b8", "ours-cuda-fp16");
+    auto f = t.flops.find("b8");
+    if (!o) {
+      v.verdict = missing(t, "b8", {"ours-cuda-fp16"});
+    } else if (!(t.peak_flops > 0)) {
+      v.verdict = "not measured: this GPU's peak is not in the table (fp16_tensor_rate)";
+    } else if (f == t.flops.end() || !(f->second > 0)) {
+      v.verdict = "not measured: no FLOP count for b8";
+    } else {
+      const double rate = f->second / (*o / 1e3);
+      const double frac = rate / t.peak_flops;
+      v.measured = fixed_str(100 * frac, 1) + "% (" + fixed_str(rate / 1e12, 1) + " of " + fixed_str(t.peak_flops / 1e12, 1) +
+                   " TFLOP/s, " + fixed_str(*o, 2) + " ms per batch)";
+      v.verdict = frac >= 0.40 ? "met" : "not met";
+    }
+    out.push_back(v);
+  }
+  for (const char* p : {"fp32", "fp16", "bf16"}) {
+    const std::string r = std::string("ours-cuda-") + p;
+    TargetVerdict v;
+    v.target = r + ": deformable R-50 (res3-res5) <= 1.25x the time of the plain R-50, 800x1216 batch 1";
+    const double* d = find_time(t, "deform", r);
+    const double* b = find_time(t, "b1", r);
+    if (!d || !b) {
+      v.verdict = !d ? missing(t, "deform", {r}) : missing(t, "b1", {r});
+    } else {
+      const double x = *d / *b;
+      v.measured = fixed_str(x, 2) + "x (" + fixed_str(*d, 2) + " ms vs " + fixed_str(*b, 2) + " ms)";
+      v.verdict = x <= 1.25 ? "met" : "not met";
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+bool parse_ours_runner(const std::string& runner, OursRunner& parsed) {
+  if (runner.rfind("ours-", 0) != 0) return false;
+  OursRunner r;
+  r.engine = runner.substr(5);
+  auto strip = [&](const std::string& suffix) {
+    if (r.engine.size() > suffix.size() &&
+        r.engine.compare(r.engine.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      r.engine.resize(r.engine.size() - suffix.size());
+      return true;
+    }
+    return false;
+  };
+  for (const char* p : {"fp32", "bf16", "fp16"})
+    if (strip(std::string("-") + p)) {
+      r.precision = p;
+      break;
+    }
+  r.winograd = strip("-winograd");
+  if (!r.winograd) r.tf32 = strip("-tf32");
+  if (r.tf32 && r.precision != "fp32") return false;  // TF32 is a float32 mode
+  if (r.engine.empty()) return false;
+  parsed = r;
+  return true;
 }
 
 double median(std::vector<double> v) {

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "backbone/engine.h"
+#include "backbone/frame.h"
 #include "backbone/resnet.h"
 
 namespace backbone::bench {
@@ -95,6 +97,90 @@ int model_depth(const std::string& name);
 // OUT_FEATURES res2..res5, RES2_OUT_CHANNELS 64 below depth 50 (configs/R-<depth>.yaml with
 // MODEL.RESNETS.STRIDE_IN_1X1 False gives the same network).
 std::vector<std::string> torchvision_config_overrides(int depth);
+
+// The benchmark's network: torchvision's resnet<depth> body (torchvision_config_overrides) with the
+// weights of `weights` (a torchvision .pth; "" keeps detectron2's initialisation from `seed`). With
+// `deform`, res3-res5 use deformable convolutions as detectron2's DEFORM_ON_PER_STAGE [False, True,
+// True, True], DEFORM_MODULATED False, DEFORM_NUM_GROUPS 1 give them; the .pth has no offset
+// convolutions, so their weights are drawn from `seed` (N(0, (0.1/sqrt(fan_in))^2), bias U(-2, 2):
+// fractional offsets of up to a few pixels, every tap interpolated) instead of detectron2's zeros,
+// which would sample the grid points only. `summary`, when given, receives the load report.
+ResNet bench_model(int depth, bool deform, const std::string& weights, uint64_t seed, std::string* summary = nullptr);
+
+// A seeded NV12 frame, [height * 3 / 2, width] uint8 (Y plane, then interleaved UV rows): Y uniform
+// in 16..235, U and V in 16..240. height and width must be even.
+Tensor make_nv12_frame(int64_t height, int64_t width, uint64_t seed);
+// The FrameView of such a frame at `data` (host or CUDA memory on `device`): BT.709, limited range.
+FrameView nv12_frame_view(const uint8_t* data, int64_t height, int64_t width, Device device);
+// The preprocessing of the "nv12" workload: ShortestEdge 800/1333, detectron2's BGR mean, no padding.
+FramePreprocessOptions nv12_preprocess_options();
+
+// ---- GPU section -----------------------------------------------------------------------------
+
+// Dense fp16 tensor-core rate of one SM (FLOPs per clock, fp32 accumulation, no 2:4 sparsity) by
+// compute capability, from NVIDIA's architecture whitepapers and datasheets (FLOP = 2 x FMA):
+//   sm_70/72 Volta (V100, Xavier): 8 tensor cores x 64 FMA       = 1024 (V100 SXM2 80 SMs x 1.53 GHz = 125 TFLOPS)
+//   sm_75    Turing (T4, RTX 20): 8 tensor cores x 64 FMA        = 1024 (T4 40 SMs x 1.59 GHz = 65 TFLOPS)
+//   sm_80    A100, A30: 4 tensor cores x 256 FMA                  = 2048 (A100 108 SMs x 1.41 GHz = 312 TFLOPS)
+//   sm_86    GA10x (A10, A40, RTX A6000, RTX 30): 4 x 128 FMA     = 1024 (A10 72 SMs x 1.695 GHz = 125 TFLOPS)
+//   sm_89    Ada (L4, L40S, RTX 40): 4 x 128 FMA                  = 1024 (L4 58 SMs x 2.04 GHz = 121 TFLOPS)
+//   sm_90    Hopper (H100, H200): 4 x 512 FMA                     = 4096 (H100 SXM 132 SMs x 1.83 GHz = 989 TFLOPS)
+// GeForce parts of sm_75/86/89 run fp16 with fp32 accumulation at half that rate (GA102 and AD102
+// whitepapers: RTX 3090 71 vs 142 TFLOPS, RTX 4090 165 vs 330), so a device whose name contains
+// "GeForce" gets half. Other capabilities (sm_87 Orin, sm_100 and later) are not in the table: 0.
+struct GpuTensorRate {
+  double flops_per_sm_clock = 0;  // 0: not in the table
+  std::string entry;              // "sm_90 (Hopper): 4096 FLOP/clk/SM", or why there is none
+};
+GpuTensorRate fp16_tensor_rate(int major, int minor, const std::string& device_name);
+// sm_count x clock x rate, in FLOP/s (0 when the capability is not in the table). The clock is the
+// peak SM clock CUDA reports (cudaDevAttrClockRate): NVIDIA's datasheets use a lower tensor clock
+// for some parts (H100 SXM: 989 TFLOPS at 1.83 GHz, CUDA reports 1.98 GHz), so fractions of this
+// peak are on the low side, never flattering.
+double fp16_tensor_peak_flops(int major, int minor, int sm_count, int clock_khz, const std::string& device_name);
+
+// The GPU workloads, by key: "b1" R-50 800x1216 batch 1, "b8" the same at batch 8, "deform" R-50
+// with deformable convolutions in res3-res5 at 800x1216 batch 1, "nv12" a 1920x1080 NV12 frame in
+// CUDA memory through the engine's frame path (ShortestEdge 800/1333) at batch 1.
+struct GpuWorkload {
+  std::string key;
+  std::string title;
+  int batch = 1;
+  bool deform = false;
+  bool nv12 = false;
+  int64_t height = 0, width = 0;  // network input (for nv12: the resized frame)
+};
+// "b1,b8,deform,nv12" or "all"; throws std::invalid_argument naming an unknown key.
+std::vector<GpuWorkload> parse_gpu_workloads(const std::string& text);
+extern const char* const kGpuWorkloadKeys;  // "b1,b8,deform,nv12"
+
+// The speed targets, judged from measured medians only.
+struct GpuTimes {
+  // median ms per forward of each runner that agreed and was timed, by workload key and runner name
+  std::map<std::string, std::map<std::string, double>> median_ms;
+  std::map<std::string, double> flops;  // FLOPs of one forward (whole batch) by workload key
+  double peak_flops = 0;                // fp16_tensor_peak_flops of the device; 0 when unknown
+};
+struct TargetVerdict {
+  std::string target;    // what is compared, with the bound
+  std::string measured;  // the measured figure ("3.41x (12.10 ms vs 41.26 ms)"), "" when not measured
+  std::string verdict;   // "met", "not met", or "not measured: <why>"
+};
+// 1. ours-cuda-fp32 >= 3x pytorch-cuda-fp32 (PyTorch's defaults) at b1; 2. ours-cuda-fp16 >= 1.3x
+// pytorch-cuda-fp16-cl at b1; 3. ours-cuda-fp16 at b8 >= 40% of peak_flops; 4. for each of
+// ours-cuda-fp32/fp16/bf16: deform time <= 1.25x its b1 time.
+std::vector<TargetVerdict> evaluate_gpu_targets(const GpuTimes& times);
+
+// "ours-<engine>[-winograd|-tf32][-fp32|-bf16|-fp16]", e.g. "ours-onednn-bf16", "ours-cuda-fp16",
+// "ours-cuda-tf32" (fp32 with EngineOptions::allow_tf32).
+struct OursRunner {
+  std::string engine;
+  std::string precision = "fp32";
+  bool winograd = false;
+  bool tf32 = false;
+};
+// False for names that are not ours-<engine>...
+bool parse_ours_runner(const std::string& runner, OursRunner& parsed);
 
 // Median of a non-empty list.
 double median(std::vector<double> values);

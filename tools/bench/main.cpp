@@ -28,6 +28,8 @@
 
 #include "backbone/backbone.h"
 #include "bench_core.h"
+#include "driver_util.h"
+#include "gpu_section.h"
 #include "process.h"
 #include "worker.h"
 
@@ -42,6 +44,9 @@ const char* kUsage = R"(usage: backbone-bench [--models R-50,R-101] [--sizes 224
                       [--json FILE] [--markdown FILE] [--work-dir DIR] [--peers-venv DIR]
                       [--python /usr/bin/python3] [--peers-dir DIR] [--seed 0] [--timeout 1800]
                       [--list-runners]
+                      [--gpu] [--cpu] [--device cuda:0] [--gpu-workloads b1,b8,deform,nv12]
+                      [--gpu-runners LIST] [--gpu-frames 100] [--gpu-warmup 10] [--gpu-seconds 2]
+                      [--gpu-python PATH] [--quick]
 
 Times this project's engines, PyTorch eager and OpenCV DNN on the same weights (one seeded
 torchvision ResNet with random BatchNorm statistics), the same input and the same thread count,
@@ -49,6 +54,12 @@ each runner in its own worker process. Before timing, every runner's res2..res5 
 this project's fp32 output: max|out - ref| <= 1e-3 * max|ref| per level (2e-2 for bf16). A runner
 that disagrees is reported and not timed. Prints a markdown report; --json writes every figure.
 
+Sections: without --gpu or --cpu, the CPU section and then the GPU section, which is skipped with
+one line ("GPU section skipped: <why>") when no usable CUDA device is there; --gpu runs only the
+GPU section and fails (exit status 4) without a usable CUDA device; --cpu runs only the CPU
+section; --gpu --cpu both, the GPU required.
+
+CPU section:
   --models LIST      R-18, R-34, R-50, R-101, R-152 (torchvision's resnet<N> = detectron2's
                      R-<N> with STRIDE_IN_1X1 False)
   --sizes LIST       HxW input sizes, batch 1. Without --models and --sizes: R-50 at 224x224
@@ -61,8 +72,8 @@ that disagrees is reported and not timed. Prints a markdown report; --json write
   --warmup N         untimed frames after the agreement check, whose frame is the first warm-up
                      frame (default: 2; 1 for runners whose check frame took more than S/3)
   --rounds N         the timed frames of each runner are spread over N rounds; each round runs
-                     every runner in turn, starting with a different one (default: 5)
-  --json FILE        write the results as JSON
+                     every runner in turn, starting with a different one (default: 5; both sections)
+  --json FILE        write the results as JSON (the GPU section under "gpu")
   --markdown FILE    also write the markdown report to FILE
   --work-dir DIR     weights, ONNX exports, inputs and worker logs (default:
                      $XDG_CACHE_HOME/backbone-bench or ~/.cache/backbone-bench)
@@ -75,12 +86,60 @@ that disagrees is reported and not timed. Prints a markdown report; --json write
   --peers-dir DIR    where peer.py is (default: found next to the installed tool or in the source)
   --seed N           seed of the weights and of the input (default: 0)
   --timeout S        a worker that does not answer a command within S seconds is killed and
-                     reported as failed (default: 1800)
-Exit status: 0 when every runner agreed and ran (or does not support this CPU), 3 when one
-disagreed or failed, 2 on a usage error, 1 on any other error.
+                     reported as failed (default: 1800; both sections)
+
+GPU section (--gpu): this project's engine "cuda" against PyTorch eager on the same GPU, with
+the same weights (torchvision resnet50, seed N) and the same input, already in GPU memory.
+  Runners (--gpu-runners, default all):
+    ours-cuda-fp32            engine cuda, fp32, TF32 off (EngineOptions::allow_tf32 false)
+    ours-cuda-tf32            engine cuda, fp32 with EngineOptions::allow_tf32 (cuDNN's TF32)
+    ours-cuda-fp16            engine cuda, fp16
+    ours-cuda-bf16            engine cuda, bf16
+    pytorch-cuda-fp32         PyTorch eager fp32 with PyTorch's defaults (cuDNN may use TF32)
+    pytorch-cuda-fp32-notf32  torch.backends.cudnn.allow_tf32 = cuda.matmul.allow_tf32 = False
+    pytorch-cuda-fp16-cl      model.half().to(memory_format=torch.channels_last), input likewise
+  Workloads (--gpu-workloads, default all):
+    b1      R-50 at 800x1216, batch 1 (every runner)
+    b8      R-50 at 800x1216, batch 8 (every runner)
+    deform  R-50 with deformable convolutions in res3-res5 (DEFORM_ON_PER_STAGE [False, True,
+            True, True], DEFORM_MODULATED False, DEFORM_NUM_GROUPS 1; offset convolutions drawn
+            from the seed) at 800x1216, batch 1 (ours-cuda-* only: no PyTorch counterpart)
+    nv12    a 1920x1080 NV12 frame uploaded once into CUDA memory, Engine::forward_frame with a
+            FrameView on the device and ShortestEdge 800/1333 (750x1333), preprocessing timed
+            with the network (ours-cuda-* only)
+  A frame's time runs from the call to its finished outputs: ours waits with
+  backbone::cuda_wait_ready on every level, PyTorch with torch.cuda.synchronize(). Agreement
+  before timing against this project's first CPU engine (fp32, every core, checked only, never
+  timed), else pytorch-cuda-fp32-notf32: 1e-3 * max|ref| for ours-cuda-fp32 and
+  pytorch-cuda-fp32-notf32, 2e-2 for fp16, bf16 and the TF32 runners. Reports ms, images/s,
+  GFLOP/s, the fraction of the GPU's dense fp16 tensor peak (SMs x peak SM clock x FLOP/clk/SM
+  of its compute capability), speed-ups over PyTorch and the speed targets of issue 6, each
+  marked met / not met from this run's medians.
+  --gpu              run the GPU section (only it, unless --cpu is given too); exit status 4 when
+                     no usable CUDA device is there, with the reason
+  --cpu              run the CPU section (only it, unless --gpu is given too)
+  --device cuda:N    the GPU (default: cuda:0)
+  --gpu-workloads L  some of b1,b8,deform,nv12, or all (default: all)
+  --gpu-runners L    some of the runners above (default: all)
+  --gpu-frames N     at most N timed frames per runner and workload (default: 100)
+  --gpu-seconds S    timing budget per runner and workload (default: 2)
+  --gpu-warmup N     untimed frames after the agreement check (default: 10)
+  --gpu-python PATH  the Python with a CUDA build of PyTorch and torchvision for the
+                     pytorch-cuda-* runners (default: --python when given, else the first
+                     python3 on PATH)
+  --quick            GPU section: --gpu-frames 30 --gpu-seconds 0.5 --gpu-warmup 3 --rounds 3
+                     unless given
+Exit status: 0 when every runner agreed and ran (or does not support this CPU/GPU; also when the
+GPU section was skipped without --gpu), 3 when one disagreed or failed, 2 on a usage error, 4 when
+--gpu was given and no usable CUDA device is there, 1 on any other error.
 )";
 
 struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// --gpu without a usable CUDA device: exit status 4.
+struct GpuUnavailableError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
@@ -93,6 +152,12 @@ struct Options {
   int seed = 0;
   bool list_runners = false;
   bool setup_peers = false;
+  bool python_given = false;
+  // GPU section
+  bool gpu = false, cpu = false, quick = false;
+  std::string device = "cuda:0", gpu_workloads = "all", gpu_runners, gpu_python;
+  std::optional<int> gpu_frames, gpu_warmup, rounds_given;
+  std::optional<double> gpu_seconds;
 };
 
 // ---- runners ---------------------------------------------------------------------------------
@@ -144,6 +209,14 @@ int parse_int(const std::string& flag, const std::string& v, int lo) {
   return static_cast<int>(x);
 }
 
+double parse_seconds(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !(x > 0) || !std::isfinite(x))
+    throw UsageError(flag + " expects a positive number, got '" + v + "'");
+  return x;
+}
+
 Options parse_args(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
@@ -158,6 +231,10 @@ Options parse_args(int argc, char** argv) {
     }
     if (a == "--list-runners") {
       o.list_runners = true;
+      continue;
+    }
+    if (a == "--gpu" || a == "--cpu" || a == "--quick") {
+      (a == "--gpu" ? o.gpu : a == "--cpu" ? o.cpu : o.quick) = true;
       continue;
     }
     std::string value;
@@ -178,20 +255,26 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--runners") o.runners = next();
     else if (a == "--frames") o.frames = parse_int(a, next(), 1);
     else if (a == "--warmup") o.warmup = parse_int(a, next(), 0);
-    else if (a == "--rounds") o.rounds = parse_int(a, next(), 1);
-    else if (a == "--seconds") {
-      const std::string v = next();
-      char* end = nullptr;
-      o.seconds = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0' || !(o.seconds > 0)) throw UsageError("--seconds expects a positive number, got '" + v + "'");
-    } else if (a == "--timeout") {
+    else if (a == "--rounds") o.rounds = *(o.rounds_given = parse_int(a, next(), 1));
+    else if (a == "--seconds") o.seconds = parse_seconds(a, next());
+    else if (a == "--gpu-seconds") o.gpu_seconds = parse_seconds(a, next());
+    else if (a == "--gpu-frames") o.gpu_frames = parse_int(a, next(), 1);
+    else if (a == "--gpu-warmup") o.gpu_warmup = parse_int(a, next(), 0);
+    else if (a == "--device") o.device = next();
+    else if (a == "--gpu-workloads") o.gpu_workloads = next();
+    else if (a == "--gpu-runners") o.gpu_runners = next();
+    else if (a == "--gpu-python") o.gpu_python = next();
+    else if (a == "--timeout") {
       o.timeout = parse_int(a, next(), 1);
     } else if (a == "--json") o.json_path = next();
     else if (a == "--markdown") o.markdown_path = next();
     else if (a == "--work-dir") o.work_dir = next();
     else if (a == "--peers-venv") o.peers_venv = next();
     else if (a == "--setup-peers") o.setup_peers = true;
-    else if (a == "--python") o.python = next();
+    else if (a == "--python") {
+      o.python = next();
+      o.python_given = true;
+    }
     else if (a == "--peers-dir") o.peers_dir = next();
     else if (a == "--seed") o.seed = parse_int(a, next(), 0);
     else throw UsageError("unknown option " + a + " (see --help)");
@@ -222,14 +305,6 @@ std::vector<Workload> make_workloads(const Options& o) {
 
 // ---- files -----------------------------------------------------------------------------------
 
-std::string default_work_dir() {
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return (fs::path(x) / "backbone-bench").string();
-  if (const char* h = std::getenv("HOME"); h && *h) return (fs::path(h) / ".cache" / "backbone-bench").string();
-  return (fs::temp_directory_path() / "backbone-bench").string();
-}
-
-std::string self_exe() { return fs::read_symlink("/proc/self/exe").string(); }
-
 std::string find_peer_script(const Options& o) {
   std::vector<fs::path> candidates;
   if (!o.peers_dir.empty()) candidates.push_back(fs::path(o.peers_dir) / "peer.py");
@@ -245,39 +320,7 @@ std::string find_peer_script(const Options& o) {
   throw Error("cannot find bench/peers/peer.py (tried" + tried + "); pass --peers-dir DIR");
 }
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-void run_command(const std::string& what, const std::vector<std::string>& argv, const std::string& log) {
-  std::string cmd;
-  for (const auto& a : argv) cmd += shell_quote(a) + " ";
-  cmd += "> " + shell_quote(log) + " 2>&1";
-  std::cerr << "backbone-bench: " << what << "\n";
-  const int rc = std::system(cmd.c_str());
-  if (rc != 0) {
-    std::ifstream in(log);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string text = ss.str();
-    if (text.size() > 3000) text = "..." + text.substr(text.size() - 3000);
-    throw Error(what + " failed (" + cmd + "):\n" + text);
-  }
-}
-
-bool newer_than(const fs::path& a, const fs::path& b) {
-  return fs::exists(a) && fs::exists(b) && fs::last_write_time(a) >= fs::last_write_time(b);
-}
-
 std::string size_str(const Size& s) { return std::to_string(s.height) + "x" + std::to_string(s.width); }
-
-std::string fixed(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
 
 // ---- results ---------------------------------------------------------------------------------
 
@@ -307,25 +350,6 @@ struct WorkloadResult {
   }
 };
 
-FeatureMaps load_levels(const fs::path& dir) {
-  FeatureMaps maps;
-  for (const char* n : {"res2", "res3", "res4", "res5"}) {
-    const fs::path p = dir / (std::string(n) + ".npy");
-    if (fs::exists(p)) maps.emplace_back(n, load_npy(p.string()));
-  }
-  return maps;
-}
-
-std::vector<double> parse_times(const std::string& reply) {
-  std::istringstream in(reply);
-  std::string head;
-  in >> head;
-  if (head != "times") throw std::runtime_error("expected 'times ...', got '" + reply + "'");
-  std::vector<double> t;
-  for (double v; in >> v;) t.push_back(v);
-  return t;
-}
-
 // ---- the run ---------------------------------------------------------------------------------
 
 class Bench {
@@ -341,6 +365,7 @@ class Bench {
   // of the run (other load on the machine can only lower it), peak_samples_ all of them.
   void measure_peaks(const std::vector<int>& thread_counts);
   std::string report_markdown() const;
+  std::string cpu_markdown() const;
   json report_json() const;
 
   Options o_;
@@ -354,6 +379,9 @@ class Bench {
   std::map<std::string, fs::path> onnx_, inputs_;
   std::vector<WorkloadResult> results_;
   std::string started_;
+  bool run_cpu_ = true;
+  std::string gpu_skipped_;  // why the GPU section did not run ("" when it ran or was not asked for)
+  std::unique_ptr<GpuSection> gpu_;
 };
 
 void Bench::fail(RunnerResult& r, const std::string& msg) {
@@ -383,19 +411,12 @@ void Bench::prepare_files(const std::vector<Workload>& workloads, const std::vec
   const std::string seed = std::to_string(o_.seed);
   for (const auto& w : workloads) {
     const std::string tag = "resnet" + std::to_string(w.depth) + "-seed" + seed;
-    if (!weights_.count(w.depth)) {
-      const fs::path p = work_ / "weights" / (tag + ".pth");
-      if (!fs::exists(p))
-        run_command("making the weights " + p.string(),
-                    {o_.python, peer_script_, "prepare", "--depth", std::to_string(w.depth), "--seed", seed, "--out", p.string()},
-                    (logs_ / ("prepare-" + tag + ".log")).string());
-      weights_[w.depth] = p;
-    }
+    if (!weights_.count(w.depth)) weights_[w.depth] = ensure_weights(work_, logs_, o_.python, peer_script_, w.depth, o_.seed);
     const std::string key = w.model + "@" + size_str(w.size);
     if (need_onnx && !onnx_.count(key)) {
       const fs::path p = work_ / "onnx" / (tag + "-" + size_str(w.size) + "-opset13.onnx");
       if (!newer_than(p, weights_[w.depth]))
-        run_command("exporting " + p.string(),
+        run_logged("exporting " + p.string(),
                     {o_.python, peer_script_, "export-onnx", "--depth", std::to_string(w.depth), "--weights",
                      weights_[w.depth].string(), "--height", std::to_string(w.size.height), "--width",
                      std::to_string(w.size.width), "--opset", "13", "--out", p.string()},
@@ -403,21 +424,7 @@ void Bench::prepare_files(const std::vector<Workload>& workloads, const std::vec
       onnx_[key] = p;
     }
     const std::string skey = size_str(w.size);
-    if (!inputs_.count(skey)) {
-      const fs::path p = work_ / "inputs" / ("input-" + skey + "-seed" + seed + ".npy");
-      if (!fs::exists(p)) {
-        // N(0, 1) values: the scale of a normalised image.
-        Tensor x = Tensor::empty({1, 3, w.size.height, w.size.width});
-        std::mt19937 gen(static_cast<uint32_t>(o_.seed) * 7919u + 17u);
-        std::normal_distribution<float> dist(0.f, 1.f);
-        float* d = x.data_ptr<float>();
-        for (int64_t i = 0; i < x.numel(); ++i) d[i] = dist(gen);
-        const fs::path tmp = p.string() + ".tmp";
-        save_npy(tmp.string(), x);
-        fs::rename(tmp, p);
-      }
-      inputs_[skey] = p;
-    }
+    if (!inputs_.count(skey)) inputs_[skey] = ensure_input(work_, 1, w.size.height, w.size.width, o_.seed);
   }
 }
 
@@ -581,19 +588,48 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   return res;
 }
 
-std::string now_utc() {
-  std::time_t t = std::time(nullptr);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
-  return buf;
+// The first python3 on PATH (the GPU section's default Python), else /usr/bin/python3.
+std::string python_on_path() {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    if (d.empty()) continue;
+    const fs::path p = fs::path(d) / "python3";
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return "/usr/bin/python3";
 }
 
 int Bench::run() {
   started_ = now_utc();
   catalog_ = runner_catalog(o_);
   if (o_.list_runners) {
-    for (const auto& r : catalog_) std::cout << std::left << std::setw(20) << r.name << " " << r.what << "\n";
+    for (const auto& r : catalog_) std::cout << std::left << std::setw(26) << r.name << " " << r.what << "\n";
+    for (const auto& r : gpu_runner_catalog())
+      std::cout << std::left << std::setw(26) << r.name << " [GPU section] " << r.what << "\n";
     return 0;
+  }
+  run_cpu_ = o_.cpu || !o_.gpu;
+  // The GPU section's options are checked before anything runs, whether or not it will run.
+  Device gpu_device;
+  try {
+    gpu_device = Device::parse(o_.device);
+  } catch (const std::exception& e) {
+    throw UsageError(std::string("--device: ") + e.what());
+  }
+  if (!gpu_device.is_cuda()) throw UsageError("--device expects cuda or cuda:N (the GPU section's device), got '" + o_.device + "'");
+  try {
+    parse_gpu_workloads(o_.gpu_workloads);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  for (const auto& n : split_list(o_.gpu_runners)) {
+    const auto& c = gpu_runner_catalog();
+    if (n != "all" && std::none_of(c.begin(), c.end(), [&](const GpuRunnerSpec& s) { return s.name == n; })) {
+      std::string names;
+      for (const auto& s : c) names += " " + s.name;
+      throw UsageError("--gpu-runners: unknown GPU runner '" + n + "'; the GPU section has:" + names);
+    }
   }
   std::vector<Workload> workloads;
   std::vector<int> thread_counts;
@@ -631,7 +667,11 @@ int Bench::run() {
       if (it == catalog_.end()) {
         std::string names;
         for (const auto& r : catalog_) names += " " + r.name;
-        throw UsageError("unknown runner '" + n + "'; this build has:" + names);
+        throw UsageError("unknown runner '" + n + "'; this build has:" + names +
+                         (std::any_of(gpu_runner_catalog().begin(), gpu_runner_catalog().end(),
+                                      [&](const GpuRunnerSpec& g) { return g.name == n; })
+                              ? " (" + n + " is a GPU runner: --gpu-runners)"
+                              : std::string()));
       }
       if (it->venv && o_.peers_venv.empty()) throw UsageError("runner " + n + " needs --peers-venv DIR");
       runners.push_back(&*it);
@@ -646,58 +686,95 @@ int Bench::run() {
       throw UsageError("--peers-venv " + o_.peers_venv + " has no bin/python; make it with bench/peers/setup-venv.sh");
   }
 
+  // The GPU, before the (long) CPU section: --gpu without one fails at once; otherwise the section
+  // is skipped with one line.
+  const bool want_gpu = o_.gpu || !o_.cpu;
+  const GpuProbe probe = want_gpu ? probe_gpu(gpu_device) : GpuProbe{};
+  if (want_gpu && !probe.info) {
+    if (o_.gpu) throw GpuUnavailableError("--gpu: no usable CUDA device " + gpu_device.str() + ": " + probe.why);
+    gpu_skipped_ = probe.why;
+    std::cerr << "backbone-bench: " << gpu_skip_line(gpu_skipped_) << "\n";
+  }
+
   work_ = o_.work_dir.empty() ? default_work_dir() : o_.work_dir;
   logs_ = work_ / "logs";
   fs::create_directories(logs_);
   peer_script_ = find_peer_script(o_);
-  if (!fs::exists(o_.python)) throw UsageError("--python " + o_.python + " does not exist");
+  if (run_cpu_ && !fs::exists(o_.python)) throw UsageError("--python " + o_.python + " does not exist");
 
   std::cerr << "backbone-bench " << version() << ": " << machine_.cpu_model << ", " << machine_.cores << " CPUs, "
             << machine_.flags_summary() << "\n";
-  measure_peaks(thread_counts);
-  prepare_files(workloads, runners);
-  for (const auto& w : workloads)
-    for (int t : thread_counts) {
-      results_.push_back(run_workload(w, t, runners));
-      measure_peaks(thread_counts);
-      if (!o_.json_path.empty()) std::ofstream(o_.json_path) << report_json().dump(2) << "\n";  // partial results survive
+  auto write_json = [&] {
+    if (!o_.json_path.empty()) std::ofstream(o_.json_path) << report_json().dump(2) << "\n";
+  };
+  if (run_cpu_) {
+    measure_peaks(thread_counts);
+    prepare_files(workloads, runners);
+    for (const auto& w : workloads)
+      for (int t : thread_counts) {
+        results_.push_back(run_workload(w, t, runners));
+        measure_peaks(thread_counts);
+        write_json();  // partial results survive
+      }
+  }
+
+  if (probe.info) {
+    GpuSectionOptions g;
+    g.device = gpu_device;
+    g.workloads = o_.gpu_workloads;
+    g.runners = o_.gpu_runners;
+    g.frames = o_.gpu_frames.value_or(o_.quick ? 30 : 100);
+    g.warmup = o_.gpu_warmup.value_or(o_.quick ? 3 : 10);
+    g.seconds = o_.gpu_seconds.value_or(o_.quick ? 0.5 : 2.0);
+    g.rounds = o_.rounds_given.value_or(o_.quick ? 3 : o_.rounds);
+    g.timeout = o_.timeout;
+    g.seed = o_.seed;
+    g.python = !o_.gpu_python.empty() ? o_.gpu_python : o_.python_given ? o_.python : python_on_path();
+    if (!fs::exists(g.python)) throw UsageError("--gpu-python " + g.python + " does not exist");
+    g.weights_python = o_.python;
+    g.peer_script = peer_script_;
+    g.self_exe = self_exe();
+    g.work = work_;
+    g.logs = logs_;
+    g.cpu_threads = machine_.cores;
+    gpu_ = std::make_unique<GpuSection>(std::move(g), *probe.info);
+    try {
+      gpu_->run();
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
     }
+  }
 
   const std::string md = report_markdown();
   std::cout << md;
   if (!o_.markdown_path.empty()) std::ofstream(o_.markdown_path) << md;
-  if (!o_.json_path.empty()) std::ofstream(o_.json_path) << report_json().dump(2) << "\n";
+  write_json();
   for (const auto& wr : results_)
     for (const auto& r : wr.runners)
       if (r.status == "disagrees" || r.status == "failed") return 3;
+  if (gpu_ && !gpu_->all_ok()) return 3;
   return 0;
 }
 
 // ---- reports ---------------------------------------------------------------------------------
 
-// A message on one markdown line: newlines as " / ", at most `max` characters.
-std::string one_line(const std::string& text, size_t max) {
-  std::string out;
-  for (char c : text) {
-    if (c == '\n') {
-      if (!out.empty() && out.back() != ' ') out += " / ";
-    } else {
-      out += c;
-    }
-  }
-  while (!out.empty() && (out.back() == ' ' || out.back() == '/')) out.pop_back();
-  return out.size() > max ? out.substr(0, max) + "..." : out;
-}
-
-std::string sci(double v) {
-  std::ostringstream s;
-  s << std::scientific << std::setprecision(1) << v;
-  return s.str();
-}
-
 double mib(int64_t kb) { return kb / 1024.0; }
 
 std::string Bench::report_markdown() const {
+  std::ostringstream m;
+  if (run_cpu_) {
+    m << cpu_markdown();
+  } else {
+    m << "### backbone-bench " << version() << ", " << started_ << "\n\n";
+  }
+  if (gpu_)
+    m << gpu_->markdown();
+  else if (!gpu_skipped_.empty())
+    m << "### GPU section\n\n" << gpu_skip_line(gpu_skipped_) << "\n\n";
+  return m.str();
+}
+
+std::string Bench::cpu_markdown() const {
   std::ostringstream m;
   m << "### backbone-bench " << version() << ", " << started_ << "\n\n";
   m << "- CPU: " << machine_.cpu_model << ", " << machine_.cores << " logical CPUs; " << machine_.flags_summary() << "\n";
@@ -839,6 +916,11 @@ json Bench::report_json() const {
     wl.push_back(w);
   }
   j["workloads"] = wl;
+  j["sections"] = {{"cpu", run_cpu_}, {"gpu", gpu_ != nullptr}};
+  if (gpu_)
+    j["gpu"] = gpu_->to_json();
+  else if (!gpu_skipped_.empty())
+    j["gpu"] = {{"skipped", gpu_skipped_}};
   return j;
 }
 
@@ -857,6 +939,10 @@ WorkerOptions parse_worker_args(int argc, char** argv) {
     else if (a == "--input") w.input = next();
     else if (a == "--threads") w.threads = parse_int(a, next(), 1);
     else if (a == "--reply-fd") w.reply_fd = parse_int(a, next(), 0);
+    else if (a == "--device") w.device = next();
+    else if (a == "--seed") w.seed = static_cast<uint64_t>(parse_int(a, next(), 0));
+    else if (a == "--deform") w.deform = true;
+    else if (a == "--nv12") w.nv12 = true;
     else throw UsageError("unknown worker option " + a);
   }
   return w;
@@ -876,6 +962,9 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::cerr << "backbone-bench: " << e.what() << "\n";
     return 2;
+  } catch (const GpuUnavailableError& e) {
+    std::cerr << "backbone-bench: error: " << e.what() << "\n";
+    return 4;
   } catch (const std::exception& e) {
     std::cerr << "backbone-bench: error: " << e.what() << "\n";
     return 1;

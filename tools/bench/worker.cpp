@@ -26,24 +26,6 @@ namespace fs = std::filesystem;
 
 namespace backbone::bench {
 
-bool parse_ours_runner(const std::string& runner, std::string& engine, std::string& precision, bool* winograd) {
-  if (runner.rfind("ours-", 0) != 0) return false;
-  engine = runner.substr(5);
-  precision = "fp32";
-  auto strip = [&](const std::string& suffix) {
-    if (engine.size() > suffix.size() && engine.compare(engine.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      engine.resize(engine.size() - suffix.size());
-      return true;
-    }
-    return false;
-  };
-  for (const char* p : {"bf16", "fp16"})
-    if (strip(std::string("-") + p)) precision = p;
-  const bool wino = strip("-winograd");
-  if (winograd) *winograd = wino;
-  return !engine.empty();
-}
-
 namespace {
 
 // What a worker runs: forward() for timing, outputs() for the agreement check.
@@ -53,25 +35,49 @@ struct Job {
   std::function<FeatureMaps()> outputs;
 };
 
-Job make_ours_job(const WorkerOptions& o, const Tensor& input, const std::string& engine_name,
-                  const std::string& precision, bool winograd) {
-  Config cfg;
-  cfg.merge_from_list(torchvision_config_overrides(model_depth(o.model)));
-  ResNet model = build_resnet_backbone(cfg, ShapeSpec{3});
-  LoadReport report = load_checkpoint(model, o.weights, /*strict=*/true);
-  std::cerr << "backbone-bench worker: " << report.summary() << "\n";
+// Blocks until every level is computed: a CUDA engine returns its outputs before they are ready
+// (no-op for CPU tensors).
+void wait_ready(const FeatureMaps& maps) {
+  for (const auto& level : maps) cuda_wait_ready(level.second);
+}
+
+Job make_ours_job(const WorkerOptions& o, const Tensor& host_input, const OursRunner& r) {
+  std::string summary;
+  ResNet model = bench_model(model_depth(o.model), o.deform, o.weights, o.seed, &summary);
+  std::cerr << "backbone-bench worker: " << summary << "\n";
   EngineOptions eo;
-  eo.engine = engine_name;
+  eo.engine = r.engine;
+  eo.device = Device::parse(o.device);
   eo.num_threads = o.threads;
-  eo.precision = precision_from_name(precision);
-  eo.winograd = winograd;
+  eo.precision = precision_from_name(r.precision);
+  eo.winograd = r.winograd;
+  eo.allow_tf32 = r.tf32;
   std::shared_ptr<Engine> engine = create_engine(model, eo);
+  // The input where the engine runs, once, outside the timing (as the PyTorch peers hold theirs).
+  const Tensor input = host_input.to(eo.device);
   Job job;
-  // One frame first: engines that choose kernels per input shape (onednn) name them only then.
-  engine->forward(input);
-  job.describe = engine->describe();
-  job.forward = [engine, input] { FeatureMaps f = engine->forward(input); };
-  job.outputs = [engine, input] { return engine->forward(input); };
+  std::string input_note;
+  if (o.nv12) {
+    if (input.dim() != 2 || input.dtype() != DType::UInt8 || input.size(0) % 3 != 0)
+      throw Error("--nv12 expects a uint8 [H * 3 / 2, W] frame, got " + std::string(dtype_name(input.dtype())) + " " +
+                  shape_str(input.shape()));
+    const int64_t h = input.size(0) * 2 / 3, w = input.size(1);
+    const FrameView frame = nv12_frame_view(static_cast<const uint8_t*>(input.data()), h, w, input.device());
+    const FramePreprocessOptions pre = nv12_preprocess_options();
+    // `input` is captured: it owns the frame's memory.
+    job.forward = [engine, input, frame, pre] { wait_ready(engine->forward_frame(frame, pre)); };
+    job.outputs = [engine, input, frame, pre] { return engine->forward_frame(frame, pre); };
+    input_note = "NV12 " + std::to_string(w) + "x" + std::to_string(h) + " frame in " +
+                 (input.device().is_cpu() ? std::string("host") : input.device().str()) +
+                 " memory -> forward_frame (ShortestEdge 800/1333)";
+  } else {
+    job.forward = [engine, input] { wait_ready(engine->forward(input)); };
+    job.outputs = [engine, input] { return engine->forward(input); };
+    input_note = "input " + shape_str(input.shape()) + " float32 on " + input.device().str();
+  }
+  // One frame first: engines that choose kernels per input shape (onednn, cuda) name them only then.
+  job.forward();
+  job.describe = engine->describe() + "; " + input_note + (o.deform ? "; deformable res3-res5" : "");
   return job;
 }
 
@@ -115,10 +121,9 @@ Job make_opencv_dnn_job(const WorkerOptions& o, const Tensor& input) {
 #endif
 
 Job make_job(const WorkerOptions& o, const Tensor& input) {
-  std::string engine, precision;
-  bool winograd = false;
-  if (parse_ours_runner(o.runner, engine, precision, &winograd))
-    return make_ours_job(o, input, engine, precision, winograd);
+  OursRunner ours;
+  if (parse_ours_runner(o.runner, ours)) return make_ours_job(o, input, ours);
+  if (o.deform || o.nv12) throw Error(o.runner + " runs neither the deformable R-50 nor NV12 frames");
   if (o.runner == "opencv-dnn") {
 #ifdef BACKBONE_BENCH_HAVE_OPENCV_DNN
     return make_opencv_dnn_job(o, input);
@@ -126,7 +131,7 @@ Job make_job(const WorkerOptions& o, const Tensor& input) {
     throw UnsupportedError("opencv-dnn: this backbone-bench was built without OpenCV's dnn module");
 #endif
   }
-  throw Error("unknown C++ runner '" + o.runner + "' (expected ours-<engine>[-bf16] or opencv-dnn)");
+  throw Error("unknown C++ runner '" + o.runner + "' (expected ours-<engine>[-winograd|-tf32][-fp32|-fp16|-bf16] or opencv-dnn)");
 }
 
 }  // namespace
@@ -146,7 +151,7 @@ int run_worker(const WorkerOptions& o) {
   Job job;
   try {
     Tensor input = load_npy(o.input);
-    if (input.dtype() != DType::Float32) input = input.to(DType::Float32);
+    if (!o.nv12 && input.dtype() != DType::Float32) input = input.to(DType::Float32);
     input = input.contiguous();
     job = make_job(o, input);
     say("ready " + nlohmann::json{{"describe", job.describe}, {"version", version()}}.dump());

@@ -3,26 +3,26 @@
 // OpenCV DNN on the ONNX export, speaking the same line protocol as bench/peers/peer.py.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace backbone::bench {
 
 struct WorkerOptions {
-  std::string runner;   // "ours-onednn", "ours-onednn-bf16", "ours-libtorch", "ours-opencv", "opencv-dnn"
+  std::string runner;   // "ours-onednn", "ours-onednn-bf16", "ours-cuda-fp16", "ours-libtorch", "opencv-dnn"
   std::string model;    // "R-50"
   std::string weights;  // torchvision .pth
   std::string onnx;     // for opencv-dnn
-  std::string input;    // .npy
+  std::string input;    // .npy: float32 [N, 3, H, W], or with nv12 the uint8 [H * 3 / 2, W] NV12 frame
+  std::string device = "cpu";  // EngineOptions::device of our engines ("cuda:N" for the cuda engine)
+  bool deform = false;  // the deformable R-50 of bench_model (res3-res5)
+  bool nv12 = false;    // Engine::forward_frame on the NV12 frame (in CUDA memory on a CUDA device)
+  uint64_t seed = 0;    // the offset convolutions' weights (deform)
   int threads = 1;
   int reply_fd = 3;
 };
 
 // Runs the worker until "quit" or the end of stdin; returns the exit status.
 int run_worker(const WorkerOptions& options);
-
-// Splits "ours-<engine>[-bf16|-fp16]" into the engine name and precision; false for other names.
-// "ours-<engine>[-winograd][-bf16|-fp16]"; winograd (when given) says whether "-winograd" was there.
-bool parse_ours_runner(const std::string& runner, std::string& engine, std::string& precision,
-                       bool* winograd = nullptr);
 
 }  // namespace backbone::bench

@@ -3,7 +3,8 @@
 //
 //   backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]
 //                  [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]
-//                  [--precision fp32|fp16|bf16] [--winograd] [--size-divisibility N] [--seed N] [KEY VALUE ...]
+//                  [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]
+//                  [KEY VALUE ...]
 //
 // Writes DIR/<name>.npy (float32, NCHW) per out_feature and DIR/shapes.json, and prints the
 // engine's description (kernels, precision, threads). Exit status: 0 on success, 1 on a runtime
@@ -34,7 +35,8 @@ namespace {
 const char* kUsage =
     "usage: backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]\n"
     "                      [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]\n"
-    "                      [--precision fp32|fp16|bf16] [--winograd] [--size-divisibility N] [--seed N] [KEY VALUE ...]\n"
+    "                      [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]\n"
+    "                      [KEY VALUE ...]\n"
     "\n"
     "Runs detectron2's ResNet backbone and writes DIR/<feature>.npy (float32, NCHW) for each\n"
     "MODEL.RESNETS.OUT_FEATURES entry, and DIR/shapes.json (name, shape, stride, channels).\n"
@@ -52,14 +54,19 @@ const char* kUsage =
     "                           ResizeShortestEdge MIN_SIZE_TEST/MAX_SIZE_TEST, PIXEL_MEAN/STD)\n"
     "                           default without --input/--image: a built-in 480x640 test pattern\n"
     "  --output-dir DIR         where to write the results (default: backbone-out)\n"
-    "  --device DEV             cpu, cuda or cuda:N (default: cpu)\n"
+    "  --device DEV             cpu, cuda or cuda:N (default: cpu); a CUDA device runs engine cuda\n"
+    "                           (this project's CUDA/cuDNN engine, in the separately loaded module\n"
+    "                           libbackbone-cuda.so); without a usable one the run fails with the reason\n"
     "  --threads N              CPU threads (default: 0 = every core)\n"
-    "  --engine NAME            auto, onednn, libtorch or opencv (default: auto, the first engine of\n"
-    "                           this build that runs the device and precision, in that order)\n"
-    "  --precision P            fp32, fp16 or bf16 (default: fp32); bf16 runs on onednn; an engine\n"
+    "  --engine NAME            auto, cuda, onednn, libtorch or opencv (default: auto, the first engine\n"
+    "                           of this build that runs the device and precision, in that order)\n"
+    "  --precision P            fp32, fp16 or bf16 (default: fp32); bf16 runs on onednn and cuda, fp16\n"
+    "                           on cuda; an engine\n"
     "                           that does not run P is an error. Outputs are float32 in any case\n"
     "  --winograd               float32 3x3 convolutions by Winograd's algorithm where the engine has\n"
     "                           it (onednn): faster, about 1e-6 off the direct convolution\n"
+    "  --tf32                   engine cuda: let cuDNN use TF32 tensor cores for float32 convolutions\n"
+    "                           (PyTorch's default; features about 1e-3 off); other engines ignore it\n"
     "  --size-divisibility N    pad the preprocessed image to a multiple of N (default: 0)\n"
     "  --seed N                 seed of the initialisation without weights (default: 0)\n"
     "  KEY VALUE                config overrides, e.g. MODEL.RESNETS.DEPTH 101\n";
@@ -73,6 +80,7 @@ struct Options {
   backbone::Precision precision = backbone::Precision::Float32;
   int threads = 0;
   bool winograd = false;
+  bool tf32 = false;
   int64_t size_divisibility = 0;
   uint64_t seed = 0;
   std::vector<std::string> overrides;
@@ -127,6 +135,7 @@ Options parse_args(int argc, char** argv) {
         o.precision = backbone::precision_from_name(p);
       }
       else if (a == "--winograd") o.winograd = true;
+      else if (a == "--tf32") o.tf32 = true;
       else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next(), 0));
       else if (a == "--size-divisibility") o.size_divisibility = parse_int(a, next(), 0);
       else if (a == "--seed") o.seed = static_cast<uint64_t>(parse_int(a, next(), 0));
@@ -139,7 +148,7 @@ Options parse_args(int argc, char** argv) {
   if (o.overrides.size() % 2 != 0)
     throw UsageError("config overrides come in KEY VALUE pairs; '" + o.overrides.back() + "' has no value");
   if (o.output_dir.empty()) throw UsageError("--output-dir must not be empty");
-  if (o.engine.empty()) throw UsageError("--engine must not be empty (auto, onednn, libtorch or opencv)");
+  if (o.engine.empty()) throw UsageError("--engine must not be empty (auto, cuda, onednn, libtorch or opencv)");
   return o;
 }
 
@@ -229,6 +238,7 @@ int run(const Options& o) {
   eo.num_threads = o.threads;
   eo.precision = o.precision;
   eo.winograd = o.winograd;
+  eo.allow_tf32 = o.tf32;
   std::unique_ptr<Engine> engine;
   try {
     engine = create_engine(model, eo);
@@ -239,6 +249,8 @@ int run(const Options& o) {
 
   const auto t0 = std::chrono::steady_clock::now();
   FeatureMaps features = engine->forward(input);
+  // A CUDA engine returns its outputs before they are computed: the time is that of finished ones.
+  for (const auto& level : features) cuda_wait_ready(level.second);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   // After the run: engines that choose kernels per input shape (oneDNN) name them now.
   const std::string description = engine->describe();

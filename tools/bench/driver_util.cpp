@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "driver_util.h"
+
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+#include "backbone/backbone.h"
+#include "bench_core.h"
+
+namespace fs = std::filesystem;
+
+namespace backbone::bench {
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+void run_logged(const std::string& what, const std::vector<std::string>& argv, const std::string& log) {
+  std::string cmd;
+  for (const auto& a : argv) cmd += shell_quote(a) + " ";
+  cmd += "> " + shell_quote(log) + " 2>&1";
+  std::cerr << "backbone-bench: " << what << "\n";
+  const int rc = std::system(cmd.c_str());
+  if (rc != 0) {
+    std::ifstream in(log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    if (text.size() > 3000) text = "..." + text.substr(text.size() - 3000);
+    throw Error(what + " failed (" + cmd + "):\n" + text);
+  }
+}
+
+bool newer_than(const fs::path& a, const fs::path& b) {
+  return fs::exists(a) && fs::exists(b) && fs::last_write_time(a) >= fs::last_write_time(b);
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+std::string sci(double v) {
+  std::ostringstream s;
+  s << std::scientific << std::setprecision(1) << v;
+  return s.str();
+}
+
+std::string one_line(const std::string& text, size_t max) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\n') {
+      if (!out.empty() && out.back() != ' ') out += " / ";
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == '/')) out.pop_back();
+  return out.size() > max ? out.substr(0, max) + "..." : out;
+}
+
+FeatureMaps load_levels(const fs::path& dir) {
+  FeatureMaps maps;
+  for (const char* n : {"res2", "res3", "res4", "res5"}) {
+    const fs::path p = dir / (std::string(n) + ".npy");
+    if (fs::exists(p)) maps.emplace_back(n, load_npy(p.string()));
+  }
+  return maps;
+}
+
+std::vector<double> parse_times(const std::string& reply) {
+  std::istringstream in(reply);
+  std::string head;
+  in >> head;
+  if (head != "times") throw std::runtime_error("expected 'times ...', got '" + reply + "'");
+  std::vector<double> t;
+  for (double v; in >> v;) t.push_back(v);
+  return t;
+}
+
+std::string default_work_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return (fs::path(x) / "backbone-bench").string();
+  if (const char* h = std::getenv("HOME"); h && *h) return (fs::path(h) / ".cache" / "backbone-bench").string();
+  return (fs::temp_directory_path() / "backbone-bench").string();
+}
+
+std::string self_exe() { return fs::read_symlink("/proc/self/exe").string(); }
+
+std::string now_utc() {
+  std::time_t t = std::time(nullptr);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
+  return buf;
+}
+
+namespace {
+
+// Writes through a temporary file, so an interrupted run leaves no half-written input behind.
+void save_atomically(const fs::path& p, const Tensor& t) {
+  const fs::path tmp = p.string() + ".tmp";
+  save_npy(tmp.string(), t);
+  fs::rename(tmp, p);
+}
+
+}  // namespace
+
+fs::path ensure_weights(const fs::path& work, const fs::path& logs, const std::string& python,
+                        const std::string& peer_script, int depth, int seed) {
+  fs::create_directories(work / "weights");
+  const std::string tag = "resnet" + std::to_string(depth) + "-seed" + std::to_string(seed);
+  const fs::path p = work / "weights" / (tag + ".pth");
+  if (!fs::exists(p))
+    run_logged("making the weights " + p.string(),
+               {python, peer_script, "prepare", "--depth", std::to_string(depth), "--seed", std::to_string(seed), "--out",
+                p.string()},
+               (logs / ("prepare-" + tag + ".log")).string());
+  return p;
+}
+
+fs::path ensure_input(const fs::path& work, int batch, int64_t height, int64_t width, int seed) {
+  fs::create_directories(work / "inputs");
+  const std::string size = std::to_string(height) + "x" + std::to_string(width);
+  const fs::path p = work / "inputs" /
+                     ((batch == 1 ? "input-" : "input-b" + std::to_string(batch) + "-") + size + "-seed" +
+                      std::to_string(seed) + ".npy");
+  if (!fs::exists(p)) {
+    Tensor x = Tensor::empty({batch, 3, height, width});
+    std::mt19937 gen(static_cast<uint32_t>(seed) * 7919u + 17u);
+    std::normal_distribution<float> dist(0.f, 1.f);
+    float* d = x.data_ptr<float>();
+    for (int64_t i = 0; i < x.numel(); ++i) d[i] = dist(gen);
+    save_atomically(p, x);
+  }
+  return p;
+}
+
+fs::path ensure_nv12_frame(const fs::path& work, int64_t height, int64_t width, int seed) {
+  fs::create_directories(work / "inputs");
+  const fs::path p = work / "inputs" /
+                     ("nv12-" + std::to_string(width) + "x" + std::to_string(height) + "-seed" + std::to_string(seed) + ".npy");
+  if (!fs::exists(p)) save_atomically(p, make_nv12_frame(height, width, static_cast<uint64_t>(seed)));
+  return p;
+}
+
+}  // namespace backbone::bench
