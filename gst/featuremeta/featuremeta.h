@@ -46,10 +46,11 @@ typedef enum {
 /**
  * GstFeatureDevice:
  *
- * Where a level's data lives. CUDA levels hold a device allocation in their data buffer;
- * gst_feature_level_map() maps that buffer with gst_buffer_map(), so how a read mapping reaches
- * the host (a download into a staging copy, as GStreamer's CUDA memory does) is up to the
- * memory's allocator.
+ * Where a level's data lives. CUDA levels hold a device allocation in their data buffer: one
+ * feature device memory (<gst/featuremeta/featuredevicememory.h>), whose device pointer and
+ * ready event gst_feature_level_get_device_pointer() gives without a copy.
+ * gst_feature_level_map() maps that buffer with gst_buffer_map(): the memory downloads the data
+ * to a host copy at the first read mapping, once.
  */
 typedef enum {
   GST_FEATURE_DEVICE_CPU = 0,
