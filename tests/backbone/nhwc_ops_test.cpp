@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <ostream>
 #include <random>
 #include <stdexcept>
@@ -22,6 +23,7 @@
 #include "backbone/tensor.h"
 #include "deform_cases.h"
 #include "ops/cpu/nhwc_ops.h"
+#include "ops/cuda/deform_conv_nhwc_tile.cuh"
 
 namespace backbone {
 namespace {
@@ -291,6 +293,151 @@ TEST(NhwcDeformTwinChecks, BilinearSampleClosedForm) {
   EXPECT_EQ(nhwc::bilinear_sample(img.data(), 2, 3, 2, -1.0f, 1.0f), 0.0f);
   EXPECT_EQ(nhwc::bilinear_sample(img.data(), 2, 3, 2, 2.0f, 1.0f), 0.0f);
   EXPECT_EQ(nhwc::bilinear_sample(img.data(), 2, 3, 2, 1.0f, 3.0f), 0.0f);
+}
+
+// ---- the CUDA deformable kernel's tile code, run block by block on the host ---------------------
+// deform_conv_nhwc_tile.cuh holds the kernel's phases as __host__ __device__ functions; here each
+// phase runs for all 256 threads of a block in turn (the kernel's __syncthreads() between phases),
+// with shared memory poisoned (NaN floats, -1 indices) before every block, in float32 and in a
+// float16 storage (uint16_t through backbone::float_to_half), against the twin.
+
+namespace tile = backbone::cuda_module::deform_tile;
+
+struct HostFloatIo {
+  static float load(const float* p, int64_t i) { return p[i]; }
+  static void store(float* p, int64_t i, float v) { p[i] = v; }
+};
+
+struct HostHalfIo {
+  static float load(const uint16_t* p, int64_t i) { return half_to_float(p[i]); }
+  static void store(uint16_t* p, int64_t i, float v) { p[i] = float_to_half(v); }
+};
+
+struct HostExec {
+  std::vector<tile::Accumulator> acc = std::vector<tile::Accumulator>(tile::kThreads);
+  int barriers = 0;
+  template <typename Fn>
+  void each(Fn&& fn) {
+    for (int t = 0; t < tile::kThreads; ++t) fn(t, acc[static_cast<std::size_t>(t)]);
+    ++barriers;
+  }
+};
+
+template <typename T, typename Io>
+void run_tile_kernel_on_host(const tile::Problem& pr, const T* in, const T* off, const T* w, const float* bias,
+                             const T* res, T* out) {
+  ASSERT_EQ(tile::validate(pr), "");
+  const tile::Params p = tile::make_params(pr);
+  auto shared = std::make_unique<tile::Shared>();
+  HostExec exec;
+  for (int64_t bx = 0; bx < p.m_tiles; ++bx)
+    for (int64_t by = 0; by < p.groups * p.oc_tiles; ++by) {
+      std::memset(static_cast<void*>(shared.get()), 0xff, sizeof(tile::Shared));
+      for (auto& a : exec.acc)
+        for (auto& row : a.v)
+          for (float& v : row) v = std::nanf("");
+      tile::run_block<T, Io>(p, *shared, exec, bx, by, in, off, w, bias, res, out);
+    }
+}
+
+struct TileConfig {
+  std::string name;
+  int64_t n, cin, h, w, cout, kernel, stride, padding, dilation, groups, dgs;
+  bool modulated, bias, residual, relu;
+};
+
+void PrintTo(const TileConfig& c, std::ostream* os) { *os << c.name; }
+
+class NhwcDeformTileOnHost : public ::testing::TestWithParam<TileConfig> {};
+
+TEST_P(NhwcDeformTileOnHost, MatchesTwin) {
+  const TileConfig& c = GetParam();
+  std::mt19937 rng(77);
+  tile::Problem pr;
+  pr.n = c.n, pr.h = c.h, pr.w = c.w, pr.in_channels = c.cin, pr.out_channels = c.cout;
+  pr.kernel = c.kernel, pr.stride = c.stride, pr.padding = c.padding, pr.dilation = c.dilation;
+  pr.groups = c.groups, pr.deformable_groups = c.dgs, pr.modulated = c.modulated, pr.relu = c.relu;
+  pr.out_h = (c.h + 2 * c.padding - c.dilation * (c.kernel - 1) - 1) / c.stride + 1;
+  pr.out_w = (c.w + 2 * c.padding - c.dilation * (c.kernel - 1) - 1) / c.stride + 1;
+  pr.offset_channels = (c.modulated ? 3 : 2) * c.dgs * c.kernel * c.kernel + 1;  // one ignored extra channel
+  const int64_t pixels = c.n * pr.out_h * pr.out_w;
+  Vec input = random_vec(c.n * c.h * c.w * c.cin, rng);
+  Vec offset = random_vec(pixels * pr.offset_channels, rng, 1.5f);
+  Vec weight = random_vec(c.cout * c.kernel * c.kernel * (c.cin / c.groups), rng, 0.3f);
+  const Vec bias = random_vec(c.cout, rng);
+  Vec residual = random_vec(pixels * c.cout, rng);
+
+  auto twin = [&](const Vec& in, const Vec& off, const Vec& wt, const Vec& res) {
+    Vec out(static_cast<std::size_t>(pixels * c.cout), std::nanf(""));
+    nhwc::DeformConvArgs a;
+    a.input = in.data(), a.offset = off.data(), a.offset_channels = pr.offset_channels, a.weight = wt.data();
+    a.bias = c.bias ? bias.data() : nullptr;
+    a.residual = c.residual ? res.data() : nullptr;
+    a.out = out.data();
+    a.n = c.n, a.h = c.h, a.w = c.w, a.in_channels = c.cin, a.out_channels = c.cout, a.out_h = pr.out_h;
+    a.out_w = pr.out_w, a.kernel = c.kernel, a.stride = c.stride, a.padding = c.padding, a.dilation = c.dilation;
+    a.groups = c.groups, a.deformable_groups = c.dgs, a.modulated = c.modulated, a.relu = c.relu;
+    nhwc::deform_conv(a);
+    return out;
+  };
+
+  // float32 storage.
+  const Vec ref = twin(input, offset, weight, residual);
+  Vec out(ref.size(), std::nanf(""));
+  run_tile_kernel_on_host<float, HostFloatIo>(pr, input.data(), offset.data(), weight.data(),
+                                              c.bias ? bias.data() : nullptr,
+                                              c.residual ? residual.data() : nullptr, out.data());
+  EXPECT_LE(max_abs_diff_of(out, ref), 1e-5 * max_abs_of(ref)) << "fp32, max |ref| " << max_abs_of(ref);
+
+  // float16 storage: the twin on the inputs rounded to half; the output is rounded once more.
+  for (Vec* v : {&input, &offset, &weight, &residual}) nhwc::round_to_half(v->data(), static_cast<int64_t>(v->size()));
+  const Vec ref_h = twin(input, offset, weight, residual);
+  auto to_half = [](const Vec& v) {
+    std::vector<uint16_t> h(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) h[i] = float_to_half(v[i]);
+    return h;
+  };
+  const auto in_h = to_half(input), off_h = to_half(offset), wt_h = to_half(weight), res_h = to_half(residual);
+  std::vector<uint16_t> out_h(ref_h.size(), 0x7e00);
+  run_tile_kernel_on_host<uint16_t, HostHalfIo>(pr, in_h.data(), off_h.data(), wt_h.data(),
+                                                c.bias ? bias.data() : nullptr, c.residual ? res_h.data() : nullptr,
+                                                out_h.data());
+  Vec out_hf(out_h.size());
+  for (std::size_t i = 0; i < out_h.size(); ++i) out_hf[i] = half_to_float(out_h[i]);
+  EXPECT_LE(max_abs_diff_of(out_hf, ref_h), 2e-3 * max_abs_of(ref_h)) << "fp16, max |ref| " << max_abs_of(ref_h);
+}
+
+// Sizes around the tiles (64 pixels x 64 channels, K steps of 16 channels): partial tiles and
+// steps, several of each, deformable groups smaller and larger than convolution groups.
+INSTANTIATE_TEST_SUITE_P(
+    Configs, NhwcDeformTileOnHost,
+    ::testing::Values(TileConfig{"v2_partial_tiles", 2, 20, 9, 8, 70, 3, 1, 1, 1, 1, 1, true, true, true, true},
+                      TileConfig{"v2_groups2_dg4_stride2", 1, 24, 11, 9, 10, 3, 2, 1, 1, 2, 4, true, true, false, false},
+                      TileConfig{"v1_groups4_dg2_dilation2", 1, 16, 10, 10, 132, 3, 1, 2, 2, 4, 2, false, false, true,
+                                 true},
+                      TileConfig{"v1_exact_tiles", 2, 32, 8, 8, 64, 3, 1, 1, 1, 1, 1, false, true, false, false},
+                      TileConfig{"v2_pointwise", 3, 5, 4, 6, 7, 1, 1, 0, 1, 1, 1, true, false, true, false},
+                      TileConfig{"v2_dg3_odd_channels", 1, 45, 7, 5, 65, 3, 1, 1, 1, 1, 3, true, true, true, true}),
+    [](const ::testing::TestParamInfo<TileConfig>& info) { return info.param.name; });
+
+TEST(NhwcDeformTileChecks, ValidateNamesTheProblem) {
+  tile::Problem p;
+  p.n = 1, p.h = 8, p.w = 8, p.in_channels = 8, p.out_channels = 8, p.out_h = 8, p.out_w = 8, p.offset_channels = 18;
+  EXPECT_EQ(tile::validate(p), "");
+  p.out_w = 7;
+  EXPECT_NE(tile::validate(p).find("expected output 8x8, found 8x7"), std::string::npos) << tile::validate(p);
+  p.out_w = 8;
+  p.modulated = true;
+  EXPECT_NE(tile::validate(p).find("at least 27 offset channels"), std::string::npos) << tile::validate(p);
+  p.offset_channels = 27;
+  p.groups = 3;
+  EXPECT_NE(tile::validate(p).find("divisible by groups"), std::string::npos);
+  p.groups = 1;
+  p.deformable_groups = 3;
+  EXPECT_NE(tile::validate(p).find("divisible by deformable_groups"), std::string::npos);
+  p.deformable_groups = 1;
+  p.out_channels = 64 * 65536;
+  EXPECT_NE(tile::validate(p).find("65535"), std::string::npos);
 }
 
 // ---- plain convolution -------------------------------------------------------------------------
