@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -139,6 +140,45 @@ TEST(CudaFrameTwin, YuvMatricesRangesAndChromaSites) {
             for (std::size_t i : {std::size_t{0}, std::size_t{4}, std::size_t{6}, std::size_t{11}})
               expect_twin_matches(t.view, cases[i].options, name + " " + cases[i].name);
           }
+}
+
+TEST(CudaFrameTwin, RandomFramesAndOptions) {
+  // Random formats, sizes, strides, colorimetry and options (fixed seed), beyond the grids above.
+  std::mt19937 gen(2024);
+  auto pick = [&gen](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(gen); };
+  int runs = 0, refusals = 0;
+  for (int i = 0; i < 300; ++i) {
+    const PixelFormat f = test::kAllFormats[pick(0, 12)];
+    const int64_t w = pick(1, 48), h = pick(1, 48);
+    test::TestFrame t = test::make_test_frame(f, w, h, pick(-1, 7), static_cast<uint32_t>(i));
+    t.view.matrix = static_cast<ColorMatrix>(pick(0, 4));
+    t.view.range = static_cast<ColorRange>(pick(0, 1));
+    t.view.chroma_site = static_cast<ChromaSite>(pick(0, 3));
+    FramePreprocessOptions o;
+    o.input_format = pick(0, 1) ? "RGB" : "BGR";
+    for (int c = 0; c < 3; ++c) {
+      o.pixel_mean[c] = static_cast<double>(pick(0, 2550)) / 10.0;
+      o.pixel_std[c] = static_cast<double>(pick(1, 1000)) / 7.0;
+    }
+    o.resize = static_cast<ResizeMode>(pick(0, 2));
+    o.min_size = pick(1, 64);
+    o.max_size = pick(1, 96);
+    o.width = pick(1, 80);
+    o.height = pick(1, 80);
+    o.size_divisibility = pick(0, 9);
+    const std::string name = "random case " + std::to_string(i) + ": " + frame_name(f, w, h, 0);
+    bool refused = false;
+    try {
+      preprocess_frame(t.view, o);
+    } catch (const ShapeError&) {
+      refused = true;  // e.g. a shortest edge that rounds to 0 under a small max_size
+      EXPECT_THROW(make_cuda_frame_args(t.view, o), ShapeError) << name;
+    }
+    if (!refused) expect_twin_matches(t.view, o, name, {3, 5});
+    ++(refused ? refusals : runs);
+  }
+  EXPECT_GT(runs, 250);
+  EXPECT_GT(refusals, 0);
 }
 
 TEST(CudaFrameTwin, Detectron2SizedFrame) {
