@@ -647,7 +647,9 @@ TEST_F(ExtractTest, EngineAndPrecision) {
   EXPECT_NE(std::find(engines.begin(), engines.end(), description.substr(0, description.find(' '))), engines.end())
       << description;
   EXPECT_NE(description.find("fp32"), std::string::npos) << description;
-  EXPECT_NE(description.find("1 thread"), std::string::npos) << description;  // --threads 1
+  if (description.rfind("cuda ", 0) != 0) {  // device auto takes engine cuda on a CUDA device: no CPU threads
+    EXPECT_NE(description.find("1 thread"), std::string::npos) << description;  // --threads 1
+  }
   for (const auto& rel : kGood) {
     const Json side = read_json(out / rel / "extract.json");
     EXPECT_EQ(side["settings"]["engine"], "auto") << rel;
@@ -707,6 +709,50 @@ TEST_F(ExtractTest, EngineAndPrecision) {
       EXPECT_LE(diff, 2e-2 * scale) << name << " frame " << k;
       EXPECT_GT(diff, 0.0) << name << " frame " << k << ": bf16 gave exactly the fp32 features";
     }
+  }
+  EXPECT_EQ(levels, 4);
+}
+
+// --engine cuda --device cuda:0 reach the element's engine "cuda". Without a usable CUDA device every
+// input fails with the loader's reason (no crash, nothing written as finished); with one, the
+// features are those of the CPU engine within 1e-3 * max per level.
+TEST_F(ExtractTest, CudaEngine) {
+  const fs::path video = videos_ / "a" / "clip.avi";
+  if (!backbone::cuda_is_available()) {
+    for (const std::string engine : {"cuda", "auto"}) {
+      const fs::path out = dir_ / ("cuda-" + engine);
+      Result r = run({video.string(), "-o", out.string(), "--engine", engine, "--device", "cuda:0", "--progress", "none"});
+      EXPECT_EQ(r.rc, 1) << r.out;
+      // The element's message (its wording is the element's): the engine, the device, and CUDA as the cause.
+      const auto at = r.out.find("FAILED clip.avi: backbone: engine \"" + engine + "\"");
+      ASSERT_NE(at, std::string::npos) << r.out;
+      const std::string line = r.out.substr(at, r.out.find('\n', at) - at);
+      EXPECT_NE(line.find("cuda:0"), std::string::npos) << line;
+      EXPECT_NE(line.find("CUDA"), std::string::npos) << line;
+      EXPECT_EQ(r.out.find("backbone-extract: engine: "), std::string::npos) << r.out;
+      EXPECT_FALSE(fs::exists(out / "clip.avi" / "extract.json")) << r.out;
+    }
+    return;
+  }
+  Result r = run({video.string(), "-o", (dir_ / "cuda").string(), "--engine", "cuda", "--device", "cuda:0", "-q"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(read_json(dir_ / "cuda" / "clip.avi" / "extract.json")["engine"].get<std::string>().rfind("cuda fp32 on cuda:0", 0),
+            0u);
+  r = run({video.string(), "-o", (dir_ / "cpu").string(), "--device", "cpu", "-q"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto gpu = read_safetensors(dir_ / "cuda" / "clip.avi" / "features-00000.safetensors");
+  auto cpu = read_safetensors(dir_ / "cpu" / "clip.avi" / "features-00000.safetensors");
+  int levels = 0;
+  for (const auto& [name, t] : cpu) {
+    if (name == "pts") continue;
+    ++levels;
+    ASSERT_EQ(gpu[name].shape, t.shape) << name;
+    double diff = 0.0, scale = 0.0;
+    for (size_t j = 0; j < t.f.size(); ++j) {
+      diff = std::max(diff, std::fabs(double(gpu[name].f[j]) - double(t.f[j])));
+      scale = std::max(scale, std::fabs(double(t.f[j])));
+    }
+    EXPECT_LE(diff, 1e-3 * scale) << name;
   }
   EXPECT_EQ(levels, 4);
 }

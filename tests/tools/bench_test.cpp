@@ -374,6 +374,8 @@ TEST(BenchGpuModels, DeformableR50) {
   // res3 4 x 128 ch at 100x152, res4 6 x 256 at 50x76, res5 3 x 512 at 25x38.
   const double offset_macs = 4.0 * 18 * 128 * 9 * 100 * 152 + 6.0 * 18 * 256 * 9 * 50 * 76 + 3.0 * 18 * 512 * 9 * 25 * 38;
   EXPECT_DOUBLE_EQ(conv_flops(deform, 800, 1216) - conv_flops(plain, 800, 1216), 2 * offset_macs);
+  EXPECT_DOUBLE_EQ(conv_flops(build_resnet_backbone(bench_config(50, true), ShapeSpec{3}), 800, 1216),
+                   conv_flops(deform, 800, 1216));
   EXPECT_THROW(bench_model(50, true, "/nonexistent/weights.pth", 0), std::exception);
 }
 

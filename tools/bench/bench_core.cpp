@@ -258,13 +258,17 @@ std::vector<std::string> torchvision_config_overrides(int depth) {
   return o;
 }
 
-ResNet bench_model(int depth, bool deform, const std::string& weights, uint64_t seed, std::string* summary) {
+Config bench_config(int depth, bool deform) {
   Config cfg;
   cfg.merge_from_list(torchvision_config_overrides(depth));
   if (deform)
     cfg.merge_from_list({"MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False, True, True, True]", "MODEL.RESNETS.DEFORM_MODULATED",
                          "False", "MODEL.RESNETS.DEFORM_NUM_GROUPS", "1"});
-  ResNet model = build_resnet_backbone(cfg, ShapeSpec{3});
+  return cfg;
+}
+
+ResNet bench_model(int depth, bool deform, const std::string& weights, uint64_t seed, std::string* summary) {
+  ResNet model = build_resnet_backbone(bench_config(depth, deform), ShapeSpec{3});
   if (!deform) {
     if (weights.empty()) {
       model.init_weights(seed);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backbone/config.h"
 #include "backbone/engine.h"
 #include "backbone/frame.h"
 #include "backbone/resnet.h"
@@ -106,6 +107,8 @@ std::vector<std::string> torchvision_config_overrides(int depth);
 // fractional offsets of up to a few pixels, every tap interpolated) instead of detectron2's zeros,
 // which would sample the grid points only. `summary`, when given, receives the load report.
 ResNet bench_model(int depth, bool deform, const std::string& weights, uint64_t seed, std::string* summary = nullptr);
+// The config of bench_model (no weights): for FLOP counts.
+Config bench_config(int depth, bool deform);
 
 // A seeded NV12 frame, [height * 3 / 2, width] uint8 (Y plane, then interleaved UV rows): Y uniform
 // in 16..235, U and V in 16..240. height and width must be even.

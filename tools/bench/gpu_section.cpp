@@ -145,7 +145,7 @@ WorkloadRun GpuSection::Impl::run_workload(const GpuWorkload& w, const std::vect
                                            const fs::path& input) {
   WorkloadRun res;
   res.w = w;
-  res.flops = w.batch * conv_flops(bench_model(50, w.deform, "", static_cast<uint64_t>(o.seed)), w.height, w.width);
+  res.flops = w.batch * conv_flops(build_resnet_backbone(bench_config(50, w.deform), ShapeSpec{3}), w.height, w.width);
   const std::string tag = "gpu-" + w.key;
   std::cerr << "backbone-bench: GPU " << w.title << ", " << fixed(res.flops / 1e9, 1) << " GFLOP per forward\n";
 

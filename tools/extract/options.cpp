@@ -29,12 +29,15 @@ po::options_description describe(Options* o, std::string* extensions) {
        "weights with a warning)")
       ("out-features", po::value(&o->out_features)->value_name("LIST"),
        "comma-separated levels among stem,res2,res3,res4,res5 (default: the config's)")
-      ("device", po::value(&o->device)->value_name("DEV")->default_value("auto"), "cpu, cuda:N or auto")
+      ("device", po::value(&o->device)->value_name("DEV")->default_value("auto"),
+       "cpu, cuda:N or auto (cuda:0 when a CUDA device is usable, else cpu); cuda:N runs engine cuda, and "
+       "without a usable CUDA device every input fails with the reason")
       ("precision", po::value(&o->precision)->value_name("P")->default_value("fp32"),
-       "fp32, fp16 or bf16 (bf16: engine onednn; an engine that does not run P fails)")
+       "fp32, fp16 or bf16 (fp16: engine cuda; bf16: engines cuda and onednn; an engine that does not run P "
+       "fails)")
       ("engine", po::value(&o->engine)->value_name("NAME")->default_value("auto"),
-       "auto (the first engine of this build that runs the device and precision: onednn, libtorch, "
-       "opencv), onednn, libtorch or opencv; printed once per run and stored in extract.json")
+       "auto (the first engine of this build that runs the device and precision: cuda, onednn, libtorch, "
+       "opencv), cuda, onednn, libtorch or opencv; printed once per run and stored in extract.json")
       ("threads", po::value(&o->threads)->value_name("N")->default_value(0),
        "engine CPU threads per job (0: the cores divided by --jobs)");
   po::options_description frames("Frames");
@@ -183,7 +186,7 @@ bool parse_options(int argc, char** argv, Options* o, std::string* help_text) {
   if (!std::regex_match(o->device, device))
     throw UsageError("--device must be cpu, cuda:N or auto, got \"" + o->device + "\"");
   check_choice("precision", o->precision, {"fp32", "fp16", "bf16"});
-  if (o->engine.empty()) throw UsageError("--engine must not be empty (auto, onednn, libtorch or opencv)");
+  if (o->engine.empty()) throw UsageError("--engine must not be empty (auto, cuda, onednn, libtorch or opencv)");
   check_choice("dtype", o->dtype, {"float32", "float16"});
   check_choice("resize", o->resize, {"none", "shortest-edge", "fixed"});
   check_choice("progress", o->progress, {"auto", "bar", "lines", "none"});
