@@ -27,21 +27,6 @@
 #include "ops/cpu/nhwc_ops.h"
 #include "ops/cuda/kernels.h"
 
-// The module's error helpers (cuda/module.cpp) are not part of backbone-cuda-kernels: weak
-// definitions with the module's behaviour let this test link the kernels alone, and give way to
-// the real ones should the library ever carry them.
-namespace backbone::cuda_module {
-__attribute__((weak)) void throw_cuda_error(cudaError_t error, const char* expr, const char* file, int line) {
-  cudaGetLastError();
-  throw ModuleError(BACKBONE_CUDA_ERROR_RUNTIME, std::string(expr) + " failed: " + cudaGetErrorName(error) + ": " +
-                                                     cudaGetErrorString(error) + " (at " + file + ":" +
-                                                     std::to_string(line) + ")");
-}
-__attribute__((weak)) void throw_argument_error(const std::string& message) {
-  throw ModuleError(BACKBONE_CUDA_ERROR_ARGUMENT, message);
-}
-}  // namespace backbone::cuda_module
-
 namespace backbone {
 namespace {
 

@@ -306,21 +306,60 @@ namespace tile = backbone::cuda_module::deform_tile;
 struct HostFloatIo {
   static float load(const float* p, int64_t i) { return p[i]; }
   static void store(float* p, int64_t i, float v) { p[i] = v; }
+  static float convert(float v) { return v; }
 };
 
 struct HostHalfIo {
   static float load(const uint16_t* p, int64_t i) { return half_to_float(p[i]); }
   static void store(uint16_t* p, int64_t i, float v) { p[i] = float_to_half(v); }
+  static uint16_t convert(float v) { return float_to_half(v); }
 };
 
-struct HostExec {
-  std::vector<tile::Accumulator> acc = std::vector<tile::Accumulator>(tile::kThreads);
-  int barriers = 0;
+// bf16 storage as a distinct type, so that the mma path's tiles are typed like on the device.
+struct Bf16 {
+  uint16_t bits;
+};
+struct HostBf16Io {
+  static float load(const Bf16* p, int64_t i) { return bfloat16_to_float(p[i].bits); }
+  static void store(Bf16* p, int64_t i, float v) { p[i].bits = float_to_bfloat16(v); }
+  static Bf16 convert(float v) { return Bf16{float_to_bfloat16(v)}; }
+};
+
+template <typename StateT>
+struct HostExecT {
+  using State = StateT;
+  std::vector<State> state = std::vector<State>(tile::kThreads);
   template <typename Fn>
   void each(Fn&& fn) {
-    for (int t = 0; t < tile::kThreads; ++t) fn(t, acc[static_cast<std::size_t>(t)]);
-    ++barriers;
+    for (int t = 0; t < tile::kThreads; ++t) fn(t, state[static_cast<std::size_t>(t)]);
   }
+};
+using HostExec = HostExecT<tile::Accumulator>;
+
+// The tensor-core policy on the host: the first thread of each warp does the warp's 16 x 32 part
+// with a plain loop, accumulating in float directly in the staged accumulators.
+template <typename T, typename Io>
+struct HostMmaOps {
+  struct State {};
+  static void zero(tile::SharedMma<T>& s, State&, int tid) {
+    if (tid % 32) return;
+    int row, col;
+    tile::warp_origin(tid / 32, row, col);
+    for (int i = 0; i < tile::kWarpRows; ++i)
+      for (int j = 0; j < tile::kWarpCols; ++j) s.c[row + i][col + j] = 0.0f;
+  }
+  static void step(tile::SharedMma<T>& s, State&, int tid) {
+    if (tid % 32) return;
+    int row, col;
+    tile::warp_origin(tid / 32, row, col);
+    for (int i = 0; i < tile::kWarpRows; ++i)
+      for (int j = 0; j < tile::kWarpCols; ++j) {
+        float acc = s.c[row + i][col + j];
+        for (int k = 0; k < tile::kTileK; ++k) acc += Io::load(&s.a[row + i][0], k) * Io::load(&s.b[k][col + j], 0);
+        s.c[row + i][col + j] = acc;
+      }
+  }
+  static void finish(tile::SharedMma<T>&, State&, int) {}
 };
 
 template <typename T, typename Io>
@@ -333,10 +372,24 @@ void run_tile_kernel_on_host(const tile::Problem& pr, const T* in, const T* off,
   for (int64_t bx = 0; bx < p.m_tiles; ++bx)
     for (int64_t by = 0; by < p.groups * p.oc_tiles; ++by) {
       std::memset(static_cast<void*>(shared.get()), 0xff, sizeof(tile::Shared));
-      for (auto& a : exec.acc)
+      for (auto& a : exec.state)
         for (auto& row : a.v)
           for (float& v : row) v = std::nanf("");
       tile::run_block<T, Io>(p, *shared, exec, bx, by, in, off, w, bias, res, out);
+    }
+}
+
+template <typename T, typename Io>
+void run_tile_mma_on_host(const tile::Problem& pr, const T* in, const T* off, const T* w, const float* bias,
+                          const T* res, T* out) {
+  ASSERT_EQ(tile::validate(pr), "");
+  const tile::Params p = tile::make_params(pr);
+  auto shared = std::make_unique<tile::SharedMma<T>>();
+  HostExecT<typename HostMmaOps<T, Io>::State> exec;
+  for (int64_t bx = 0; bx < p.m_tiles; ++bx)
+    for (int64_t by = 0; by < p.groups * p.oc_tiles; ++by) {
+      std::memset(static_cast<void*>(shared.get()), 0xff, sizeof(tile::SharedMma<T>));
+      tile::run_block_mma<T, Io, HostMmaOps<T, Io>>(p, *shared, exec, bx, by, in, off, w, bias, res, out);
     }
 }
 
@@ -405,6 +458,40 @@ TEST_P(NhwcDeformTileOnHost, MatchesTwin) {
   Vec out_hf(out_h.size());
   for (std::size_t i = 0; i < out_h.size(); ++i) out_hf[i] = half_to_float(out_h[i]);
   EXPECT_LE(max_abs_diff_of(out_hf, ref_h), 2e-3 * max_abs_of(ref_h)) << "fp16, max |ref| " << max_abs_of(ref_h);
+
+  // The tensor-core variant (sampled values rounded to the storage type before the products).
+  std::fill(out_h.begin(), out_h.end(), uint16_t{0x7e00});
+  run_tile_mma_on_host<uint16_t, HostHalfIo>(pr, in_h.data(), off_h.data(), wt_h.data(), c.bias ? bias.data() : nullptr,
+                                             c.residual ? res_h.data() : nullptr, out_h.data());
+  for (std::size_t i = 0; i < out_h.size(); ++i) out_hf[i] = half_to_float(out_h[i]);
+  EXPECT_LE(max_abs_diff_of(out_hf, ref_h), 2e-3 * max_abs_of(ref_h)) << "fp16 mma, max |ref| " << max_abs_of(ref_h);
+
+  // bf16, both variants.
+  Vec in_b = input, off_b = offset, wt_b = weight, res_b = residual;  // already half: round again to bf16
+  for (Vec* v : {&in_b, &off_b, &wt_b, &res_b}) nhwc::round_to_bfloat16(v->data(), static_cast<int64_t>(v->size()));
+  const Vec ref_b = twin(in_b, off_b, wt_b, res_b);
+  auto to_bf16 = [](const Vec& v) {
+    std::vector<Bf16> b(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) b[i].bits = float_to_bfloat16(v[i]);
+    return b;
+  };
+  const auto in_bb = to_bf16(in_b), off_bb = to_bf16(off_b), wt_bb = to_bf16(wt_b), res_bb = to_bf16(res_b);
+  std::vector<Bf16> out_b(ref_b.size(), Bf16{0x7fc0});
+  Vec out_bf(out_b.size());
+  for (int mma = 0; mma < 2; ++mma) {
+    if (mma)
+      run_tile_mma_on_host<Bf16, HostBf16Io>(pr, in_bb.data(), off_bb.data(), wt_bb.data(),
+                                             c.bias ? bias.data() : nullptr, c.residual ? res_bb.data() : nullptr,
+                                             out_b.data());
+    else
+      run_tile_kernel_on_host<Bf16, HostBf16Io>(pr, in_bb.data(), off_bb.data(), wt_bb.data(),
+                                                c.bias ? bias.data() : nullptr, c.residual ? res_bb.data() : nullptr,
+                                                out_b.data());
+    for (std::size_t i = 0; i < out_b.size(); ++i) out_bf[i] = bfloat16_to_float(out_b[i].bits);
+    EXPECT_LE(max_abs_diff_of(out_bf, ref_b), 1.6e-2 * max_abs_of(ref_b))
+        << "bf16 " << (mma ? "mma" : "fma") << ", max |ref| " << max_abs_of(ref_b);
+    std::fill(out_b.begin(), out_b.end(), Bf16{0x7fc0});
+  }
 }
 
 // Sizes around the tiles (64 pixels x 64 channels, K steps of 16 channels): partial tiles and

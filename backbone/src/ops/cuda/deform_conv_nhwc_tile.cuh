@@ -12,6 +12,10 @@
 // the threads sample the input directly (no im2col buffer in global memory) into a float tile
 // a[k][pixel] and load the weights into b[k][channel]; each thread then accumulates 4 x 4 outputs
 // with float FMAs. The epilogue adds bias and residual, applies ReLU and stores in the storage type.
+// The tensor-core variant (run_block_mma, fp16 / bf16 on sm_80+) keeps the same sampling but stores
+// the tiles in the storage type (a[pixel][k], b[k][channel]), lets each warp accumulate 16 pixels x
+// 32 channels with 16x16x16 matrix operations (the `Mma` policy: WMMA on the device, a plain loop
+// in the CPU test), and runs the epilogue from the float accumulators staged in shared memory.
 #pragma once
 
 #include <math.h>
@@ -131,19 +135,23 @@ struct Accumulator {
 BACKBONE_HD int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 BACKBONE_HD float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
-BACKBONE_HD void setup_pixels(const Params& p, Shared& s, Accumulator& acc, int64_t m0, int tid) {
+template <typename S>
+BACKBONE_HD_TEMPLATE void setup_pixels(const Params& p, S& s, int64_t m0, int tid) {
   for (int m = tid; m < kTileM; m += kThreads) {
     const int64_t pix = m0 + m;
     s.image[m] = pix < p.pixels ? (pix / p.plane) * p.h * p.w : -1;
   }
+}
+
+BACKBONE_HD void zero(Accumulator& acc) {
   for (int i = 0; i < kPerThreadM; ++i)
     for (int j = 0; j < kPerThreadN; ++j) acc.v[i][j] = 0.0f;
 }
 
 // Corner indices, bilinear weights (torchvision's bilinear_interpolate) and mask of every pixel of
 // the tile for one tap and deformable group.
-template <typename T, typename Io>
-BACKBONE_HD_TEMPLATE void setup_samples(const Params& p, Shared& s, const T* offset, int64_t m0, int64_t tap,
+template <typename T, typename Io, typename S>
+BACKBONE_HD_TEMPLATE void setup_samples(const Params& p, S& s, const T* offset, int64_t m0, int64_t tap,
                                         int64_t dg, int tid) {
   for (int m = tid; m < kTileM; m += kThreads) {
     const int64_t pix = m0 + m;
@@ -185,23 +193,26 @@ BACKBONE_HD_TEMPLATE void setup_samples(const Params& p, Shared& s, const T* off
 
 // One K step: channels [c0, c0 + kc) of convolution group grp (c0 relative to the group), one tap.
 // Consecutive threads take consecutive channels of one pixel (coalesced NHWC reads).
+// The sampled value (times the mask) of input channel c_abs at tile pixel m, or 0 past the end.
+template <typename T, typename Io, typename S>
+BACKBONE_HD_TEMPLATE float sample(const Params& p, const S& s, const T* input, int64_t c_abs, int m) {
+  if (s.image[m] < 0) return 0.0f;
+  const T* src = input + s.image[m] * p.cin + c_abs;  // this channel in pixel (0, 0) of the image
+  const int i0 = s.corner[0][m], i1 = s.corner[1][m], i2 = s.corner[2][m], i3 = s.corner[3][m];
+  const float v1 = i0 >= 0 ? Io::load(src, static_cast<int64_t>(i0) * p.cin) : 0.0f;
+  const float v2 = i1 >= 0 ? Io::load(src, static_cast<int64_t>(i1) * p.cin) : 0.0f;
+  const float v3 = i2 >= 0 ? Io::load(src, static_cast<int64_t>(i2) * p.cin) : 0.0f;
+  const float v4 = i3 >= 0 ? Io::load(src, static_cast<int64_t>(i3) * p.cin) : 0.0f;
+  return s.mask[m] * (s.weight[0][m] * v1 + s.weight[1][m] * v2 + s.weight[2][m] * v3 + s.weight[3][m] * v4);
+}
+
 template <typename T, typename Io>
 BACKBONE_HD_TEMPLATE void load_tiles(const Params& p, Shared& s, const T* input, const T* weight, int64_t grp,
                                      int64_t n0, int64_t tap, int64_t c0, int kc, int tid) {
   const int64_t c_abs = grp * p.cg + c0;
   for (int e = tid; e < kTileK * kTileM; e += kThreads) {
     const int kk = e % kTileK, m = e / kTileK;
-    float v = 0.0f;
-    if (kk < kc && s.image[m] >= 0) {
-      const T* src = input + s.image[m] * p.cin + c_abs + kk;  // this channel in pixel (0, 0) of the image
-      const int i0 = s.corner[0][m], i1 = s.corner[1][m], i2 = s.corner[2][m], i3 = s.corner[3][m];
-      const float v1 = i0 >= 0 ? Io::load(src, static_cast<int64_t>(i0) * p.cin) : 0.0f;
-      const float v2 = i1 >= 0 ? Io::load(src, static_cast<int64_t>(i1) * p.cin) : 0.0f;
-      const float v3 = i2 >= 0 ? Io::load(src, static_cast<int64_t>(i2) * p.cin) : 0.0f;
-      const float v4 = i3 >= 0 ? Io::load(src, static_cast<int64_t>(i3) * p.cin) : 0.0f;
-      v = s.mask[m] * (s.weight[0][m] * v1 + s.weight[1][m] * v2 + s.weight[2][m] * v3 + s.weight[3][m] * v4);
-    }
-    s.a[kk][m] = v;
+    s.a[kk][m] = kk < kc ? sample<T, Io>(p, s, input, c_abs + kk, m) : 0.0f;
   }
   for (int e = tid; e < kTileK * kTileN; e += kThreads) {
     const int kk = e % kTileK, nn = e / kTileK;
@@ -262,7 +273,10 @@ BACKBONE_HD_TEMPLATE void run_block(const Params& p, Shared& s, Exec& exec, int6
   const int64_t m0 = block_m * kTileM;
   const int64_t grp = block_n / p.oc_tiles;
   const int64_t n0 = (block_n % p.oc_tiles) * kTileN;
-  exec.each([&](int tid, Accumulator& acc) { setup_pixels(p, s, acc, m0, tid); });
+  exec.each([&](int tid, Accumulator& acc) {
+    setup_pixels(p, s, m0, tid);
+    zero(acc);
+  });
   for (int64_t tap = 0; tap < p.taps; ++tap) {
     // Segments of the group's channels [cs, seg_end) that lie in one deformable group.
     for (int64_t cs = 0; cs < p.cg;) {
@@ -278,6 +292,105 @@ BACKBONE_HD_TEMPLATE void run_block(const Params& p, Shared& s, Exec& exec, int6
     }
   }
   exec.each([&](int tid, Accumulator& acc) { store_outputs<T, Io>(p, acc, bias, residual, out, m0, grp, n0, tid); });
+}
+
+// ---- tensor-core variant -------------------------------------------------------------------------
+
+constexpr int kLdA = kTileK + 8;  // leading dimensions (elements) of the shared tiles: multiples of 8
+constexpr int kLdB = kTileN + 8;  // (16-byte rows) for the 16-bit matrix loads, 4 for the float one
+constexpr int kLdC = kTileN + 4;
+constexpr int kWarpRows = 16;  // a warp accumulates 16 pixels x 32 channels: two 16x16 fragments
+constexpr int kWarpCols = 32;
+constexpr int kWarpsM = kTileM / kWarpRows;  // 4
+static_assert(kWarpsM * (kTileN / kWarpCols) * 32 == kThreads, "one warp per 16 x 32 part of the tile");
+static_assert(kTileK == 16, "one 16x16x16 matrix operation per K step");
+
+// Shared memory of the tensor-core block (about 25 KiB for 16-bit T); 32-byte aligned rows.
+template <typename T>
+struct SharedMma {
+  alignas(32) T a[kTileM][kLdA];     // sampled input (times the mask) in the storage type
+  alignas(32) T b[kTileK][kLdB];     // weights
+  alignas(32) float c[kTileM][kLdC]; // the warps' accumulators, for the epilogue
+  float weight[4][kTileM];
+  float mask[kTileM];
+  int corner[4][kTileM];
+  int64_t image[kTileM];
+};
+
+// First row (pixel) and column (channel) of warp `warp`'s 16 x 32 part of the tile.
+BACKBONE_HD void warp_origin(int warp, int& row, int& col) {
+  row = (warp % kWarpsM) * kWarpRows;
+  col = (warp / kWarpsM) * kWarpCols;
+}
+
+// Io::convert(float) -> T rounds to the storage type.
+template <typename T, typename Io>
+BACKBONE_HD_TEMPLATE void load_tiles_mma(const Params& p, SharedMma<T>& s, const T* input, const T* weight,
+                                         int64_t grp, int64_t n0, int64_t tap, int64_t c0, int kc, int tid) {
+  const int64_t c_abs = grp * p.cg + c0;
+  for (int e = tid; e < kTileK * kTileM; e += kThreads) {
+    const int kk = e % kTileK, m = e / kTileK;
+    s.a[m][kk] = Io::convert(kk < kc ? sample<T, Io>(p, s, input, c_abs + kk, m) : 0.0f);
+  }
+  for (int e = tid; e < kTileK * kTileN; e += kThreads) {
+    const int kk = e % kTileK, nn = e / kTileK;
+    const int64_t o = n0 + nn;
+    s.b[kk][nn] = (kk < kc && o < p.og) ? weight[((grp * p.og + o) * p.taps + tap) * p.cg + c0 + kk]
+                                        : Io::convert(0.0f);
+  }
+}
+
+// out = act(c + bias + residual) from the staged accumulators; consecutive threads take consecutive
+// channels (coalesced stores).
+template <typename T, typename Io, typename S>
+BACKBONE_HD_TEMPLATE void store_outputs_staged(const Params& p, const S& s, const float* bias, const T* residual,
+                                               T* out, int64_t m0, int64_t grp, int64_t n0, int tid) {
+  for (int e = tid; e < kTileM * kTileN; e += kThreads) {
+    const int m = e / kTileN, nn = e % kTileN;
+    const int64_t pix = m0 + m, o = n0 + nn;
+    if (pix >= p.pixels || o >= p.og) continue;
+    const int64_t oc = grp * p.og + o;
+    const int64_t index = pix * p.cout + oc;
+    float v = s.c[m][nn];
+    if (bias) v += bias[oc];
+    if (residual) v += Io::load(residual, index);
+    if (p.relu && v < 0.0f) v = 0.0f;
+    Io::store(out, index, v);
+  }
+}
+
+// As run_block, with the Mma policy's zero / step / finish (warp-collective on the device: every
+// thread calls them) on the per-thread state Exec::State.
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
+template <typename T, typename Io, typename Mma, typename Exec>
+BACKBONE_HD_TEMPLATE void run_block_mma(const Params& p, SharedMma<T>& s, Exec& exec, int64_t block_m,
+                                        int64_t block_n, const T* input, const T* offset, const T* weight,
+                                        const float* bias, const T* residual, T* out) {
+  using State = typename Exec::State;
+  const int64_t m0 = block_m * kTileM;
+  const int64_t grp = block_n / p.oc_tiles;
+  const int64_t n0 = (block_n % p.oc_tiles) * kTileN;
+  exec.each([&](int tid, State& st) {
+    setup_pixels(p, s, m0, tid);
+    Mma::zero(s, st, tid);
+  });
+  for (int64_t tap = 0; tap < p.taps; ++tap) {
+    for (int64_t cs = 0; cs < p.cg;) {
+      const int64_t dg = (grp * p.cg + cs) / p.cd;
+      const int64_t seg_end = min64(p.cg, (dg + 1) * p.cd - grp * p.cg);
+      exec.each([&](int tid, State&) { setup_samples<T, Io>(p, s, offset, m0, tap, dg, tid); });
+      for (int64_t c0 = cs; c0 < seg_end; c0 += kTileK) {
+        const int kc = static_cast<int>(min64(kTileK, seg_end - c0));
+        exec.each([&](int tid, State&) { load_tiles_mma<T, Io>(p, s, input, weight, grp, n0, tap, c0, kc, tid); });
+        exec.each([&](int tid, State& st) { Mma::step(s, st, tid); });
+      }
+      cs = seg_end;
+    }
+  }
+  exec.each([&](int tid, State& st) { Mma::finish(s, st, tid); });
+  exec.each([&](int tid, State&) { store_outputs_staged<T, Io>(p, s, bias, residual, out, m0, grp, n0, tid); });
 }
 
 }  // namespace backbone::cuda_module::deform_tile
