@@ -56,7 +56,8 @@ class NhwcKernelsCuda : public ::testing::Test {
     const std::string why = no_device_reason();
     if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
     ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
-    ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
+    // A blocking stream: it waits for the uploads and poisoning done on the legacy default stream.
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamDefault), cudaSuccess);
   }
   void TearDown() override {
     if (stream_) {
@@ -147,6 +148,7 @@ std::unique_ptr<DeviceMemory> upload(StorageType t, const Vec& v) {
   if (bytes) {
     EXPECT_EQ(cudaMemcpy(d->get(), host.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
   }
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // pageable copies may still be in flight otherwise
   return d;
 }
 
@@ -178,6 +180,7 @@ std::unique_ptr<DeviceMemory> poisoned(StorageType t, std::size_t count) {
   if (count) {
     EXPECT_EQ(cudaMemset(d->get(), 0xff, d->bytes()), cudaSuccess);
   }
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // cudaMemset is asynchronous
   return d;
 }
 
