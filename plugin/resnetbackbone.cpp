@@ -54,11 +54,21 @@
 
 #include "resnetbackbone.h"
 
+#include <gst/featuremeta/featuredevicememory.h>
 #include <gst/featuremeta/featuremeta.h>
 #include <gst/video/video.h>
 
+#if BACKBONE_HAVE_GST_CUDA
+#include <gst/cuda/gstcudacontext.h>
+#include <gst/cuda/gstcudaloader.h>
+#include <gst/cuda/gstcudamemory.h>
+#include <gst/cuda/gstcudautils.h>
+#endif
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <map>
@@ -207,6 +217,11 @@ enum
 #define DEFAULT_UNIQUE_ID 0
 
 #define MAX_IMAGE_SIZE 16384
+/* Caps feature of frames in CUDA memory (GST_CAPS_FEATURE_MEMORY_CUDA_MEMORY of GStreamer's CUDA
+ * library), spelt out so that builds without that library filter it too. */
+#define CUDA_MEMORY_FEATURE "memory:CUDAMemory"
+/* The formats the cuda engine takes in CUDA memory. */
+#define BACKBONE_CUDA_VIDEO_FORMATS "{ NV12, I420, RGBA, BGRA, RGBx, BGRx }"
 /* Inference times kept for the LATENCY query (the largest of them is reported). */
 #define LATENCY_WINDOW 16
 
@@ -235,9 +250,57 @@ struct Settings {
   guint unique_id = DEFAULT_UNIQUE_ID;
 };
 
+/* The CUDA context every CUDA call of the element runs in: GStreamer's GstCudaContext (shared with
+ * upstream CUDA elements, so that their frames' device pointers are valid in it) when the plugin
+ * is built with GStreamer's CUDA library and the engine is "cuda". Without one (a build without
+ * that library) the CUDA module uses the device's primary context. Held by the model and by every
+ * level left on the GPU (its download and its release run in the context). */
+struct CudaContextHolder {
+#if BACKBONE_HAVE_GST_CUDA
+  GstCudaContext *context;
+
+  explicit CudaContextHolder (GstCudaContext * c) : context ((GstCudaContext *) gst_object_ref (c)) {}
+  ~CudaContextHolder () { gst_object_unref (context); }
+  CudaContextHolder (const CudaContextHolder &) = delete;
+  CudaContextHolder & operator= (const CudaContextHolder &) = delete;
+#endif
+};
+using CudaContextPtr = std::shared_ptr<CudaContextHolder>;
+
+/* Makes the context current on the calling thread for the scope (gst_cuda_context_push / pop);
+ * nothing without one. Throws backbone::DeviceError when the push fails. */
+class CudaContextScope {
+ public:
+  explicit CudaContextScope (const CudaContextPtr & holder) {
+#if BACKBONE_HAVE_GST_CUDA
+    if (holder) {
+      if (!gst_cuda_context_push (holder->context))
+        throw backbone::DeviceError ("gst_cuda_context_push failed: cannot make GStreamer's CUDA "
+            "context current on this thread");
+      pushed_ = true;
+    }
+#endif
+  }
+  ~CudaContextScope () {
+#if BACKBONE_HAVE_GST_CUDA
+    if (pushed_)
+      gst_cuda_context_pop (nullptr);
+#endif
+  }
+  CudaContextScope (const CudaContextScope &) = delete;
+  CudaContextScope & operator= (const CudaContextScope &) = delete;
+
+ private:
+  bool pushed_ = false;
+};
+
 /* A loaded model, built in start() and freed in stop(). */
 struct Model {
   std::unique_ptr<backbone::Engine> engine;
+  bool cuda_engine = false;      /* engine "cuda": frames go through forward_frame */
+  int cuda_device = 0;           /* its N of cuda:N */
+  CudaContextPtr cuda;           /* the context it runs in (GstCudaContext), or none */
+  bool cuda_frames = false;      /* takes frames in CUDA memory (cuda engine with a GstCudaContext) */
   std::string engine_description;  /* engine->describe () */
   backbone::FramePreprocessOptions preprocess;
   std::map<std::string, int> strides;  /* out feature -> stride in input pixels */
@@ -259,6 +322,16 @@ struct GstResnetBackbonePrivate {
   guint64 inferences = 0;
   guint64 qos_skipped = 0;
 
+  gboolean cuda_input = FALSE;   /* the negotiated caps are memory:CUDAMemory */
+  gboolean warned_foreign_cuda = FALSE;
+  /* Whether the pads offer memory:CUDAMemory: -1 before start() (from the properties), else
+   * whether the loaded model takes CUDA frames. */
+  std::atomic<int> cuda_caps {-1};
+#if BACKBONE_HAVE_GST_CUDA
+  std::mutex cuda_lock;          /* guards cuda_context */
+  GstCudaContext *cuda_context = nullptr;  /* shared with upstream/downstream CUDA elements */
+#endif
+
   std::mutex lock;               /* guards pool, earliest_time, latencies */
   std::shared_ptr<gstbackbone::FeaturePool> pool;
   GstClockTime earliest_time = GST_CLOCK_TIME_NONE;
@@ -273,15 +346,25 @@ struct _GstResnetBackbone
   GstResnetBackbonePrivate *priv;
 };
 
+/* Frames in CUDA memory first (preferred where the engine is "cuda"; removed from every caps
+ * answer otherwise), then system memory. */
+#if BACKBONE_HAVE_GST_CUDA
+#define BACKBONE_CAPS \
+  GST_VIDEO_CAPS_MAKE_WITH_FEATURES (CUDA_MEMORY_FEATURE, BACKBONE_CUDA_VIDEO_FORMATS) "; " \
+  GST_VIDEO_CAPS_MAKE (BACKBONE_VIDEO_FORMATS)
+#else
+#define BACKBONE_CAPS GST_VIDEO_CAPS_MAKE (BACKBONE_VIDEO_FORMATS)
+#endif
+
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK,
     GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (BACKBONE_VIDEO_FORMATS)));
+    GST_STATIC_CAPS (BACKBONE_CAPS));
 
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     GST_PAD_SRC,
     GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (BACKBONE_VIDEO_FORMATS)));
+    GST_STATIC_CAPS (BACKBONE_CAPS));
 
 #define gst_resnet_backbone_parent_class parent_class
 G_DEFINE_TYPE_WITH_CODE (GstResnetBackbone, gst_resnet_backbone, GST_TYPE_BASE_TRANSFORM,
@@ -307,6 +390,11 @@ static gboolean gst_resnet_backbone_src_event (GstBaseTransform * trans, GstEven
 static gboolean gst_resnet_backbone_query (GstBaseTransform * trans, GstPadDirection direction,
     GstQuery * query);
 static GstFlowReturn gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf);
+static GstCaps *gst_resnet_backbone_transform_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, GstCaps * filter);
+static gboolean gst_resnet_backbone_accept_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps);
+static void gst_resnet_backbone_set_context (GstElement * element, GstContext * context);
 
 static void
 gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
@@ -365,6 +453,15 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
    * Which of them a build has is the backbone library's backbone::available_engines(); an engine
    * this build lacks fails the start with an error that lists the ones it has. The one "auto"
    * picked is in #GstResnetBackbone:engine-description.
+   *
+   * "cuda" (the project's CUDA/cuDNN engine, device cuda:N; also what "auto" picks for a CUDA
+   * device) takes frames in system memory or, with GStreamer's CUDA library, in CUDA memory
+   * (video/x-raw(memory:CUDAMemory) in NV12, I420, RGBA, BGRA, RGBx, BGRx from nvh264dec,
+   * cudaupload, ...) without a copy through the host, sharing the CUDA context with the upstream
+   * CUDA elements. The pads offer CUDA memory only with engine=cuda, or engine=auto with
+   * device=cuda:N. Its levels stay in GPU memory: each level's data is one feature device memory
+   * (<gst/featuremeta/featuredevicememory.h>) with the event that marks it ready; mapping a level
+   * on the host downloads it once.
    */
   g_object_class_install_property (gobject_class, PROP_ENGINE,
       g_param_spec_string ("engine", "Engine",
@@ -586,6 +683,7 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
   gst_element_class_add_static_pad_template (element_class, &src_template);
 
   element_class->change_state = GST_DEBUG_FUNCPTR (gst_resnet_backbone_change_state);
+  element_class->set_context = GST_DEBUG_FUNCPTR (gst_resnet_backbone_set_context);
 
   trans_class->start = GST_DEBUG_FUNCPTR (gst_resnet_backbone_start);
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_resnet_backbone_stop);
@@ -594,6 +692,8 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
   trans_class->src_event = GST_DEBUG_FUNCPTR (gst_resnet_backbone_src_event);
   trans_class->query = GST_DEBUG_FUNCPTR (gst_resnet_backbone_query);
   trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_resnet_backbone_transform_ip);
+  trans_class->transform_caps = GST_DEBUG_FUNCPTR (gst_resnet_backbone_transform_caps);
+  trans_class->accept_caps = GST_DEBUG_FUNCPTR (gst_resnet_backbone_accept_caps);
   trans_class->passthrough_on_same_caps = FALSE;
   trans_class->transform_ip_on_passthrough = FALSE;
 
@@ -617,6 +717,9 @@ gst_resnet_backbone_finalize (GObject * object)
 {
   GstResnetBackbone *self = GST_RESNET_BACKBONE (object);
 
+#if BACKBONE_HAVE_GST_CUDA
+  gst_clear_object (&self->priv->cuda_context);
+#endif
   delete self->priv;
   self->priv = nullptr;
 
@@ -932,6 +1035,20 @@ load_model (GstResnetBackbone * self, const Settings & s)
     engine_list += (engine_list.empty ()? "" : ", ") + e;
   if (engine_list.empty ())
     engine_list = "none";
+  if (s.engine == "cuda" && std::find (engines.begin (), engines.end (), s.engine) == engines.end ()) {
+    /* Built in (its library side always is) but the CUDA module or a device is missing: say why. */
+    std::string why = "the CUDA module sees no device";
+    try {
+      const backbone::Device d = s.device == "auto" || s.device.empty ()? backbone::Device::cuda (0) :
+          backbone::Device::parse (s.device);
+      backbone::cuda_device_info (d.is_cuda ()? d.index : 0);
+    } catch (const std::exception &e) {
+      why = e.what ();
+    }
+    throw fail (GST_RESOURCE_ERROR_NOT_FOUND, "engine \"cuda\" on " + (s.device.empty () ?
+            std::string ("auto") : s.device) + " cannot run: " + why +
+        " (the engines of this build that run here: " + engine_list + ")");
+  }
   if (s.engine != "auto" && std::find (engines.begin (), engines.end (), s.engine) == engines.end ()) {
     const bool known = s.engine == "onednn" || s.engine == "libtorch" || s.engine == "opencv";
     throw fail (GST_RESOURCE_ERROR_SETTINGS, (known ? "engine \"" + s.engine +
@@ -1062,6 +1179,109 @@ load_model (GstResnetBackbone * self, const Settings & s)
   return model;
 }
 
+/* Whether the properties ask for the cuda engine (engine=cuda, or engine=auto on a CUDA device),
+ * and on which device. @explicit_request: the properties name CUDA (engine=cuda or device=cuda:N),
+ * rather than device=auto finding a GPU. */
+static bool
+settings_want_cuda (const Settings & s, int *device, bool *explicit_request)
+{
+  const bool auto_device = s.device == "auto" || s.device.empty ();
+  backbone::Device d = backbone::Device::cpu ();
+  if (!auto_device) {
+    try {
+      d = backbone::Device::parse (s.device);
+    } catch (const std::exception &) {
+      return false;             /* load_model reports the bad device */
+    }
+  }
+  *device = d.is_cuda ()? d.index : 0;
+  *explicit_request = s.engine == "cuda" || d.is_cuda ();
+  if (s.engine == "cuda")
+    return auto_device || d.is_cuda ();
+  if (s.engine == "auto")
+    return d.is_cuda () || (auto_device && backbone::cuda_is_available ());
+  return false;
+}
+
+/* Whether the pads offer memory:CUDAMemory now: what the loaded model takes, or before start()
+ * what the properties ask for (engine=cuda, or engine=auto with device=cuda:N). */
+static bool
+gst_resnet_backbone_cuda_caps_allowed (GstResnetBackbone * self)
+{
+#if BACKBONE_HAVE_GST_CUDA
+  const int state = self->priv->cuda_caps.load ();
+  if (state >= 0)
+    return state == 1;
+  GST_OBJECT_LOCK (self);
+  const std::string engine = self->priv->settings.engine;
+  const std::string device = self->priv->settings.device;
+  GST_OBJECT_UNLOCK (self);
+  return engine == "cuda" || (engine == "auto" && device.rfind ("cuda", 0) == 0);
+#else
+  return false;
+#endif
+}
+
+/* For the cuda engine: GStreamer's CUDA library loaded and a GstCudaContext of the device, shared
+ * with the neighbours (gst_cuda_ensure_element_context), in @cuda. Leaves @cuda empty for other
+ * engines and in builds without GStreamer's CUDA library. FALSE (with an error posted) when the
+ * properties ask for CUDA and it cannot be had. */
+static gboolean
+gst_resnet_backbone_open_cuda_context (GstResnetBackbone * self, const Settings & s,
+    CudaContextPtr * cuda)
+{
+  int device = 0;
+  bool explicit_request = false;
+  cuda->reset ();
+  if (!settings_want_cuda (s, &device, &explicit_request))
+    return TRUE;
+#if BACKBONE_HAVE_GST_CUDA
+  GstResnetBackbonePrivate *priv = self->priv;
+  if (!gst_cuda_load_library ()) {
+    if (!explicit_request) {
+      GST_WARNING_OBJECT (self, "device=auto: GStreamer's CUDA library cannot load the CUDA driver "
+          "(libcuda.so.1); no CUDA context shared with other elements");
+      return TRUE;
+    }
+    GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+        ("engine \"%s\" on cuda:%d needs the NVIDIA driver's CUDA library (libcuda.so.1), which "
+            "GStreamer's CUDA library could not load: no usable NVIDIA driver or GPU on this "
+            "machine", s.engine.c_str (), device),
+        ("gst_cuda_load_library() failed (engine=%s device=%s)", s.engine.c_str (),
+            s.device.c_str ()));
+    return FALSE;
+  }
+  std::lock_guard<std::mutex> guard (priv->cuda_lock);
+  if (priv->cuda_context) {
+    /* A context set by a neighbour (set_context) for another device is not ours. */
+    guint ctx_device = 0;
+    g_object_get (priv->cuda_context, "cuda-device-id", &ctx_device, nullptr);
+    if ((int) ctx_device != device) {
+      GST_INFO_OBJECT (self, "dropping the CUDA context of device %u: the engine runs on cuda:%d",
+          ctx_device, device);
+      gst_clear_object (&priv->cuda_context);
+    }
+  }
+  if (!gst_cuda_ensure_element_context (GST_ELEMENT (self), device, &priv->cuda_context)) {
+    if (!explicit_request) {
+      GST_WARNING_OBJECT (self, "device=auto: no CUDA context for cuda:%d", device);
+      return TRUE;
+    }
+    GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+        ("engine \"%s\" on cuda:%d: cannot create or share a CUDA context on that device",
+            s.engine.c_str (), device),
+        ("gst_cuda_ensure_element_context() failed for device %d", device));
+    return FALSE;
+  }
+  *cuda = std::make_shared<CudaContextHolder> (priv->cuda_context);
+  GST_INFO_OBJECT (self, "CUDA context %" GST_PTR_FORMAT " for cuda:%d", priv->cuda_context, device);
+#else
+  GST_DEBUG_OBJECT (self, "engine on cuda:%d: this build has no GStreamer CUDA library, so the "
+      "engine takes frames in system memory only, in the CUDA module's own context", device);
+#endif
+  return TRUE;
+}
+
 static gboolean
 gst_resnet_backbone_start (GstBaseTransform * trans)
 {
@@ -1073,8 +1293,16 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
   priv->engine_description.clear ();
   GST_OBJECT_UNLOCK (self);
 
+  /* The cuda engine runs in GStreamer's CUDA context (shared with the neighbours), taken here. */
+  CudaContextPtr cuda;
+  if (!gst_resnet_backbone_open_cuda_context (self, settings, &cuda))
+    return FALSE;
+
   std::unique_ptr<Model> model;
   try {
+    /* The whole load in the context: the engine uploads its weights there, and a model that fails
+     * half-way is destroyed there. */
+    CudaContextScope scope (cuda);
     model = load_model (self, settings);
   } catch (const StartError &e) {
     gst_element_message_full (GST_ELEMENT (self), GST_MESSAGE_ERROR, e.domain, e.code,
@@ -1090,6 +1318,25 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
         ("resnetbackbone could not load its model"));
     return FALSE;
   }
+
+  model->cuda_engine = model->engine->name () == "cuda" && model->engine->device ().is_cuda ();
+  model->cuda_device = model->engine->device ().index;
+  if (model->cuda_engine)
+    model->cuda = cuda;
+  model->cuda_frames = model->cuda_engine && model->cuda != nullptr;
+#if BACKBONE_HAVE_GST_CUDA
+  if (!model->cuda_engine && cuda) {
+    /* device=auto: the context was taken for an engine that did not come to run on CUDA. */
+    std::lock_guard<std::mutex> guard (priv->cuda_lock);
+    gst_clear_object (&priv->cuda_context);
+  }
+#endif
+  priv->cuda_caps = model->cuda_frames ? 1 : 0;
+  GST_INFO_OBJECT (self, "engine %s on %s: %s", model->engine->name ().c_str (),
+      model->engine->device ().str ().c_str (), model->cuda_frames ?
+      "takes frames in CUDA memory (GStreamer's CUDA context) or system memory, levels stay on "
+      "the GPU" : model->cuda_engine ? "takes frames in system memory, levels stay on the GPU" :
+      "takes frames in system memory");
 
   GST_OBJECT_LOCK (self);
   priv->model_name = model->name;
@@ -1107,6 +1354,7 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
   priv->frames = 0;
   priv->inferences = 0;
   priv->qos_skipped = 0;
+  priv->warned_foreign_cuda = FALSE;
   {
     std::lock_guard<std::mutex> guard (priv->lock);
     priv->pool = std::make_shared<gstbackbone::FeaturePool> (MAX (settings.pool_size, 1u));
@@ -1134,7 +1382,26 @@ gst_resnet_backbone_stop (GstBaseTransform * trans)
     /* Buffers still held downstream keep their storage (and the pool's shared state) alive. */
     priv->pool.reset ();
   }
-  priv->model.reset ();
+  if (priv->model) {
+    /* The engine is destroyed in its CUDA context (levels still held downstream keep their part
+     * of it, and the context, alive). */
+    const CudaContextPtr cuda = priv->model->cuda;
+    try {
+      CudaContextScope scope (cuda);
+      priv->model.reset ();
+    } catch (const std::exception &e) {
+      GST_WARNING_OBJECT (self, "%s; releasing the engine without it", e.what ());
+      priv->model.reset ();
+    }
+  }
+  priv->cuda_caps = -1;
+  priv->cuda_input = FALSE;
+#if BACKBONE_HAVE_GST_CUDA
+  {
+    std::lock_guard<std::mutex> guard (priv->cuda_lock);
+    gst_clear_object (&priv->cuda_context);
+  }
+#endif
   priv->have_info = FALSE;
   return TRUE;
 }
@@ -1177,12 +1444,106 @@ gst_resnet_backbone_set_caps (GstBaseTransform * trans, GstCaps * incaps, GstCap
         gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&info)));
     return FALSE;
   }
+  const GstCapsFeatures *features = gst_caps_get_features (incaps, 0);
+  const gboolean cuda_input = features != nullptr &&
+      gst_caps_features_contains (features, CUDA_MEMORY_FEATURE);
+  if (cuda_input && !(self->priv->model && self->priv->model->cuda_frames)) {
+    GST_ERROR_OBJECT (self, "caps %" GST_PTR_FORMAT " are in CUDA memory, which only the cuda "
+        "engine with GStreamer's CUDA library takes", incaps);
+    return FALSE;
+  }
   GST_DEBUG_OBJECT (self, "caps %" GST_PTR_FORMAT, incaps);
+  self->priv->cuda_input = cuda_input;
   self->priv->info = info;
   self->priv->have_info = TRUE;
   /* Engines may choose their kernels per input shape, at the first frame of it. */
   self->priv->describe_pending = TRUE;
   return TRUE;
+}
+
+/* @caps without its structures in CUDA memory. (transfer full) */
+static GstCaps *
+caps_without_cuda_memory (GstCaps * caps)
+{
+  if (gst_caps_is_any (caps))
+    return gst_caps_ref (caps);
+  GstCaps *out = gst_caps_new_empty ();
+  const guint n = gst_caps_get_size (caps);
+  for (guint i = 0; i < n; ++i) {
+    const GstCapsFeatures *f = gst_caps_get_features (caps, i);
+    if (f != nullptr && !gst_caps_features_is_any (f) &&
+        gst_caps_features_contains (f, CUDA_MEMORY_FEATURE))
+      continue;
+    gst_caps_append_structure_full (out, gst_structure_copy (gst_caps_get_structure (caps, i)),
+        f ? gst_caps_features_copy (f) : nullptr);
+  }
+  return out;
+}
+
+static gboolean
+caps_have_cuda_memory (GstCaps * caps)
+{
+  const guint n = gst_caps_get_size (caps);
+  for (guint i = 0; i < n; ++i) {
+    const GstCapsFeatures *f = gst_caps_get_features (caps, i);
+    if (f != nullptr && !gst_caps_features_is_any (f) &&
+        gst_caps_features_contains (f, CUDA_MEMORY_FEATURE))
+      return TRUE;
+  }
+  return FALSE;
+}
+
+/* In place: the same caps on both sides, less CUDA memory where the engine does not take it. */
+static GstCaps *
+gst_resnet_backbone_transform_caps (GstBaseTransform * trans, GstPadDirection direction,
+    GstCaps * caps, GstCaps * filter)
+{
+  GstResnetBackbone *self = GST_RESNET_BACKBONE (trans);
+  GstCaps *ret = gst_resnet_backbone_cuda_caps_allowed (self) ? gst_caps_ref (caps) :
+      caps_without_cuda_memory (caps);
+  if (filter) {
+    GstCaps *tmp = gst_caps_intersect_full (filter, ret, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref (ret);
+    ret = tmp;
+  }
+  GST_LOG_OBJECT (self, "%s caps %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
+      direction == GST_PAD_SINK ? "sink" : "src", caps, ret);
+  return ret;
+}
+
+static gboolean
+gst_resnet_backbone_accept_caps (GstBaseTransform * trans, GstPadDirection direction,
+    GstCaps * caps)
+{
+  GstResnetBackbone *self = GST_RESNET_BACKBONE (trans);
+
+  if (caps_have_cuda_memory (caps) && !gst_resnet_backbone_cuda_caps_allowed (self)) {
+    GST_DEBUG_OBJECT (self, "refusing %" GST_PTR_FORMAT ": frames in CUDA memory need the cuda "
+        "engine (engine=cuda, or engine=auto with device=cuda:N)", caps);
+    return FALSE;
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->accept_caps (trans, direction, caps);
+}
+
+static void
+gst_resnet_backbone_set_context (GstElement * element, GstContext * context)
+{
+#if BACKBONE_HAVE_GST_CUDA
+  GstResnetBackbone *self = GST_RESNET_BACKBONE (element);
+  GstResnetBackbonePrivate *priv = self->priv;
+
+  GST_OBJECT_LOCK (self);
+  Settings s = priv->settings;
+  GST_OBJECT_UNLOCK (self);
+  int device = 0;
+  bool explicit_request = false;
+  settings_want_cuda (s, &device, &explicit_request);
+  {
+    std::lock_guard<std::mutex> guard (priv->cuda_lock);
+    gst_cuda_handle_set_context (element, context, device, &priv->cuda_context);
+  }
+#endif
+  GST_ELEMENT_CLASS (parent_class)->set_context (element, context);
 }
 
 static gboolean
@@ -1262,7 +1623,34 @@ gst_resnet_backbone_query (GstBaseTransform * trans, GstPadDirection direction, 
     gst_query_set_latency (query, live, min, max);
     return TRUE;
   }
-  return GST_BASE_TRANSFORM_CLASS (parent_class)->query (trans, direction, query);
+#if BACKBONE_HAVE_GST_CUDA
+  if (GST_QUERY_TYPE (query) == GST_QUERY_CONTEXT) {
+    GstCudaContext *context = nullptr;
+    {
+      std::lock_guard<std::mutex> guard (self->priv->cuda_lock);
+      if (self->priv->cuda_context)
+        context = (GstCudaContext *) gst_object_ref (self->priv->cuda_context);
+    }
+    const gboolean handled = context != nullptr &&
+        gst_cuda_handle_context_query (GST_ELEMENT (self), query, context);
+    gst_clear_object (&context);
+    if (handled)
+      return TRUE;
+  }
+#endif
+  if (!GST_BASE_TRANSFORM_CLASS (parent_class)->query (trans, direction, query))
+    return FALSE;
+  /* Without a peer the caps answer is the pad template, which lists CUDA memory. */
+  if (GST_QUERY_TYPE (query) == GST_QUERY_CAPS && !gst_resnet_backbone_cuda_caps_allowed (self)) {
+    GstCaps *caps = nullptr;
+    gst_query_parse_caps_result (query, &caps);
+    if (caps && caps_have_cuda_memory (caps)) {
+      GstCaps *filtered = caps_without_cuda_memory (caps);
+      gst_query_set_caps_result (query, filtered);
+      gst_caps_unref (filtered);
+    }
+  }
+  return TRUE;
 }
 
 /* Records one inference time; returns TRUE when the reported latency should be renewed. */
@@ -1330,6 +1718,153 @@ gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
   }
 }
 
+/* What a level left on the GPU holds: the engine's output tensor (its pooled storage is not
+ * reused while held), the output slot, and the CUDA context its download and release run in. */
+struct DeviceLevel {
+  backbone::Tensor tensor;
+  std::shared_ptr<gstbackbone::FeatureSlot> slot;
+  CudaContextPtr cuda;
+};
+
+/* GstFeatureDeviceMemoryFuncs.download: waits for the tensor's ready event and copies it into
+ * @dest, in the context. Never throws (a C callback). */
+static gboolean
+device_level_download (gpointer user_data, gpointer dest, gsize size, GError ** error)
+{
+  auto *level = static_cast<DeviceLevel *> (user_data);
+  try {
+    if (size != level->tensor.nbytes ())
+      throw backbone::Error ("asked for " + std::to_string (size) + " bytes, the level holds " +
+          std::to_string (level->tensor.nbytes ()));
+    CudaContextScope scope (level->cuda);
+    backbone::cuda_wait_ready (level->tensor);
+    backbone::Tensor host = backbone::Tensor::from_blob (dest, level->tensor.shape (),
+        level->tensor.dtype (), backbone::Device::cpu ());
+    host.copy_ (level->tensor);
+    return TRUE;
+  } catch (const std::exception &e) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "resnetbackbone: copying a feature level %s from %s to the host failed: %s",
+        backbone::shape_str (level->tensor.shape ()).c_str (),
+        level->tensor.device ().str ().c_str (), e.what ());
+  } catch (...) {
+    g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ,
+        "resnetbackbone: copying a feature level to the host failed: unknown exception");
+  }
+  return FALSE;
+}
+
+/* GstFeatureDeviceMemoryFuncs.free: the tensor (back to the engine's pool, or freed) in the
+ * context. Never throws. */
+static void
+device_level_free (gpointer user_data)
+{
+  auto *level = static_cast<DeviceLevel *> (user_data);
+  try {
+    CudaContextScope scope (level->cuda);
+    level->tensor = backbone::Tensor ();
+    level->slot.reset ();
+  } catch (const std::exception &e) {
+    GST_WARNING ("releasing a feature level: %s; releasing it without the context", e.what ());
+  } catch (...) {
+  }
+  delete level;
+}
+
+/* A level's data buffer: one feature device memory around a contiguous CUDA tensor, which it
+ * keeps (with @slot and @cuda) until the last buffer holding it is gone. */
+static GstBuffer *
+wrap_device_level (const backbone::Tensor & tensor,
+    const std::shared_ptr<gstbackbone::FeatureSlot> &slot, const CudaContextPtr & cuda)
+{
+  static const GstFeatureDeviceMemoryFuncs funcs = [] {
+    GstFeatureDeviceMemoryFuncs f;
+    memset (&f, 0, sizeof (f));
+    f.download = device_level_download;
+    f.free = device_level_free;
+    return f;
+  }();
+  if (!tensor.is_contiguous () || tensor.nbytes () == 0)
+    throw backbone::Error ("a CUDA output must be a contiguous, non-empty tensor, found " +
+        backbone::shape_str (tensor.shape ()) + " with strides " +
+        backbone::shape_str (tensor.strides ()));
+  auto *level = new DeviceLevel {tensor, slot, cuda};
+  GstMemory *mem = gst_feature_device_memory_new (GST_FEATURE_DEVICE_CUDA,
+      tensor.device ().index, const_cast<void *> (level->tensor.data ()), tensor.nbytes (),
+      backbone::cuda_ready_event (tensor), &funcs, level);
+  if (!mem)                     /* level already released by the call */
+    throw backbone::Error ("gst_feature_device_memory_new refused a CUDA output " +
+        backbone::shape_str (tensor.shape ()));
+  GstBuffer *buf = gst_buffer_new ();
+  gst_buffer_append_memory (buf, mem);
+  return buf;
+}
+
+/* The cuda engine on one mapped frame (its planes in CUDA memory when @on_device, else in host
+ * memory, which the engine uploads): conversion, resize, normalisation and padding in one kernel,
+ * the backbone, and the meta with levels left on the GPU. Throws on failure. */
+static void
+gst_resnet_backbone_infer_cuda (GstResnetBackbone * self, Model & model,
+    const std::shared_ptr<gstbackbone::FeatureSlot> &slot, const GstVideoFrame * frame,
+    bool on_device, GstBuffer * buf)
+{
+  backbone::FrameView view = gstbackbone::frame_view_from_video_frame (frame);
+  if (on_device)
+    view.device = backbone::Device::cuda (model.cuda_device);
+
+  CudaContextScope scope (model.cuda);
+  backbone::PreprocessResult info;
+  backbone::FeatureMaps maps = model.engine->forward_frame (view, model.preprocess, &info);
+
+  GstFeatureMeta *meta = gst_buffer_add_feature_meta (buf);
+  if (!meta)
+    throw backbone::Error ("gst_buffer_add_feature_meta failed (is the buffer writable?)");
+  meta->unique_id = model.unique_id;
+  gst_feature_meta_set_model_name (meta, model.name.c_str ());
+  meta->frame_width = static_cast<guint> (view.width);
+  meta->frame_height = static_cast<guint> (view.height);
+  meta->input_width = static_cast<guint> (info.resized_width);
+  meta->input_height = static_cast<guint> (info.resized_height);
+  /* The engine pads on its device and leaves info.tensor undefined: the padded size is the
+   * resized size up to the size divisibility (detectron2's ImageList). */
+  const int64_t div = model.preprocess.size_divisibility;
+  auto padded = [div](int64_t v) {
+    return div > 1 ? (v + div - 1) / div * div : v;
+  };
+  meta->padded_width = static_cast<guint> (info.tensor.defined ()? info.tensor.size (3) :
+      padded (info.resized_width));
+  meta->padded_height = static_cast<guint> (info.tensor.defined ()? info.tensor.size (2) :
+      padded (info.resized_height));
+  meta->scale_x = info.scale_x;
+  meta->scale_y = info.scale_y;
+
+  for (auto &[name, tensor] : maps) {
+    if (tensor.dim () != 4 || tensor.dtype () != backbone::DType::Float32)
+      throw backbone::ShapeError ("output \"" + name + "\" is " + backbone::dtype_name (tensor.dtype ()) +
+          " " + backbone::shape_str (tensor.shape ()) + ", expected float32 N,C,H,W");
+    const bool on_gpu = tensor.device ().is_cuda ();
+    /* A strided CUDA output (none of this engine's) goes through the host to be made contiguous. */
+    const backbone::Tensor level_tensor = on_gpu ? (tensor.is_contiguous ()? tensor :
+        (backbone::cuda_wait_ready (tensor), tensor.contiguous ())) : tensor.contiguous ();
+    gsize dims[4], strides[4];
+    for (int d = 0; d < 4; ++d) {
+      dims[d] = static_cast<gsize> (level_tensor.size (d));
+      strides[d] = static_cast<gsize> (level_tensor.stride (d));
+    }
+    auto it = model.strides.find (name);
+    const guint stride = it != model.strides.end ()? static_cast<guint> (it->second) : 0;
+    GstBuffer *data = on_gpu ? wrap_device_level (level_tensor, slot, model.cuda) :
+        gstbackbone::FeaturePool::wrap (level_tensor, slot);
+    if (!gst_feature_meta_add_level (meta, name.c_str (), GST_FEATURE_DTYPE_FLOAT32, dims, strides,
+            stride, on_gpu ? GST_FEATURE_DEVICE_CUDA : GST_FEATURE_DEVICE_CPU,
+            on_gpu ? level_tensor.device ().index : 0, data, 0))
+      throw backbone::Error ("gst_feature_meta_add_level refused level \"" + name + "\" " +
+          backbone::shape_str (level_tensor.shape ()));
+  }
+  GST_LOG_OBJECT (self, "cuda engine: %s frame %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT ", %zu levels",
+      on_device ? "CUDA-memory" : "system-memory", view.width, view.height, maps.size ());
+}
+
 /* After the first inference of a start or of new caps: engines that choose their kernels per
  * input shape (oneDNN) name them only now. Updates engine-description (before the buffer goes
  * downstream) and logs the new line. */
@@ -1353,6 +1888,33 @@ gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model)
   self->priv->engine_description = description;
   GST_OBJECT_UNLOCK (self);
   g_object_notify (G_OBJECT (self), "engine-description");
+}
+
+/* Whether @buf's frame goes to the engine as device pointers: CUDA memory (negotiated caps) of
+ * the element's own GstCudaContext. CUDA memory of another context (a neighbour that did not share
+ * its context) is read through the host instead (GStreamer downloads it when mapped without
+ * GST_MAP_CUDA). */
+static bool
+gst_resnet_backbone_frame_on_device (GstResnetBackbone * self, const Model & model, GstBuffer * buf)
+{
+#if BACKBONE_HAVE_GST_CUDA
+  if (!self->priv->cuda_input || !model.cuda_frames)
+    return false;
+  const guint n = gst_buffer_n_memory (buf);
+  bool ours = n > 0;
+  for (guint i = 0; i < n && ours; ++i) {
+    GstMemory *mem = gst_buffer_peek_memory (buf, i);
+    ours = gst_is_cuda_memory (mem) && GST_CUDA_MEMORY_CAST (mem)->context == model.cuda->context;
+  }
+  if (!ours && !self->priv->warned_foreign_cuda) {
+    self->priv->warned_foreign_cuda = TRUE;
+    GST_WARNING_OBJECT (self, "frames in CUDA memory of another CUDA context (or not CUDA memory "
+        "at all): reading them through host memory (slower)");
+  }
+  return ours;
+#else
+  return false;
+#endif
 }
 
 static GstFlowReturn
@@ -1429,15 +1991,24 @@ gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   GstVideoFrame frame;
   /* NO_REF: a mapped frame must not hold a second reference, or the buffer is not writable
    * for the meta any more. */
-  if (!gst_video_frame_map (&frame, &priv->info, buf,
-          (GstMapFlags) (GST_MAP_READ | GST_VIDEO_FRAME_MAP_FLAG_NO_REF))) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, (nullptr), ("cannot map the video frame for reading"));
+  int map_flags = GST_MAP_READ | GST_VIDEO_FRAME_MAP_FLAG_NO_REF;
+  const bool on_device = gst_resnet_backbone_frame_on_device (self, model, buf);
+#if BACKBONE_HAVE_GST_CUDA
+  if (on_device)
+    map_flags |= GST_MAP_CUDA;  /* device plane pointers, no download */
+#endif
+  if (!gst_video_frame_map (&frame, &priv->info, buf, (GstMapFlags) map_flags)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, (nullptr), ("cannot map the video frame for reading%s",
+            on_device ? " (CUDA memory)" : ""));
     return GST_FLOW_ERROR;
   }
   const gint64 t0 = g_get_monotonic_time ();
   GstFlowReturn ret = GST_FLOW_OK;
   try {
-    gst_resnet_backbone_infer (self, model, slot, &frame, buf);
+    if (model.cuda_engine)
+      gst_resnet_backbone_infer_cuda (self, model, slot, &frame, on_device, buf);
+    else
+      gst_resnet_backbone_infer (self, model, slot, &frame, buf);
   } catch (const std::exception &e) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Inference failed: %s", e.what ()),
         ("frame %" G_GUINT64_FORMAT ", %dx%d %s", index, GST_VIDEO_INFO_WIDTH (&priv->info),

@@ -3,7 +3,10 @@
 // weights narrow.pth, made by tests/data/make_plugin.py) and frames of 64x48 or smaller.
 // Reference values come from the backbone library run directly on the same frame (preprocess_frame
 // + the same engine with the same weights) and, for one RGB frame, from detectron2 itself.
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
 #include <gst/check/gstharness.h>
+#include <gst/featuremeta/featuredevicememory.h>
 #include <gst/featuremeta/featuremeta.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
@@ -38,8 +41,10 @@ using Props = std::vector<std::pair<std::string, std::string>>;
 
 std::string data_path(const std::string& name) { return std::string(BACKBONE_TEST_DATA_DIR) + "/plugin/" + name; }
 
+// device=cpu: the CPU engines, also on machines with a GPU (where device=auto would take the cuda
+// engine); the cuda engine has tests of its own (CudaEngine*, ResnetBackboneGpu).
 Props narrow_props(Props extra = {}) {
-  Props p = {{"config-file", data_path("narrow.yaml")}, {"weights", data_path("narrow.pth")}};
+  Props p = {{"config-file", data_path("narrow.yaml")}, {"weights", data_path("narrow.pth")}, {"device", "cpu"}};
   p.insert(p.end(), extra.begin(), extra.end());
   return p;
 }
@@ -693,6 +698,8 @@ class StartErrors : public ::testing::TestWithParam<ErrorCase> {};
 // Every failure to load the model fails READY -> PAUSED with an ERROR naming the cause.
 TEST_P(StartErrors, FailStateChangeWithError) {
   const ErrorCase& c = GetParam();
+  if (std::string(c.name) == "DeviceCudaUnavailable" && backbone::cuda_is_available())
+    GTEST_SKIP() << "this machine has a CUDA device: cuda:0 is available";
   GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
   ASSERT_NE(e, nullptr);
   for (const auto& [k, v] : c.props) gst_util_set_object_arg(G_OBJECT(e), k.c_str(), v.c_str());
@@ -752,8 +759,6 @@ const ErrorCase kErrorCases[] = {
 INSTANTIATE_TEST_SUITE_P(ResnetBackbone, StartErrors, ::testing::ValuesIn(kErrorCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
-// The CUDA case names the device only where CUDA is really absent.
-TEST(ResnetBackbone, CudaIsAbsentHere) { EXPECT_FALSE(backbone::cuda_is_available()); }
 
 // A frame the library refuses (16777216 pixels wide) during streaming: an ERROR message and
 // GST_FLOW_ERROR, no crash; the element keeps working after a caps change.
@@ -1064,6 +1069,7 @@ TEST(ResnetBackbone, WinogradReachesTheEngine) {
 // input shape name them then), and the buffer leaves the element with it already updated.
 TEST(ResnetBackbone, NamedEngineRunsAndDescribesItself) {
   for (const std::string& engine : backbone::available_engines()) {
+    if (engine == "cuda") continue;  // ResnetBackboneGpu.*
     SCOPED_TRACE(engine);
     backbone::EngineOptions options;
     options.engine = engine;
@@ -1216,6 +1222,325 @@ TEST(ResnetBackbone, Bf16OnOneDnnIsCloseToFp32) {
     std::printf("[ INFO     ] %s: max |bf16 - fp32| = %.3g = %.3g * max |fp32|\n", kFeatures[k], diff,
                 scale > 0 ? diff / scale : 0.0);
   }
+}
+
+// ---- Frames in CUDA memory and levels left on the GPU (engine=cuda) ----
+
+#ifndef BACKBONE_HAVE_GST_CUDA
+#error "BACKBONE_HAVE_GST_CUDA (0 or 1) comes from plugin/CMakeLists.txt: how the plugin was built"
+#endif
+
+const char* const kCudaFormats[] = {"NV12", "I420", "RGBA", "BGRA", "RGBx", "BGRx"};
+
+// Structures of @caps in CUDA memory.
+int cuda_structures(const GstCaps* caps) {
+  int n = 0;
+  for (guint i = 0; i < gst_caps_get_size(caps); ++i) {
+    GstCapsFeatures* f = gst_caps_get_features(caps, i);
+    n += f && !gst_caps_features_is_any(f) && gst_caps_features_contains(f, "memory:CUDAMemory");
+  }
+  return n;
+}
+
+std::string cuda_caps_string(const char* format, int w, int h) {
+  return "video/x-raw(memory:CUDAMemory),format=" + std::string(format) + ",width=" + std::to_string(w) +
+         ",height=" + std::to_string(h) + ",framerate=30/1";
+}
+
+// Both pad templates list video/x-raw(memory:CUDAMemory) in exactly the cuda engine's formats
+// (first, so that CUDA upstreams prefer it) when the plugin is built with GStreamer's CUDA library,
+// and the system-memory formats in every build.
+TEST(ResnetBackbone, PadTemplatesListCudaMemoryWhenBuiltWithGstCuda) {
+  GstElementFactory* factory = gst_element_factory_find("resnetbackbone");
+  ASSERT_NE(factory, nullptr);
+  for (const char* name : {"sink", "src"}) {
+    SCOPED_TRACE(name);
+    GstCaps* caps = nullptr;
+    for (const GList* l = gst_element_factory_get_static_pad_templates(factory); l; l = l->next) {
+      auto* t = static_cast<GstStaticPadTemplate*>(l->data);
+      if (std::string(t->name_template) == name) caps = gst_static_pad_template_get_caps(t);
+    }
+    ASSERT_NE(caps, nullptr);
+    EXPECT_EQ(cuda_structures(caps), BACKBONE_HAVE_GST_CUDA ? 1 : 0) << gst_caps_to_string(caps);
+    for (const char* fmt : kCudaFormats) {
+      GstCaps* c = gst_caps_from_string(cuda_caps_string(fmt, 64, 48).c_str());
+      EXPECT_EQ(gst_caps_can_intersect(caps, c), bool(BACKBONE_HAVE_GST_CUDA)) << fmt;
+      gst_caps_unref(c);
+    }
+    for (const char* fmt : {"RGB", "GRAY8", "xBGR"}) {  // system memory only
+      GstCaps* c = gst_caps_from_string(cuda_caps_string(fmt, 64, 48).c_str());
+      EXPECT_FALSE(gst_caps_can_intersect(caps, c)) << fmt << " in CUDA memory";
+      gst_caps_unref(c);
+      c = gst_caps_from_string(caps_string(fmt, 64, 48).c_str());
+      EXPECT_TRUE(gst_caps_can_intersect(caps, c)) << fmt;
+      gst_caps_unref(c);
+    }
+    if (BACKBONE_HAVE_GST_CUDA) {
+      GstCapsFeatures* first = gst_caps_get_features(caps, 0);
+      EXPECT_TRUE(first && gst_caps_features_contains(first, "memory:CUDAMemory")) << "CUDA memory first";
+    }
+    gst_caps_unref(caps);
+  }
+  gst_object_unref(factory);
+}
+
+// What the sink pad of an element with @props answers to a CAPS query (no peer) and to an
+// ACCEPT_CAPS query of one CUDA-memory and one system-memory caps.
+struct CapsAnswers {
+  int cuda_in_caps = 0;
+  bool accepts_cuda = false, accepts_system = false;
+};
+CapsAnswers sink_caps_answers(GstElement* e) {
+  CapsAnswers a;
+  GstPad* sink = gst_element_get_static_pad(e, "sink");
+  GstCaps* caps = gst_pad_query_caps(sink, nullptr);
+  a.cuda_in_caps = cuda_structures(caps);
+  gst_caps_unref(caps);
+  GstCaps* cuda = gst_caps_from_string(cuda_caps_string("NV12", 64, 48).c_str());
+  GstCaps* sys = gst_caps_from_string(caps_string("NV12", 64, 48).c_str());
+  a.accepts_cuda = gst_pad_query_accept_caps(sink, cuda);
+  a.accepts_system = gst_pad_query_accept_caps(sink, sys);
+  gst_caps_unref(cuda);
+  gst_caps_unref(sys);
+  gst_object_unref(sink);
+  return a;
+}
+
+// CUDA memory is offered and accepted only for the cuda engine: engine=cuda, or engine=auto with
+// device=cuda:N (before the start, from the properties). A CPU engine refuses it (before and after
+// its start) and keeps taking system memory, with which it runs as before.
+TEST(ResnetBackbone, CudaMemoryCapsOnlyForTheCudaEngine) {
+  struct Case {
+    Props props;
+    bool cuda;
+  };
+  const Case cases[] = {
+      {narrow_props(), false},
+      {narrow_props({{"device", "auto"}}), false},
+      {narrow_props({{"engine", "onednn"}, {"device", "cuda:0"}}), false},
+      {narrow_props({{"engine", "cuda"}, {"device", "cuda:0"}}), bool(BACKBONE_HAVE_GST_CUDA)},
+      {narrow_props({{"engine", "auto"}, {"device", "cuda:1"}}), bool(BACKBONE_HAVE_GST_CUDA)},
+  };
+  for (const Case& c : cases) {
+    std::string label;
+    for (const auto& [k, v] : c.props)
+      if (k == "engine" || k == "device") label += k + "=" + v + " ";
+    SCOPED_TRACE(label);
+    GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
+    for (const auto& [k, v] : c.props) gst_util_set_object_arg(G_OBJECT(e), k.c_str(), v.c_str());
+    const CapsAnswers a = sink_caps_answers(e);
+    EXPECT_EQ(a.cuda_in_caps, c.cuda ? 1 : 0);
+    EXPECT_EQ(a.accepts_cuda, c.cuda);
+    EXPECT_TRUE(a.accepts_system);
+    gst_object_unref(e);
+  }
+
+  // Started on a CPU engine: CUDA memory refused, system memory negotiated and processed.
+  Harness hh(narrow_props());
+  ASSERT_NE(hh.h, nullptr);
+  const std::string caps = caps_string("NV12", 64, 48);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  const CapsAnswers a = sink_caps_answers(hh.element);
+  EXPECT_EQ(a.cuda_in_caps, 0);
+  EXPECT_FALSE(a.accepts_cuda);
+  EXPECT_TRUE(a.accepts_system);
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 3));
+  ASSERT_NE(out, nullptr);
+  const GstFeatureMeta* meta = gst_buffer_get_feature_meta(out);
+  ASSERT_NE(meta, nullptr);
+  ASSERT_EQ(meta->num_levels, 4u);
+  for (guint i = 0; i < meta->num_levels; ++i) {
+    EXPECT_EQ(meta->levels[i].device, GST_FEATURE_DEVICE_CPU);
+    gpointer ptr = nullptr;
+    EXPECT_FALSE(gst_feature_level_get_device_pointer(&meta->levels[i], &ptr, nullptr));
+  }
+  gst_buffer_unref(out);
+  // Upstream offering only CUDA memory: not negotiated with a CPU engine.
+  GstCaps* cuda = gst_caps_from_string(cuda_caps_string("NV12", 64, 48).c_str());
+  GstPad* sink = gst_element_get_static_pad(hh.element, "sink");
+  EXPECT_FALSE(gst_pad_query_accept_caps(sink, cuda));
+  gst_object_unref(sink);
+  gst_caps_unref(cuda);
+  EXPECT_EQ(hh.error_text(), "");
+}
+
+// engine=cuda device=cuda:0 on a machine without a usable GPU: the state change fails with an
+// ERROR that names the engine, the device and why, and nothing crashes (also not when the element
+// is started again).
+TEST(ResnetBackbone, CudaEngineWithoutGpuFailsTheStartClearly) {
+  if (backbone::cuda_is_available()) GTEST_SKIP() << "this machine has a CUDA device";
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto [text, err] = start_error(narrow_props({{"engine", "cuda"}, {"device", "cuda:0"}}));
+    ASSERT_NE(err, nullptr) << "the element started";
+    EXPECT_EQ(err->domain, GST_RESOURCE_ERROR) << text;
+    EXPECT_NE(text.find("engine \"cuda\" on cuda:0"), std::string::npos) << text;
+    // Why: the driver library (GStreamer's CUDA library cannot load it) or the CUDA module.
+    EXPECT_TRUE(text.find("libcuda") != std::string::npos || text.find("cannot run: ") != std::string::npos)
+        << text;
+    g_error_free(err);
+  }
+}
+
+// ---- GPU: run where backbone::cuda_is_available(), skip cleanly elsewhere ----
+
+std::string gpu_skip_reason() {
+  if (!backbone::cuda_is_available()) return "no CUDA device (backbone::cuda_is_available() is false)";
+  return "";
+}
+
+// Each level of @meta: in one feature device memory on cuda:0 with a ready event, contiguous, and
+// (mapped on the host) within 1e-3 relative of the CPU engine's features of the same frame.
+void expect_gpu_levels_match(const GstFeatureMeta* meta, const Reference::Result& want) {
+  ASSERT_NE(meta, nullptr);
+  ASSERT_EQ(meta->num_levels, want.maps.size());
+  EXPECT_EQ(meta->input_width, guint(want.pre.resized_width));
+  EXPECT_EQ(meta->input_height, guint(want.pre.resized_height));
+  EXPECT_EQ(meta->padded_width, guint(want.pre.tensor.size(3)));
+  EXPECT_EQ(meta->padded_height, guint(want.pre.tensor.size(2)));
+  for (guint i = 0; i < meta->num_levels; ++i) {
+    const GstFeatureLevel* level = &meta->levels[i];
+    const auto& [name, tensor] = want.maps[i];
+    SCOPED_TRACE(name);
+    EXPECT_STREQ(g_quark_to_string(level->name), name.c_str());
+    EXPECT_EQ(level->device, GST_FEATURE_DEVICE_CUDA);
+    EXPECT_EQ(level->device_id, 0);
+    ASSERT_EQ(gst_buffer_n_memory(level->data), 1u);
+    GstMemory* mem = gst_buffer_peek_memory(level->data, 0);
+    EXPECT_TRUE(gst_is_feature_device_memory(mem));
+    EXPECT_EQ(gst_feature_device_memory_get_device_id(mem), 0);
+    gpointer ptr = nullptr, event = nullptr;
+    EXPECT_TRUE(gst_feature_level_get_device_pointer(level, &ptr, &event));
+    EXPECT_NE(ptr, nullptr);
+    EXPECT_NE(event, nullptr) << "no ready event";
+    const auto strides = backbone::contiguous_strides(tensor.shape());
+    for (int d = 0; d < 4; ++d) {
+      EXPECT_EQ(level->dims[d], gsize(tensor.size(d))) << "dim " << d;
+      EXPECT_EQ(level->strides[d], gsize(strides[d])) << "dim " << d;
+    }
+    const std::vector<float> got = level_values(level);
+    const backbone::Tensor ref = tensor.contiguous();
+    ASSERT_EQ(got.size(), size_t(ref.numel()));
+    const double err = rel_error(got, ref.data_ptr<float>(), got.size());
+    EXPECT_LE(err, 1e-3);
+    std::printf("[ INFO     ] %s: max |cuda - cpu| / max |cpu| = %.3g\n", name.c_str(), err);
+  }
+}
+
+class CudaUpload : public ::testing::TestWithParam<const char*> {};
+
+// cudaupload ! video/x-raw(memory:CUDAMemory) ! resnetbackbone engine=cuda device=cuda:0 ! appsink:
+// the frames reach the element in CUDA memory, the levels stay on the GPU with a ready event, and
+// their values (mapped on the host) are the CPU engine's on the same frames. The first output is
+// held, unmapped, while five more frames run, and keeps its values (pooled storage is not reused
+// while held).
+TEST_P(CudaUpload, LevelsStayOnTheGpuAndMatchTheCpuEngine) {
+  const std::string why = gpu_skip_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  GstElementFactory* upload = gst_element_factory_find("cudaupload");
+  if (!upload) {
+    GTEST_SKIP() << "no cudaupload element (GStreamer's nvcodec plugin, gstreamer1.0-plugins-bad)";
+  }
+  gst_object_unref(upload);
+  if (!BACKBONE_HAVE_GST_CUDA) GTEST_SKIP() << "the plugin is built without GStreamer's CUDA library";
+
+  const std::string fmt = GetParam();
+  const std::string caps = caps_string(fmt.c_str(), 64, 48);
+  const GstVideoInfo info = info_of(caps);
+  static Reference ref;  // the CPU engine (engine auto on the CPU), same config and weights
+  const std::string launch = "appsrc name=src format=time caps=\"" + caps +
+                             "\" ! cudaupload ! video/x-raw(memory:CUDAMemory) ! resnetbackbone name=bb "
+                             "engine=cuda device=cuda:0 config-file=\"" + data_path("narrow.yaml") +
+                             "\" weights=\"" + data_path("narrow.pth") + "\" ! appsink name=sink sync=false";
+  GError* error = nullptr;
+  GstElement* pipeline = gst_parse_launch(launch.c_str(), &error);
+  ASSERT_NE(pipeline, nullptr) << (error ? error->message : "");
+  g_clear_error(&error);
+  GstElement* src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  GstElement* bb = gst_bin_get_by_name(GST_BIN(pipeline), "bb");
+  GstBus* bus = gst_element_get_bus(pipeline);
+  auto bus_error = [bus]() {
+    std::string text;
+    if (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+      GError* err = nullptr;
+      gst_message_parse_error(m, &err, nullptr);
+      text = err->message;
+      g_error_free(err);
+      gst_message_unref(m);
+    }
+    return text;
+  };
+  ASSERT_NE(gst_element_set_state(pipeline, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE) << bus_error();
+
+  constexpr int kFrames = 6;
+  std::vector<Reference::Result> want;
+  GstBuffer* held = nullptr;
+  for (int i = 0; i < kFrames; ++i) {
+    GstBuffer* in = make_frame(info, 100 + i, i * GST_SECOND / 30);
+    want.push_back(ref.run(info, in));
+    ASSERT_EQ(gst_app_src_push_buffer(GST_APP_SRC(src), in), GST_FLOW_OK);
+    GstSample* sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 60 * GST_SECOND);
+    ASSERT_NE(sample, nullptr) << "no output for frame " << i << ": " << bus_error();
+    if (i == 0) {
+      // The frames came in CUDA memory.
+      GstPad* bb_sink = gst_element_get_static_pad(bb, "sink");
+      GstCaps* negotiated = gst_pad_get_current_caps(bb_sink);
+      ASSERT_NE(negotiated, nullptr);
+      EXPECT_EQ(cuda_structures(negotiated), 1) << gst_caps_to_string(negotiated);
+      gst_caps_unref(negotiated);
+      gst_object_unref(bb_sink);
+      held = gst_buffer_ref(gst_sample_get_buffer(sample));  // not mapped until the end
+    } else {
+      SCOPED_TRACE("frame " + std::to_string(i));
+      expect_gpu_levels_match(gst_buffer_get_feature_meta(gst_sample_get_buffer(sample)), want[i]);
+    }
+    gst_sample_unref(sample);
+  }
+  {
+    SCOPED_TRACE("frame 0, held while 5 more frames ran");
+    expect_gpu_levels_match(gst_buffer_get_feature_meta(held), want[0]);
+  }
+  // A level mapped twice downloads once: the same host copy.
+  const GstFeatureMeta* meta = gst_buffer_get_feature_meta(held);
+  ASSERT_TRUE(meta && meta->num_levels > 0);
+  EXPECT_EQ(level_pointer(&meta->levels[0]), level_pointer(&meta->levels[0]));
+  gst_buffer_unref(held);
+  EXPECT_EQ(bus_error(), "");
+
+  gst_app_src_end_of_stream(GST_APP_SRC(src));
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(bus);
+  gst_object_unref(bb);
+  gst_object_unref(sink);
+  gst_object_unref(src);
+  gst_object_unref(pipeline);
+}
+
+INSTANTIATE_TEST_SUITE_P(ResnetBackboneGpu, CudaUpload, ::testing::Values("RGBA", "BGRx", "NV12", "I420"),
+                         [](const auto& info) { return std::string(info.param); });
+
+// System-memory frames into engine=cuda: uploaded by the engine, levels on the GPU, the CPU
+// engine's values.
+TEST(ResnetBackboneGpu, SystemMemoryFramesIntoTheCudaEngine) {
+  const std::string why = gpu_skip_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  static Reference ref;
+  Harness hh(narrow_props({{"engine", "cuda"}, {"device", "cuda:0"}}));
+  ASSERT_NE(hh.h, nullptr);
+  for (const char* fmt : {"RGB", "NV12"}) {
+    SCOPED_TRACE(fmt);
+    const std::string caps = caps_string(fmt, 64, 48);
+    gst_harness_set_src_caps_str(hh.h, caps.c_str());
+    GstBuffer* in = make_frame(info_of(caps), 5);
+    const auto want = ref.run(info_of(caps), in);
+    GstBuffer* out = gst_harness_push_and_pull(hh.h, in);
+    ASSERT_NE(out, nullptr) << hh.error_text();
+    expect_gpu_levels_match(gst_buffer_get_feature_meta(out), want);
+    gst_buffer_unref(out);
+  }
+  EXPECT_EQ(hh.error_text(), "");
+  EXPECT_EQ(string_property(hh.element, "engine-description").rfind("cuda ", 0), 0u)
+      << string_property(hh.element, "engine-description");
 }
 
 }  // namespace
