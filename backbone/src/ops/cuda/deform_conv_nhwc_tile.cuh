@@ -2,7 +2,7 @@
 // The deformable convolution kernel of deform_conv_nhwc.cu as __host__ __device__ phases of one
 // thread block, so that a CPU test can run the very same tile code block by block (one loop over
 // the threads per phase, a phase ending where the kernel has __syncthreads()). Without nvcc this
-// header includes no CUDA header: BACKBONE_HD is plain `inline`.
+// header includes no CUDA header: BACKBONE_DEFORM_HD is plain `inline`.
 //
 // Design: a tiled implicit GEMM. A block computes kTileM output pixels (flattened over the batch) x
 // kTileN output channels of one convolution group. K runs tap-major, channel-minor (the weight
@@ -24,11 +24,11 @@
 #include <string>
 
 #if defined(__CUDACC__)
-#define BACKBONE_HD __host__ __device__ __forceinline__
-#define BACKBONE_HD_TEMPLATE __host__ __device__
+#define BACKBONE_DEFORM_HD __host__ __device__ __forceinline__
+#define BACKBONE_DEFORM_HD_TEMPLATE __host__ __device__
 #else
-#define BACKBONE_HD inline
-#define BACKBONE_HD_TEMPLATE inline
+#define BACKBONE_DEFORM_HD inline
+#define BACKBONE_DEFORM_HD_TEMPLATE inline
 #endif
 
 namespace backbone::cuda_module::deform_tile {
@@ -132,18 +132,18 @@ struct Accumulator {
   float v[kPerThreadM][kPerThreadN];
 };
 
-BACKBONE_HD int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-BACKBONE_HD float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+BACKBONE_DEFORM_HD int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+BACKBONE_DEFORM_HD float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 template <typename S>
-BACKBONE_HD_TEMPLATE void setup_pixels(const Params& p, S& s, int64_t m0, int tid) {
+BACKBONE_DEFORM_HD_TEMPLATE void setup_pixels(const Params& p, S& s, int64_t m0, int tid) {
   for (int m = tid; m < kTileM; m += kThreads) {
     const int64_t pix = m0 + m;
     s.image[m] = pix < p.pixels ? (pix / p.plane) * p.h * p.w : -1;
   }
 }
 
-BACKBONE_HD void zero(Accumulator& acc) {
+BACKBONE_DEFORM_HD void zero(Accumulator& acc) {
   for (int i = 0; i < kPerThreadM; ++i)
     for (int j = 0; j < kPerThreadN; ++j) acc.v[i][j] = 0.0f;
 }
@@ -151,7 +151,7 @@ BACKBONE_HD void zero(Accumulator& acc) {
 // Corner indices, bilinear weights (torchvision's bilinear_interpolate) and mask of every pixel of
 // the tile for one tap and deformable group.
 template <typename T, typename Io, typename S>
-BACKBONE_HD_TEMPLATE void setup_samples(const Params& p, S& s, const T* offset, int64_t m0, int64_t tap,
+BACKBONE_DEFORM_HD_TEMPLATE void setup_samples(const Params& p, S& s, const T* offset, int64_t m0, int64_t tap,
                                         int64_t dg, int tid) {
   for (int m = tid; m < kTileM; m += kThreads) {
     const int64_t pix = m0 + m;
@@ -195,7 +195,7 @@ BACKBONE_HD_TEMPLATE void setup_samples(const Params& p, S& s, const T* offset, 
 // Consecutive threads take consecutive channels of one pixel (coalesced NHWC reads).
 // The sampled value (times the mask) of input channel c_abs at tile pixel m, or 0 past the end.
 template <typename T, typename Io, typename S>
-BACKBONE_HD_TEMPLATE float sample(const Params& p, const S& s, const T* input, int64_t c_abs, int m) {
+BACKBONE_DEFORM_HD_TEMPLATE float sample(const Params& p, const S& s, const T* input, int64_t c_abs, int m) {
   if (s.image[m] < 0) return 0.0f;
   const T* src = input + s.image[m] * p.cin + c_abs;  // this channel in pixel (0, 0) of the image
   const int i0 = s.corner[0][m], i1 = s.corner[1][m], i2 = s.corner[2][m], i3 = s.corner[3][m];
@@ -207,7 +207,7 @@ BACKBONE_HD_TEMPLATE float sample(const Params& p, const S& s, const T* input, i
 }
 
 template <typename T, typename Io>
-BACKBONE_HD_TEMPLATE void load_tiles(const Params& p, Shared& s, const T* input, const T* weight, int64_t grp,
+BACKBONE_DEFORM_HD_TEMPLATE void load_tiles(const Params& p, Shared& s, const T* input, const T* weight, int64_t grp,
                                      int64_t n0, int64_t tap, int64_t c0, int kc, int tid) {
   const int64_t c_abs = grp * p.cg + c0;
   for (int e = tid; e < kTileK * kTileM; e += kThreads) {
@@ -223,7 +223,7 @@ BACKBONE_HD_TEMPLATE void load_tiles(const Params& p, Shared& s, const T* input,
   }
 }
 
-BACKBONE_HD void accumulate(const Shared& s, Accumulator& acc, int tid) {
+BACKBONE_DEFORM_HD void accumulate(const Shared& s, Accumulator& acc, int tid) {
   const int tx = tid % kThreadsN, ty = tid / kThreadsN;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
@@ -239,7 +239,7 @@ BACKBONE_HD void accumulate(const Shared& s, Accumulator& acc, int tid) {
 
 // out = act(acc + bias + residual), rounded once to the storage type.
 template <typename T, typename Io>
-BACKBONE_HD_TEMPLATE void store_outputs(const Params& p, const Accumulator& acc, const float* bias, const T* residual,
+BACKBONE_DEFORM_HD_TEMPLATE void store_outputs(const Params& p, const Accumulator& acc, const float* bias, const T* residual,
                                         T* out, int64_t m0, int64_t grp, int64_t n0, int tid) {
   const int tx = tid % kThreadsN, ty = tid / kThreadsN;
   for (int i = 0; i < kPerThreadM; ++i) {
@@ -267,7 +267,7 @@ BACKBONE_HD_TEMPLATE void store_outputs(const Params& p, const Accumulator& acc,
 #pragma nv_exec_check_disable
 #endif
 template <typename T, typename Io, typename Exec>
-BACKBONE_HD_TEMPLATE void run_block(const Params& p, Shared& s, Exec& exec, int64_t block_m, int64_t block_n,
+BACKBONE_DEFORM_HD_TEMPLATE void run_block(const Params& p, Shared& s, Exec& exec, int64_t block_m, int64_t block_n,
                                     const T* input, const T* offset, const T* weight, const float* bias,
                                     const T* residual, T* out) {
   const int64_t m0 = block_m * kTileM;
@@ -318,14 +318,14 @@ struct SharedMma {
 };
 
 // First row (pixel) and column (channel) of warp `warp`'s 16 x 32 part of the tile.
-BACKBONE_HD void warp_origin(int warp, int& row, int& col) {
+BACKBONE_DEFORM_HD void warp_origin(int warp, int& row, int& col) {
   row = (warp % kWarpsM) * kWarpRows;
   col = (warp / kWarpsM) * kWarpCols;
 }
 
 // Io::convert(float) -> T rounds to the storage type.
 template <typename T, typename Io>
-BACKBONE_HD_TEMPLATE void load_tiles_mma(const Params& p, SharedMma<T>& s, const T* input, const T* weight,
+BACKBONE_DEFORM_HD_TEMPLATE void load_tiles_mma(const Params& p, SharedMma<T>& s, const T* input, const T* weight,
                                          int64_t grp, int64_t n0, int64_t tap, int64_t c0, int kc, int tid) {
   const int64_t c_abs = grp * p.cg + c0;
   for (int e = tid; e < kTileK * kTileM; e += kThreads) {
@@ -343,7 +343,7 @@ BACKBONE_HD_TEMPLATE void load_tiles_mma(const Params& p, SharedMma<T>& s, const
 // out = act(c + bias + residual) from the staged accumulators; consecutive threads take consecutive
 // channels (coalesced stores).
 template <typename T, typename Io, typename S>
-BACKBONE_HD_TEMPLATE void store_outputs_staged(const Params& p, const S& s, const float* bias, const T* residual,
+BACKBONE_DEFORM_HD_TEMPLATE void store_outputs_staged(const Params& p, const S& s, const float* bias, const T* residual,
                                                T* out, int64_t m0, int64_t grp, int64_t n0, int tid) {
   for (int e = tid; e < kTileM * kTileN; e += kThreads) {
     const int m = e / kTileN, nn = e % kTileN;
@@ -365,7 +365,7 @@ BACKBONE_HD_TEMPLATE void store_outputs_staged(const Params& p, const S& s, cons
 #pragma nv_exec_check_disable
 #endif
 template <typename T, typename Io, typename Mma, typename Exec>
-BACKBONE_HD_TEMPLATE void run_block_mma(const Params& p, SharedMma<T>& s, Exec& exec, int64_t block_m,
+BACKBONE_DEFORM_HD_TEMPLATE void run_block_mma(const Params& p, SharedMma<T>& s, Exec& exec, int64_t block_m,
                                         int64_t block_n, const T* input, const T* offset, const T* weight,
                                         const float* bias, const T* residual, T* out) {
   using State = typename Exec::State;
