@@ -340,6 +340,7 @@ void GpuSection::Impl::run() {
     const fs::path input = w.nv12 ? ensure_nv12_frame(o.work, 1080, 1920, o.seed)
                                   : ensure_input(o.work, w.batch, w.height, w.width, o.seed);
     results.push_back(run_workload(w, runners, input));
+    if (o.after_workload) o.after_workload();
   }
 }
 

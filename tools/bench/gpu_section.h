@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,7 @@ struct GpuSectionOptions {
   std::string self_exe;     // backbone-bench, for its --worker processes
   std::filesystem::path work, logs;
   int cpu_threads = 1;  // the CPU reference engine's threads (and the PyTorch workers' CPU threads)
+  std::function<void()> after_workload;  // called after each workload (partial reports survive a cut-off run)
 };
 
 struct GpuRunnerSpec {

@@ -696,6 +696,10 @@ int Bench::run() {
     std::cerr << "backbone-bench: " << gpu_skip_line(gpu_skipped_) << "\n";
   }
 
+  const std::string gpu_python =
+      !o_.gpu_python.empty() ? o_.gpu_python : o_.python_given ? o_.python : python_on_path();
+  if (probe.info && !fs::exists(gpu_python)) throw UsageError("--gpu-python " + gpu_python + " does not exist");
+
   work_ = o_.work_dir.empty() ? default_work_dir() : o_.work_dir;
   logs_ = work_ / "logs";
   fs::create_directories(logs_);
@@ -729,14 +733,17 @@ int Bench::run() {
     g.rounds = o_.rounds_given.value_or(o_.quick ? 3 : o_.rounds);
     g.timeout = o_.timeout;
     g.seed = o_.seed;
-    g.python = !o_.gpu_python.empty() ? o_.gpu_python : o_.python_given ? o_.python : python_on_path();
-    if (!fs::exists(g.python)) throw UsageError("--gpu-python " + g.python + " does not exist");
+    g.python = gpu_python;
     g.weights_python = o_.python;
     g.peer_script = peer_script_;
     g.self_exe = self_exe();
     g.work = work_;
     g.logs = logs_;
     g.cpu_threads = machine_.cores;
+    g.after_workload = [&] {  // partial results survive a run cut off by a time limit
+      write_json();
+      if (!o_.markdown_path.empty()) std::ofstream(o_.markdown_path) << report_markdown();
+    };
     gpu_ = std::make_unique<GpuSection>(std::move(g), *probe.info);
     try {
       gpu_->run();
