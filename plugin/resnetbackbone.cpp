@@ -1532,12 +1532,17 @@ gst_resnet_backbone_set_context (GstElement * element, GstContext * context)
   GstResnetBackbone *self = GST_RESNET_BACKBONE (element);
   GstResnetBackbonePrivate *priv = self->priv;
 
+  /* The device of the properties (cuda:N; 0 for auto): a context of another device is refused. */
   GST_OBJECT_LOCK (self);
-  Settings s = priv->settings;
+  const std::string device_name = priv->settings.device;
   GST_OBJECT_UNLOCK (self);
   int device = 0;
-  bool explicit_request = false;
-  settings_want_cuda (s, &device, &explicit_request);
+  try {
+    const backbone::Device d = backbone::Device::parse (device_name);
+    device = d.is_cuda ()? d.index : 0;
+  } catch (const std::exception &) {
+    /* "auto" (or a bad name, which the start reports) */
+  }
   {
     std::lock_guard<std::mutex> guard (priv->cuda_lock);
     gst_cuda_handle_set_context (element, context, device, &priv->cuda_context);
@@ -1718,12 +1723,33 @@ gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
   }
 }
 
+/* References to the memories of a frame in CUDA memory. The engine reads the frame on its own
+ * stream after forward_frame returns; while these are held the memory does not go back to the
+ * upstream pool (a pool takes back only buffers whose memory nobody else holds), so the next
+ * frame is not written into it before the engine has read it. */
+struct FrameMemories {
+  std::vector<GstMemory *> memories;
+
+  explicit FrameMemories (GstBuffer * buf) {
+    for (guint i = 0; i < gst_buffer_n_memory (buf); ++i)
+      memories.push_back (gst_memory_ref (gst_buffer_peek_memory (buf, i)));
+  }
+  ~FrameMemories () {
+    for (GstMemory * m : memories)
+      gst_memory_unref (m);
+  }
+  FrameMemories (const FrameMemories &) = delete;
+  FrameMemories & operator= (const FrameMemories &) = delete;
+};
+
 /* What a level left on the GPU holds: the engine's output tensor (its pooled storage is not
- * reused while held), the output slot, and the CUDA context its download and release run in. */
+ * reused while held), the output slot, the CUDA context its download and release run in, and,
+ * for a frame in CUDA memory, that frame's memories until the level is complete. */
 struct DeviceLevel {
   backbone::Tensor tensor;
   std::shared_ptr<gstbackbone::FeatureSlot> slot;
   CudaContextPtr cuda;
+  std::shared_ptr<FrameMemories> frame;
 };
 
 /* GstFeatureDeviceMemoryFuncs.download: waits for the tensor's ready event and copies it into
@@ -1762,6 +1788,11 @@ device_level_free (gpointer user_data)
   auto *level = static_cast<DeviceLevel *> (user_data);
   try {
     CudaContextScope scope (level->cuda);
+    /* The level complete means the engine has read the frame: only then may its memory go back
+     * upstream (normally long done; the event has completed). */
+    if (level->frame)
+      backbone::cuda_wait_ready (level->tensor);
+    level->frame.reset ();
     level->tensor = backbone::Tensor ();
     level->slot.reset ();
   } catch (const std::exception &e) {
@@ -1775,7 +1806,8 @@ device_level_free (gpointer user_data)
  * keeps (with @slot and @cuda) until the last buffer holding it is gone. */
 static GstBuffer *
 wrap_device_level (const backbone::Tensor & tensor,
-    const std::shared_ptr<gstbackbone::FeatureSlot> &slot, const CudaContextPtr & cuda)
+    const std::shared_ptr<gstbackbone::FeatureSlot> &slot, const CudaContextPtr & cuda,
+    const std::shared_ptr<FrameMemories> &frame)
 {
   static const GstFeatureDeviceMemoryFuncs funcs = [] {
     GstFeatureDeviceMemoryFuncs f;
@@ -1788,7 +1820,7 @@ wrap_device_level (const backbone::Tensor & tensor,
     throw backbone::Error ("a CUDA output must be a contiguous, non-empty tensor, found " +
         backbone::shape_str (tensor.shape ()) + " with strides " +
         backbone::shape_str (tensor.strides ()));
-  auto *level = new DeviceLevel {tensor, slot, cuda};
+  auto *level = new DeviceLevel {tensor, slot, cuda, frame};
   GstMemory *mem = gst_feature_device_memory_new (GST_FEATURE_DEVICE_CUDA,
       tensor.device ().index, const_cast<void *> (level->tensor.data ()), tensor.nbytes (),
       backbone::cuda_ready_event (tensor), &funcs, level);
@@ -1815,6 +1847,10 @@ gst_resnet_backbone_infer_cuda (GstResnetBackbone * self, Model & model,
   CudaContextScope scope (model.cuda);
   backbone::PreprocessResult info;
   backbone::FeatureMaps maps = model.engine->forward_frame (view, model.preprocess, &info);
+  /* A frame in host memory is copied (staged for the upload) before forward_frame returns; one in
+   * CUDA memory is read by the engine's kernel later, on its stream. */
+  const std::shared_ptr<FrameMemories> frame_memories = on_device ?
+      std::make_shared<FrameMemories> (buf) : nullptr;
 
   GstFeatureMeta *meta = gst_buffer_add_feature_meta (buf);
   if (!meta)
@@ -1853,7 +1889,7 @@ gst_resnet_backbone_infer_cuda (GstResnetBackbone * self, Model & model,
     }
     auto it = model.strides.find (name);
     const guint stride = it != model.strides.end ()? static_cast<guint> (it->second) : 0;
-    GstBuffer *data = on_gpu ? wrap_device_level (level_tensor, slot, model.cuda) :
+    GstBuffer *data = on_gpu ? wrap_device_level (level_tensor, slot, model.cuda, frame_memories) :
         gstbackbone::FeaturePool::wrap (level_tensor, slot);
     if (!gst_feature_meta_add_level (meta, name.c_str (), GST_FEATURE_DTYPE_FLOAT32, dims, strides,
             stride, on_gpu ? GST_FEATURE_DEVICE_CUDA : GST_FEATURE_DEVICE_CPU,

@@ -191,6 +191,12 @@ gst_feature_device_mem_copy (GstMemory * memory, gssize offset, gssize size)
   /* A copy is host data: the device allocation belongs to the producer. */
   if (!gst_memory_map (memory, &in, GST_MAP_READ))
     return NULL;
+  if (offset < 0 || (gsize) offset > in.size || (gsize) size > in.size - offset) {
+    GST_WARNING ("copy of %" G_GSSIZE_FORMAT " bytes at offset %" G_GSSIZE_FORMAT " of a feature "
+        "device memory of %" G_GSIZE_FORMAT " bytes: out of range", size, offset, in.size);
+    gst_memory_unmap (memory, &in);
+    return NULL;
+  }
   copy = gst_allocator_alloc (NULL, size, NULL);
   if (copy == NULL || !gst_memory_map (copy, &out, GST_MAP_WRITE)) {
     if (copy)
