@@ -24,6 +24,7 @@
 #include "deform_cases.h"
 #include "ops/cpu/nhwc_ops.h"
 #include "ops/cuda/deform_conv_nhwc_tile.cuh"
+#include "ops/cuda/group_norm_stats.cuh"
 
 namespace backbone {
 namespace {
@@ -525,6 +526,71 @@ TEST(NhwcDeformTileChecks, ValidateNamesTheProblem) {
   p.deformable_groups = 1;
   p.out_channels = 64 * 65536;
   EXPECT_NE(tile::validate(p).find("65535"), std::string::npos);
+}
+
+// ---- the CUDA GroupNorm statistics, run block by block on the host ------------------------------
+// group_norm_stats.cuh holds the split of a group over blocks, each thread's Welford moments and
+// their combination; here the stats kernel's blocks (and its tree reduction) and the finalize kernel
+// run on the host, against double-precision two-pass statistics.
+
+struct NormFloatIo {
+  static float load(const float* p, int64_t i) { return p[i]; }
+};
+
+TEST(NhwcGroupNormStatsOnHost, MatchesTwoPassStatistics) {
+  namespace ns = backbone::cuda_module::norm_stats;
+  struct Case {
+    nhwc::Shape s;
+    int64_t groups;
+    float mean, std;
+  };
+  const Case cases[] = {{{1, 64, 64, 32}, 1, 3.0f, 2.0f},     // 8 splits
+                        {{2, 45, 50, 96}, 3, -2.0f, 1.0f},    // 5 splits
+                        {{1, 3, 5, 8}, 4, 0.0f, 1.0f},        // 30 elements: most threads get none
+                        {{1, 40, 40, 64}, 2, 50.0f, 0.5f}};   // mean far from 0, small variance
+  for (const Case& c : cases) {
+    std::mt19937 rng(8);
+    const Vec in = random_vec(c.s.numel(), rng, c.std);
+    Vec x(in);
+    for (float& v : x) v += c.mean;
+    const int64_t hw = c.s.h * c.s.w, cg = c.s.c / c.groups, elements = hw * cg;
+    const int64_t splits = ns::splits_for(elements);
+    EXPECT_EQ(splits, std::min<int64_t>(64, std::max<int64_t>(1, (elements + 16383) / 16384)));
+    for (int64_t b = 0; b < c.s.n; ++b)
+      for (int64_t g = 0; g < c.groups; ++g) {
+        const float* base = x.data() + b * hw * c.s.c + g * cg;
+        std::vector<ns::Moments> partial;
+        float covered = 0;
+        for (int64_t split = 0; split < splits; ++split) {
+          int64_t begin, end;
+          ns::slice(elements, splits, split, begin, end);
+          std::vector<ns::Moments> shared(ns::kThreads);
+          for (int t = 0; t < ns::kThreads; ++t)
+            shared[static_cast<std::size_t>(t)] = ns::thread_moments<float, NormFloatIo>(base, c.s.c, cg, begin, end, t);
+          for (int st = ns::kThreads / 2; st > 0; st >>= 1)
+            for (int t = 0; t < st; ++t)
+              shared[static_cast<std::size_t>(t)] =
+                  ns::combine(shared[static_cast<std::size_t>(t)], shared[static_cast<std::size_t>(t + st)]);
+          partial.push_back(shared[0]);
+          covered += shared[0].count;
+        }
+        EXPECT_EQ(covered, static_cast<float>(elements));
+        ns::Moments m = partial[0];
+        for (std::size_t i = 1; i < partial.size(); ++i) m = ns::combine(m, partial[i]);
+        const ns::MeanRstd st = ns::finish(m, 1e-5f);
+        double sum = 0, sq = 0;
+        for (int64_t p = 0; p < hw; ++p)
+          for (int64_t k = 0; k < cg; ++k) sum += base[p * c.s.c + k];
+        const double mean = sum / static_cast<double>(elements);
+        for (int64_t p = 0; p < hw; ++p)
+          for (int64_t k = 0; k < cg; ++k) sq += (base[p * c.s.c + k] - mean) * (base[p * c.s.c + k] - mean);
+        const double rstd = 1.0 / std::sqrt(sq / static_cast<double>(elements) + 1e-5);
+        EXPECT_NEAR(st.mean, mean, 1e-5 * (std::fabs(mean) + c.std)) << c.s.c << " group " << g;
+        EXPECT_NEAR(st.rstd, rstd, 1e-4 * rstd) << c.s.c << " group " << g;
+      }
+  }
+  EXPECT_EQ(ns::stats_offset(3), 40u);  // 3 x 12 bytes, rounded up to 8
+  EXPECT_EQ(ns::stats_offset(4), 48u);
 }
 
 // ---- plain convolution -------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "ops/cuda/group_norm_stats.cuh"
 #include "ops/cuda/kernels.h"
 #include "ops/cuda/nhwc_common.cuh"
 
@@ -103,83 +104,56 @@ __global__ void bias_residual_act_kernel(const T* x, int64_t c, const float* __r
 
 // ---- GroupNorm ----------------------------------------------------------------------------------
 
-// Partial statistics of a slice of one (image, group): element count, mean, sum of squared
-// deviations (Welford / Chan et al.).
-struct Moments {
-  float count, mean, m2;
+using norm_stats::MeanRstd;
+using norm_stats::Moments;
+
+template <typename T>
+struct NormIo {
+  __device__ __forceinline__ static float load(const T* p, int64_t i) { return to_float(p[i]); }
 };
 
-__device__ __forceinline__ Moments combine(Moments a, Moments b) {
-  const float n = a.count + b.count;
-  if (n == 0.0f) return a;
-  const float d = b.mean - a.mean;
-  const float fb = b.count / n;
-  return Moments{n, a.mean + d * fb, a.m2 + b.m2 + d * d * a.count * fb};
-}
-
-constexpr int64_t kGroupNormSliceElements = 16384;  // elements per statistics block
-constexpr int64_t kGroupNormMaxSplits = 64;
-
 int64_t group_norm_splits(NhwcShape s, int64_t num_groups) {
-  const int64_t elements = s.h * s.w * (s.c / num_groups);
-  return std::max<int64_t>(1, std::min(kGroupNormMaxSplits, (elements + kGroupNormSliceElements - 1) /
-                                                                 kGroupNormSliceElements));
-}
-
-// Workspace: the partial moments, then (mean, rstd) as float2 at this offset (Moments is 12 bytes,
-// the offset is rounded up to 8).
-std::size_t group_norm_stats_offset(int64_t partials) {
-  return (static_cast<std::size_t>(partials) * sizeof(Moments) + 7) / 8 * 8;
+  return norm_stats::splits_for(s.h * s.w * (s.c / num_groups));
 }
 
 // grid (splits, n * num_groups): block (s, b * G + g) reduces its slice of the group's elements
-// (pixel-major, channel-minor) into partial[(b * G + g) * splits + s].
+// into partial[(b * G + g) * splits + s] (Welford per thread, then a tree of combinations).
 template <typename T>
-__global__ void group_norm_stats_kernel(const T* __restrict__ in, int64_t hw, int64_t c, int64_t num_groups,
-                                        int64_t splits, Moments* __restrict__ partial) {
+__global__ void __launch_bounds__(norm_stats::kThreads)
+    group_norm_stats_kernel(const T* __restrict__ in, int64_t hw, int64_t c, int64_t num_groups, int64_t splits,
+                            Moments* __restrict__ partial) {
   const int64_t bg = blockIdx.y;
   const int64_t b = bg / num_groups, g = bg % num_groups;
   const int64_t cg = c / num_groups;
-  const int64_t elements = hw * cg;
-  const int64_t chunk = (elements + splits - 1) / splits;
-  const int64_t begin = blockIdx.x * chunk;
-  const int64_t end = min(elements, begin + chunk);
-  const T* base = in + b * hw * c + g * cg;
-  Moments m{0.0f, 0.0f, 0.0f};
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const int64_t p = e / cg, k = e % cg;
-    const float x = to_float(base[p * c + k]);
-    m.count += 1.0f;
-    const float d = x - m.mean;
-    m.mean += d / m.count;
-    m.m2 += d * (x - m.mean);
-  }
-  __shared__ Moments shared[kThreads];
-  shared[threadIdx.x] = m;
+  int64_t begin, end;
+  norm_stats::slice(hw * cg, splits, blockIdx.x, begin, end);
+  __shared__ Moments shared[norm_stats::kThreads];
+  shared[threadIdx.x] =
+      norm_stats::thread_moments<T, NormIo<T>>(in + b * hw * c + g * cg, c, cg, begin, end, threadIdx.x);
   __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (static_cast<int>(threadIdx.x) < s) shared[threadIdx.x] = combine(shared[threadIdx.x], shared[threadIdx.x + s]);
+  for (int s = norm_stats::kThreads / 2; s > 0; s >>= 1) {
+    if (static_cast<int>(threadIdx.x) < s)
+      shared[threadIdx.x] = norm_stats::combine(shared[threadIdx.x], shared[threadIdx.x + s]);
     __syncthreads();
   }
   if (threadIdx.x == 0) partial[bg * splits + blockIdx.x] = shared[0];
 }
 
-// One thread per (image, group): combines the partial moments into (mean, rstd).
+// One thread per (image, group): combines the partial moments in split order into (mean, rstd).
 __global__ void group_norm_finalize_kernel(const Moments* __restrict__ partial, int64_t groups_total, int64_t splits,
-                                           float eps, float2* __restrict__ stats) {
+                                           float eps, MeanRstd* __restrict__ stats) {
   const int64_t step = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t bg = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; bg < groups_total; bg += step) {
     Moments m = partial[bg * splits];
-    for (int64_t s = 1; s < splits; ++s) m = combine(m, partial[bg * splits + s]);
-    const float var = m.count > 0.0f ? m.m2 / m.count : 0.0f;
-    stats[bg] = make_float2(m.mean, 1.0f / sqrtf(var + eps));
+    for (int64_t s = 1; s < splits; ++s) m = norm_stats::combine(m, partial[bg * splits + s]);
+    stats[bg] = norm_stats::finish(m, eps);
   }
 }
 
 // y = (x - mean) * rstd * gamma + beta (+ residual), ReLU. stats[(b * groups + c / cg)]: per-image
 // group statistics (GroupNorm) or, with cg == c and hw == 1, per-pixel ones.
 template <typename T>
-__global__ void norm_apply_kernel(const T* in, int64_t hw, int64_t c, int64_t cg, const float2* __restrict__ stats,
+__global__ void norm_apply_kernel(const T* in, int64_t hw, int64_t c, int64_t cg, const MeanRstd* __restrict__ stats,
                                   const float* __restrict__ gamma, const float* __restrict__ beta, const T* residual,
                                   bool relu, T* out, int64_t total) {
   const int64_t groups = c / cg;
@@ -187,8 +161,8 @@ __global__ void norm_apply_kernel(const T* in, int64_t hw, int64_t c, int64_t cg
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += step) {
     const int64_t ch = idx % c;
     const int64_t b = idx / (hw * c);
-    const float2 st = stats[b * groups + ch / cg];
-    float v = (to_float(in[idx]) - st.x) * st.y;
+    const MeanRstd st = stats[b * groups + ch / cg];
+    float v = (to_float(in[idx]) - st.mean) * st.rstd;
     v = v * (gamma ? gamma[ch] : 1.0f) + (beta ? beta[ch] : 0.0f);
     if (residual) v += to_float(residual[idx]);
     if (relu && v < 0.0f) v = 0.0f;
@@ -335,8 +309,8 @@ void launch_bias_residual_act_nhwc(StorageType t, const void* x, NhwcShape shape
 std::size_t group_norm_workspace_bytes(NhwcShape shape, int64_t num_groups) {
   if (num_groups <= 0 || shape.c <= 0 || shape.c % num_groups != 0 || shape.n <= 0) return 0;
   const int64_t groups_total = shape.n * num_groups;
-  return group_norm_stats_offset(groups_total * group_norm_splits(shape, num_groups)) +
-         static_cast<std::size_t>(groups_total) * sizeof(float2);
+  return norm_stats::stats_offset(groups_total * group_norm_splits(shape, num_groups)) +
+         static_cast<std::size_t>(groups_total) * sizeof(MeanRstd);
 }
 
 void launch_group_norm_nhwc(StorageType t, const void* in, NhwcShape shape, int64_t num_groups, double eps,
@@ -356,12 +330,13 @@ void launch_group_norm_nhwc(StorageType t, const void* in, NhwcShape shape, int6
   const int64_t splits = group_norm_splits(shape, num_groups);
   const int64_t groups_total = shape.n * num_groups;
   Moments* partial = static_cast<Moments*>(workspace);
-  float2* stats = reinterpret_cast<float2*>(static_cast<char*>(workspace) + group_norm_stats_offset(groups_total * splits));
+  MeanRstd* stats =
+      reinterpret_cast<MeanRstd*>(static_cast<char*>(workspace) + norm_stats::stats_offset(groups_total * splits));
   const int64_t hw = shape.h * shape.w;
   dispatch_storage(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     group_norm_stats_kernel<T><<<dim3(static_cast<unsigned int>(splits), static_cast<unsigned int>(groups_total)),
-                                 kThreads, 0, stream>>>(static_cast<const T*>(in), hw, shape.c, num_groups, splits,
+                                 norm_stats::kThreads, 0, stream>>>(static_cast<const T*>(in), hw, shape.c, num_groups, splits,
                                                         partial);
     BACKBONE_CUDA_CHECK(cudaGetLastError());
     group_norm_finalize_kernel<<<grid_for(groups_total), kThreads, 0, stream>>>(partial, groups_total, splits,
