@@ -5,6 +5,8 @@
 // (onednn, libtorch, opencv) and compared per feature: max |out - ref| <= tolerance * max |ref|.
 // The oneDNN engine's bf16 is compared with its own fp32 on the same cases: max |bf16 - fp32| <=
 // 2e-2 * max |fp32| per level (the bound of the speed issue).
+// The cuda engine runs every case on cuda:0 (fp32, TF32 off) where a CUDA device is present, and is
+// skipped with the loader's reason elsewhere; its fp16/bf16 are compared with its fp32.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -14,83 +16,47 @@
 #include <fstream>
 
 #include "backbone/backbone.h"
+#include "backbone/golden_cases.h"
+#include "cuda/loader.h"
 #include "test_util.h"
 
 using namespace backbone;
+using namespace backbone::test::golden;
 using nlohmann::json;
 
 namespace {
-
-const std::string kDir = std::string(BACKBONE_TEST_DATA_DIR) + "/resnet/";
-
-std::vector<json> load_cases() {
-  std::ifstream f(kDir + "manifest.json");
-  if (!f) return {};
-  json m = json::parse(f);
-  return m["cases"].get<std::vector<json>>();
-}
-
-BlockKind block_kind(const std::string& s) {
-  if (s == "BasicBlock") return BlockKind::BasicBlock;
-  if (s == "BottleneckBlock") return BlockKind::BottleneckBlock;
-  if (s == "DeformBottleneckBlock") return BlockKind::DeformBottleneckBlock;
-  throw std::runtime_error("unknown block_class " + s);
-}
-
-ResNet build_from_stages(const json& c) {
-  const json& st = c["stem"];
-  auto stem = std::make_unique<BasicStem>(st["in_channels"].get<int64_t>(), st["out_channels"].get<int64_t>(),
-                                          st["norm"].get<std::string>());
-  std::vector<Stage> stages;
-  for (const json& s : c["stages"]) {
-    StageArgs a;
-    a.block_class = block_kind(s["block_class"]);
-    a.num_blocks = s["num_blocks"];
-    a.in_channels = s["in_channels"];
-    a.out_channels = s["out_channels"];
-    a.block.norm = s.value("norm", "BN");
-    a.block.bottleneck_channels = s.value("bottleneck_channels", int64_t{0});
-    a.block.num_groups = s.value("num_groups", int64_t{1});
-    a.block.stride_in_1x1 = s.value("stride_in_1x1", false);
-    a.block.dilation = s.value("dilation", int64_t{1});
-    a.block.stride = s.value("stride", int64_t{1});
-    a.block.deform_modulated = s.value("deform_modulated", false);
-    a.block.deform_num_groups = s.value("deform_num_groups", int64_t{1});
-    if (s.contains("stride_per_block")) a.stride_per_block = s["stride_per_block"].get<std::vector<int64_t>>();
-    if (s.contains("dilation_per_block")) a.dilation_per_block = s["dilation_per_block"].get<std::vector<int64_t>>();
-    stages.push_back(ResNet::make_stage(a));
-  }
-  std::optional<int64_t> num_classes;
-  if (c.contains("num_classes") && !c["num_classes"].is_null()) num_classes = c["num_classes"].get<int64_t>();
-  return ResNet(std::move(stem), std::move(stages), num_classes, c["out_features"].get<std::vector<std::string>>(),
-                c.value("freeze_at", 0));
-}
-
-ResNet build_case(const json& c) {
-  if (c["model"] == "config") {
-    Config cfg;
-    cfg.merge_from_file(kDir + c["config"].get<std::string>());
-    return build_resnet_backbone(cfg, ShapeSpec{3});
-  }
-  return build_from_stages(c);
-}
 
 struct GoldenCase {
   json c;
   std::string engine;
 };
 
+// The engines of this build, and "cuda" also where it cannot run (listed, then skipped with the reason).
+std::vector<std::string> golden_engines() {
+  std::vector<std::string> engines = available_engines();
+  if (std::find(engines.begin(), engines.end(), "cuda") == engines.end()) engines.emplace_back("cuda");
+  return engines;
+}
+
 std::vector<GoldenCase> engine_cases() {
   std::vector<GoldenCase> all;
-  for (const auto& engine : available_engines())
+  for (const auto& engine : golden_engines())
     for (const auto& c : load_cases()) all.push_back({c, engine});
   return all;
+}
+
+// Why the cuda engine cannot run here ("" when it can).
+std::string cuda_unavailable() {
+  std::string why;
+  return detail::cuda_available(&why) ? std::string() : (why.empty() ? std::string("no CUDA device") : why);
 }
 
 class Golden : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(Golden, MatchesDetectron2) {
   const json& c = GetParam().c;
+  const bool cuda = GetParam().engine == "cuda";
+  if (cuda && !cuda_unavailable().empty()) GTEST_SKIP() << "engine cuda: " << cuda_unavailable();
   SCOPED_TRACE("engine " + GetParam().engine);
   SCOPED_TRACE(c.value("description", ""));
   ResNet model = build_case(c);
@@ -115,12 +81,18 @@ TEST_P(Golden, MatchesDetectron2) {
   Tensor input = load_npy(kDir + c["input"].get<std::string>());
   EngineOptions options;
   options.engine = GetParam().engine;
+  if (cuda) {
+    options.device = Device::cuda(0);
+    options.allow_tf32 = false;  // fp32 as detectron2 computes it
+  }
   auto engine = create_engine(model, options);
   EXPECT_EQ(engine->name(), options.engine);
   FeatureMaps out = engine->forward(input);
   ASSERT_EQ(out.size(), c["outputs"].size());
   const double tol = c["tolerance"].get<double>();
-  for (const auto& [name, t] : out) {
+  for (const auto& [name, device_t] : out) {
+    EXPECT_EQ(device_t.device(), options.device) << name;
+    const Tensor t = device_t.to(Device::cpu());
     ASSERT_TRUE(c["outputs"].contains(name)) << name;
     Tensor ref = load_npy(kDir + c["outputs"][name].get<std::string>());
     ASSERT_EQ(t.shape(), ref.shape()) << name;
@@ -169,6 +141,40 @@ TEST_P(GoldenBf16, WithinBoundOfFp32) {
   }
 }
 
+// The cuda engine's fp16 and bf16 against its fp32 (TF32 off) on the same case and GPU. Bounds per
+// level, relative to max |fp32|: fp16 1e-2, bf16 6e-2 (the CPU executor of the same description,
+// cuda_engine_test's CudaEngineNet.ReducedPrecisionExecutorWithinBound, measures what rounding every
+// activation to these types costs); deformable cases are included (the kernel keeps the sampling in
+// float32).
+class GoldenCudaPrecision : public ::testing::TestWithParam<json> {};
+
+TEST_P(GoldenCudaPrecision, WithinBoundOfFp32) {
+  if (!cuda_unavailable().empty()) GTEST_SKIP() << "engine cuda: " << cuda_unavailable();
+  const json& c = GetParam();
+  ResNet model = build_case(c);
+  load_checkpoint(model, kDir + c["weights"].get<std::string>(), /*strict=*/true);
+  Tensor input = load_npy(kDir + c["input"].get<std::string>());
+  EngineOptions options;
+  options.engine = "cuda";
+  options.device = Device::cuda(0);
+  FeatureMaps f32 = create_engine(model, options)->forward(input);
+  for (const Precision p : {Precision::Float16, Precision::BFloat16}) {
+    SCOPED_TRACE(precision_name(p));
+    options.precision = p;
+    FeatureMaps low = create_engine(model, options)->forward(input);
+    ASSERT_EQ(low.size(), f32.size());
+    const double bound = p == Precision::Float16 ? 1e-2 : 6e-2;
+    for (size_t i = 0; i < f32.size(); ++i) {
+      ASSERT_EQ(low[i].first, f32[i].first);
+      const Tensor a = low[i].second.to(Device::cpu()), b = f32[i].second.to(Device::cpu());
+      ASSERT_EQ(a.shape(), b.shape()) << f32[i].first;
+      const double max_ref = test::max_abs(b), err = test::max_abs_diff(a, b);
+      EXPECT_GT(err, 0.0) << f32[i].first << ": identical to fp32, the reduced precision did not run";
+      EXPECT_LE(err, bound * max_ref) << f32[i].first << ": max |low - fp32| = " << err << ", max |fp32| = " << max_ref;
+    }
+  }
+}
+
 std::string case_name(const ::testing::TestParamInfo<GoldenCase>& info) {
   std::string n = info.param.engine + "_" + info.param.c["name"].get<std::string>();
   std::replace_if(n.begin(), n.end(), [](char ch) { return !std::isalnum(static_cast<unsigned char>(ch)); }, '_');
@@ -185,6 +191,14 @@ INSTANTIATE_TEST_SUITE_P(Detectron2, GoldenBf16, ::testing::ValuesIn(load_cases(
                            return n;
                          });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GoldenBf16);
+INSTANTIATE_TEST_SUITE_P(Detectron2, GoldenCudaPrecision, ::testing::ValuesIn(load_cases()),
+                         [](const ::testing::TestParamInfo<json>& info) {
+                           std::string n = info.param["name"].get<std::string>();
+                           std::replace_if(n.begin(), n.end(),
+                                           [](char ch) { return !std::isalnum(static_cast<unsigned char>(ch)); }, '_');
+                           return n;
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GoldenCudaPrecision);
 
 TEST(GoldenData, ManifestIsPresent) { EXPECT_GE(load_cases().size(), 10u) << "tests/data/resnet/manifest.json"; }
 

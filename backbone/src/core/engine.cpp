@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <thread>
 #include "build_config.h"
+#include "cuda/loader.h"
 #include "engines/engines.h"
 
 namespace backbone {
@@ -28,6 +29,10 @@ Precision precision_from_name(const std::string& name) {
 
 std::vector<std::string> available_engines() {
   std::vector<std::string> names;
+  // "cuda" (its library side is always built; it runs through the separately loaded module) is
+  // listed, first, where it can run: the module loads and sees a CUDA device. On machines without
+  // one the list is that of the CPU engines, whose first one "auto" picks on the CPU.
+  if (detail::cuda_available()) names.emplace_back("cuda");
 #if BACKBONE_HAVE_ONEDNN
   names.emplace_back("onednn");
 #endif
@@ -71,6 +76,9 @@ struct EngineEntry {
 };
 
 const EngineEntry kEngines[] = {
+    // First: "auto" on a CUDA device takes it; on the CPU it refuses at once (DeviceError, nothing
+    // loaded) and "auto" moves on.
+    {"cuda", detail::create_cuda_engine, "BACKBONE_WITH_CUDA"},
 #if BACKBONE_HAVE_ONEDNN
     {"onednn", detail::create_onednn_engine, "BACKBONE_WITH_ONEDNN"},
 #else

@@ -245,6 +245,60 @@ CudaDeviceInfo cuda_device_info(int device) {
   return info;
 }
 
+namespace {
+
+// An engine call's status as the library's error: out of memory named first, UNSUPPORTED as
+// UnsupportedError (engine "auto" moves on), everything else DeviceError with the module's message.
+void check_engine_status(int status, const std::string& what, int device, const char* msg) {
+  if (status == BACKBONE_CUDA_OK) return;
+  const std::string where = "engine 'cuda' " + what + " on cuda:" + std::to_string(device);
+  if (status == BACKBONE_CUDA_ERROR_OUT_OF_MEMORY)
+    throw DeviceError(where + " failed: out of memory on the device: " + msg);
+  if (status == BACKBONE_CUDA_ERROR_UNSUPPORTED) throw UnsupportedError(where + ": " + msg);
+  throw DeviceError(where + " failed: " + msg);
+}
+
+}  // namespace
+
+std::shared_ptr<CudaEngineHandle> cuda_engine_create(const BackboneCudaNetDesc& net,
+                                                     const BackboneCudaEngineOptions& options) {
+  const BackboneCudaApi& api = require_device(options.device, "engine 'cuda'");
+  if (!api.engine_create || !api.engine_destroy || !api.engine_forward || !api.engine_release_output ||
+      !api.engine_describe || !api.engine_forward_frame)
+    throw DeviceError("engine 'cuda' on cuda:" + std::to_string(options.device) + ": the CUDA module " +
+                      module().path + " has no engine (its engine_* entries are empty)");
+  char msg[kMessageSize] = {0};
+  BackboneCudaEngine* engine = nullptr;
+  check_engine_status(api.engine_create(&net, &options, &engine, msg, sizeof(msg)), "create", options.device, msg);
+  return std::make_shared<CudaEngineHandle>(&api, engine, options.device);
+}
+
+CudaEngineHandle::~CudaEngineHandle() {
+  if (engine_) api_->engine_destroy(engine_);
+}
+
+std::string CudaEngineHandle::describe() const {
+  const char* d = api_->engine_describe(engine_);
+  return d ? std::string(d) : std::string("cuda on cuda:") + std::to_string(device_);
+}
+
+void CudaEngineHandle::forward(const float* images, bool on_device, int64_t n, int64_t h, int64_t w,
+                               std::vector<BackboneCudaOutput>& outputs) {
+  char msg[kMessageSize] = {0};
+  check_engine_status(api_->engine_forward(engine_, images, on_device ? 1 : 0, n, h, w, outputs.data(),
+                                           static_cast<int32_t>(outputs.size()), msg, sizeof(msg)),
+                      "forward", device_, msg);
+}
+
+void CudaEngineHandle::forward_frame(const BackboneCudaFrameArgs& frame, std::vector<BackboneCudaOutput>& outputs) {
+  char msg[kMessageSize] = {0};
+  check_engine_status(api_->engine_forward_frame(engine_, &frame, outputs.data(), static_cast<int32_t>(outputs.size()),
+                                                 msg, sizeof(msg)),
+                      "forward_frame", device_, msg);
+}
+
+void CudaEngineHandle::release_output(uint64_t token) noexcept { api_->engine_release_output(engine_, token); }
+
 void cuda_event_synchronize(int device, void* event) {
   if (!event) return;
   const BackboneCudaApi& api = require_device(device, "cuda_event_synchronize");

@@ -6,10 +6,14 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "backbone/ops.h"
 #include "backbone/tensor.h"
+#include "cuda/module_api.h"
 
 namespace backbone::detail {
 
@@ -39,5 +43,34 @@ void cuda_event_synchronize(int device, void* event);
 // in the storage's deleter, before the storage goes back to its pool.
 void register_ready_event(const void* storage_owner, int device, void* event);
 void unregister_ready_event(const void* storage_owner) noexcept;
+
+// The module's engine (engine=cuda). A handle owns one module engine and destroys it
+// (engine_destroy) when the last reference goes: the library side keeps a reference in every output
+// it hands out, so the engine outlives the outputs of its pool. Errors are DeviceError carrying the
+// module's message (the failed CUDA/cuDNN call); out-of-memory says "out of memory" first;
+// BACKBONE_CUDA_ERROR_UNSUPPORTED becomes UnsupportedError.
+class CudaEngineHandle {
+ public:
+  CudaEngineHandle(const BackboneCudaApi* api, BackboneCudaEngine* engine, int device)
+      : api_(api), engine_(engine), device_(device) {}
+  ~CudaEngineHandle();
+  CudaEngineHandle(const CudaEngineHandle&) = delete;
+  CudaEngineHandle& operator=(const CudaEngineHandle&) = delete;
+
+  int device() const { return device_; }
+  std::string describe() const;
+  // images: float32 NCHW [n, c, h, w] in host memory or on the device; fills one output per net output.
+  void forward(const float* images, bool on_device, int64_t n, int64_t h, int64_t w,
+               std::vector<BackboneCudaOutput>& outputs);
+  void forward_frame(const BackboneCudaFrameArgs& frame, std::vector<BackboneCudaOutput>& outputs);
+  void release_output(uint64_t token) noexcept;
+
+ private:
+  const BackboneCudaApi* api_;
+  BackboneCudaEngine* engine_;
+  int device_;
+};
+std::shared_ptr<CudaEngineHandle> cuda_engine_create(const BackboneCudaNetDesc& net,
+                                                     const BackboneCudaEngineOptions& options);
 
 }  // namespace backbone::detail

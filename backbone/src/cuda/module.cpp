@@ -13,6 +13,7 @@
 
 #include <cudnn.h>
 
+#include "cuda/engine/engine.h"
 #include "cuda/module_api.h"
 #include "cuda/module_common.h"
 #include "ops/cuda/deform_conv2d_kernel.h"
@@ -25,40 +26,25 @@
 #endif
 
 namespace backbone::cuda_module {
-namespace {
 
-// "/abs/path/backbone/src/cuda/module.cpp" -> "backbone/src/cuda/module.cpp"
-const char* short_path(const char* file) {
-  const char* p = std::strstr(file, "backbone/src/");
-  return p ? p : file;
-}
-
-std::string where(const char* file, int line) {
-  return std::string(" (at ") + short_path(file) + ":" + std::to_string(line) + ")";
-}
-
-}  // namespace
-
-void throw_cuda_error(cudaError_t error, const char* expr, const char* file, int line) {
-  cudaGetLastError();  // clear a non-sticky error so that it is not reported twice
-  std::string message = std::string(expr) + " failed: " + cudaGetErrorName(error) + ": " + cudaGetErrorString(error);
-  if (error == cudaErrorMemoryAllocation) {
+// throw_cuda_error, throw_cublas_error and throw_argument_error live in module_errors.cpp (part of
+// backbone-cuda-kernels); the cuDNN one here, with the engine that needs it.
+void throw_cudnn_error(cudnnStatus_t status, const char* expr, const char* file, int line) {
+  std::string message = std::string(expr) + " failed: " + cudnnGetErrorString(status);
+  char detail[512] = {0};
+  cudnnGetLastErrorString(detail, sizeof(detail));  // cuDNN 9: what it logged for the failure, if anything
+  if (detail[0]) message += std::string(": ") + detail;
+  if (status == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+      status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED) {
     size_t free_bytes = 0, total_bytes = 0;
     if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
-      message += " (device memory: " + std::to_string(free_bytes >> 20) + " MiB free of " +
+      message += " (out of memory; device memory: " + std::to_string(free_bytes >> 20) + " MiB free of " +
                  std::to_string(total_bytes >> 20) + " MiB)";
     cudaGetLastError();
-    throw ModuleError(BACKBONE_CUDA_ERROR_OUT_OF_MEMORY, message + where(file, line));
+    throw CudnnError(BACKBONE_CUDA_ERROR_OUT_OF_MEMORY, status, message + error_location(file, line));
   }
-  throw ModuleError(BACKBONE_CUDA_ERROR_RUNTIME, message + where(file, line));
+  throw CudnnError(BACKBONE_CUDA_ERROR_CUDNN, status, message + error_location(file, line));
 }
-
-void throw_cublas_error(cublasStatus_t status, const char* expr, const char* file, int line) {
-  throw ModuleError(BACKBONE_CUDA_ERROR_CUBLAS, std::string(expr) + " failed: " + cublasGetStatusName(status) + ": " +
-                                                    cublasGetStatusString(status) + where(file, line));
-}
-
-void throw_argument_error(const std::string& message) { throw ModuleError(BACKBONE_CUDA_ERROR_ARGUMENT, message); }
 
 namespace {
 
@@ -231,6 +217,36 @@ int api_event_synchronize(int device, void* event, char* msg, size_t msg_size) {
   });
 }
 
+// The engine (cuda/engine/engine.cpp).
+int api_engine_create(const BackboneCudaNetDesc* net, const BackboneCudaEngineOptions* options,
+                      BackboneCudaEngine** engine, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    if (!net || !options || !engine) throw_argument_error("engine_create: null argument");
+    *engine = nullptr;
+    *engine = engine_create(*net, *options);
+  });
+}
+
+void api_engine_destroy(BackboneCudaEngine* engine) { engine_destroy(engine); }
+
+const char* api_engine_describe(BackboneCudaEngine* engine) { return engine_describe(engine); }
+
+int api_engine_forward(BackboneCudaEngine* engine, const float* images, int32_t on_device, int64_t n, int64_t h,
+                       int64_t w, BackboneCudaOutput* outputs, int32_t num_outputs, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size,
+                 [&] { engine_forward(engine, images, on_device != 0, n, h, w, outputs, num_outputs); });
+}
+
+int api_engine_forward_frame(BackboneCudaEngine* engine, const BackboneCudaFrameArgs* frame,
+                             BackboneCudaOutput* outputs, int32_t num_outputs, char* msg, size_t msg_size) {
+  return guarded(msg, msg_size, [&] {
+    if (!frame) throw_argument_error("engine_forward_frame: null frame");
+    engine_forward_frame(engine, *frame, outputs, num_outputs);
+  });
+}
+
+void api_engine_release_output(BackboneCudaEngine* engine, uint64_t token) { engine_release_output(engine, token); }
+
 const BackboneCudaApi kApi = {
     BACKBONE_CUDA_API_VERSION,
     static_cast<uint32_t>(sizeof(BackboneCudaApi)),
@@ -242,12 +258,12 @@ const BackboneCudaApi kApi = {
     &api_deform_conv2d,
     &api_device_properties,
     &api_event_synchronize,
-    nullptr,  // engine_create      (engine: cuda/engine.cpp, in progress)
-    nullptr,  // engine_destroy
-    nullptr,  // engine_describe
-    nullptr,  // engine_forward
-    nullptr,  // engine_forward_frame
-    nullptr,  // engine_release_output
+    &api_engine_create,
+    &api_engine_destroy,
+    &api_engine_describe,
+    &api_engine_forward,
+    &api_engine_forward_frame,
+    &api_engine_release_output,
 };
 
 }  // namespace

@@ -12,6 +12,9 @@ namespace backbone::detail {
 std::unique_ptr<Engine> create_onednn_engine(const ResNet& model, const EngineOptions& options);
 std::unique_ptr<Engine> create_libtorch_engine(const ResNet& model, const EngineOptions& options);
 std::unique_ptr<Engine> create_opencv_engine(const ResNet& model, const EngineOptions& options);
+// engine=cuda (engines/cuda): DeviceError at once for a non-CUDA device, and where CUDA is not
+// available (the loader's reason).
+std::unique_ptr<Engine> create_cuda_engine(const ResNet& model, const EngineOptions& options);
 
 // The input of Engine::forward checked as every CPU engine needs it (4-d, the stem's channels,
 // float32; ShapeError naming what was found otherwise), as a contiguous CPU tensor.

@@ -1,0 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
+# engine=cuda. cuda_engine_test (cpu): the network description and its CPU executor against
+# detectron2's goldens, device refusals; builds and runs without CUDA. cuda_engine_gpu_test (gpu):
+# the engine on a GPU, skipped with the reason where there is none.
+backbone_add_test(cuda_engine_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/cuda_engine_test.cpp
+  LIBS nlohmann_json::nlohmann_json)
+if(BACKBONE_HAVE_CUDA)
+  backbone_add_test(cuda_engine_gpu_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/cuda_engine_gpu_test.cpp LABELS gpu)
+endif()
