@@ -466,8 +466,9 @@ gst_resnet_backbone_class_init (GstResnetBackboneClass * klass)
   g_object_class_install_property (gobject_class, PROP_ENGINE,
       g_param_spec_string ("engine", "Engine",
           "Inference engine: auto (the first of this build's engines that runs the device and "
-          "precision), onednn, libtorch or opencv; an engine this build lacks fails the start with "
-          "the list of those it has", DEFAULT_ENGINE, flags));
+          "precision), cuda (device cuda:N; also takes frames in CUDA memory), onednn, libtorch or "
+          "opencv; an engine this build lacks fails the start with the list of those it has",
+          DEFAULT_ENGINE, flags));
 
   /**
    * GstResnetBackbone:device:
