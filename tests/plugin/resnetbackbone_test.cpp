@@ -1426,6 +1426,22 @@ void expect_gpu_levels_match(const GstFeatureMeta* meta, const Reference::Result
   }
 }
 
+// The GstCudaContext an element answers a "gst.cuda.context" context query with (a new reference),
+// or null.
+GObject* cuda_context_of(GstElement* element) {
+  GstQuery* q = gst_query_new_context("gst.cuda.context");
+  GObject* result = nullptr;
+  if (gst_element_query(element, q)) {
+    GstContext* context = nullptr;
+    gst_query_parse_context(q, &context);
+    const GstStructure* st = context ? gst_context_get_structure(context) : nullptr;
+    const GValue* v = st ? gst_structure_get_value(st, "gst.cuda.context") : nullptr;
+    if (v && G_VALUE_HOLDS_OBJECT(v)) result = G_OBJECT(g_value_dup_object(v));
+  }
+  gst_query_unref(q);
+  return result;
+}
+
 class CudaUpload : public ::testing::TestWithParam<const char*> {};
 
 // cudaupload ! video/x-raw(memory:CUDAMemory) ! resnetbackbone engine=cuda device=cuda:0 ! appsink:
@@ -1448,7 +1464,7 @@ TEST_P(CudaUpload, LevelsStayOnTheGpuAndMatchTheCpuEngine) {
   const GstVideoInfo info = info_of(caps);
   static Reference ref;  // the CPU engine (engine auto on the CPU), same config and weights
   const std::string launch = "appsrc name=src format=time caps=\"" + caps +
-                             "\" ! cudaupload ! video/x-raw(memory:CUDAMemory) ! resnetbackbone name=bb "
+                             "\" ! cudaupload name=upload ! video/x-raw(memory:CUDAMemory) ! resnetbackbone name=bb "
                              "engine=cuda device=cuda:0 config-file=\"" + data_path("narrow.yaml") +
                              "\" weights=\"" + data_path("narrow.pth") + "\" ! appsink name=sink sync=false";
   GError* error = nullptr;
@@ -1489,6 +1505,15 @@ TEST_P(CudaUpload, LevelsStayOnTheGpuAndMatchTheCpuEngine) {
       EXPECT_EQ(cuda_structures(negotiated), 1) << gst_caps_to_string(negotiated);
       gst_caps_unref(negotiated);
       gst_object_unref(bb_sink);
+      // One CUDA context, shared: what the element answers to a context query is cudaupload's.
+      GObject* ours = cuda_context_of(bb);
+      GstElement* upload = gst_bin_get_by_name(GST_BIN(pipeline), "upload");
+      GObject* theirs = cuda_context_of(upload);
+      EXPECT_NE(ours, nullptr);
+      EXPECT_EQ(ours, theirs) << "resnetbackbone and cudaupload run in different CUDA contexts";
+      if (ours) g_object_unref(ours);
+      if (theirs) g_object_unref(theirs);
+      gst_object_unref(upload);
       held = gst_buffer_ref(gst_sample_get_buffer(sample));  // not mapped until the end
     } else {
       SCOPED_TRACE("frame " + std::to_string(i));
