@@ -136,7 +136,8 @@ struct ConvExec {
   cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;        // unfused
   cudnnConvolutionFwdAlgo_t fused_algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;  // fused call
   bool fused = true;
-  std::string refusal;  // why cuDNN refused the fused call
+  bool precomp_ok = false;  // IMPLICIT_PRECOMP_GEMM runs this convolution within the workspace
+  std::string refusal;      // why cuDNN refused the fused call
 };
 
 struct Plan {
@@ -459,24 +460,25 @@ void setup_conv(Engine& e, Plan& p, int32_t i) {
                           std::to_string(g) + ") on input " + shape_text(xs.n, xs.c, xs.h, xs.w) +
                           ": cuDNN offers no forward algorithm for it within " + std::to_string(kMaxWorkspace >> 20) +
                           " MiB of workspace");
-  // With CUDNN_ACTIVATION_IDENTITY the fused call requires IMPLICIT_PRECOMP_GEMM.
-  c->fused_algo = l.d.relu ? c->algo : CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
   std::size_t ws = 0;
   BACKBONE_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(e.handle.get(), c->x.get(), c->w.get(), c->conv.get(),
                                                                c->y.get(), c->algo, &ws));
   p.workspace_bytes = std::max(p.workspace_bytes, ws);
-  if (c->fused_algo != c->algo) {
-    std::size_t fws = 0;
-    const cudnnStatus_t s = cudnnGetConvolutionForwardWorkspaceSize(e.handle.get(), c->x.get(), c->w.get(),
-                                                                    c->conv.get(), c->y.get(), c->fused_algo, &fws);
-    if (s == CUDNN_STATUS_SUCCESS && fws <= kMaxWorkspace) {
-      p.workspace_bytes = std::max(p.workspace_bytes, fws);
-    } else {
-      c->fused = false;
-      c->refusal = std::string("IMPLICIT_PRECOMP_GEMM (required by the fused call without activation): ") +
-                   (s == CUDNN_STATUS_SUCCESS ? "workspace of " + std::to_string(fws >> 20) + " MiB"
-                                              : cudnnGetErrorString(s));
-    }
+  // The fused call: with ReLU first the heuristics' algorithm, and IMPLICIT_PRECOMP_GEMM when cuDNN
+  // does not fuse that one (decided in the eager first run); with CUDNN_ACTIVATION_IDENTITY only
+  // IMPLICIT_PRECOMP_GEMM (cuDNN's rule for the fused call).
+  std::size_t pws = 0;
+  const cudnnStatus_t s =
+      cudnnGetConvolutionForwardWorkspaceSize(e.handle.get(), c->x.get(), c->w.get(), c->conv.get(), c->y.get(),
+                                              CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, &pws);
+  c->precomp_ok = s == CUDNN_STATUS_SUCCESS && pws <= kMaxWorkspace;
+  if (c->precomp_ok) p.workspace_bytes = std::max(p.workspace_bytes, pws);
+  c->fused_algo = l.d.relu ? c->algo : CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+  if (c->fused_algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM && !c->precomp_ok) {
+    c->fused = false;
+    c->refusal = std::string("IMPLICIT_PRECOMP_GEMM (required by the fused call without activation): ") +
+                 (s == CUDNN_STATUS_SUCCESS ? "workspace of " + std::to_string(pws >> 20) + " MiB"
+                                            : cudnnGetErrorString(s));
   }
   p.convs[static_cast<size_t>(i)] = std::move(c);
 }
@@ -623,7 +625,7 @@ void run_conv(Engine& e, Plan& p, int32_t i, cudaStream_t stream, bool warm_up) 
   void* y = p.ptr(l.d.output);
   const void* x = p.ptr(l.d.input);
   const void* residual = l.d.residual >= 0 ? p.ptr(l.d.residual) : nullptr;
-  if (c.fused) {
+  while (c.fused) {
     const float alpha2 = residual ? 1.0f : 0.0f;
     try {
       BACKBONE_CUDNN_CHECK(cudnnConvolutionBiasActivationForward(
@@ -632,10 +634,14 @@ void run_conv(Engine& e, Plan& p, int32_t i, cudaStream_t stream, bool warm_up) 
           l.bias_storage.get(), c.act.get(), c.y.get(), y));
       return;
     } catch (const CudnnError& err) {
-      // Only the first (eager) run of a shape may decide that cuDNN does not fuse this layer.
+      // Only the first (eager) run of a shape may decide how cuDNN fuses this layer: another
+      // algorithm, else no fusion.
       if (!warm_up || !(err.not_supported() || err.bad_param())) throw;
-      c.fused = false;
-      c.refusal = err.what();
+      c.refusal = std::string(algo_name(c.fused_algo)) + ": " + err.what();
+      if (c.fused_algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM && c.precomp_ok)
+        c.fused_algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+      else
+        c.fused = false;
     }
   }
   BACKBONE_CUDNN_CHECK(cudnnConvolutionForward(e.handle.get(), &one, c.x.get(), x, c.w.get(), l.weight.get(),
