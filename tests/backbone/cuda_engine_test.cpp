@@ -5,6 +5,8 @@
 // cannot run on. The GPU side is cuda_engine_gpu_test.
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +14,7 @@
 
 #include "backbone/backbone.h"
 #include "backbone/golden_cases.h"
+#include "build_config.h"
 #include "cuda/loader.h"
 #include "engines/cuda/cuda_net.h"
 #include "test_util.h"
@@ -349,6 +352,114 @@ TEST(CudaEngineNet, ExecutorNamesABrokenLayer) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layer 3 (CONV)"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("expected 7 input channels, found 64"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The module's own checks of a description (engine_create), which run before any CUDA call: the
+// module is loaded directly (dlopen), so they run here without a GPU.
+
+const BackboneCudaApi* module_table(std::string* why) {
+#if BACKBONE_HAVE_CUDA
+  const std::string path =
+      std::string(BACKBONE_BINARY_DIR) + "/lib/" BACKBONE_MODULE_DIR_NAME "/" BACKBONE_CUDA_MODULE_NAME;
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);  // never closed, as the loader does
+  if (!handle) {
+    const char* e = dlerror();
+    *why = path + ": " + (e ? e : "dlopen failed");
+    return nullptr;
+  }
+  const auto entry = reinterpret_cast<BackboneCudaEntryPoint>(dlsym(handle, BACKBONE_CUDA_ENTRY_POINT));
+  if (!entry) {
+    *why = path + " exports no " BACKBONE_CUDA_ENTRY_POINT;
+    return nullptr;
+  }
+  return entry();
+#else
+  *why = "this build has no CUDA module";
+  return nullptr;
+#endif
+}
+
+// engine_create's status and message for `net`; an engine it did create (on a GPU) is destroyed.
+std::pair<int, std::string> create_status(const BackboneCudaApi& api, const BackboneCudaNetDesc& net,
+                                          int32_t precision = BACKBONE_CUDA_FP32) {
+  BackboneCudaEngineOptions o{};
+  o.device = 0;
+  o.precision = precision;
+  o.use_graphs = 1;
+  o.max_plans = 2;
+  BackboneCudaEngine* engine = nullptr;
+  char msg[2048] = {0};
+  const int status = api.engine_create(&net, &o, &engine, msg, sizeof(msg));
+  if (engine) api.engine_destroy(engine);
+  return {status, msg};
+}
+
+TEST(CudaEngineModule, CreateChecksTheDescriptionFirst) {
+  std::string why;
+  const BackboneCudaApi* api = module_table(&why);
+  if (!api) GTEST_SKIP() << "no CUDA module: " << why;
+  ASSERT_EQ(api->version, BACKBONE_CUDA_API_VERSION);
+  ASSERT_NE(api->engine_create, nullptr);
+  const detail::CudaNet good = detail::build_cuda_net(make_model("R-18.yaml", {}, "['res2']"));
+  // Layers: 0 stem conv -> 1, 1 max pool -> 2, 2 conv1 (2 -> 3), 3 conv2 (3 -> 4, residual 2), ...
+  auto expect_refused = [&](detail::CudaNet net, const std::string& expected, int32_t precision = BACKBONE_CUDA_FP32) {
+    const auto [status, msg] = create_status(*api, net.desc(), precision);
+    EXPECT_EQ(status, BACKBONE_CUDA_ERROR_ARGUMENT) << msg;
+    EXPECT_NE(msg.find(expected), std::string::npos) << msg << "\nexpected: " << expected;
+  };
+  {
+    detail::CudaNet n = good;
+    n.layers[3].in_channels = 7;
+    expect_refused(n, "engine_create: layer 3 (CONV): in_channels: expected 64 (channels of value 3), found 7");
+  }
+  {
+    detail::CudaNet n = good;
+    n.layers[3].aux = 2;
+    expect_refused(n, "engine_create: layer 3 (CONV): aux: expected -1, found 2");
+  }
+  {
+    detail::CudaNet n = good;
+    n.layers[3].input = 5;
+    expect_refused(n, "engine_create: layer 3 (CONV): input: expected a value computed before, found 5");
+  }
+  {
+    detail::CudaNet n = good;
+    n.layers[3].groups = 5;
+    expect_refused(n, "engine_create: layer 3 (CONV): groups: expected a divisor of 64 and 64, found 5");
+  }
+  {
+    detail::CudaNet n = good;
+    n.layers[1].relu = 1;
+    expect_refused(n, "engine_create: layer 1 (MAX_POOL): relu: expected 0, found 1");
+  }
+  {
+    detail::CudaNet n = good;
+    n.num_values += 1;
+    expect_refused(n, "engine_create: num_values: expected " + std::to_string(good.num_values) +
+                          " (the input and one value per layer), found " + std::to_string(good.num_values + 1));
+  }
+  {
+    detail::CudaNet n = good;
+    n.outputs[0] = 0;
+    expect_refused(n, "engine_create: output 0: expected a layer's value, found 0");
+  }
+  expect_refused(good, "engine_create: precision: expected 0 (fp32), 1 (fp16) or 2 (bf16), found 9", 9);
+  // Deformable: the offsets must have 2*G*k*k (v1) or 3*G*k*k (v2) channels.
+  {
+    detail::CudaNet n = detail::build_cuda_net(make_model("R-50-dconv-c3-c5.yaml", {}, "['res3']"));
+    auto it = std::find_if(n.layers.begin(), n.layers.end(),
+                           [](const auto& l) { return l.kind == BACKBONE_CUDA_LAYER_DEFORM_CONV; });
+    ASSERT_NE(it, n.layers.end());
+    it->modulated = 1;
+    expect_refused(n, "(DEFORM_CONV): aux: expected 27 offset+mask channels, found 18");
+  }
+  // A valid description passes the checks: what follows needs the device (here: none, or the engine).
+  const auto [status, msg] = create_status(*api, good.desc());
+  EXPECT_NE(status, BACKBONE_CUDA_ERROR_ARGUMENT) << msg;
+  if (status != BACKBONE_CUDA_OK) {
+    EXPECT_NE(msg.find("cudaGetDeviceCount"), std::string::npos) << msg;
   }
 }
 

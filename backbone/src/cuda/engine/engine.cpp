@@ -214,7 +214,8 @@ using Engine = BackboneCudaEngine;
 // ---------------------------------------------------------------------------------------------
 // engine_create: validation, stored channels, weights.
 
-void validate(const BackboneCudaNetDesc& net, Engine& e) {
+// Host only (no CUDA call): engine_create checks the description before it touches the device.
+void validate(const BackboneCudaNetDesc& net, std::vector<int64_t>& channels, std::vector<bool>& is_linear) {
   if (net.in_channels <= 0)
     throw_argument_error("engine_create: in_channels: expected > 0, found " + std::to_string(net.in_channels));
   if (net.num_layers <= 0 || !net.layers)
@@ -225,21 +226,21 @@ void validate(const BackboneCudaNetDesc& net, Engine& e) {
   if (net.num_outputs <= 0 || !net.outputs)
     throw_argument_error("engine_create: expected at least one output, found " + std::to_string(net.num_outputs));
   const size_t nv = static_cast<size_t>(net.num_values);
-  e.channels.assign(nv, -1);
-  e.is_linear.assign(nv, false);
-  e.channels[0] = net.in_channels;
-  auto defined = [&](int32_t v) { return v >= 0 && v < net.num_values && e.channels[static_cast<size_t>(v)] >= 0; };
+  channels.assign(nv, -1);
+  is_linear.assign(nv, false);
+  channels[0] = net.in_channels;
+  auto defined = [&](int32_t v) { return v >= 0 && v < net.num_values && channels[static_cast<size_t>(v)] >= 0; };
   for (int32_t i = 0; i < net.num_layers; ++i) {
     const BackboneCudaLayer& l = net.layers[i];
     if (l.kind < BACKBONE_CUDA_LAYER_CONV || l.kind > BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR)
       bad_layer(i, l.kind, "kind: expected 0..5, found " + std::to_string(l.kind));
     if (!defined(l.input)) bad_layer(i, l.kind, "input: expected a value computed before, found " + std::to_string(l.input));
-    if (l.output <= 0 || l.output >= net.num_values || e.channels[static_cast<size_t>(l.output)] >= 0)
+    if (l.output <= 0 || l.output >= net.num_values || channels[static_cast<size_t>(l.output)] >= 0)
       bad_layer(i, l.kind, "output: expected a new value in [1, " + std::to_string(net.num_values) + "), found " +
                                std::to_string(l.output));
-    if (e.is_linear[static_cast<size_t>(l.input)])
+    if (is_linear[static_cast<size_t>(l.input)])
       bad_layer(i, l.kind, "input: value " + std::to_string(l.input) + " is a classifier output");
-    const int64_t in_c = e.channels[static_cast<size_t>(l.input)];
+    const int64_t in_c = channels[static_cast<size_t>(l.input)];
     if (l.in_channels != in_c)
       bad_layer(i, l.kind, "in_channels: expected " + std::to_string(in_c) + " (channels of value " +
                                std::to_string(l.input) + "), found " + std::to_string(l.in_channels));
@@ -263,7 +264,7 @@ void validate(const BackboneCudaNetDesc& net, Engine& e) {
         bad_layer(i, l.kind, "deformable_groups: expected a divisor of " + std::to_string(l.in_channels) + ", found " +
                                  std::to_string(l.deformable_groups));
       const int64_t need = (l.modulated ? 3 : 2) * l.deformable_groups * l.kernel_size * l.kernel_size;
-      const int64_t have = e.channels[static_cast<size_t>(l.aux)];
+      const int64_t have = channels[static_cast<size_t>(l.aux)];
       if (have != need)
         bad_layer(i, l.kind, "aux: expected " + std::to_string(need) + " offset" + (l.modulated ? "+mask" : "") +
                                  " channels, found " + std::to_string(have) + " (value " + std::to_string(l.aux) + ")");
@@ -290,15 +291,15 @@ void validate(const BackboneCudaNetDesc& net, Engine& e) {
         bad_layer(i, l.kind, "residual: expected a value computed before or -1, found " + std::to_string(l.residual));
       if (l.kind == BACKBONE_CUDA_LAYER_MAX_POOL || l.kind == BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR)
         bad_layer(i, l.kind, "residual: expected -1, found " + std::to_string(l.residual));
-      if (e.channels[static_cast<size_t>(l.residual)] != l.out_channels)
+      if (channels[static_cast<size_t>(l.residual)] != l.out_channels)
         bad_layer(i, l.kind, "residual: expected " + std::to_string(l.out_channels) + " channels, found " +
-                                 std::to_string(e.channels[static_cast<size_t>(l.residual)]) + " (value " +
+                                 std::to_string(channels[static_cast<size_t>(l.residual)]) + " (value " +
                                  std::to_string(l.residual) + ")");
     }
     if ((l.kind == BACKBONE_CUDA_LAYER_MAX_POOL || l.kind == BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR) && l.relu)
       bad_layer(i, l.kind, "relu: expected 0, found " + std::to_string(l.relu));
-    e.channels[static_cast<size_t>(l.output)] = l.out_channels;
-    e.is_linear[static_cast<size_t>(l.output)] = l.kind == BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR;
+    channels[static_cast<size_t>(l.output)] = l.out_channels;
+    is_linear[static_cast<size_t>(l.output)] = l.kind == BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR;
   }
   for (int32_t i = 0; i < net.num_outputs; ++i)
     if (!defined(net.outputs[i]) || net.outputs[i] == 0)
@@ -897,12 +898,16 @@ void forward_common(Engine& e, Plan& p, BackboneCudaOutput* outputs, int32_t num
 }  // namespace
 
 BackboneCudaEngine* engine_create(const BackboneCudaNetDesc& net, const BackboneCudaEngineOptions& options) {
+  // The description and the options first: their errors need no device.
+  std::vector<int64_t> channels;
+  std::vector<bool> is_linear;
+  validate(net, channels, is_linear);
+  const StorageType type = storage_of(options.precision);
   int count = 0;
   BACKBONE_CUDA_CHECK(cudaGetDeviceCount(&count));
   if (options.device < 0 || options.device >= count)
     throw_argument_error("engine_create: device: expected an index in [0, " + std::to_string(count) + "), found " +
                          std::to_string(options.device));
-  const StorageType type = storage_of(options.precision);
   set_device(options.device);
   auto e = std::make_unique<BackboneCudaEngine>(options.device);
   e->type = type;
@@ -915,7 +920,8 @@ BackboneCudaEngine* engine_create(const BackboneCudaNetDesc& net, const Backbone
                           std::to_string(e->prop.major) + std::to_string(e->prop.minor) + " (" + e->prop.name +
                           "); use fp16 or fp32");
   BACKBONE_CUDNN_CHECK(cudnnSetStream(e->handle.get(), e->stream.get()));
-  validate(net, *e);
+  e->channels = std::move(channels);
+  e->is_linear = std::move(is_linear);
   e->in_channels = net.in_channels;
   e->outputs.assign(net.outputs, net.outputs + net.num_outputs);
   plan_channels(net, *e);
