@@ -15,6 +15,7 @@
 #include "backbone/backbone.h"
 #include "backbone/golden_cases.h"
 #include "build_config.h"
+#include "cuda/engine/layout.h"
 #include "cuda/loader.h"
 #include "engines/cuda/cuda_net.h"
 #include "test_util.h"
@@ -352,6 +353,88 @@ TEST(CudaEngineNet, ExecutorNamesABrokenLayer) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layer 3 (CONV)"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("expected 7 input channels, found 64"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The module engine's host-side layout (cuda/engine/layout.h), on the CPU.
+
+std::vector<int64_t> value_channels(const detail::CudaNet& net) {
+  std::vector<int64_t> c(static_cast<size_t>(net.num_values), -1);
+  c[0] = net.in_channels;
+  for (const auto& l : net.layers) c[static_cast<size_t>(l.output)] = l.out_channels;
+  return c;
+}
+
+TEST(CudaEngineLayout, StoredChannelsPadTheStemInputAndTheOffsets) {
+  const detail::CudaNet net = detail::build_cuda_net(make_model("R-50-mdconv-c3-c5.yaml"));
+  const BackboneCudaNetDesc d = net.desc();
+  const auto channels = value_channels(net);
+  for (const int64_t align : {4, 8}) {
+    SCOPED_TRACE("align " + std::to_string(align));
+    const auto stored = cuda_module::stored_channels(d, channels, align);
+    EXPECT_EQ(stored[0], align);  // 3 -> 4 or 8
+    int padded_offsets = 0;
+    for (const auto& l : net.layers) {
+      const size_t v = static_cast<size_t>(l.output);
+      const bool offsets = std::any_of(net.layers.begin(), net.layers.end(),
+                                       [&](const auto& o) { return o.aux == l.output; });
+      if (offsets) {
+        ++padded_offsets;
+        EXPECT_EQ(stored[v], (27 + align - 1) / align * align);
+      } else {
+        EXPECT_EQ(stored[v], channels[v]);
+      }
+    }
+    EXPECT_EQ(padded_offsets, 13);
+  }
+}
+
+TEST(CudaEngineLayout, FilterToNhwcPadsWithZeros) {
+  // out 3, in 4, groups 2, 3x3: OIHW [3][2][3][3] -> [4][3][3][2] (out padded to 4).
+  std::vector<float> w(3 * 2 * 3 * 3);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i + 1);
+  const auto r = cuda_module::filter_to_nhwc(w.data(), 3, 4, 2, 3, 4, 4);
+  ASSERT_EQ(r.size(), 4u * 3 * 3 * 2);
+  for (int o = 0; o < 4; ++o)
+    for (int y = 0; y < 3; ++y)
+      for (int x = 0; x < 3; ++x)
+        for (int c = 0; c < 2; ++c)
+          EXPECT_EQ(r[static_cast<size_t>(((o * 3 + y) * 3 + x) * 2 + c)],
+                    o < 3 ? w[static_cast<size_t>(((o * 2 + c) * 3 + y) * 3 + x)] : 0.0f);
+  // The stem: in 3 padded to 8, groups 1, 1x1.
+  const std::vector<float> s = {1, 2, 3, 4, 5, 6};  // [2][3][1][1]
+  EXPECT_EQ(cuda_module::filter_to_nhwc(s.data(), 2, 3, 1, 1, 2, 8),
+            (std::vector<float>{1, 2, 3, 0, 0, 0, 0, 0, 4, 5, 6, 0, 0, 0, 0, 0}));
+}
+
+// No two values alive at once share a buffer; outputs keep theirs; buffers are shared at all.
+TEST(CudaEngineLayout, BuffersFollowValueLifetimes) {
+  for (const std::string config : {"R-50.yaml", "R-50-mdconv-c3-c5.yaml"}) {
+    SCOPED_TRACE(config);
+    const detail::CudaNet net =
+        detail::build_cuda_net(make_model(config, {}, "['stem', 'res2', 'res3', 'res4', 'res5']"));
+    const BackboneCudaNetDesc d = net.desc();
+    const auto last = cuda_module::last_reads(d);
+    std::vector<std::size_t> bytes(static_cast<size_t>(d.num_values));
+    std::mt19937 rng(3);
+    for (auto& b : bytes) b = 256 + rng() % 100000;
+    const auto plan = cuda_module::assign_buffers(d, bytes, last);
+    ASSERT_EQ(plan.slot_of.size(), bytes.size());
+    // Value v is alive from the layer writing it (value 0: before layer 0) to its last read.
+    std::vector<int32_t> born(bytes.size(), -1);
+    for (int32_t i = 0; i < d.num_layers; ++i) born[static_cast<size_t>(d.layers[i].output)] = i;
+    for (size_t v = 0; v < bytes.size(); ++v) {
+      ASSERT_GE(plan.slot_of[v], 0) << v;
+      EXPECT_GE(plan.slot_bytes[static_cast<size_t>(plan.slot_of[v])], bytes[v]) << v;
+      for (size_t u = 0; u < v; ++u) {
+        if (plan.slot_of[u] != plan.slot_of[v]) continue;
+        // u (earlier) must be dead before v is written: its last read is before v's writer.
+        EXPECT_LT(last[u], born[v]) << "values " << u << " and " << v << " share slot " << plan.slot_of[v];
+      }
+    }
+    for (int32_t o : net.outputs) EXPECT_EQ(last[static_cast<size_t>(o)], INT32_MAX);
+    EXPECT_LT(plan.slot_bytes.size(), bytes.size() / 4) << "buffers are hardly shared";
   }
 }
 

@@ -1,4 +1,4 @@
 # SPDX-License-Identifier: Apache-2.0
 # The engine of the CUDA module (module_api.h's engine_* entries): cuDNN convolutions and this
 # project's NHWC kernels (backbone-cuda-kernels), plans, CUDA graphs and the output pool.
-target_sources(backbone-cuda PRIVATE ${CMAKE_CURRENT_LIST_DIR}/engine/engine.cpp)
+target_sources(backbone-cuda PRIVATE ${CMAKE_CURRENT_LIST_DIR}/engine/engine.cpp ${CMAKE_CURRENT_LIST_DIR}/engine/layout.cpp)

@@ -29,6 +29,7 @@
 //    after the last of them is released).
 //  - Every call on an engine is serialised by its mutex; engine_release_output takes only the pool's.
 #include "cuda/engine/engine.h"
+#include "cuda/engine/layout.h"
 
 #include <algorithm>
 #include <climits>
@@ -96,7 +97,6 @@ cudnnDataType_t cudnn_type(StorageType t) {
   return CUDNN_DATA_FLOAT;
 }
 
-int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) { return (in + 2 * p - d * (k - 1) - 1) / s + 1; }
 
@@ -189,6 +189,7 @@ struct BackboneCudaEngine {
   std::vector<bool> is_linear;           // per value: float32 [n][classes] (AVGPOOL_LINEAR output)
   std::vector<int32_t> outputs;
   std::vector<int32_t> last_read;  // per value: the last layer reading it (INT32_MAX: an output)
+  std::vector<BackboneCudaLayer> descs;  // the layers' descriptions without weights
 
   std::mutex mutex;
   std::vector<std::unique_ptr<Plan>> plans;
@@ -307,36 +308,29 @@ void validate(const BackboneCudaNetDesc& net, std::vector<int64_t>& channels, st
                            std::to_string(net.outputs[i]));
 }
 
-// Stored channels: the input padded for the stem, offsets padded for the deformable kernel; residual
-// operands are never padded (they equal the output channels).
+// Stored channels (cuda/engine/layout.h): the stem's input padded to 4 (fp32) or 8 (fp16/bf16)
+// channels, offsets likewise; residual operands are never padded (they equal the output channels).
 void plan_channels(const BackboneCudaNetDesc& net, Engine& e) {
-  const size_t nv = static_cast<size_t>(net.num_values);
-  const int64_t align = e.type == StorageType::Float32 ? 4 : 8;
-  e.stored_channels = e.channels;
-  e.last_read.assign(nv, -1);
-  std::vector<bool> plain_read(nv, false), aux_read(nv, false), pad_input_ok(nv, true);
+  e.stored_channels = stored_channels(net, e.channels, e.type == StorageType::Float32 ? 4 : 8);
+  e.last_read = last_reads(net);
+  e.descs.clear();
   for (int32_t i = 0; i < net.num_layers; ++i) {
-    const BackboneCudaLayer& l = net.layers[i];
-    for (int32_t v : {l.input, l.residual, l.aux})
-      if (v >= 0) e.last_read[static_cast<size_t>(v)] = i;
-    plain_read[static_cast<size_t>(l.input)] = true;
-    if (l.residual >= 0) plain_read[static_cast<size_t>(l.residual)] = true;
-    if (l.aux >= 0) aux_read[static_cast<size_t>(l.aux)] = true;
-    // Zero channels added to an input are harmless only for an ungrouped convolution (zero weights).
-    if (!(l.kind == BACKBONE_CUDA_LAYER_CONV && l.groups == 1) || l.residual == l.input)
-      pad_input_ok[static_cast<size_t>(l.input)] = false;
+    BackboneCudaLayer d = net.layers[i];
+    d.weight = d.bias = nullptr;
+    e.descs.push_back(d);
   }
-  for (int32_t i = 0; i < net.num_outputs; ++i) {
-    e.last_read[static_cast<size_t>(net.outputs[i])] = INT32_MAX;
-    plain_read[static_cast<size_t>(net.outputs[i])] = true;
-  }
-  if (pad_input_ok[0]) e.stored_channels[0] = round_up(e.channels[0], align);
-  for (int32_t i = 0; i < net.num_layers; ++i) {
-    const BackboneCudaLayer& l = net.layers[i];
-    const size_t v = static_cast<size_t>(l.output);
-    if (l.kind == BACKBONE_CUDA_LAYER_CONV && aux_read[v] && !plain_read[v])
-      e.stored_channels[v] = round_up(e.channels[v], align);
-  }
+}
+
+// The description as the engine keeps it (no weights).
+BackboneCudaNetDesc net_view(const Engine& e) {
+  BackboneCudaNetDesc d{};
+  d.in_channels = e.in_channels;
+  d.num_values = static_cast<int32_t>(e.channels.size());
+  d.num_layers = static_cast<int32_t>(e.descs.size());
+  d.layers = e.descs.data();
+  d.num_outputs = static_cast<int32_t>(e.outputs.size());
+  d.outputs = e.outputs.data();
+  return d;
 }
 
 std::vector<float> array(const float* p, int64_t count, int64_t padded_count) {
@@ -357,15 +351,8 @@ void load_layers(const BackboneCudaNetDesc& net, Engine& e) {
     switch (src.kind) {
       case BACKBONE_CUDA_LAYER_CONV:
       case BACKBONE_CUDA_LAYER_DEFORM_CONV: {
-        const int64_t k = src.kernel_size, g = src.groups, in_g = src.in_channels / g, in_sg = l.in_stored / g;
-        // OIHW [out][in/g][k][k] -> [out_stored][k][k][in_stored/g], padding zero.
-        std::vector<float> w(static_cast<size_t>(l.out_stored * k * k * in_sg), 0.0f);
-        for (int64_t o = 0; o < src.out_channels; ++o)
-          for (int64_t c = 0; c < in_g; ++c)
-            for (int64_t y = 0; y < k; ++y)
-              for (int64_t x = 0; x < k; ++x)
-                w[static_cast<size_t>(((o * k + y) * k + x) * in_sg + c)] = src.weight[((o * in_g + c) * k + y) * k + x];
-        l.weight = upload(t, w);
+        l.weight = upload(t, filter_to_nhwc(src.weight, src.out_channels, src.in_channels, src.groups, src.kernel_size,
+                                            l.out_stored, l.in_stored));
         const std::vector<float> b = array(src.bias, src.out_channels, l.out_stored);
         l.bias = upload_f32(b);
         if (src.kind == BACKBONE_CUDA_LAYER_CONV) l.bias_storage = upload(t, b);
@@ -532,43 +519,12 @@ std::unique_ptr<Plan> build_plan(Engine& e, int64_t n, int64_t h, int64_t w) {
     p.shapes[static_cast<size_t>(l.output)] = y;
   }
 
-  // Activation buffers: a value takes a free buffer (the smallest big enough, else the largest free
-  // one, grown) and gives it back after the last layer reading it; outputs keep theirs.
-  p.slot_of.assign(nv, -1);
-  std::vector<std::size_t> slot_bytes;
-  std::vector<bool> slot_free;
-  auto take = [&](size_t v) {
-    const std::size_t need = std::max<std::size_t>(value_bytes(e, p.shapes[v], v), 256);
-    int best = -1;
-    for (size_t s = 0; s < slot_bytes.size(); ++s) {
-      if (!slot_free[s]) continue;
-      if (best < 0) {
-        best = static_cast<int>(s);
-        continue;
-      }
-      const std::size_t b = slot_bytes[static_cast<size_t>(best)], c = slot_bytes[s];
-      const bool s_fits = c >= need, best_fits = b >= need;
-      if ((s_fits && (!best_fits || c < b)) || (!s_fits && !best_fits && c > b)) best = static_cast<int>(s);
-    }
-    if (best < 0) {
-      slot_bytes.push_back(need);
-      slot_free.push_back(false);
-      best = static_cast<int>(slot_bytes.size() - 1);
-    }
-    slot_bytes[static_cast<size_t>(best)] = std::max(slot_bytes[static_cast<size_t>(best)], need);
-    slot_free[static_cast<size_t>(best)] = false;
-    p.slot_of[v] = best;
-  };
-  take(0);
-  for (size_t i = 0; i < e.layers.size(); ++i) {
-    const BackboneCudaLayer& l = e.layers[i].d;
-    take(static_cast<size_t>(l.output));
-    for (int32_t v : {l.input, l.residual, l.aux})
-      if (v >= 0 && e.last_read[static_cast<size_t>(v)] == static_cast<int32_t>(i))
-        slot_free[static_cast<size_t>(p.slot_of[static_cast<size_t>(v)])] = true;
-    // A value no layer reads and no output names (never in a valid ResNet) frees at once.
-    if (e.last_read[static_cast<size_t>(l.output)] < 0) slot_free[static_cast<size_t>(p.slot_of[l.output])] = true;
-  }
+  // Activation buffers shared by values whose lifetimes do not overlap (cuda/engine/layout.h).
+  std::vector<std::size_t> bytes(nv);
+  for (size_t v = 0; v < nv; ++v) bytes[v] = value_bytes(e, p.shapes[v], v);
+  BufferPlan buffers = assign_buffers(net_view(e), bytes, e.last_read);
+  p.slot_of = std::move(buffers.slot_of);
+  const std::vector<std::size_t>& slot_bytes = buffers.slot_bytes;
   // Memory first (an absurd input fails here as out of memory, with the sizes), descriptors after.
   std::size_t total = 0;
   for (std::size_t b : slot_bytes) total += b;
