@@ -601,9 +601,20 @@ void run_conv(Engine& e, Plan& p, int32_t i, cudaStream_t stream, bool warm_up) 
         c.fused = false;
     }
   }
-  BACKBONE_CUDNN_CHECK(cudnnConvolutionForward(e.handle.get(), &one, c.x.get(), x, c.w.get(), l.weight.get(),
-                                               c.conv.get(), c.algo, p.workspace.get(), p.workspace_bytes, &zero,
-                                               c.y.get(), y));
+  for (;;) {
+    try {
+      BACKBONE_CUDNN_CHECK(cudnnConvolutionForward(e.handle.get(), &one, c.x.get(), x, c.w.get(), l.weight.get(),
+                                                   c.conv.get(), c.algo, p.workspace.get(), p.workspace_bytes, &zero,
+                                                   c.y.get(), y));
+      break;
+    } catch (const CudnnError& err) {
+      // The heuristics' algorithm refused in the first run: IMPLICIT_GEMM (no workspace) runs every
+      // configuration.
+      if (!warm_up || !(err.not_supported() || err.bad_param()) || c.algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM)
+        throw;
+      c.algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+    }
+  }
   launch_bias_residual_act_nhwc(e.type, y, p.shapes[static_cast<size_t>(l.d.output)],
                                 static_cast<const float*>(l.bias.get()), residual, l.d.relu != 0, y, stream);
 }
