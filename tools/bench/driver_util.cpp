@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "driver_util.h"
 
+#include <nlohmann/json.hpp>
+
+#include <chrono>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -100,6 +103,80 @@ std::string now_utc() {
   char buf[64];
   std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
   return buf;
+}
+
+void fail_worker(WorkerRun& r, const std::string& label, const std::string& msg) {
+  r.status = "failed";
+  r.message = msg;
+  std::cerr << "backbone-bench:   " << label << " failed: " << msg << "\n";
+  if (r.proc) r.proc->stop(2);
+  r.proc.reset();
+}
+
+void await_ready(WorkerRun& r, const std::string& label, double timeout) {
+  if (!r.proc) return;
+  try {
+    const std::string reply = r.proc->receive(timeout);
+    if (reply.rfind("ready ", 0) == 0) {
+      r.describe = nlohmann::json::parse(reply.substr(6)).value("describe", "");
+      std::cerr << "backbone-bench:   " << label << ": " << r.describe << "\n";
+    } else if (reply.rfind("unsupported ", 0) == 0) {
+      r.status = "unsupported";
+      r.message = reply.substr(12);
+      std::cerr << "backbone-bench:   " << label << " does not run here: " << r.message << "\n";
+      r.proc->stop(2);
+      r.proc.reset();
+    } else {
+      fail_worker(r, label, reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
+    }
+  } catch (const std::exception& e) {
+    fail_worker(r, label, e.what());
+  }
+}
+
+void run_check(WorkerRun& r, const fs::path& dir, double timeout) {
+  const auto t0 = std::chrono::steady_clock::now();
+  r.proc->send("check " + dir.string());
+  const std::string reply = r.proc->receive(timeout);
+  r.check_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (reply != "ok") throw std::runtime_error(reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
+}
+
+void judge_agreement(WorkerRun& r, const std::string& label, const std::string& reference, const FeatureMaps& ref,
+                     const FeatureMaps& out, double tolerance) {
+  r.agreement = check_agreement(ref, out, tolerance);
+  std::ostringstream errs;
+  for (const auto& l : r.agreement->levels) errs << " " << l.name << " " << std::setprecision(3) << l.relative;
+  std::cerr << "backbone-bench:   " << label << " vs " << reference << ": max|out-ref|/max|ref|" << errs.str()
+            << " (bound " << tolerance << ")" << (r.agreement->ok ? "" : " DISAGREES") << "\n";
+  if (!r.agreement->ok) {
+    r.status = "disagrees";
+    r.message = r.agreement->message;
+    r.proc->stop(2);
+    r.proc.reset();
+  }
+}
+
+bool warm_up(WorkerRun& r, const std::string& label, int warm, int frames, double seconds, double timeout) {
+  try {
+    if (warm > 0) {
+      r.proc->send("run " + std::to_string(warm));
+      r.warmup_ms = parse_times(r.proc->receive(timeout));
+    }
+    const double frame_ms = r.warmup_ms.empty() ? r.check_ms : r.warmup_ms.back();
+    r.planned = std::clamp(static_cast<int>(seconds * 1000 / std::max(frame_ms, 1e-3)), std::min(3, frames), frames);
+    return true;
+  } catch (const std::exception& e) {
+    fail_worker(r, label, std::string("warm-up: ") + e.what());
+    return false;
+  }
+}
+
+void stop_timed(WorkerRun& r, const std::string& label, int digits) {
+  r.proc->stop();
+  r.proc.reset();
+  std::cerr << "backbone-bench:   " << label << ": median " << fixed(r.median_ms(), digits) << " ms over "
+            << r.times_ms.size() << " frames\n";
 }
 
 namespace {

@@ -58,23 +58,15 @@ namespace {
 // The name of the agreement reference that runs this project's CPU engine: only checked, never timed.
 constexpr const char* kCpuReferenceSuffix = " (CPU reference)";
 
-struct RunnerRun {
+struct RunnerRun : WorkerRun {  // status: also "reference" (the CPU reference, checked only)
   const GpuRunnerSpec* spec = nullptr;  // nullptr for the CPU reference
   std::string name;                     // runner name ("ours-onednn" for the CPU reference)
   double tolerance = kFp32Tolerance;
   bool cpu_reference = false;
-  std::string status = "ok";  // ok | reference | disagrees | failed | unsupported
-  std::string message, describe;
-  std::optional<Agreement> agreement;
   bool is_reference = false;
-  std::vector<double> warmup_ms, times_ms;
-  int planned = 0;
-  double check_ms = 0;
-  std::unique_ptr<WorkerProcess> proc;
 
   std::string label() const { return cpu_reference ? name + kCpuReferenceSuffix : name; }
   bool timed() const { return status == "ok" && !times_ms.empty(); }
-  double median_ms() const { return times_ms.empty() ? 0 : median(times_ms); }
 };
 
 struct WorkloadRun {
@@ -111,13 +103,7 @@ struct GpuSection::Impl {
   json to_json() const;
 };
 
-void GpuSection::Impl::fail(RunnerRun& r, const std::string& msg) {
-  r.status = "failed";
-  r.message = msg;
-  std::cerr << "backbone-bench:   " << r.label() << " failed: " << msg << "\n";
-  if (r.proc) r.proc->stop(2);
-  r.proc.reset();
-}
+void GpuSection::Impl::fail(RunnerRun& r, const std::string& msg) { fail_worker(r, r.label(), msg); }
 
 // One frame of `r` written to `dir` and read back; nullopt (and r failed) when it did not work.
 std::optional<FeatureMaps> GpuSection::Impl::check(RunnerRun& r, const fs::path& dir) {
@@ -125,11 +111,7 @@ std::optional<FeatureMaps> GpuSection::Impl::check(RunnerRun& r, const fs::path&
   fs::remove_all(dir);
   fs::create_directories(dir);
   try {
-    const auto t0 = std::chrono::steady_clock::now();
-    r.proc->send("check " + dir.string());
-    const std::string reply = r.proc->receive(o.timeout);
-    r.check_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (reply != "ok") throw std::runtime_error(reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
+    run_check(r, dir, o.timeout);
     FeatureMaps maps = load_levels(dir);
     fs::remove_all(dir);
     if (maps.empty()) throw std::runtime_error("the worker wrote no level into " + dir.string());
@@ -187,26 +169,7 @@ WorkloadRun GpuSection::Impl::run_workload(const GpuWorkload& w, const std::vect
       r.message = e.what();
     }
   }
-  for (auto& r : res.runners) {
-    if (!r.proc) continue;
-    try {
-      const std::string reply = r.proc->receive(o.timeout);
-      if (reply.rfind("ready ", 0) == 0) {
-        r.describe = json::parse(reply.substr(6)).value("describe", "");
-        std::cerr << "backbone-bench:   " << r.label() << ": " << r.describe << "\n";
-      } else if (reply.rfind("unsupported ", 0) == 0) {
-        r.status = "unsupported";
-        r.message = reply.substr(12);
-        std::cerr << "backbone-bench:   " << r.label() << " does not run here: " << r.message << "\n";
-        r.proc->stop(2);
-        r.proc.reset();
-      } else {
-        fail(r, reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
-      }
-    } catch (const std::exception& e) {
-      fail(r, e.what());
-    }
-  }
+  for (auto& r : res.runners) await_ready(r, r.label(), o.timeout);
 
   // Agreement: the reference is the CPU engine's output, else (b1, b8) pytorch-cuda-fp32-notf32's.
   // Each runner's levels are read and compared one runner at a time (batch 8: ~1 GB per runner).
@@ -242,17 +205,7 @@ WorkloadRun GpuSection::Impl::run_workload(const GpuWorkload& w, const std::vect
       if (!r.proc || r.is_reference) continue;
       auto out = check(r, check_dir / r.name);
       if (!out) continue;
-      r.agreement = check_agreement(ref, *out, r.tolerance);
-      std::ostringstream errs;
-      for (const auto& l : r.agreement->levels) errs << " " << l.name << " " << std::setprecision(3) << l.relative;
-      std::cerr << "backbone-bench:   " << r.name << " vs " << res.reference << ": max|out-ref|/max|ref|" << errs.str()
-                << " (bound " << r.tolerance << ")" << (r.agreement->ok ? "" : " DISAGREES") << "\n";
-      if (!r.agreement->ok) {
-        r.status = "disagrees";
-        r.message = r.agreement->message;
-        r.proc->stop(2);
-        r.proc.reset();
-      }
+      judge_agreement(r, r.name, res.reference, ref, *out, r.tolerance);
     }
   }
   ref.clear();
@@ -261,45 +214,11 @@ WorkloadRun GpuSection::Impl::run_workload(const GpuWorkload& w, const std::vect
   fs::remove(o.work / "check", ec);  // when empty
 
   // Warm-up, then the timed frames spread over the rounds, each round running every runner in turn.
-  for (auto& r : res.runners) {
-    if (!r.proc) continue;
-    try {
-      if (o.warmup > 0) {
-        r.proc->send("run " + std::to_string(o.warmup));
-        r.warmup_ms = parse_times(r.proc->receive(o.timeout));
-      }
-      const double frame_ms = r.warmup_ms.empty() ? r.check_ms : r.warmup_ms.back();
-      r.planned = std::clamp(static_cast<int>(o.seconds * 1000 / std::max(frame_ms, 1e-3)), std::min(3, o.frames), o.frames);
-    } catch (const std::exception& e) {
-      fail(r, std::string("warm-up: ") + e.what());
-    }
-  }
-  std::vector<RunnerRun*> active;
   for (auto& r : res.runners)
-    if (r.proc) active.push_back(&r);
-  for (int round = 0; round < o.rounds && !active.empty(); ++round) {
-    for (size_t k = 0; k < active.size(); ++k) {
-      RunnerRun& r = *active[(k + static_cast<size_t>(round)) % active.size()];
-      if (!r.proc) continue;
-      const int chunk = (r.planned + o.rounds - 1) / o.rounds;
-      const int n = std::min(chunk, r.planned - static_cast<int>(r.times_ms.size()));
-      if (n <= 0) continue;
-      try {
-        r.proc->send("run " + std::to_string(n));
-        auto t = parse_times(r.proc->receive(o.timeout));
-        r.times_ms.insert(r.times_ms.end(), t.begin(), t.end());
-      } catch (const std::exception& e) {
-        fail(r, std::string("timing: ") + e.what());
-      }
-    }
-  }
-  for (auto* r : active) {
-    if (!r->proc) continue;
-    r->proc->stop();
-    r->proc.reset();
-    std::cerr << "backbone-bench:   " << r->name << ": median " << fixed(r->median_ms(), 3) << " ms over "
-              << r->times_ms.size() << " frames\n";
-  }
+    if (r.proc) warm_up(r, r.label(), o.warmup, o.frames, o.seconds, o.timeout);
+  for (auto* r : run_timed_rounds(res.runners, o.rounds, o.timeout, [](const RunnerRun& r) { return r.label(); }))
+    if (r->proc) stop_timed(*r, r->name, 3);
+
   return res;
 }
 

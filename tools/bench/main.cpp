@@ -324,17 +324,9 @@ std::string size_str(const Size& s) { return std::to_string(s.height) + "x" + st
 
 // ---- results ---------------------------------------------------------------------------------
 
-struct RunnerResult {
+struct RunnerResult : WorkerRun {
   const RunnerSpec* spec = nullptr;
-  std::string status = "ok";  // ok | disagrees | failed | unsupported
-  std::string message, describe;
-  std::optional<Agreement> agreement;
-  std::vector<double> warmup_ms, times_ms;
-  int planned_frames = 0;
-  double check_ms = 0;
   ProcMemory after_warmup, at_end;
-  std::unique_ptr<WorkerProcess> proc;
-  double median_ms() const { return times_ms.empty() ? 0 : median(times_ms); }
 };
 
 struct WorkloadResult {
@@ -384,13 +376,7 @@ class Bench {
   std::unique_ptr<GpuSection> gpu_;
 };
 
-void Bench::fail(RunnerResult& r, const std::string& msg) {
-  r.status = "failed";
-  r.message = msg;
-  std::cerr << "backbone-bench:   " << r.spec->name << " failed: " << msg << "\n";
-  if (r.proc) r.proc->stop(2);
-  r.proc.reset();
-}
+void Bench::fail(RunnerResult& r, const std::string& msg) { fail_worker(r, r.spec->name, msg); }
 
 void Bench::measure_peaks(const std::vector<int>& thread_counts) {
   for (int t : thread_counts) {
@@ -469,26 +455,7 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
     }
     res.runners.push_back(std::move(r));
   }
-  for (auto& r : res.runners) {
-    if (!r.proc) continue;
-    try {
-      const std::string reply = r.proc->receive(o_.timeout);
-      if (reply.rfind("ready ", 0) == 0) {
-        r.describe = json::parse(reply.substr(6)).value("describe", "");
-        std::cerr << "backbone-bench:   " << r.spec->name << ": " << r.describe << "\n";
-      } else if (reply.rfind("unsupported ", 0) == 0) {
-        r.status = "unsupported";
-        r.message = reply.substr(12);
-        std::cerr << "backbone-bench:   " << r.spec->name << " does not run here: " << r.message << "\n";
-        r.proc->stop(2);
-        r.proc.reset();
-      } else {
-        fail(r, reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
-      }
-    } catch (const std::exception& e) {
-      fail(r, e.what());
-    }
-  }
+  for (auto& r : res.runners) await_ready(r, r.spec->name, o_.timeout);
 
   // Agreement check: one frame each, compared with the reference (this project's first fp32 engine).
   const fs::path check_dir = work_ / "check" / tag;
@@ -499,11 +466,7 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
     const fs::path dir = check_dir / r.spec->name;
     fs::create_directories(dir);
     try {
-      const auto t0 = std::chrono::steady_clock::now();
-      r.proc->send("check " + dir.string());
-      const std::string reply = r.proc->receive(o_.timeout);
-      r.check_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (reply != "ok") throw std::runtime_error(reply.rfind("error ", 0) == 0 ? reply.substr(6) : reply);
+      run_check(r, dir, o_.timeout);
       outputs[r.spec->name] = load_levels(dir);
     } catch (const std::exception& e) {
       fail(r, std::string("agreement check: ") + e.what());
@@ -523,17 +486,7 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   for (auto& r : res.runners) {
     if (!r.proc) continue;
     const double tol = r.spec->is_low_precision() ? kBf16Tolerance : kFp32Tolerance;
-    r.agreement = check_agreement(ref, outputs.at(r.spec->name), tol);
-    std::ostringstream errs;
-    for (const auto& l : r.agreement->levels) errs << " " << l.name << " " << std::setprecision(3) << l.relative;
-    std::cerr << "backbone-bench:   " << r.spec->name << " vs " << res.reference << ": max|out-ref|/max|ref|" << errs.str()
-              << " (bound " << tol << ")" << (r.agreement->ok ? "" : " DISAGREES") << "\n";
-    if (!r.agreement->ok) {
-      r.status = "disagrees";
-      r.message = r.agreement->message;
-      r.proc->stop(2);
-      r.proc.reset();
-    }
+    judge_agreement(r, r.spec->name, res.reference, ref, outputs.at(r.spec->name), tol);
   }
   outputs.clear();
   fs::remove_all(check_dir);
@@ -545,45 +498,14 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
     if (!r.proc) continue;
     // The check's frame is the first warm-up frame; slow runners get one more (see --help).
     const int warm = r.check_ms > o_.seconds * 1000 / 3 ? std::min(o_.warmup, 1) : o_.warmup;
-    try {
-      if (warm > 0) {
-        r.proc->send("run " + std::to_string(warm));
-        r.warmup_ms = parse_times(r.proc->receive(o_.timeout));
-      }
-      const double frame_ms = r.warmup_ms.empty() ? r.check_ms : r.warmup_ms.back();
-      const int lo = std::min(3, o_.frames);
-      r.planned_frames = std::clamp(static_cast<int>(o_.seconds * 1000 / std::max(frame_ms, 1e-3)), lo, o_.frames);
-      r.after_warmup = proc_memory(r.proc->pid());
-    } catch (const std::exception& e) {
-      fail(r, std::string("warm-up: ") + e.what());
-    }
+    if (warm_up(r, r.spec->name, warm, o_.frames, o_.seconds, o_.timeout)) r.after_warmup = proc_memory(r.proc->pid());
   }
-  std::vector<RunnerResult*> active;
-  for (auto& r : res.runners)
-    if (r.proc) active.push_back(&r);
-  for (int round = 0; round < o_.rounds; ++round) {
-    for (size_t k = 0; k < active.size(); ++k) {
-      RunnerResult& r = *active[(k + static_cast<size_t>(round)) % active.size()];
-      if (!r.proc) continue;
-      const int chunk = (r.planned_frames + o_.rounds - 1) / o_.rounds;
-      const int n = std::min(chunk, r.planned_frames - static_cast<int>(r.times_ms.size()));
-      if (n <= 0) continue;
-      try {
-        r.proc->send("run " + std::to_string(n));
-        auto t = parse_times(r.proc->receive(o_.timeout));
-        r.times_ms.insert(r.times_ms.end(), t.begin(), t.end());
-      } catch (const std::exception& e) {
-        fail(r, std::string("timing: ") + e.what());
-      }
-    }
-  }
+  const auto active =
+      run_timed_rounds(res.runners, o_.rounds, o_.timeout, [](const RunnerResult& r) { return r.spec->name; });
   for (auto* r : active) {
     if (!r->proc) continue;
     r->at_end = proc_memory(r->proc->pid());
-    r->proc->stop();
-    r->proc.reset();
-    std::cerr << "backbone-bench:   " << r->spec->name << ": median " << fixed(r->median_ms(), 2) << " ms over " << r->times_ms.size()
-              << " frames\n";
+    stop_timed(*r, r->spec->name, 2);
   }
   return res;
 }
