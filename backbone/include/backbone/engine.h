@@ -69,8 +69,9 @@ class Engine {
   virtual std::string describe() const { return name() + " on " + device().str(); }
 };
 
-// Names of the engines compiled into this build, fastest first, e.g. {"cuda", "onednn", "libtorch",
-// "opencv"} ("cuda" runs only on CUDA devices; "auto" on a CPU device moves past it).
+// Names of the engines of this build that can run here, fastest first, e.g. {"cuda", "onednn",
+// "libtorch", "opencv"}: the CPU engines compiled in, and "cuda" first where the CUDA module loads and
+// sees a device (it runs only on CUDA devices; "auto" on a CPU device moves past it).
 std::vector<std::string> available_engines();
 
 // Builds `options.engine` for `model` (weights are copied/folded: the model may be destroyed

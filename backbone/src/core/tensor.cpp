@@ -256,6 +256,9 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::to(Device device) const {
   if (!defined_ || device == device_) return *this;
+  // An engine's output may still be in flight on its stream: wait for its ready event (the copy
+  // below may run in another CUDA context than the engine's stream, e.g. GStreamer's).
+  if (device_.is_cuda()) cuda_wait_ready(*this);
   Tensor src = contiguous();
   Tensor out = empty(shape_, dtype_, device);
   const std::size_t bytes = nbytes();
@@ -339,6 +342,7 @@ void Tensor::copy_(const Tensor& src) {
     return;
   }
   if (!is_contiguous()) throw ShapeError("copy_ into a strided CUDA tensor is not supported");
+  if (s.device_.is_cuda()) cuda_wait_ready(s);  // an engine's output may still be in flight
   Tensor c = s.contiguous();
   const std::size_t bytes = nbytes();
   if (bytes == 0) return;
