@@ -139,19 +139,7 @@ std::vector<float> preprocess_frame_twin(const BackboneCudaFrameArgs& args, int6
   if (problem.empty()) problem = frame_pixel::check_resize_tables(args);
   if (!problem.empty()) throw Error("preprocess_frame_twin: " + problem);
 
-  frame_pixel::Params p;
-  p.format = args.format;
-  p.width = args.width;
-  p.height = args.height;
-  for (int i = 0; i < 3; ++i) {
-    p.planes[i] = args.planes[i];
-    p.strides[i] = args.strides[i];
-  }
-  p.resized_width = args.resized_width;
-  p.resized_height = args.resized_height;
-  p.padded_width = args.padded_width;
-  p.padded_height = args.padded_height;
-  p.d = *static_cast<const BackboneCudaFrameDetail*>(args.detail);
+  const frame_pixel::Params p = frame_pixel::params_from_args(args);
 
   std::vector<float> out(static_cast<std::size_t>(p.padded_height * p.padded_width * c_padded), 0.0f);
   for (int64_t y = 0; y < p.padded_height; ++y)

@@ -284,4 +284,23 @@ inline std::string check_resize_tables(const BackboneCudaFrameArgs& a) {
   return "";
 }
 
+// The Params of `a` (check_frame_args passed): its planes, strides, sizes and detail struct as they
+// are (the kernel's launcher then points planes and tables at device copies where it made them).
+inline Params params_from_args(const BackboneCudaFrameArgs& a) {
+  Params p;
+  p.format = a.format;
+  p.width = a.width;
+  p.height = a.height;
+  for (int i = 0; i < 3; ++i) {
+    p.planes[i] = a.planes[i];
+    p.strides[i] = a.strides[i];
+  }
+  p.resized_width = a.resized_width;
+  p.resized_height = a.resized_height;
+  p.padded_width = a.padded_width;
+  p.padded_height = a.padded_height;
+  p.d = *static_cast<const BackboneCudaFrameDetail*>(a.detail);
+  return p;
+}
+
 }  // namespace backbone::frame_pixel

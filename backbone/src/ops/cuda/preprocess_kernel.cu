@@ -17,6 +17,7 @@
 
 #include "cuda/module_common.h"
 #include "frame/frame_pixel.h"
+#include "ops/cuda/nhwc_common.cuh"
 
 namespace backbone::cuda_module {
 namespace {
@@ -26,20 +27,8 @@ constexpr std::size_t kMaxTableSets = 4;     // geometries whose resize tables s
 constexpr std::size_t kPlaneAlign = 256;     // plane starts in the staging buffers
 constexpr std::size_t kStagingRound = 1 << 20;  // staging grows in MiB steps
 
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
+// float32 to the storage type, round to nearest even (__float2half_rn, __float2bfloat16_rn).
+using nhwc_detail::from_float;
 
 // One thread per output pixel of [padded_height][padded_width][c_padded] (grid-stride).
 template <typename T>
@@ -243,19 +232,7 @@ void FramePreprocessor::run(const BackboneCudaFrameArgs& args, StorageType t, vo
   // read the staging buffer and tables that this call may rewrite or that it reuses once uploaded).
   BACKBONE_CUDA_CHECK(cudaStreamWaitEvent(stream, im.kernel_done, 0));
 
-  frame_pixel::Params p;
-  p.format = args.format;
-  p.width = args.width;
-  p.height = args.height;
-  for (int i = 0; i < 3; ++i) {
-    p.planes[i] = args.planes[i];
-    p.strides[i] = args.strides[i];
-  }
-  p.resized_width = args.resized_width;
-  p.resized_height = args.resized_height;
-  p.padded_width = args.padded_width;
-  p.padded_height = args.padded_height;
-  p.d = *static_cast<const BackboneCudaFrameDetail*>(args.detail);
+  frame_pixel::Params p = frame_pixel::params_from_args(args);
 
   im.bind_tables(args, p, stream);
   if (args.on_device) {
