@@ -843,7 +843,7 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
   g_free(out);
   g_free(errout);
   for (const char* p : {"config-file", "weights", "out-features", "engine", "device", "precision", "num-threads",
-                        "winograd", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
+                        "winograd", "allow-tf32", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
                         "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name",
                         "engine-description"})
     EXPECT_NE(text.find(std::string("  ") + p + " "), std::string::npos) << p << " missing in:\n" << text;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Internal to the NHWC kernels (nhwc_kernels.cu, deform_conv_nhwc.cu): storage-type loads and stores
+// Internal to the CUDA module's kernels (nhwc_kernels.cu, deform_conv_nhwc.cu, preprocess_kernel.cu): storage-type loads and stores
 // (float32 arithmetic on float, __half, __nv_bfloat16 storage), the StorageType -> C++ type dispatch
 // and grid sizing for grid-stride loops.
 #pragma once
