@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Issue 6's GPU checks in one go, on a machine with an NVIDIA GPU: build for the card present, run
+# every GPU test (ctest -L gpu: kernels against their CPU twins, the preprocessing kernel, the cuda
+# engine on the goldens, the element on cudaupload frames, the bench's GPU run) and the GPU section
+# of backbone-bench. Logs, JSON and the markdown report go to $OUT (default ./gpu-check-out).
+# On this workplace's lent machine: bash tests/gpu/prepare.sh here first, carry .gpu, then
+#   source .gpu/env.sh && bash tests/gpu/check.sh
+# Environment: BUILD_DIR (build-gpu), CMAKE_ARGS (extra -D...), BENCH_ARGS (default --quick),
+# SKIP_BENCH=1 to run only the tests.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$out"
+build=${BUILD_DIR:-build-gpu}
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.[:space:]')
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader | tee "$out/gpu.txt"
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+# shellcheck disable=SC2086
+if ! cmake -S . -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${arch:-90}" \
+     ${CMAKE_ARGS:-} > "$out/configure.log" 2>&1; then
+  tail -40 "$out/configure.log"; echo "check.sh: configure failed"; exit 1
+fi
+grep "backbone:" "$out/configure.log"
+start=$(date +%s)
+if ! cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1; then
+  grep -m 30 -E "error|FAILED" "$out/build.log"; echo "check.sh: build failed"; exit 1
+fi
+echo "check.sh: built in $(( $(date +%s) - start )) s"
+ctest --test-dir "$build" -L gpu --output-on-failure -j 4 --timeout 300 > "$out/ctest-gpu.log" 2>&1
+test_rc=$?
+grep -E "tests passed|Failed|\*\*\*" "$out/ctest-gpu.log" | head -60
+bench_rc=skipped
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  # shellcheck disable=SC2086
+  "$build/bin/backbone-bench" --gpu ${BENCH_ARGS:---quick} --peers-dir bench/peers --timeout 240 \
+    --work-dir "$out/bench-work" --json "$out/gpu.json" --markdown "$out/gpu.md" > "$out/bench.log" 2>&1
+  bench_rc=$?
+  [ -f "$out/gpu.md" ] && cat "$out/gpu.md" || tail -30 "$out/bench.log"
+fi
+echo "check.sh: ctest -L gpu exit $test_rc, backbone-bench exit $bench_rc; logs in $out"
+[ "$test_rc" = 0 ] && { [ "$bench_rc" = 0 ] || [ "$bench_rc" = skipped ]; }
