@@ -390,6 +390,50 @@ TEST(CudaEngineLayout, StoredChannelsPadTheStemInputAndTheOffsets) {
   }
 }
 
+// A value read as a residual keeps its channels: cuDNN's fused call reads z with the output's shape.
+TEST(CudaEngineLayout, ResidualOperandsAreNotPadded) {
+  auto layer = [](int32_t kind, int32_t in, int32_t out, int64_t ci, int64_t co, int32_t residual) {
+    BackboneCudaLayer l{};
+    l.kind = kind;
+    l.input = in;
+    l.output = out;
+    l.residual = residual;
+    l.aux = -1;
+    l.in_channels = ci;
+    l.out_channels = co;
+    l.kernel_size = l.stride = l.dilation = l.groups = l.deformable_groups = 1;
+    return l;
+  };
+  auto desc = [](const std::vector<BackboneCudaLayer>& layers, const int32_t* outputs) {
+    BackboneCudaNetDesc d{};
+    d.in_channels = 3;
+    d.num_values = static_cast<int32_t>(layers.size()) + 1;
+    d.num_layers = static_cast<int32_t>(layers.size());
+    d.layers = layers.data();
+    d.num_outputs = 1;
+    d.outputs = outputs;
+    return d;
+  };
+  const int32_t conv = BACKBONE_CUDA_LAYER_CONV;
+  // v1 = conv(v0), v2 = conv(v1) + v0: value 0 is read by ungrouped convolutions, and as a residual.
+  const std::vector<BackboneCudaLayer> a = {layer(conv, 0, 1, 3, 3, -1), layer(conv, 1, 2, 3, 3, 0)};
+  const int32_t out_a[] = {2};
+  EXPECT_EQ(cuda_module::stored_channels(desc(a, out_a), {3, 3, 3}, 8)[0], 3);
+  // v1 = conv(v0), v2 = conv(v1) + v1, read only as offsets by v3 = deform(v1, v2): v2 has a residual.
+  std::vector<BackboneCudaLayer> b = {layer(conv, 0, 1, 3, 18, -1), layer(conv, 1, 2, 18, 18, 1),
+                                      layer(BACKBONE_CUDA_LAYER_DEFORM_CONV, 1, 3, 18, 4, -1)};
+  b[2].aux = 2;
+  b[2].kernel_size = 3;
+  b[2].padding = 1;
+  const int32_t out_b[] = {3};
+  const auto stored_b = cuda_module::stored_channels(desc(b, out_b), {3, 18, 18, 4}, 8);
+  EXPECT_EQ(stored_b[0], 8);   // only an ungrouped convolution reads it
+  EXPECT_EQ(stored_b[2], 18);  // offsets, but written with a residual
+  // The same without the residual: padded.
+  b[1].residual = -1;
+  EXPECT_EQ(cuda_module::stored_channels(desc(b, out_b), {3, 18, 18, 4}, 8)[2], 24);
+}
+
 TEST(CudaEngineLayout, FilterToNhwcPadsWithZeros) {
   // out 3, in 4, groups 2, 3x3: OIHW [3][2][3][3] -> [4][3][3][2] (out padded to 4).
   std::vector<float> w(3 * 2 * 3 * 3);

@@ -35,13 +35,17 @@ std::vector<int64_t> stored_channels(const BackboneCudaNetDesc& net, const std::
     // Zero channels added to an input are harmless only for an ungrouped convolution (zero weights).
     if (!(l.kind == BACKBONE_CUDA_LAYER_CONV && l.groups == 1) || l.residual == l.input)
       pad_input_ok[static_cast<size_t>(l.input)] = false;
+    // A residual operand is read with the output's (unpadded) channels.
+    if (l.residual >= 0) pad_input_ok[static_cast<size_t>(l.residual)] = false;
   }
   for (int32_t i = 0; i < net.num_outputs; ++i) plain_read[static_cast<size_t>(net.outputs[i])] = true;
   if (pad_input_ok[0]) stored[0] = round_up(channels[0], align);
   for (int32_t i = 0; i < net.num_layers; ++i) {
     const BackboneCudaLayer& l = net.layers[i];
     const size_t v = static_cast<size_t>(l.output);
-    if (l.kind == BACKBONE_CUDA_LAYER_CONV && aux_read[v] && !plain_read[v]) stored[v] = round_up(channels[v], align);
+    // Not with a residual: z has the output's shape in cuDNN's fused call, the residual does not.
+    if (l.kind == BACKBONE_CUDA_LAYER_CONV && l.residual < 0 && aux_read[v] && !plain_read[v])
+      stored[v] = round_up(channels[v], align);
   }
   return stored;
 }

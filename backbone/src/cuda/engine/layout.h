@@ -18,9 +18,10 @@ namespace backbone::cuda_module {
 std::vector<int32_t> last_reads(const BackboneCudaNetDesc& net);
 
 // Per value, the channels as stored: `channels` (per value, logical), except value 0 (the network
-// input) rounded up to `align` when only ungrouped convolutions read it (the stem: 3 -> 4 or 8, zero
-// weights on the extra channels), and a convolution's output read only as a deformable
-// convolution's offsets (its extra channels are zero: zero weights and bias; the kernel ignores them).
+// input) rounded up to `align` when only ungrouped convolutions read it and never as a residual (the
+// stem: 3 -> 4 or 8, zero weights on the extra channels), and the output of a convolution without a
+// residual read only as a deformable convolution's offsets (its extra channels are zero: zero weights
+// and bias; the kernel ignores them).
 std::vector<int64_t> stored_channels(const BackboneCudaNetDesc& net, const std::vector<int64_t>& channels,
                                      int64_t align);
 
