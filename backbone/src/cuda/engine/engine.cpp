@@ -931,6 +931,12 @@ void engine_forward(BackboneCudaEngine* engine, const float* images, bool on_dev
       e.staging.reserve(bytes);
     }
     BACKBONE_CUDA_CHECK(cudaMemcpyAsync(e.staging.get(), images, bytes, cudaMemcpyHostToDevice, e.stream.get()));
+    // From pageable memory cudaMemcpyAsync returns once it has taken the data; from page-locked
+    // (or managed) memory it returns at once and the DMA reads the caller's array later. The
+    // caller may rewrite or free its array when this returns, so wait for that copy here.
+    cudaPointerAttributes attr{};
+    BACKBONE_CUDA_CHECK(cudaPointerGetAttributes(&attr, images));
+    if (attr.type != cudaMemoryTypeUnregistered) BACKBONE_CUDA_CHECK(cudaStreamSynchronize(e.stream.get()));
     src = static_cast<const float*>(e.staging.get());
   }
   launch_nchw_f32_to_nhwc(e.type, src, n, e.in_channels, h, w, e.stored_channels[0], p.ptr(0), e.stream.get());
