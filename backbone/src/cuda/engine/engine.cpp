@@ -722,8 +722,10 @@ void run_plan(Engine& e, Plan& p) {
       capture(e, p);
       ++e.captured;
     } catch (const ModuleError& err) {
-      if (err.status() == BACKBONE_CUDA_ERROR_OUT_OF_MEMORY) throw;
-      // Runs eagerly from now on; describe() says why.
+      // Runs eagerly from now on; describe() says why. Not rethrown, out of memory included: this
+      // forward's eager run is already queued and valid, and an allocation that cuDNN attempts
+      // inside the capture fails (unsupported while capturing) with an allocation status that
+      // would read as out of memory.
       p.capture_failure = err.what();
     }
   }
