@@ -4,6 +4,11 @@
  * #GstFeatureMeta that a producer leaves on the GPU. GStreamer alone: no CUDA header. The producer
  * supplies the device pointer, the event that marks the data complete, and two callbacks: one that
  * copies the data to the host, one that releases the device allocation.
+ *
+ * A consumer that reads the device pointer asynchronously (kernels queued on its own stream after
+ * waiting on the ready event) keeps a reference to the buffer or the memory until those reads
+ * have completed (e.g. until it synchronises its stream or an event of its own): once the last
+ * reference is gone the producer may reuse the allocation for a later frame.
  */
 #ifndef __GST_FEATURE_DEVICE_MEMORY_H__
 #define __GST_FEATURE_DEVICE_MEMORY_H__
