@@ -113,10 +113,15 @@ class CudaEngine final : public Engine {
   FeatureMaps wrap(const std::vector<BackboneCudaOutput>& outs) {
     // Every output is owned (and released) even if a later one fails to wrap.
     std::vector<std::shared_ptr<void>> owners;
-    for (const auto& o : outs) {
-      auto owner = std::make_shared<OutputOwner>(handle_, o.token);
-      register_ready_event(owner.get(), device_.index, o.ready_event);
-      owners.push_back(std::move(owner));
+    try {
+      owners.reserve(outs.size());
+      for (const auto& o : outs) {
+        owners.push_back(std::make_shared<OutputOwner>(handle_, o.token));
+        register_ready_event(owners.back().get(), device_.index, o.ready_event);
+      }
+    } catch (...) {  // out of host memory: the outputs without an owner go back to the pool here
+      for (size_t j = owners.size(); j < outs.size(); ++j) handle_->release_output(outs[j].token);
+      throw;
     }
     FeatureMaps result;
     for (size_t i = 0; i < outs.size(); ++i) {
