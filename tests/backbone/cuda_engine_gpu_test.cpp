@@ -13,6 +13,7 @@
 #include "backbone/backbone.h"
 #include "cuda/loader.h"
 #include "engines/cuda/cuda_net.h"
+#include "seeded_model.h"
 #include "test_util.h"
 
 using namespace backbone;
@@ -27,29 +28,7 @@ namespace {
 
 // A full-width network with seeded weights and BatchNorm statistics far from the identity.
 ResNet make_model(const std::string& config, const std::vector<std::string>& overrides = {}) {
-  std::vector<std::string> o = {"MODEL.RESNETS.OUT_FEATURES", "['stem', 'res2', 'res3', 'res4', 'res5']"};
-  o.insert(o.end(), overrides.begin(), overrides.end());
-  Config cfg = load_config(std::string(BACKBONE_SOURCE_DIR) + "/configs/" + config, o);
-  ResNet model = build_resnet_backbone(cfg, ShapeSpec{3});
-  model.init_weights(7);
-  std::mt19937 rng(11);
-  std::uniform_real_distribution<float> u(0.5f, 1.5f), c(-0.2f, 0.2f);
-  auto fill = [&](Tensor& t, auto& dist) {
-    if (!t.defined()) return;
-    float* p = t.data_ptr<float>();
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
-  };
-  auto perturb = [&](Conv2d& conv) {
-    fill(conv.norm.weight, u);
-    fill(conv.norm.bias, c);
-    fill(conv.norm.running_mean, c);
-    fill(conv.norm.running_var, u);
-  };
-  perturb(model.stem().conv1);
-  for (auto& stage : model.stages())
-    for (auto& block : stage)
-      for (auto& [name, conv] : block->convs()) perturb(*conv);
-  return model;
+  return test::make_seeded_model(config, "['stem', 'res2', 'res3', 'res4', 'res5']", overrides);
 }
 
 Tensor make_input(int64_t n, int64_t h, int64_t w, float phase = 0.0f) {

@@ -83,6 +83,19 @@ enum BackboneCudaLayerKind {
   BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR = 5
 };
 
+/* "CONV", "DEFORM_CONV", ... for messages on both sides of the interface. */
+static inline const char* backbone_cuda_layer_kind_name(int32_t kind) {
+  switch (kind) {
+    case BACKBONE_CUDA_LAYER_CONV: return "CONV";
+    case BACKBONE_CUDA_LAYER_DEFORM_CONV: return "DEFORM_CONV";
+    case BACKBONE_CUDA_LAYER_MAX_POOL: return "MAX_POOL";
+    case BACKBONE_CUDA_LAYER_GROUP_NORM: return "GROUP_NORM";
+    case BACKBONE_CUDA_LAYER_LAYER_NORM: return "LAYER_NORM";
+    case BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR: return "AVGPOOL_LINEAR";
+    default: return "unknown";
+  }
+}
+
 typedef struct BackboneCudaLayer {
   int32_t kind;     /* BackboneCudaLayerKind */
   int32_t input;    /* value read */

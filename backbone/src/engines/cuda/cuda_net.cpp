@@ -162,17 +162,7 @@ BackboneCudaNetDesc CudaNet::desc() const {
   return d;
 }
 
-const char* cuda_layer_kind_name(int32_t kind) {
-  switch (kind) {
-    case BACKBONE_CUDA_LAYER_CONV: return "CONV";
-    case BACKBONE_CUDA_LAYER_DEFORM_CONV: return "DEFORM_CONV";
-    case BACKBONE_CUDA_LAYER_MAX_POOL: return "MAX_POOL";
-    case BACKBONE_CUDA_LAYER_GROUP_NORM: return "GROUP_NORM";
-    case BACKBONE_CUDA_LAYER_LAYER_NORM: return "LAYER_NORM";
-    case BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR: return "AVGPOOL_LINEAR";
-    default: return "unknown";
-  }
-}
+const char* cuda_layer_kind_name(int32_t kind) { return backbone_cuda_layer_kind_name(kind); }
 
 CudaNet build_cuda_net(const ResNet& model) {
   CudaNet net;
