@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 6's GPU checks in one go, on a machine with an NVIDIA GPU: build for the card present, run
 # every GPU test (ctest -L gpu: kernels against their CPU twins, the preprocessing kernel, the cuda
-# engine on the goldens, the element on cudaupload frames, the bench's GPU run) and the GPU section
+# engine, the element on cudaupload frames; then the cuda cases of the golden, bench and tool
+# suites) and the GPU section
 # of backbone-bench. Logs, JSON and the markdown report go to $OUT (default ./gpu-check-out).
 # On this workplace's lent machine: bash tests/gpu/prepare.sh here first, carry .gpu, then
 #   source .gpu/env.sh && bash tests/gpu/check.sh
@@ -30,6 +31,10 @@ echo "check.sh: built in $(( $(date +%s) - start )) s"
 ctest --test-dir "$build" -L gpu --output-on-failure -j 4 --timeout 300 > "$out/ctest-gpu.log" 2>&1
 test_rc=$?
 grep -E "tests passed|Failed|\*\*\*" "$out/ctest-gpu.log" | head -60
+# GPU cases that live in suites labelled otherwise: the cuda engine on every golden case, the tools.
+ctest --test-dir "$build" -R "Golden.*[Cc]uda|GpuSection|InferTool.CudaEngine|ExtractTest.CudaEngine" \
+  --output-on-failure -j 4 --timeout 300 > "$out/ctest-gpu-more.log" 2>&1 || test_rc=1
+grep -E "tests passed|Failed|\*\*\*" "$out/ctest-gpu-more.log" | head -40
 bench_rc=skipped
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   # shellcheck disable=SC2086
