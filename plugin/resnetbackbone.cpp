@@ -331,7 +331,10 @@ struct GstResnetBackbonePrivate {
    * whether the loaded model takes CUDA frames. */
   std::atomic<int> cuda_caps {-1};
 #if BACKBONE_HAVE_GST_CUDA
-  std::mutex cuda_lock;          /* guards cuda_context */
+  /* Guards cuda_context. Recursive: gst_cuda_ensure_element_context (called with it held) posts
+   * NEED_CONTEXT, which a bin holding a CUDA context or an application's sync handler answers with
+   * gst_element_set_context on the posting thread, re-entering set_context. */
+  std::recursive_mutex cuda_lock;
   GstCudaContext *cuda_context = nullptr;  /* shared with upstream/downstream CUDA elements */
 #endif
 
@@ -1274,7 +1277,7 @@ gst_resnet_backbone_open_cuda_context (GstResnetBackbone * self, const Settings 
             s.device.c_str ()));
     return FALSE;
   }
-  std::lock_guard<std::mutex> guard (priv->cuda_lock);
+  std::lock_guard<std::recursive_mutex> guard (priv->cuda_lock);
   if (priv->cuda_context) {
     /* A context set by a neighbour (set_context) for another device is not ours. */
     guint ctx_device = 0;
@@ -1350,7 +1353,7 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
 #if BACKBONE_HAVE_GST_CUDA
   if (!model->cuda_engine && cuda) {
     /* device=auto: the context was taken for an engine that did not come to run on CUDA. */
-    std::lock_guard<std::mutex> guard (priv->cuda_lock);
+    std::lock_guard<std::recursive_mutex> guard (priv->cuda_lock);
     gst_clear_object (&priv->cuda_context);
   }
 #endif
@@ -1421,7 +1424,7 @@ gst_resnet_backbone_stop (GstBaseTransform * trans)
   priv->cuda_input = FALSE;
 #if BACKBONE_HAVE_GST_CUDA
   {
-    std::lock_guard<std::mutex> guard (priv->cuda_lock);
+    std::lock_guard<std::recursive_mutex> guard (priv->cuda_lock);
     gst_clear_object (&priv->cuda_context);
   }
 #endif
@@ -1567,7 +1570,7 @@ gst_resnet_backbone_set_context (GstElement * element, GstContext * context)
     /* "auto" (or a bad name, which the start reports) */
   }
   {
-    std::lock_guard<std::mutex> guard (priv->cuda_lock);
+    std::lock_guard<std::recursive_mutex> guard (priv->cuda_lock);
     gst_cuda_handle_set_context (element, context, device, &priv->cuda_context);
   }
 #endif
@@ -1655,7 +1658,7 @@ gst_resnet_backbone_query (GstBaseTransform * trans, GstPadDirection direction, 
   if (GST_QUERY_TYPE (query) == GST_QUERY_CONTEXT) {
     GstCudaContext *context = nullptr;
     {
-      std::lock_guard<std::mutex> guard (self->priv->cuda_lock);
+      std::lock_guard<std::recursive_mutex> guard (self->priv->cuda_lock);
       if (self->priv->cuda_context)
         context = (GstCudaContext *) gst_object_ref (self->priv->cuda_context);
     }
