@@ -1751,18 +1751,25 @@ gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
 
 /* References to the memories of a frame in CUDA memory. The engine reads the frame on its own
  * stream after forward_frame returns; while these are held the memory does not go back to the
- * upstream pool (a pool takes back only buffers whose memory nobody else holds), so the next
- * frame is not written into it before the engine has read it. */
+ * upstream pool, so the next frame is not written into it before the engine has read it. A pool
+ * reuses a returned buffer whose memories are all writable, and a plain reference leaves a memory
+ * writable (only the lock state counts): each memory is also locked exclusively, which makes it
+ * shared (not writable), so the pool drops that buffer instead of reusing its memory. */
 struct FrameMemories {
   std::vector<GstMemory *> memories;
 
   explicit FrameMemories (GstBuffer * buf) {
-    for (guint i = 0; i < gst_buffer_n_memory (buf); ++i)
-      memories.push_back (gst_memory_ref (gst_buffer_peek_memory (buf, i)));
+    for (guint i = 0; i < gst_buffer_n_memory (buf); ++i) {
+      GstMemory *m = gst_memory_ref (gst_buffer_peek_memory (buf, i));
+      gst_memory_lock (m, GST_LOCK_FLAG_EXCLUSIVE);
+      memories.push_back (m);
+    }
   }
   ~FrameMemories () {
-    for (GstMemory * m : memories)
+    for (GstMemory * m : memories) {
+      gst_memory_unlock (m, GST_LOCK_FLAG_EXCLUSIVE);
       gst_memory_unref (m);
+    }
   }
   FrameMemories (const FrameMemories &) = delete;
   FrameMemories & operator= (const FrameMemories &) = delete;
