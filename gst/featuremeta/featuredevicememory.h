@@ -35,8 +35,9 @@ G_BEGIN_DECLS
  *
  * Copies the device data to the host. It must wait for the memory's ready event first (the
  * data may still be being computed) and makes whatever device context current that the copy
- * needs. Called at most once per allocation (see gst_feature_device_memory_new()), from the
- * thread of the first gst_memory_map() for reading, any thread.
+ * needs. Succeeds at most once per allocation (see gst_feature_device_memory_new()): called by
+ * the first gst_memory_map() for reading, on that map's thread (any thread), and again by the
+ * next map only after a call that failed; never by two threads at once.
  *
  * Returns: TRUE when @dest holds the data; FALSE, with @error set, when the copy failed.
  */
