@@ -331,9 +331,10 @@ struct GstResnetBackbonePrivate {
    * whether the loaded model takes CUDA frames. */
   std::atomic<int> cuda_caps {-1};
 #if BACKBONE_HAVE_GST_CUDA
-  /* Guards cuda_context. Recursive: gst_cuda_ensure_element_context (called with it held) posts
-   * NEED_CONTEXT, which a bin holding a CUDA context or an application's sync handler answers with
-   * gst_element_set_context on the posting thread, re-entering set_context. */
+  /* Guards cuda_context. Recursive: gst_cuda_ensure_element_context (called with it held) calls
+   * gst_element_set_context on this element itself with the context it found by query or created,
+   * and its NEED_CONTEXT message is answered the same way (by a bin holding a CUDA context or an
+   * application's sync handler) on the posting thread: each re-enters set_context. */
   std::recursive_mutex cuda_lock;
   GstCudaContext *cuda_context = nullptr;  /* shared with upstream/downstream CUDA elements */
 #endif
