@@ -1705,51 +1705,6 @@ gst_resnet_backbone_record_latency (GstResnetBackbone * self, GstClockTime t)
   return FALSE;
 }
 
-/* Runs the backbone on one mapped frame and adds the meta. Throws on failure. */
-static void
-gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
-    const std::shared_ptr<gstbackbone::FeatureSlot> &slot, const GstVideoFrame * frame,
-    GstBuffer * buf)
-{
-  const backbone::FrameView view = gstbackbone::frame_view_from_video_frame (frame);
-  backbone::PreprocessResult pre = backbone::preprocess_frame (view, model.preprocess);
-  backbone::FeatureMaps maps = model.engine->forward (pre.tensor);
-
-  GstFeatureMeta *meta = gst_buffer_add_feature_meta (buf);
-  if (!meta)
-    throw backbone::Error ("gst_buffer_add_feature_meta failed (is the buffer writable?)");
-  meta->unique_id = model.unique_id;
-  gst_feature_meta_set_model_name (meta, model.name.c_str ());
-  meta->frame_width = static_cast<guint> (view.width);
-  meta->frame_height = static_cast<guint> (view.height);
-  meta->input_width = static_cast<guint> (pre.resized_width);
-  meta->input_height = static_cast<guint> (pre.resized_height);
-  meta->padded_width = static_cast<guint> (pre.tensor.size (3));
-  meta->padded_height = static_cast<guint> (pre.tensor.size (2));
-  meta->scale_x = pre.scale_x;
-  meta->scale_y = pre.scale_y;
-
-  for (auto &[name, tensor] : maps) {
-    if (tensor.dim () != 4 || tensor.dtype () != backbone::DType::Float32)
-      throw backbone::ShapeError ("output \"" + name + "\" is " + backbone::dtype_name (tensor.dtype ()) +
-          " " + backbone::shape_str (tensor.shape ()) + ", expected float32 N,C,H,W");
-    const backbone::Tensor host = tensor.device ().is_cpu () ? tensor.contiguous () :
-        tensor.to (backbone::Device::cpu ()).contiguous ();
-    gsize dims[4], strides[4];
-    for (int d = 0; d < 4; ++d) {
-      dims[d] = static_cast<gsize> (host.size (d));
-      strides[d] = static_cast<gsize> (host.stride (d));
-    }
-    auto it = model.strides.find (name);
-    const guint stride = it != model.strides.end ()? static_cast<guint> (it->second) : 0;
-    GstBuffer *data = gstbackbone::FeaturePool::wrap (host, slot);
-    if (!gst_feature_meta_add_level (meta, name.c_str (), GST_FEATURE_DTYPE_FLOAT32, dims, strides,
-            stride, GST_FEATURE_DEVICE_CPU, 0, data, 0))
-      throw backbone::Error ("gst_feature_meta_add_level refused level \"" + name + "\" " +
-          backbone::shape_str (host.shape ()));
-  }
-}
-
 /* References to the memories of a frame in CUDA memory. The engine reads the frame on its own
  * stream after forward_frame returns; while these are held the memory does not go back to the
  * upstream pool, so the next frame is not written into it before the engine has read it. A pool
@@ -1866,11 +1821,12 @@ wrap_device_level (const backbone::Tensor & tensor,
   return buf;
 }
 
-/* The cuda engine on one mapped frame (its planes in CUDA memory when @on_device, else in host
- * memory, which the engine uploads): conversion, resize, normalisation and padding in one kernel,
- * the backbone, and the meta with levels left on the GPU. Throws on failure. */
+/* Runs the backbone on one mapped frame and adds the meta. Throws on failure. CPU engines
+ * preprocess the host frame (Engine::forward_frame's default) and hand out host levels; the cuda
+ * engine takes the frame's planes in CUDA memory when @on_device (else in host memory, which it
+ * uploads), converts, resizes, normalises and pads in one kernel, and its levels stay on the GPU. */
 static void
-gst_resnet_backbone_infer_cuda (GstResnetBackbone * self, Model & model,
+gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
     const std::shared_ptr<gstbackbone::FeatureSlot> &slot, const GstVideoFrame * frame,
     bool on_device, GstBuffer * buf)
 {
@@ -1912,10 +1868,12 @@ gst_resnet_backbone_infer_cuda (GstResnetBackbone * self, Model & model,
     if (tensor.dim () != 4 || tensor.dtype () != backbone::DType::Float32)
       throw backbone::ShapeError ("output \"" + name + "\" is " + backbone::dtype_name (tensor.dtype ()) +
           " " + backbone::shape_str (tensor.shape ()) + ", expected float32 N,C,H,W");
-    const bool on_gpu = tensor.device ().is_cuda ();
+    /* Levels stay on the GPU for the cuda engine; any other engine's are handed out on the host. */
+    const bool on_gpu = model.cuda_engine && tensor.device ().is_cuda ();
     /* A strided CUDA output (none of this engine's) goes through the host to be made contiguous. */
     const backbone::Tensor level_tensor = on_gpu ? (tensor.is_contiguous ()? tensor :
-        (backbone::cuda_wait_ready (tensor), tensor.contiguous ())) : tensor.contiguous ();
+        (backbone::cuda_wait_ready (tensor), tensor.contiguous ())) :
+        tensor.device ().is_cpu ()? tensor.contiguous () : tensor.to (backbone::Device::cpu ()).contiguous ();
     gsize dims[4], strides[4];
     for (int d = 0; d < 4; ++d) {
       dims[d] = static_cast<gsize> (level_tensor.size (d));
@@ -1931,8 +1889,9 @@ gst_resnet_backbone_infer_cuda (GstResnetBackbone * self, Model & model,
       throw backbone::Error ("gst_feature_meta_add_level refused level \"" + name + "\" " +
           backbone::shape_str (level_tensor.shape ()));
   }
-  GST_LOG_OBJECT (self, "cuda engine: %s frame %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT ", %zu levels",
-      on_device ? "CUDA-memory" : "system-memory", view.width, view.height, maps.size ());
+  if (model.cuda_engine)
+    GST_LOG_OBJECT (self, "cuda engine: %s frame %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT ", %zu levels",
+        on_device ? "CUDA-memory" : "system-memory", view.width, view.height, maps.size ());
 }
 
 /* After the first inference of a start or of new caps: engines that choose their kernels per
@@ -2075,10 +2034,7 @@ gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   const gint64 t0 = g_get_monotonic_time ();
   GstFlowReturn ret = GST_FLOW_OK;
   try {
-    if (model.cuda_engine)
-      gst_resnet_backbone_infer_cuda (self, model, slot, &frame, on_device, buf);
-    else
-      gst_resnet_backbone_infer (self, model, slot, &frame, buf);
+    gst_resnet_backbone_infer (self, model, slot, &frame, on_device, buf);
   } catch (const std::exception &e) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Inference failed: %s", e.what ()),
         ("frame %" G_GUINT64_FORMAT ", %dx%d %s", index, GST_VIDEO_INFO_WIDTH (&priv->info),
