@@ -287,8 +287,8 @@ std::vector<Tensor> run_cuda_net_on_cpu(const BackboneCudaNetDesc& net, const Te
         if (res && (res->shape.n != out.shape.n || res->shape.h != out.shape.h || res->shape.w != out.shape.w ||
                     res->shape.c != out.shape.c))
           bad_layer(li, l, "residual shape does not match the output");
-        if (l.kind == BACKBONE_CUDA_LAYER_CONV) {
-          nhwc::ConvArgs a;
+        // The fields nhwc::ConvArgs and nhwc::DeformConvArgs share.
+        const auto set_conv_args = [&](auto& a) {
           a.input = x.data.data();
           a.weight = w.data();
           a.bias = l.bias;
@@ -307,6 +307,10 @@ std::vector<Tensor> run_cuda_net_on_cpu(const BackboneCudaNetDesc& net, const Te
           a.dilation = l.dilation;
           a.groups = l.groups;
           a.relu = l.relu != 0;
+        };
+        if (l.kind == BACKBONE_CUDA_LAYER_CONV) {
+          nhwc::ConvArgs a;
+          set_conv_args(a);
           nhwc::conv(a);
         } else {
           const Value& off = get(li, l, l.aux, "offset");
@@ -317,28 +321,11 @@ std::vector<Tensor> run_cuda_net_on_cpu(const BackboneCudaNetDesc& net, const Te
                                  std::to_string((l.modulated ? 3 : 2) * taps) + " of " + std::to_string(out.shape.h) +
                                  "x" + std::to_string(out.shape.w));
           nhwc::DeformConvArgs a;
-          a.input = x.data.data();
+          set_conv_args(a);
           a.offset = off.data.data();
           a.offset_channels = off.shape.c;
-          a.weight = w.data();
-          a.bias = l.bias;
-          a.residual = res ? res->data.data() : nullptr;
-          a.out = out.data.data();
-          a.n = x.shape.n;
-          a.h = x.shape.h;
-          a.w = x.shape.w;
-          a.in_channels = l.in_channels;
-          a.out_channels = l.out_channels;
-          a.out_h = out.shape.h;
-          a.out_w = out.shape.w;
-          a.kernel = k;
-          a.stride = l.stride;
-          a.padding = l.padding;
-          a.dilation = l.dilation;
-          a.groups = l.groups;
           a.deformable_groups = l.deformable_groups;
           a.modulated = l.modulated != 0;
-          a.relu = l.relu != 0;
           nhwc::deform_conv(a);
         }
         break;
