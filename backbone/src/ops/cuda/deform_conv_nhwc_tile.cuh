@@ -237,6 +237,17 @@ BACKBONE_DEFORM_HD void accumulate(const Shared& s, Accumulator& acc, int tid) {
   }
 }
 
+// One output element (pixel pix, channel oc): act(v + bias + residual), rounded once to the storage type.
+template <typename T, typename Io>
+BACKBONE_DEFORM_HD_TEMPLATE void store_output(const Params& p, float v, const float* bias, const T* residual, T* out,
+                                              int64_t pix, int64_t oc) {
+  const int64_t index = pix * p.cout + oc;
+  if (bias) v += bias[oc];
+  if (residual) v += Io::load(residual, index);
+  if (p.relu && v < 0.0f) v = 0.0f;
+  Io::store(out, index, v);
+}
+
 // out = act(acc + bias + residual), rounded once to the storage type.
 template <typename T, typename Io>
 BACKBONE_DEFORM_HD_TEMPLATE void store_outputs(const Params& p, const Accumulator& acc, const float* bias, const T* residual,
@@ -248,13 +259,7 @@ BACKBONE_DEFORM_HD_TEMPLATE void store_outputs(const Params& p, const Accumulato
     for (int j = 0; j < kPerThreadN; ++j) {
       const int64_t o = n0 + tx + j * kThreadsN;
       if (o >= p.og) continue;
-      const int64_t oc = grp * p.og + o;
-      const int64_t index = pix * p.cout + oc;
-      float v = acc.v[i][j];
-      if (bias) v += bias[oc];
-      if (residual) v += Io::load(residual, index);
-      if (p.relu && v < 0.0f) v = 0.0f;
-      Io::store(out, index, v);
+      store_output<T, Io>(p, acc.v[i][j], bias, residual, out, pix, grp * p.og + o);
     }
   }
 }
@@ -349,13 +354,7 @@ BACKBONE_DEFORM_HD_TEMPLATE void store_outputs_staged(const Params& p, const S& 
     const int m = e / kTileN, nn = e % kTileN;
     const int64_t pix = m0 + m, o = n0 + nn;
     if (pix >= p.pixels || o >= p.og) continue;
-    const int64_t oc = grp * p.og + o;
-    const int64_t index = pix * p.cout + oc;
-    float v = s.c[m][nn];
-    if (bias) v += bias[oc];
-    if (residual) v += Io::load(residual, index);
-    if (p.relu && v < 0.0f) v = 0.0f;
-    Io::store(out, index, v);
+    store_output<T, Io>(p, s.c[m][nn], bias, residual, out, pix, grp * p.og + o);
   }
 }
 
