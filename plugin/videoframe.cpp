@@ -96,4 +96,36 @@ frame_view_from_video_frame (const GstVideoFrame * frame)
   return view;
 }
 
+gboolean
+crop_frame_view (backbone::FrameView * view, const GstVideoInfo * info, guint x, guint y,
+    guint width, guint height)
+{
+  if (width == 0 || height == 0 || (guint64) x + width > (guint64) view->width ||
+      (guint64) y + height > (guint64) view->height)
+    return FALSE;
+  const GstVideoFormatInfo *finfo = info->finfo;
+  const guint n_planes = GST_VIDEO_INFO_N_PLANES (info);
+  /* Subsampled chroma: the crop must start on a chroma sample. */
+  for (guint c = 0; c < GST_VIDEO_INFO_N_COMPONENTS (info); ++c) {
+    const guint ws = GST_VIDEO_FORMAT_INFO_W_SUB (finfo, c), hs = GST_VIDEO_FORMAT_INFO_H_SUB (finfo, c);
+    if ((x & ((1u << ws) - 1)) != 0 || (y & ((1u << hs) - 1)) != 0)
+      return FALSE;
+  }
+  for (guint p = 0; p < n_planes && p < 3; ++p) {
+    /* The first component stored in plane p gives its pixel stride and subsampling. */
+    gint comp[GST_VIDEO_MAX_COMPONENTS];
+    gst_video_format_info_component (finfo, p, comp);
+    const gint c = comp[0] >= 0 ? comp[0] : 0;
+    const guint px = x >> GST_VIDEO_FORMAT_INFO_W_SUB (finfo, c);
+    const guint py = y >> GST_VIDEO_FORMAT_INFO_H_SUB (finfo, c);
+    const gint pstride = GST_VIDEO_FORMAT_INFO_PSTRIDE (finfo, c);
+    /* A pixel stride counts one component's step; interleaved chroma (NV12's UV) steps by 2
+     * bytes per chroma sample, which the pixel stride of U already is. */
+    view->planes[p] += (int64_t) py * view->strides[p] + (int64_t) px * pstride;
+  }
+  view->width = width;
+  view->height = height;
+  return TRUE;
+}
+
 }  /* namespace gstbackbone */

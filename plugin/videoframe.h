@@ -33,6 +33,13 @@ backbone::ChromaSite chroma_site_from_video (GstVideoChromaSite site);
  * Throws backbone::Error for a format the element does not take. */
 backbone::FrameView frame_view_from_video_frame (const GstVideoFrame * frame);
 
+/* Narrows @view to the rectangle (@x, @y, @width, @height) of the frame (a GstVideoCropMeta), by
+ * moving its plane pointers. FALSE (the view unchanged) when the rectangle is empty or outside the
+ * frame, or starts at an odd column or row of a format with subsampled chroma (NV12, I420), whose
+ * chroma samples would not line up. */
+gboolean crop_frame_view (backbone::FrameView * view, const GstVideoInfo * info, guint x, guint y,
+    guint width, guint height);
+
 }  /* namespace gstbackbone */
 
 #endif /* __GST_BACKBONE_VIDEO_FRAME_H__ */

@@ -504,10 +504,11 @@ TEST(ResnetBackbone, MetaSurvivesDownstreamElementsAndCopies) {
   gst_harness_teardown(h);
 }
 
-// With pool-size=2, two held outputs block the third push until one is released; the held data is
-// never overwritten and the new output lives in other storage.
+// With pool-size=2 (and a long pool-timeout), two held outputs hold the third push until one is
+// released from another thread; the held data is never overwritten and the new output lives in
+// other storage.
 TEST(ResnetBackbone, HeldBuffersAreNeverOverwritten) {
-  Harness hh(narrow_props({{"pool-size", "2"}}));
+  Harness hh(narrow_props({{"pool-size", "2"}, {"pool-timeout", "30000000000"}}));
   const std::string caps = caps_string("RGB", 64, 48);
   const GstVideoInfo info = info_of(caps);
   gst_harness_set_src_caps_str(hh.h, caps.c_str());
@@ -551,7 +552,7 @@ TEST(ResnetBackbone, HeldBuffersAreNeverOverwritten) {
 TEST(ResnetBackbone, WaitingPushUnblocksOnFlushAndStop) {
   for (int mode = 0; mode < 2; ++mode) {
     SCOPED_TRACE(mode == 0 ? "flush-start" : "state NULL");
-    Harness hh(narrow_props({{"pool-size", "1"}}));
+    Harness hh(narrow_props({{"pool-size", "1"}, {"pool-timeout", "30000000000"}}));
     const std::string caps = caps_string("GRAY8", 32, 24);
     const GstVideoInfo info = info_of(caps);
     gst_harness_set_src_caps_str(hh.h, caps.c_str());
@@ -743,9 +744,6 @@ const ErrorCase kErrorCases[] = {
     {"UnknownOutFeature", narrow_props({{"out-features", "res2,res7"}}), "unknown out feature \"res7\"",
      GST_RESOURCE_ERROR_SETTINGS},
     {"DeviceCudaUnavailable", narrow_props({{"device", "cuda:0"}}), "cuda:0", GST_RESOURCE_ERROR_FAILED},
-    {"InvalidDevice", narrow_props({{"device", "tpu"}}), "invalid device 'tpu'", GST_RESOURCE_ERROR_SETTINGS},
-    {"UnknownEngine", narrow_props({{"engine", "tensorrt"}}), "unknown engine \"tensorrt\"",
-     GST_RESOURCE_ERROR_SETTINGS},
     // No CPU engine runs fp16: engine=auto finds none and says why for each one it tried.
     {"UnsupportedPrecision", narrow_props({{"precision", "fp16"}}), "engine \"auto\", precision fp16, on cpu",
      GST_RESOURCE_ERROR_FAILED},
@@ -759,11 +757,10 @@ const ErrorCase kErrorCases[] = {
 INSTANTIATE_TEST_SUITE_P(ResnetBackbone, StartErrors, ::testing::ValuesIn(kErrorCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
-
-// A frame the library refuses (16777216 pixels wide) during streaming: an ERROR message and
-// GST_FLOW_ERROR, no crash; the element keeps working after a caps change.
+// A frame the library refuses (16777216 pixels wide) during streaming, with max-errors=0: an ERROR
+// message and GST_FLOW_ERROR, no crash; the element keeps working after a caps change.
 TEST(ResnetBackbone, InferenceFailurePostsErrorAndReturnsFlowError) {
-  Harness hh(narrow_props());
+  Harness hh(narrow_props({{"max-errors", "0"}}));
   const std::string caps = caps_string("GRAY8", 1 << 24, 1);
   gst_harness_set_src_caps_str(hh.h, caps.c_str());
   EXPECT_EQ(gst_harness_push(hh.h, make_frame(info_of(caps), 1)), GST_FLOW_ERROR);
@@ -812,20 +809,68 @@ TEST(ResnetBackbone, QosSkipsLateFrames) {
   gst_buffer_unref(out);
 }
 
-// The LATENCY query adds the measured inference time to upstream's latency.
+// The LATENCY query adds the inference time to upstream's latency from the first query: the
+// warm-up at caps measures it before any frame, and the answer is stable across frames (it only
+// grows, with a LATENCY message, when inferences take much longer).
 TEST(ResnetBackbone, LatencyQueryAddsInferenceTime) {
   Harness hh(narrow_props());
   const std::string caps = caps_string("RGB", 64, 48);
-  gst_harness_set_src_caps_str(hh.h, caps.c_str());
   gst_harness_set_upstream_latency(hh.h, 10 * GST_MSECOND);
-  EXPECT_EQ(gst_harness_query_latency(hh.h), 10 * GST_MSECOND);  // nothing measured yet
   const gint64 t0 = g_get_monotonic_time();
-  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), 1));
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());  // the warm-up runs here
   const GstClockTime wall = GstClockTime(g_get_monotonic_time() - t0) * GST_USECOND;
-  gst_buffer_unref(out);
-  const GstClockTime latency = gst_harness_query_latency(hh.h);
-  EXPECT_GT(latency, 10 * GST_MSECOND);
-  EXPECT_LE(latency, 10 * GST_MSECOND + wall);
+  const GstClockTime before = gst_harness_query_latency(hh.h);
+  EXPECT_GT(before, 10 * GST_MSECOND);  // measured before the first frame
+  EXPECT_LE(before, 10 * GST_MSECOND + wall);
+  bool grew = false;
+  for (int i = 0; i < 5; ++i) {
+    GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info_of(caps), i, i * GST_SECOND / 30));
+    ASSERT_NE(out, nullptr);
+    EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
+    gst_buffer_unref(out);
+  }
+  while (GstMessage* m = gst_bus_pop_filtered(hh.bus, GST_MESSAGE_LATENCY)) {
+    grew = true;
+    gst_message_unref(m);
+  }
+  const GstClockTime after = gst_harness_query_latency(hh.h);
+  // Unchanged unless the element said it grew.
+  if (!grew) EXPECT_EQ(after, before);
+  EXPECT_GE(after, before);
+
+  // The latency property fixes it.
+  g_object_set(hh.element, "latency", guint64(25 * GST_MSECOND), nullptr);
+  EXPECT_EQ(gst_harness_query_latency(hh.h), 35 * GST_MSECOND);
+}
+
+// A LATENCY query before any caps event measures on the caps upstream will send when they are
+// fixed (a live source that has not pushed yet).
+TEST(ResnetBackbone, LatencyQueryBeforeCapsUsesUpstreamCaps) {
+  Harness hh(narrow_props());
+  // Upstream answers CAPS with fixed caps and LATENCY with 10 ms, and has pushed no caps event.
+  gst_pad_set_query_function(hh.h->srcpad, [](GstPad*, GstObject*, GstQuery* q) -> gboolean {
+    if (GST_QUERY_TYPE(q) == GST_QUERY_CAPS) {
+      GstCaps* c = gst_caps_from_string(caps_string("RGB", 64, 48).c_str());
+      gst_query_set_caps_result(q, c);
+      gst_caps_unref(c);
+      return TRUE;
+    }
+    if (GST_QUERY_TYPE(q) == GST_QUERY_LATENCY) {
+      gst_query_set_latency(q, TRUE, 10 * GST_MSECOND, GST_CLOCK_TIME_NONE);
+      return TRUE;
+    }
+    return FALSE;
+  });
+  GstQuery* q = gst_query_new_latency();
+  GstPad* src = gst_element_get_static_pad(hh.element, "src");
+  ASSERT_TRUE(gst_pad_query(src, q));
+  gboolean live = FALSE;
+  GstClockTime min = 0, max = 0;
+  gst_query_parse_latency(q, &live, &min, &max);
+  EXPECT_TRUE(live);
+  EXPECT_GT(min, 10 * GST_MSECOND);
+  gst_query_unref(q);
+  gst_object_unref(src);
 }
 
 // gst-inspect-1.0 shows every property with its documentation.
@@ -845,11 +890,16 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
   for (const char* p : {"config-file", "weights", "out-features", "engine", "device", "precision", "num-threads",
                         "winograd", "allow-tf32", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
                         "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name",
-                        "engine-description"})
-    EXPECT_NE(text.find(std::string("  ") + p + " "), std::string::npos) << p << " missing in:\n" << text;
-  for (const char* s : {"\"GstResnetBackbonePrecision\"", "(1): shortest-edge", "Range: 1 - 1024 Default: 4",
+                        "engine-description", "feature-memory-limit", "pool-timeout", "qos", "max-errors",
+                        "latency", "stats"})
+    EXPECT_TRUE(text.find(std::string("  ") + p + " ") != std::string::npos ||
+                text.find(std::string("  ") + p + ":") != std::string::npos)
+        << p << " missing in:\n" << text;
+  for (const char* s : {"\"GstResnetBackbonePrecision\"", "(1): shortest-edge", "Range: 0 - 1048576 Default: 0",
                         "Range: 1 - 2147483647 Default: 1", "String. Default: \"auto\"",
-                        "auto (the first of this build's engines", "onednn, libtorch or opencv"})
+                        "auto (the first of this build's engines", "; onednn (", "; libtorch (", "; opencv (",
+                        "; cuda (", "Default: 536870912", "Range: -1 - 2147483647 Default: 10",
+                        "Skip inference on frames already late"})
     EXPECT_NE(text.find(s), std::string::npos) << s << " missing in:\n" << text;
 }
 
@@ -909,7 +959,7 @@ TEST(ResnetBackbone, PropertyDefaultsAndRoundTrip) {
   EXPECT_STREQ(out_features, "");
   EXPECT_EQ(config, nullptr);
   EXPECT_STREQ(model, "");
-  EXPECT_EQ(pool, 4u);
+  EXPECT_EQ(pool, 0u);
   EXPECT_EQ(interval, 1u);
   EXPECT_EQ(uid, 0u);
   EXPECT_EQ(min_size, 0u);
@@ -997,11 +1047,11 @@ class InfoLog {
 TEST(ResnetBackbone, AutoEngineDescribesItself) {
   InfoLog log;
   Harness hh(narrow_props({{"num-threads", "1"}}));
+  // Started: the engine as it describes itself before any frame.
+  const std::string description = string_property(hh.element, "engine-description");
   const std::string caps = caps_string("RGB", 32, 24);
   gst_harness_set_src_caps_str(hh.h, caps.c_str());
-  // Started: the engine as it describes itself before any frame.
   EXPECT_EQ(string_property(hh.element, "engine"), "auto");
-  const std::string description = string_property(hh.element, "engine-description");
   ASSERT_FALSE(description.empty());
   // It names the engine auto took (the first word), the precision and the thread count.
   const std::string engine = description.substr(0, description.find(' '));
@@ -1013,8 +1063,8 @@ TEST(ResnetBackbone, AutoEngineDescribesItself) {
   ASSERT_NE(out, nullptr);
   EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
   gst_buffer_unref(out);
-  // After the first frame: the same engine, precision and threads (plus, for engines that choose
-  // kernels per shape, the kernels).
+  // After the first frame (the warm-up at caps is the first of its size): the same engine,
+  // precision and threads (plus, for engines that choose kernels per shape, the kernels).
   const std::string after = string_property(hh.element, "engine-description");
   EXPECT_EQ(after.rfind(engine + " fp32", 0), 0u) << after;
   EXPECT_NE(after.find("1 thread"), std::string::npos) << after;
@@ -1078,8 +1128,8 @@ TEST(ResnetBackbone, NamedEngineRunsAndDescribesItself) {
     Harness hh(narrow_props({{"engine", engine}, {"num-threads", "2"}}));
     const std::string caps = caps_string("RGB", 32, 24);
     gst_harness_set_src_caps_str(hh.h, caps.c_str());
-    const std::string at_start = string_property(hh.element, "engine-description");
-    EXPECT_EQ(at_start, ref.engine->describe());
+    // The warm-up at caps ran the first frame of this size: the kernels are named already.
+    const std::string at_caps = string_property(hh.element, "engine-description");
     std::string when_pushed;
     GstPad* src = gst_element_get_static_pad(hh.element, "src");
     const gulong probe = gst_pad_add_probe(
@@ -1102,6 +1152,7 @@ TEST(ResnetBackbone, NamedEngineRunsAndDescribesItself) {
     const std::string description = string_property(hh.element, "engine-description");
     EXPECT_EQ(description, ref.engine->describe());
     EXPECT_EQ(when_pushed, description);
+    EXPECT_EQ(at_caps, description);
     EXPECT_EQ(description.rfind(engine + " ", 0), 0u) << description;
     EXPECT_NE(description.find("2 threads"), std::string::npos) << description;
     EXPECT_EQ(hh.error_text(), "");
@@ -1566,6 +1617,42 @@ TEST(ResnetBackboneGpu, SystemMemoryFramesIntoTheCudaEngine) {
   EXPECT_EQ(hh.error_text(), "");
   EXPECT_EQ(string_property(hh.element, "engine-description").rfind("cuda ", 0), 0u)
       << string_property(hh.element, "engine-description");
+}
+
+}  // namespace
+
+namespace {
+
+// An engine outside the library's engine table or a device name that is not auto, cpu or cuda:N is
+// refused when set: the property keeps its value and a WARNING message names the cause.
+TEST(ResnetBackbone, UnknownEngineOrDeviceRefusedWhenSet) {
+  struct Case {
+    const char *prop, *value, *expected, *kept;
+  };
+  for (const Case& c : {Case{"engine", "tensorrt", "engine \"tensorrt\" is unknown: expected one of auto, onednn", "auto"},
+                        Case{"device", "tpu", "invalid device 'tpu'", "auto"}}) {
+    SCOPED_TRACE(c.prop);
+    GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
+    GstBus* bus = gst_bus_new();
+    gst_element_set_bus(e, bus);
+    g_object_set(e, c.prop, c.value, nullptr);
+    EXPECT_EQ(string_property(e, c.prop), c.kept);
+    GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_WARNING);
+    ASSERT_NE(m, nullptr);
+    GError* err = nullptr;
+    gst_message_parse_warning(m, &err, nullptr);
+    EXPECT_NE(std::string(err->message).find(c.expected), std::string::npos) << err->message;
+    g_error_free(err);
+    gst_message_unref(m);
+    // Every name of the table, and auto, is taken.
+    g_object_set(e, "engine", "opencv", nullptr);
+    EXPECT_EQ(string_property(e, "engine"), "opencv");
+    g_object_set(e, "device", "cuda:3", nullptr);
+    EXPECT_EQ(string_property(e, "device"), "cuda:3");
+    gst_element_set_bus(e, nullptr);
+    gst_object_unref(bus);
+    gst_object_unref(e);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * resnetbackbone: one frame through the engine into a GstFeatureMeta, and the warm-up that
+ * measures the latency.
+ */
+#include <gst/featuremeta/featuremeta.h>
+
+#include <cstring>
+#include <vector>
+
+#include "backbone/error.h"
+#include "backbone/preprocess.h"
+#include "resnetbackbone_private.h"
+#include "videoframe.h"
+
+#define GST_CAT_DEFAULT gst_resnet_backbone_debug
+
+guint64
+gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
+    const std::shared_ptr<gstbackbone::FeatureSlot> & slot, const backbone::FrameView & view,
+    bool on_device, GstBuffer * buf, guint unique_id)
+{
+  gstbackbone::CudaContextScope scope (model.cuda);
+  backbone::PreprocessResult info;
+  backbone::FeatureMaps maps = model.engine->forward_frame (view, model.preprocess, &info);
+  /* A frame in host memory is copied (staged for the upload) before forward_frame returns; one in
+   * CUDA memory is read by the engine's kernel later, on its stream. */
+  const std::shared_ptr<gstbackbone::FrameMemories> frame_memories = on_device ?
+      gstbackbone::hold_frame_memories (buf) : nullptr;
+
+  GstFeatureMeta *meta = gst_buffer_add_feature_meta (buf);
+  if (!meta)
+    throw backbone::Error ("gst_buffer_add_feature_meta failed (is the buffer writable?)");
+  /* A frame that fails half-way carries no meta: none with some of the levels. */
+  guint64 bytes = 0;
+  try {
+    meta->unique_id = unique_id;
+    gst_feature_meta_set_model_name (meta, model.name.c_str ());
+    meta->frame_width = static_cast<guint> (view.width);
+    meta->frame_height = static_cast<guint> (view.height);
+    meta->input_width = static_cast<guint> (info.resized_width);
+    meta->input_height = static_cast<guint> (info.resized_height);
+    /* The engine pads on its device and leaves info.tensor undefined: the padded size is the
+     * resized size up to the size divisibility (detectron2's ImageList). */
+    const int64_t div = model.preprocess.size_divisibility;
+    auto padded = [div](int64_t v) {
+      return div > 1 ? (v + div - 1) / div * div : v;
+    };
+    meta->padded_width = static_cast<guint> (info.tensor.defined ()? info.tensor.size (3) :
+        padded (info.resized_width));
+    meta->padded_height = static_cast<guint> (info.tensor.defined ()? info.tensor.size (2) :
+        padded (info.resized_height));
+    meta->scale_x = info.scale_x;
+    meta->scale_y = info.scale_y;
+
+    for (auto &[name, tensor] : maps) {
+      if (tensor.dim () != 4 || tensor.dtype () != backbone::DType::Float32)
+        throw backbone::ShapeError ("output \"" + name + "\" is " + backbone::dtype_name (tensor.dtype ()) +
+            " " + backbone::shape_str (tensor.shape ()) + ", expected float32 N,C,H,W");
+      /* Levels stay on the GPU for the cuda engine; any other engine's are handed out on the host. */
+      const bool on_gpu = model.cuda_engine && tensor.device ().is_cuda ();
+      /* A strided CUDA output (none of this engine's) goes through the host to be made contiguous. */
+      const backbone::Tensor level_tensor = on_gpu ? (tensor.is_contiguous ()? tensor :
+          (backbone::cuda_wait_ready (tensor), tensor.contiguous ())) :
+          tensor.device ().is_cpu ()? tensor.contiguous () : tensor.to (backbone::Device::cpu ()).contiguous ();
+      gsize dims[4], strides[4];
+      for (int d = 0; d < 4; ++d) {
+        dims[d] = static_cast<gsize> (level_tensor.size (d));
+        strides[d] = static_cast<gsize> (level_tensor.stride (d));
+      }
+      auto it = model.strides.find (name);
+      const guint stride = it != model.strides.end ()? static_cast<guint> (it->second) : 0;
+      GstBuffer *data = on_gpu ? gstbackbone::wrap_device_level (level_tensor, slot, model.cuda,
+          frame_memories) : gstbackbone::FeaturePool::wrap (level_tensor, slot);
+      bytes += level_tensor.nbytes ();
+      if (!gst_feature_meta_add_level (meta, name.c_str (), GST_FEATURE_DTYPE_FLOAT32, dims, strides,
+              stride, on_gpu ? GST_FEATURE_DEVICE_CUDA : GST_FEATURE_DEVICE_CPU,
+              on_gpu ? level_tensor.device ().index : 0, data, 0))
+        throw backbone::Error ("gst_feature_meta_add_level refused level \"" + name + "\" " +
+            backbone::shape_str (level_tensor.shape ()));
+    }
+  } catch (...) {
+    gst_buffer_remove_meta (buf, (GstMeta *) meta);
+    throw;
+  }
+  if (model.cuda_engine)
+    GST_LOG_OBJECT (self, "cuda engine: %s frame %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT ", %zu levels",
+        on_device ? "CUDA-memory" : "system-memory", view.width, view.height, maps.size ());
+  return bytes;
+}
+
+GstClockTime
+gst_resnet_backbone_warm_up (GstResnetBackbone * self, Model & model, const GstVideoInfo * info)
+{
+  /* A blank frame in system memory of the negotiated size and format (every engine takes those). */
+  GstBuffer *buf = gst_buffer_new_allocate (nullptr, GST_VIDEO_INFO_SIZE (info), nullptr);
+  if (!buf)
+    return GST_CLOCK_TIME_NONE;
+  /* Zeros: black enough for the timing in every format. */
+  gst_buffer_memset (buf, 0, 0, gst_buffer_get_size (buf));
+  GstVideoFrame frame;
+  if (!gst_video_frame_map (&frame, info, buf, GST_MAP_READWRITE)) {
+    gst_buffer_unref (buf);
+    return GST_CLOCK_TIME_NONE;
+  }
+  GstClockTime took = GST_CLOCK_TIME_NONE;
+  try {
+    gstbackbone::CudaContextScope scope (model.cuda);
+    const backbone::FrameView view = gstbackbone::frame_view_from_video_frame (&frame);
+    for (int run = 0; run < 2; ++run) {
+      const gint64 t0 = g_get_monotonic_time ();
+      backbone::FeatureMaps maps = model.engine->forward_frame (view, model.preprocess, nullptr);
+      /* Until the features are ready: an engine that only queues work (cuda) is waited for. */
+      for (auto &level : maps)
+        backbone::cuda_wait_ready (level.second);
+      took = (GstClockTime) (g_get_monotonic_time () - t0) * GST_USECOND;
+    }
+    GST_INFO_OBJECT (self, "warm-up on a %dx%d %s frame: %" GST_TIME_FORMAT " until the features "
+        "are ready", GST_VIDEO_INFO_WIDTH (info), GST_VIDEO_INFO_HEIGHT (info),
+        gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (info)), GST_TIME_ARGS (took));
+  } catch (const std::exception &e) {
+    GST_WARNING_OBJECT (self, "warm-up inference failed: %s", e.what ());
+    took = GST_CLOCK_TIME_NONE;
+  } catch (...) {
+    took = GST_CLOCK_TIME_NONE;
+  }
+  gst_video_frame_unmap (&frame);
+  gst_buffer_unref (buf);
+  return took;
+}
+
+void
+gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model)
+{
+  std::string description;
+  try {
+    description = model.engine->describe ();
+  } catch (const std::exception &e) {
+    GST_WARNING_OBJECT (self, "describing the engine failed: %s", e.what ());
+    return;
+  }
+  if (description == model.engine_description)
+    return;
+  model.engine_description = description;
+  GST_INFO_OBJECT (self, "engine after the first frame of %dx%d: %s",
+      GST_VIDEO_INFO_WIDTH (&self->priv->info), GST_VIDEO_INFO_HEIGHT (&self->priv->info),
+      description.c_str ());
+  GST_OBJECT_LOCK (self);
+  self->priv->engine_description = description;
+  GST_OBJECT_UNLOCK (self);
+  g_object_notify (G_OBJECT (self), "engine-description");
+}

@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * resnetbackbone's state, shared by its source files: resnetbackbone.cpp (the GObject class, the
+ * GstBaseTransform vfuncs, streaming), resnetbackbone_props.cpp (properties), resnetbackbone_infer.cpp
+ * (one frame through the engine into the meta, latency), resnetbackbone_cuda.cpp (CUDA context
+ * sharing, device-memory levels).
+ */
+#ifndef __GST_RESNET_BACKBONE_PRIVATE_H__
+#define __GST_RESNET_BACKBONE_PRIVATE_H__
+
+#include <gst/video/video.h>
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backbone/engine.h"
+#include "backbone/frame.h"
+#include "featurepool.h"
+#include "resnetbackbone.h"
+#include "resnetbackbone_cuda.h"
+
+GST_DEBUG_CATEGORY_EXTERN (gst_resnet_backbone_debug);
+
+typedef enum
+{
+  GST_RESNET_BACKBONE_PRECISION_FP32,
+  GST_RESNET_BACKBONE_PRECISION_FP16,
+  GST_RESNET_BACKBONE_PRECISION_BF16,
+} GstResnetBackbonePrecision;
+
+typedef enum
+{
+  GST_RESNET_BACKBONE_INPUT_FORMAT_CONFIG,
+  GST_RESNET_BACKBONE_INPUT_FORMAT_BGR,
+  GST_RESNET_BACKBONE_INPUT_FORMAT_RGB,
+} GstResnetBackboneInputFormat;
+
+typedef enum
+{
+  GST_RESNET_BACKBONE_RESIZE_NONE,
+  GST_RESNET_BACKBONE_RESIZE_SHORTEST_EDGE,
+  GST_RESNET_BACKBONE_RESIZE_FIXED,
+} GstResnetBackboneResize;
+
+#define DEFAULT_ENGINE "auto"
+#define DEFAULT_DEVICE "auto"
+#define DEFAULT_PRECISION GST_RESNET_BACKBONE_PRECISION_FP32
+#define DEFAULT_NUM_THREADS 0
+#define DEFAULT_WINOGRAD FALSE
+#define DEFAULT_ALLOW_TF32 FALSE
+#define DEFAULT_INPUT_FORMAT GST_RESNET_BACKBONE_INPUT_FORMAT_CONFIG
+#define DEFAULT_RESIZE GST_RESNET_BACKBONE_RESIZE_NONE
+#define DEFAULT_MIN_SIZE 0
+#define DEFAULT_MAX_SIZE 0
+#define DEFAULT_WIDTH 0
+#define DEFAULT_HEIGHT 0
+#define DEFAULT_SIZE_DIVISIBILITY 0
+#define DEFAULT_INFERENCE_INTERVAL 1
+#define DEFAULT_POOL_SIZE 0
+#define DEFAULT_FEATURE_MEMORY_LIMIT (G_GUINT64_CONSTANT (512) << 20)
+#define DEFAULT_POOL_TIMEOUT GST_SECOND
+#define MAX_POOL_TIMEOUT (60 * GST_SECOND)
+#define DEFAULT_UNIQUE_ID 0
+#define DEFAULT_QOS TRUE
+#define DEFAULT_MAX_ERRORS 10
+#define DEFAULT_LATENCY GST_CLOCK_TIME_NONE
+
+#define MAX_IMAGE_SIZE 16384
+/* Inference times kept for the LATENCY query (the largest of them is reported). */
+#define LATENCY_WINDOW 16
+
+/* What the properties say; read under the object lock, applied at start() (the model's settings)
+ * or at the next frame (those that may change while PLAYING). */
+struct Settings {
+  std::string config_file;
+  std::string weights;
+  std::string out_features;
+  std::string engine = DEFAULT_ENGINE;
+  std::string device = DEFAULT_DEVICE;
+  GstResnetBackbonePrecision precision = DEFAULT_PRECISION;
+  guint num_threads = DEFAULT_NUM_THREADS;
+  gboolean winograd = DEFAULT_WINOGRAD;
+  gboolean allow_tf32 = DEFAULT_ALLOW_TF32;
+  GstResnetBackboneInputFormat input_format = DEFAULT_INPUT_FORMAT;
+  std::vector<double> pixel_mean, pixel_std;
+  GstResnetBackboneResize resize = DEFAULT_RESIZE;
+  guint min_size = DEFAULT_MIN_SIZE, max_size = DEFAULT_MAX_SIZE;
+  guint width = DEFAULT_WIDTH, height = DEFAULT_HEIGHT;
+  guint size_divisibility = DEFAULT_SIZE_DIVISIBILITY;
+  /* Mutable while PLAYING. */
+  guint inference_interval = DEFAULT_INFERENCE_INTERVAL;
+  guint pool_size = DEFAULT_POOL_SIZE;
+  guint64 feature_memory_limit = DEFAULT_FEATURE_MEMORY_LIMIT;
+  guint64 pool_timeout = DEFAULT_POOL_TIMEOUT;
+  guint unique_id = DEFAULT_UNIQUE_ID;
+  gboolean qos = DEFAULT_QOS;
+  gint max_errors = DEFAULT_MAX_ERRORS;
+  GstClockTime latency = DEFAULT_LATENCY;
+};
+
+/* A loaded model, built in start() and freed in stop(). */
+struct Model {
+  std::unique_ptr<backbone::Engine> engine;
+  bool cuda_engine = false;      /* engine "cuda": levels stay on the GPU */
+  int cuda_device = 0;           /* its N of cuda:N */
+  gstbackbone::CudaContextPtr cuda;  /* the context it runs in (GstCudaContext), or none */
+  bool cuda_frames = false;      /* takes frames in CUDA memory (cuda engine with a GstCudaContext) */
+  std::string engine_description;  /* engine->describe () */
+  backbone::FramePreprocessOptions preprocess;
+  std::map<std::string, int> strides;  /* out feature -> stride in input pixels */
+  std::string name;
+};
+
+/* What the element did, for the stats property and the log at stop. Under GstResnetBackbonePrivate::lock. */
+struct Stats {
+  guint64 frames = 0;            /* buffers seen */
+  guint64 inferred = 0;          /* frames that got features */
+  guint64 skipped_interval = 0;  /* not due (inference-interval) */
+  guint64 skipped_qos = 0;       /* late (QoS) */
+  guint64 skipped_pool = 0;      /* the feature memory was full */
+  guint64 skipped_gap = 0;       /* GAP buffers */
+  guint64 errors = 0;            /* failed inferences tolerated (max-errors) */
+  GstClockTime time_total = 0;   /* inference time of the inferred frames */
+  GstClockTime time_max = 0;
+};
+
+struct GstResnetBackbonePrivate {
+  Settings settings;          /* under the object lock */
+  std::string model_name;     /* under the object lock */
+  std::string engine_description;  /* under the object lock */
+
+  std::unique_ptr<Model> model;  /* between start() and stop() */
+  /* Serialises the engine: the streaming thread's frames and a LATENCY query's warm-up. */
+  std::mutex engine_lock;
+  GstVideoInfo info;
+  gboolean have_info = FALSE;
+  gboolean describe_pending = FALSE;  /* describe the engine again after the next inference */
+  guint interval_countdown = 0;  /* frames until the next one due (0: this one) */
+  guint consecutive_errors = 0;
+  guint64 expected_bytes = 0;    /* bytes of the last output (for the feature memory limit) */
+  gboolean warned_pool_full = FALSE;  /* once per stall, on the bus */
+
+  gboolean cuda_input = FALSE;   /* the negotiated caps are memory:CUDAMemory */
+  gboolean warned_foreign_cuda = FALSE;
+  /* Whether the pads offer memory:CUDAMemory: -1 before start() (from the properties), else
+   * whether the loaded model takes CUDA frames. */
+  std::atomic<int> cuda_caps {-1};
+  gstbackbone::CudaContextSharing cuda_sharing;
+
+  std::mutex lock;               /* guards pool, earliest_time, latency state, stats */
+  std::shared_ptr<gstbackbone::FeaturePool> pool;
+  GstClockTime earliest_time = GST_CLOCK_TIME_NONE;
+  std::deque<GstClockTime> latencies;
+  GstClockTime warmup_latency = GST_CLOCK_TIME_NONE;  /* measured at caps (or by the query) */
+  GstClockTime posted_latency = 0;
+  Stats stats;
+  gstbackbone::FeaturePoolStats pool_stats;  /* the last pool's, kept at stop() */
+};
+
+struct _GstResnetBackbone
+{
+  GstBaseTransform parent;
+  GstResnetBackbonePrivate *priv;
+};
+
+/* resnetbackbone_props.cpp */
+enum
+{
+  PROP_0,
+  PROP_CONFIG_FILE,
+  PROP_WEIGHTS,
+  PROP_OUT_FEATURES,
+  PROP_ENGINE,
+  PROP_DEVICE,
+  PROP_PRECISION,
+  PROP_NUM_THREADS,
+  PROP_WINOGRAD,
+  PROP_ALLOW_TF32,
+  PROP_INPUT_FORMAT,
+  PROP_PIXEL_MEAN,
+  PROP_PIXEL_STD,
+  PROP_RESIZE,
+  PROP_MIN_SIZE,
+  PROP_MAX_SIZE,
+  PROP_WIDTH,
+  PROP_HEIGHT,
+  PROP_SIZE_DIVISIBILITY,
+  PROP_INFERENCE_INTERVAL,
+  PROP_POOL_SIZE,
+  PROP_FEATURE_MEMORY_LIMIT,
+  PROP_POOL_TIMEOUT,
+  PROP_UNIQUE_ID,
+  PROP_QOS,
+  PROP_MAX_ERRORS,
+  PROP_LATENCY,
+  PROP_MODEL_NAME,
+  PROP_ENGINE_DESCRIPTION,
+  PROP_STATS,
+};
+
+void gst_resnet_backbone_install_properties (GObjectClass * gobject_class);
+void gst_resnet_backbone_set_property (GObject * object, guint prop_id, const GValue * value,
+    GParamSpec * pspec);
+void gst_resnet_backbone_get_property (GObject * object, guint prop_id, GValue * value,
+    GParamSpec * pspec);
+/* The pool limits of the settings. */
+gstbackbone::FeaturePoolLimits gst_resnet_backbone_pool_limits (const Settings & s);
+/* The stats as the stats property's structure. (transfer full) */
+GstStructure *gst_resnet_backbone_stats_structure (GstResnetBackbone * self);
+
+/* resnetbackbone_model.cpp */
+/* The failure of one step of start(), with the GStreamer error it is posted as. */
+struct StartError {
+  GQuark domain;
+  gint code;
+  std::string message;
+};
+/* Whether the properties ask for the cuda engine, on which device, and whether they name CUDA. */
+bool gst_resnet_backbone_settings_want_cuda (const Settings & s, int *device, bool *explicit_request);
+/* Loads the model of @s. Throws StartError. */
+std::unique_ptr<Model> gst_resnet_backbone_load_model (GstResnetBackbone * self, const Settings & s);
+
+/* resnetbackbone_infer.cpp */
+/* Runs the backbone on one mapped frame and adds the meta. Returns the bytes of the features.
+ * Throws on failure. */
+guint64 gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
+    const std::shared_ptr<gstbackbone::FeatureSlot> & slot, const backbone::FrameView & view,
+    bool on_device, GstBuffer * buf, guint unique_id);
+/* One forward on a black frame of @info's size, discarded, timed until its features are ready
+ * (a first one untimed: engines set up per shape). The time, or GST_CLOCK_TIME_NONE on failure. */
+GstClockTime gst_resnet_backbone_warm_up (GstResnetBackbone * self, Model & model,
+    const GstVideoInfo * info);
+/* Updates engine-description after the first inference of a start or of new caps. */
+void gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model);
+
+#endif /* __GST_RESNET_BACKBONE_PRIVATE_H__ */
