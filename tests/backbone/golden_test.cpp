@@ -4,7 +4,7 @@
 // from its config or stage list, loaded from the same checkpoint, run by every engine of this build
 // (onednn, libtorch, opencv) and compared per feature: max |out - ref| <= tolerance * max |ref|.
 // The oneDNN engine's bf16 is compared with its own fp32 on the same cases: max |bf16 - fp32| <=
-// 2e-2 * max |fp32| per level (the bound of the speed issue).
+// 2e-2 * max |fp32| per level (the bf16 bound).
 // The cuda engine runs every case on cuda:0 (fp32, TF32 off) where a CUDA device is present, and is
 // skipped with the loader's reason elsewhere; its fp16/bf16 are compared with its fp32.
 #include <gtest/gtest.h>
@@ -103,7 +103,7 @@ TEST_P(Golden, MatchesDetectron2) {
   }
 }
 
-// bf16 against fp32 of the same engine on the same case (the bound of the speed issue).
+// bf16 against fp32 of the same engine on the same case (the bf16 bound).
 class GoldenBf16 : public ::testing::TestWithParam<json> {};
 
 TEST_P(GoldenBf16, WithinBoundOfFp32) {

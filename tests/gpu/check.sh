@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's GPU checks in one go, on a machine with an NVIDIA GPU: build for the card present, run
+# The GPU checks in one go, on a machine with an NVIDIA GPU: build for the card present, run
 # every GPU test (ctest -L gpu: kernels against their CPU twins, the preprocessing kernel, the cuda
 # engine, the element on cudaupload frames; then the cuda cases of the golden, bench and tool
 # suites) and the GPU section

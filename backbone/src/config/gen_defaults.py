@@ -4,7 +4,7 @@
 
 Run from the repository root (needs yacs, fvcore and PyYAML; detectron2 itself need not be built):
 
-    /work/venv-d2/bin/python backbone/src/config/gen_defaults.py --detectron2 /work/d2
+    <venv>/bin/python backbone/src/config/gen_defaults.py --detectron2 <detectron2 checkout>
 
 It imports only detectron2/config/defaults.py (its `from .config import CfgNode` is served by
 fvcore's CfgNode, which detectron2's CfgNode derives from) and writes
