@@ -111,6 +111,12 @@ G_DEFINE_TYPE_WITH_CODE (GstResnetBackbone, gst_resnet_backbone, GST_TYPE_BASE_T
 GST_ELEMENT_REGISTER_DEFINE (resnetbackbone, "resnetbackbone", GST_RANK_NONE,
     GST_TYPE_RESNET_BACKBONE);
 
+gpointer
+gst_resnet_backbone_parent_class_ptr (void)
+{
+  return parent_class;
+}
+
 static void gst_resnet_backbone_finalize (GObject * object);
 static GstStateChangeReturn gst_resnet_backbone_change_state (GstElement * element,
     GstStateChange transition);
@@ -125,10 +131,6 @@ static gboolean gst_resnet_backbone_query (GstBaseTransform * trans, GstPadDirec
 static gboolean gst_resnet_backbone_propose_allocation (GstBaseTransform * trans,
     GstQuery * decide_query, GstQuery * query);
 static GstFlowReturn gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf);
-static GstCaps *gst_resnet_backbone_transform_caps (GstBaseTransform * trans,
-    GstPadDirection direction, GstCaps * caps, GstCaps * filter);
-static gboolean gst_resnet_backbone_accept_caps (GstBaseTransform * trans,
-    GstPadDirection direction, GstCaps * caps);
 static void gst_resnet_backbone_set_context (GstElement * element, GstContext * context);
 
 static void
@@ -349,70 +351,6 @@ gst_resnet_backbone_change_state (GstElement * element, GstStateChange transitio
   return GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
 }
 
-/* Our latency now: the property, else the largest of the warm-up and the recent inferences. */
-static GstClockTime
-gst_resnet_backbone_own_latency (GstResnetBackbone * self)
-{
-  GST_OBJECT_LOCK (self);
-  const GstClockTime fixed = self->priv->settings.latency;
-  GST_OBJECT_UNLOCK (self);
-  if (GST_CLOCK_TIME_IS_VALID (fixed))
-    return fixed;
-  std::lock_guard<std::mutex> guard (self->priv->lock);
-  return self->priv->posted_latency;
-}
-
-/* Records a measured time; TRUE when the reported latency grew (by more than a quarter: not on
- * every frame's jitter) and a LATENCY message should be posted. */
-static gboolean
-gst_resnet_backbone_record_latency (GstResnetBackbone * self, GstClockTime t, bool warm_up)
-{
-  GstResnetBackbonePrivate *priv = self->priv;
-  std::lock_guard<std::mutex> guard (priv->lock);
-  if (warm_up) {
-    priv->warmup_latency = t;
-  } else {
-    priv->latencies.push_back (t);
-    while (priv->latencies.size () > LATENCY_WINDOW)
-      priv->latencies.pop_front ();
-  }
-  GstClockTime lat = GST_CLOCK_TIME_IS_VALID (priv->warmup_latency) ? priv->warmup_latency : 0;
-  for (GstClockTime x : priv->latencies)
-    lat = MAX (lat, x);
-  if (lat > priv->posted_latency + priv->posted_latency / 4) {
-    priv->posted_latency = lat;
-    return TRUE;
-  }
-  return FALSE;
-}
-
-/* Runs the warm-up for @info unless one ran for this start: the latency is then known before the
- * first frame. Called with no lock held. */
-static void
-gst_resnet_backbone_ensure_warm_up (GstResnetBackbone * self, const GstVideoInfo * info,
-    gboolean post)
-{
-  GstResnetBackbonePrivate *priv = self->priv;
-  {
-    std::lock_guard<std::mutex> guard (priv->lock);
-    if (GST_CLOCK_TIME_IS_VALID (priv->warmup_latency))
-      return;
-  }
-  GstClockTime took = GST_CLOCK_TIME_NONE;
-  {
-    std::lock_guard<std::mutex> engine_guard (priv->engine_lock);
-    if (!priv->model)
-      return;
-    took = gst_resnet_backbone_warm_up (self, *priv->model, info);
-    if (GST_CLOCK_TIME_IS_VALID (took) && priv->describe_pending) {
-      priv->describe_pending = FALSE;
-      gst_resnet_backbone_redescribe (self, *priv->model);
-    }
-  }
-  if (GST_CLOCK_TIME_IS_VALID (took) && gst_resnet_backbone_record_latency (self, took, true) && post)
-    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
-}
-
 static gboolean
 gst_resnet_backbone_set_caps (GstBaseTransform * trans, GstCaps * incaps, GstCaps * outcaps)
 {
@@ -450,90 +388,6 @@ gst_resnet_backbone_set_caps (GstBaseTransform * trans, GstCaps * incaps, GstCap
   /* The latency is known before the first frame (and the engine has set up for the shape). */
   gst_resnet_backbone_ensure_warm_up (self, &info, TRUE);
   return TRUE;
-}
-
-/* @caps without its structures in CUDA memory. (transfer full) */
-static GstCaps *
-caps_without_cuda_memory (GstCaps * caps)
-{
-  if (gst_caps_is_any (caps))
-    return gst_caps_ref (caps);
-  GstCaps *out = gst_caps_new_empty ();
-  const guint n = gst_caps_get_size (caps);
-  for (guint i = 0; i < n; ++i) {
-    const GstCapsFeatures *f = gst_caps_get_features (caps, i);
-    if (f != nullptr && !gst_caps_features_is_any (f) &&
-        gst_caps_features_contains (f, CUDA_MEMORY_FEATURE))
-      continue;
-    gst_caps_append_structure_full (out, gst_structure_copy (gst_caps_get_structure (caps, i)),
-        f ? gst_caps_features_copy (f) : nullptr);
-  }
-  return out;
-}
-
-static gboolean
-caps_have_cuda_memory (GstCaps * caps)
-{
-  const guint n = gst_caps_get_size (caps);
-  for (guint i = 0; i < n; ++i) {
-    const GstCapsFeatures *f = gst_caps_get_features (caps, i);
-    if (f != nullptr && !gst_caps_features_is_any (f) &&
-        gst_caps_features_contains (f, CUDA_MEMORY_FEATURE))
-      return TRUE;
-  }
-  return FALSE;
-}
-
-/* Whether the pads offer memory:CUDAMemory now: what the loaded model takes, or before start()
- * what the properties ask for (engine=cuda, or engine=auto with device=cuda:N). */
-static bool
-gst_resnet_backbone_cuda_caps_allowed (GstResnetBackbone * self)
-{
-#if BACKBONE_HAVE_GST_CUDA
-  const int state = self->priv->cuda_caps.load ();
-  if (state >= 0)
-    return state == 1;
-  GST_OBJECT_LOCK (self);
-  const std::string engine = self->priv->settings.engine;
-  const std::string device = self->priv->settings.device;
-  GST_OBJECT_UNLOCK (self);
-  return engine == "cuda" || (engine == "auto" && device.rfind ("cuda", 0) == 0);
-#else
-  (void) self;
-  return false;
-#endif
-}
-
-/* In place: the same caps on both sides, less CUDA memory where the engine does not take it. */
-static GstCaps *
-gst_resnet_backbone_transform_caps (GstBaseTransform * trans, GstPadDirection direction,
-    GstCaps * caps, GstCaps * filter)
-{
-  GstResnetBackbone *self = GST_RESNET_BACKBONE (trans);
-  GstCaps *ret = gst_resnet_backbone_cuda_caps_allowed (self) ? gst_caps_ref (caps) :
-      caps_without_cuda_memory (caps);
-  if (filter) {
-    GstCaps *tmp = gst_caps_intersect_full (filter, ret, GST_CAPS_INTERSECT_FIRST);
-    gst_caps_unref (ret);
-    ret = tmp;
-  }
-  GST_LOG_OBJECT (self, "%s caps %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
-      direction == GST_PAD_SINK ? "sink" : "src", caps, ret);
-  return ret;
-}
-
-static gboolean
-gst_resnet_backbone_accept_caps (GstBaseTransform * trans, GstPadDirection direction,
-    GstCaps * caps)
-{
-  GstResnetBackbone *self = GST_RESNET_BACKBONE (trans);
-
-  if (caps_have_cuda_memory (caps) && !gst_resnet_backbone_cuda_caps_allowed (self)) {
-    GST_DEBUG_OBJECT (self, "refusing %" GST_PTR_FORMAT ": frames in CUDA memory need the cuda "
-        "engine (engine=cuda, or engine=auto with device=cuda:N)", caps);
-    return FALSE;
-  }
-  return GST_BASE_TRANSFORM_CLASS (parent_class)->accept_caps (trans, direction, caps);
 }
 
 static void
@@ -604,24 +458,6 @@ gst_resnet_backbone_src_event (GstBaseTransform * trans, GstEvent * event)
   return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
 }
 
-/* Fixed video caps upstream offers before any caps event (a LATENCY query before the first frame,
- * e.g. a live source that has not pushed yet): the warm-up can run on them. */
-static gboolean
-gst_resnet_backbone_peer_video_info (GstResnetBackbone * self, GstVideoInfo * info)
-{
-  GstCaps *caps = gst_pad_peer_query_caps (GST_BASE_TRANSFORM_SINK_PAD (self), nullptr);
-  gboolean ok = FALSE;
-  if (caps && !gst_caps_is_empty (caps) && !gst_caps_is_any (caps)) {
-    GstCaps *sys = caps_without_cuda_memory (caps);
-    if (gst_caps_is_fixed (sys))
-      ok = gst_video_info_from_caps (info, sys) &&
-          gstbackbone::pixel_format_from_video_format (GST_VIDEO_INFO_FORMAT (info), nullptr);
-    gst_caps_unref (sys);
-  }
-  gst_clear_caps (&caps);
-  return ok;
-}
-
 static gboolean
 gst_resnet_backbone_query (GstBaseTransform * trans, GstPadDirection direction, GstQuery * query)
 {
@@ -667,8 +503,8 @@ gst_resnet_backbone_query (GstBaseTransform * trans, GstPadDirection direction, 
   if (GST_QUERY_TYPE (query) == GST_QUERY_CAPS && !gst_resnet_backbone_cuda_caps_allowed (self)) {
     GstCaps *caps = nullptr;
     gst_query_parse_caps_result (query, &caps);
-    if (caps && caps_have_cuda_memory (caps)) {
-      GstCaps *filtered = caps_without_cuda_memory (caps);
+    if (caps && gst_resnet_backbone_caps_have_cuda_memory (caps)) {
+      GstCaps *filtered = gst_resnet_backbone_caps_without_cuda_memory (caps);
       gst_query_set_caps_result (query, filtered);
       gst_caps_unref (filtered);
     }

@@ -150,3 +150,67 @@ gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model)
   GST_OBJECT_UNLOCK (self);
   g_object_notify (G_OBJECT (self), "engine-description");
 }
+
+/* Our latency now: the property, else the largest of the warm-up and the recent inferences. */
+GstClockTime
+gst_resnet_backbone_own_latency (GstResnetBackbone * self)
+{
+  GST_OBJECT_LOCK (self);
+  const GstClockTime fixed = self->priv->settings.latency;
+  GST_OBJECT_UNLOCK (self);
+  if (GST_CLOCK_TIME_IS_VALID (fixed))
+    return fixed;
+  std::lock_guard<std::mutex> guard (self->priv->lock);
+  return self->priv->posted_latency;
+}
+
+/* Records a measured time; TRUE when the reported latency grew (by more than a quarter: not on
+ * every frame's jitter) and a LATENCY message should be posted. */
+gboolean
+gst_resnet_backbone_record_latency (GstResnetBackbone * self, GstClockTime t, bool warm_up)
+{
+  GstResnetBackbonePrivate *priv = self->priv;
+  std::lock_guard<std::mutex> guard (priv->lock);
+  if (warm_up) {
+    priv->warmup_latency = t;
+  } else {
+    priv->latencies.push_back (t);
+    while (priv->latencies.size () > LATENCY_WINDOW)
+      priv->latencies.pop_front ();
+  }
+  GstClockTime lat = GST_CLOCK_TIME_IS_VALID (priv->warmup_latency) ? priv->warmup_latency : 0;
+  for (GstClockTime x : priv->latencies)
+    lat = MAX (lat, x);
+  if (lat > priv->posted_latency + priv->posted_latency / 4) {
+    priv->posted_latency = lat;
+    return TRUE;
+  }
+  return FALSE;
+}
+
+/* Runs the warm-up for @info unless one ran for this start: the latency is then known before the
+ * first frame. Called with no lock held. */
+void
+gst_resnet_backbone_ensure_warm_up (GstResnetBackbone * self, const GstVideoInfo * info,
+    gboolean post)
+{
+  GstResnetBackbonePrivate *priv = self->priv;
+  {
+    std::lock_guard<std::mutex> guard (priv->lock);
+    if (GST_CLOCK_TIME_IS_VALID (priv->warmup_latency))
+      return;
+  }
+  GstClockTime took = GST_CLOCK_TIME_NONE;
+  {
+    std::lock_guard<std::mutex> engine_guard (priv->engine_lock);
+    if (!priv->model)
+      return;
+    took = gst_resnet_backbone_warm_up (self, *priv->model, info);
+    if (GST_CLOCK_TIME_IS_VALID (took) && priv->describe_pending) {
+      priv->describe_pending = FALSE;
+      gst_resnet_backbone_redescribe (self, *priv->model);
+    }
+  }
+  if (GST_CLOCK_TIME_IS_VALID (took) && gst_resnet_backbone_record_latency (self, took, true) && post)
+    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
+}

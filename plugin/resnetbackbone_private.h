@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0
  *
  * resnetbackbone's state, shared by its source files: resnetbackbone.cpp (the GObject class, the
- * GstBaseTransform vfuncs, streaming), resnetbackbone_props.cpp (properties), resnetbackbone_infer.cpp
- * (one frame through the engine into the meta, latency), resnetbackbone_cuda.cpp (CUDA context
- * sharing, device-memory levels).
+ * GstBaseTransform vfuncs, the streaming policy), resnetbackbone_props.cpp (properties),
+ * resnetbackbone_caps.cpp (caps), resnetbackbone_model.cpp (the properties to the library's model),
+ * resnetbackbone_infer.cpp (one frame through the engine into the meta, warm-up and latency),
+ * resnetbackbone_cuda.cpp (CUDA context sharing, device-memory levels).
  */
 #ifndef __GST_RESNET_BACKBONE_PRIVATE_H__
 #define __GST_RESNET_BACKBONE_PRIVATE_H__
@@ -213,6 +214,22 @@ gstbackbone::FeaturePoolLimits gst_resnet_backbone_pool_limits (const Settings &
 /* The stats as the stats property's structure. (transfer full) */
 GstStructure *gst_resnet_backbone_stats_structure (GstResnetBackbone * self);
 
+/* resnetbackbone.cpp: GstBaseTransform's class, for the vfuncs of the other files. */
+gpointer gst_resnet_backbone_parent_class_ptr (void);
+
+/* resnetbackbone_caps.cpp */
+/* @caps without its structures in CUDA memory. (transfer full) */
+GstCaps *gst_resnet_backbone_caps_without_cuda_memory (GstCaps * caps);
+gboolean gst_resnet_backbone_caps_have_cuda_memory (GstCaps * caps);
+/* Whether the pads offer memory:CUDAMemory now. */
+bool gst_resnet_backbone_cuda_caps_allowed (GstResnetBackbone * self);
+GstCaps *gst_resnet_backbone_transform_caps (GstBaseTransform * trans, GstPadDirection direction,
+    GstCaps * caps, GstCaps * filter);
+gboolean gst_resnet_backbone_accept_caps (GstBaseTransform * trans, GstPadDirection direction,
+    GstCaps * caps);
+/* Fixed video caps (in system memory) upstream offers before any caps event. */
+gboolean gst_resnet_backbone_peer_video_info (GstResnetBackbone * self, GstVideoInfo * info);
+
 /* resnetbackbone_model.cpp */
 /* The failure of one step of start(), with the GStreamer error it is posted as. */
 struct StartError {
@@ -235,6 +252,14 @@ guint64 gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
  * (a first one untimed: engines set up per shape). The time, or GST_CLOCK_TIME_NONE on failure. */
 GstClockTime gst_resnet_backbone_warm_up (GstResnetBackbone * self, Model & model,
     const GstVideoInfo * info);
+/* Our latency now: the latency property, else the largest of the warm-up and recent inferences
+ * as last reported (it changes only with a LATENCY message). */
+GstClockTime gst_resnet_backbone_own_latency (GstResnetBackbone * self);
+/* Records a measured time; TRUE when the reported latency grew and a LATENCY message is due. */
+gboolean gst_resnet_backbone_record_latency (GstResnetBackbone * self, GstClockTime t, bool warm_up);
+/* The warm-up on @info unless one ran for this start (posting a LATENCY message when @post). */
+void gst_resnet_backbone_ensure_warm_up (GstResnetBackbone * self, const GstVideoInfo * info,
+    gboolean post);
 /* Updates engine-description after the first inference of a start or of new caps. */
 void gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model);
 
