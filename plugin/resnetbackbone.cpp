@@ -663,7 +663,7 @@ gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
       if (!priv->warned_pool_full) {
         priv->warned_pool_full = TRUE;
         GST_ELEMENT_WARNING (self, RESOURCE, NO_SPACE_LEFT,
-            ("Downstream holds the features of %u frames (%" G_GUINT64_FORMAT " bytes), the most "
+            ("Downstream holds the features of %u frame(s) (%" G_GUINT64_FORMAT " bytes), the most "
                 "allowed (pool-size %u, feature-memory-limit %" G_GUINT64_FORMAT " bytes): frames "
                 "pass without features until it releases some", ps.in_use, ps.bytes_in_use,
                 limits.max_outputs, limits.max_bytes),
