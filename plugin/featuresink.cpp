@@ -21,9 +21,13 @@
  * reached the sink, counting those without features), frame count, first and last pts, shapes,
  * strides, dtype, source caps, model name and unique-id; and the totals, among them
  * `frames_without_features` (buffers without a matching meta, e.g. frames that resnetbackbone's
- * inference-interval skipped: they are counted, not written) and `frames_seen`. It is written
- * (atomically, like the files) when the element starts, so an unwritable location fails the
- * state change, and rewritten after each file and at EOS. Use one featuresink per location.
+ * inference-interval skipped: they are counted, not written) and `frames_seen`; and `end`, how
+ * the run ended: `eos`, `stopped` (the element went to READY without EOS: the open file is
+ * completed first) or `error` (the stream failed: the files completed before the error). It is
+ * written once, atomically like the files, when the run ends: at EOS, or at the transition to
+ * READY when no EOS came. So an index.json present is complete; the index of an earlier run is
+ * removed when the element starts, which also fails when the location is not writable. Use one
+ * featuresink per location.
  *
  * Memory stays bounded whatever max-frames is: each level of the open file is appended frame by
  * frame to a spool file `<file>.<level>.spool.tmp` (converted to the output dtype), and when the
@@ -42,6 +46,8 @@
 #include "featuresink.h"
 
 #include <errno.h>
+#include <glib/gstdio.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -55,7 +61,6 @@
 #include <gst/video/video.h>
 #include <nlohmann/json.hpp>
 
-#include "backbone/tensor.h"
 #include "safetensors_writer.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_feature_sink_debug);
@@ -211,6 +216,7 @@ struct GstFeatureSinkPrivate {
   std::string model_name;
   guint model_unique_id = 0;
   gboolean failed = FALSE;
+  gboolean index_written = FALSE;
   std::vector<uint8_t> scratch;
 };
 /* *INDENT-ON* */
@@ -437,12 +443,14 @@ out_dtype_name (SafetensorsDType d)
   return d == SafetensorsDType::F16 ? "float16" : "float32";
 }
 
+/* Writes index.json, once per run: @end is "eos", "stopped" (READY without EOS) or "error". */
 static void
-write_index (GstFeatureSinkPrivate * priv)
+write_index (GstFeatureSinkPrivate * priv, const char *end)
 {
   nlohmann::ordered_json index = nlohmann::ordered_json::object ();
   index["format"] = "gst-backbone featuresink";
   index["version"] = 1;
+  index["end"] = end;
   index["dtype"] = out_dtype_name (priv->out_dtype);
   if (priv->have_model) {
     index["model_name"] = priv->model_name;
@@ -457,9 +465,11 @@ write_index (GstFeatureSinkPrivate * priv)
   index["files"] = priv->files;
   backbone::gst::write_file_atomically (join_path (priv->dir, "index.json"),
       index.dump (2) + "\n");
+  priv->index_written = TRUE;
 }
 
-/* Completes the open file: header + spools -> <file>.tmp -> fsync -> rename; then index.json. */
+/* Completes the open file: header + spools -> <file>.tmp -> fsync -> rename; listed in the
+ * index written at the end. */
 static void
 close_file (GstFeatureSinkPrivate * priv)
 {
@@ -513,31 +523,13 @@ close_file (GstFeatureSinkPrivate * priv)
   entry["unique_id"] = f->unique_id;
   entry["geometry"] = geometry;
   priv->files.push_back (std::move (entry));
-  write_index (priv);
 }
 
-/* Converts element @i of a level of @dtype to float. */
-static inline float
-load_float (const guint8 * base, GstFeatureDType dtype, gsize i)
+/* The meta dtype of an output dtype. */
+static GstFeatureDType
+feature_dtype_of (SafetensorsDType d)
 {
-  switch (dtype) {
-    case GST_FEATURE_DTYPE_FLOAT32:{
-      float v;
-      std::memcpy (&v, base + i * 4, 4);
-      return v;
-    }
-    case GST_FEATURE_DTYPE_FLOAT16:{
-      uint16_t h;
-      std::memcpy (&h, base + i * 2, 2);
-      return backbone::half_to_float (h);
-    }
-    case GST_FEATURE_DTYPE_BFLOAT16:{
-      uint16_t b;
-      std::memcpy (&b, base + i * 2, 2);
-      return backbone::bfloat16_to_float (b);
-    }
-  }
-  return 0.0f;
+  return d == SafetensorsDType::F16 ? GST_FEATURE_DTYPE_FLOAT16 : GST_FEATURE_DTYPE_FLOAT32;
 }
 
 /* Appends one frame of @level (converted to the output dtype, C,H,W order) to @spool. */
@@ -554,30 +546,33 @@ append_level (GstFeatureSinkPrivate * priv, const GstFeatureLevel * level, Spool
   const bool contiguous = sw == 1 && sh == W && sc == H * W;
   const guint8 *src = map.data;
   const gsize count = C * H * W;
+  const GstFeatureDType out = feature_dtype_of (priv->out_dtype);
+  const gsize in_es = gst_feature_dtype_size (level->dtype);
+  const gsize out_es = gst_feature_dtype_size (out);
 
   try {
-    if (contiguous && ((level->dtype == GST_FEATURE_DTYPE_FLOAT32 &&
-                priv->out_dtype == SafetensorsDType::F32) ||
-            (level->dtype == GST_FEATURE_DTYPE_FLOAT16 &&
-                priv->out_dtype == SafetensorsDType::F16))) {
-      spool.append (src, count * gst_feature_dtype_size (level->dtype));
+    if (contiguous && level->dtype == out) {
+      spool.append (src, count * in_es);
     } else {
-      const std::size_t esize = priv->out_dtype == SafetensorsDType::F16 ? 2 : 4;
-      priv->scratch.resize (count * esize);
+      /* row by row: rows of strided levels gathered first (sw != 1), then converted */
+      priv->scratch.resize (count * out_es + (sw == 1 ? 0 : W * in_es));
       guint8 *dst = priv->scratch.data ();
-      gsize k = 0;
+      guint8 *row = dst + count * out_es;
       for (gsize c = 0; c < C; ++c)
-        for (gsize y = 0; y < H; ++y)
-          for (gsize x = 0; x < W; ++x, ++k) {
-            float v = load_float (src, level->dtype, c * sc + y * sh + x * sw);
-            if (esize == 2) {
-              uint16_t h = backbone::float_to_half (v);
-              std::memcpy (dst + k * 2, &h, 2);
-            } else {
-              std::memcpy (dst + k * 4, &v, 4);
-            }
+        for (gsize y = 0; y < H; ++y, dst += W * out_es) {
+          const guint8 *first = src + (c * sc + y * sh) * in_es;
+          if (sw != 1) {
+            for (gsize x = 0; x < W; ++x)
+              std::memcpy (row + x * in_es, first + x * sw * in_es, in_es);
+            first = row;
           }
-      spool.append (dst, count * esize);
+          if (!gst_feature_dtype_convert (level->dtype, first, W * in_es, out, dst, W * out_es))
+            throw StreamError ("Could not convert a feature level",
+                std::string ("level ") + g_quark_to_string (level->name) + ": " +
+                gst_feature_dtype_to_string (level->dtype) + " -> " +
+                gst_feature_dtype_to_string (out));
+        }
+      spool.append (priv->scratch.data (), count * out_es);
     }
   } catch (...) {
     gst_feature_level_unmap (level, &map);
@@ -723,6 +718,7 @@ gst_feature_sink_start (GstBaseSink * sink)
   priv->model_name.clear ();
   priv->model_unique_id = 0;
   priv->failed = FALSE;
+  priv->index_written = FALSE;
 
   if (priv->dir.empty ()) {
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("No output location set."),
@@ -737,10 +733,20 @@ gst_feature_sink_start (GstBaseSink * sink)
     return FALSE;
   }
   /* fail now rather than at the first file: the directory must take new files */
-  try {
-    write_index (priv);
-  } catch (const std::exception & e) {
-    post_error (self, e);
+  if (g_access (priv->dir.c_str (), W_OK | X_OK) != 0) {
+    int err = errno;
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+        ("Could not write into the output directory \"%s\".", priv->dir.c_str ()),
+        ("access (W_OK | X_OK): %s", g_strerror (err)));
+    return FALSE;
+  }
+  /* an index.json present means a finished run: that of an earlier run goes now */
+  const std::string index_path = join_path (priv->dir, "index.json");
+  if (g_unlink (index_path.c_str ()) != 0 && errno != ENOENT) {
+    int err = errno;
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+        ("Could not remove the index of an earlier run, \"%s\".", index_path.c_str ()),
+        ("unlink: %s", g_strerror (err)));
     return FALSE;
   }
   GST_INFO_OBJECT (self, "writing %s-NNNNN.safetensors into %s", priv->prefix.c_str (),
@@ -755,13 +761,21 @@ gst_feature_sink_stop (GstBaseSink * sink)
   GstFeatureSinkPrivate *priv = self->priv;
   gboolean ok = TRUE;
 
-  /* Stopped without EOS: complete the open file unless the stream failed. */
-  if (priv->file && !priv->failed) {
+  /* Stopped without EOS: complete the open file unless the stream failed, then write the
+   * index (after an error: the files completed before it). */
+  if (!priv->index_written) {
     try {
-      close_file (priv);
+      if (!priv->failed)
+        close_file (priv);
+      priv->file.reset ();
+      write_index (priv, priv->failed ? "error" : "stopped");
     } catch (const std::exception & e) {
-      post_error (self, e);
-      ok = FALSE;
+      if (priv->failed) {
+        GST_WARNING_OBJECT (self, "index.json not written after the error: %s", e.what ());
+      } else {
+        post_error (self, e);
+        ok = FALSE;
+      }
     }
   }
   priv->file.reset ();          /* removes any spools left */
@@ -799,7 +813,7 @@ gst_feature_sink_event (GstBaseSink * sink, GstEvent * event)
       if (!priv->failed) {
         try {
           close_file (priv);
-          write_index (priv);
+          write_index (priv, "eos");
         } catch (const std::exception & e) {
           post_error (self, e);
           gst_event_unref (event);
@@ -821,6 +835,8 @@ gst_feature_sink_render (GstBaseSink * sink, GstBuffer * buffer)
 
   if (priv->failed)
     return GST_FLOW_ERROR;
+  /* data after EOS (a flush, then more): the index is written again at its end */
+  priv->index_written = FALSE;
 
   GstFeatureMeta *meta = priv->want_id < 0 ? gst_buffer_get_feature_meta (buffer) :
       gst_buffer_get_feature_meta_by_id (buffer, (guint) priv->want_id);
