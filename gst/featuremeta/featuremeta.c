@@ -35,8 +35,10 @@
  *   caps force another display aspect ratio) are not told to the transform: the geometry then
  *   spans the whole output frame.
  * - #GstVideoFilter elements without their own meta handling drop it, as #GstBaseTransform does
- *   with tagged metas: videocrop when it copies the cropped region, videoflip, videobox. Newer
- *   videoflip (GStreamer 1.24) sends a matrix transform instead, which is refused: dropped too.
+ *   with tagged metas: videocrop when it copies the cropped region, videoflip (at identity too,
+ *   as it still copies), videobox. Newer videoflip (GStreamer 1.24) sends a matrix transform
+ *   instead, which is refused: dropped too. videocrop and videobox with nothing to crop are in
+ *   passthrough: the buffer and the meta pass unchanged.
  * - videocrop crops in place when downstream accepts #GstVideoCropMeta: the buffer keeps the
  *   whole frame, this meta (describing the whole frame) and a #GstVideoCropMeta, which consumers
  *   apply: point (x, y) of the cropped view is (crop.x + x, crop.y + y) of the meta's frame.

@@ -22,8 +22,8 @@
  *   display aspect ratio): the geometry then spans the whole output frame, borders included.
  * - GstVideoFilter elements without their own meta handling drop it: videocrop when it copies the
  *   cropped region, videoflip (on GStreamer 1.24 and later videoflip sends a matrix transform,
- *   which the meta refuses: dropped as well), videobox. With nothing to crop or flip they are in
- *   passthrough and the meta stays, right.
+ *   which the meta refuses: dropped as well), videobox. videocrop and videobox with nothing to
+ *   crop are in passthrough: the meta stays, right (videoflip at identity still copies: dropped).
  * - videocrop crops in place when downstream accepts GstVideoCropMeta (and GstVideoMeta): the
  *   buffer keeps the whole frame and this meta, and gets a GstVideoCropMeta. The meta then
  *   describes the uncropped frame: a consumer applies the crop, point (x, y) of the cropped view
