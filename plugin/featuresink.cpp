@@ -34,7 +34,8 @@
  * file is complete (the safetensors header needs the frame count first) the header and the spools
  * are assembled into `<file>.tmp`, which is fsync'ed and renamed to its final name; then the
  * spools are removed. A crash therefore never leaves a partial file under a final name, only
- * `.tmp` files. The open file is completed at EOS, and when the element stops without an error.
+ * `.tmp` files. The open file is completed at EOS, and at the transition to READY when no EOS
+ * came and the stream did not fail.
  * Files of an earlier run with the same names are replaced.
  *
  * ## Example launch line
@@ -245,6 +246,8 @@ static void gst_feature_sink_get_property (GObject * object, guint prop_id,
 static void gst_feature_sink_finalize (GObject * object);
 static gboolean gst_feature_sink_start (GstBaseSink * sink);
 static gboolean gst_feature_sink_stop (GstBaseSink * sink);
+static GstStateChangeReturn gst_feature_sink_change_state (GstElement * element,
+    GstStateChange transition);
 static gboolean gst_feature_sink_set_caps (GstBaseSink * sink, GstCaps * caps);
 static gboolean gst_feature_sink_event (GstBaseSink * sink, GstEvent * event);
 static GstFlowReturn gst_feature_sink_render (GstBaseSink * sink, GstBuffer * buffer);
@@ -332,6 +335,7 @@ gst_feature_sink_class_init (GstFeatureSinkClass * klass)
 
   base_sink_class->start = GST_DEBUG_FUNCPTR (gst_feature_sink_start);
   base_sink_class->stop = GST_DEBUG_FUNCPTR (gst_feature_sink_stop);
+  element_class->change_state = GST_DEBUG_FUNCPTR (gst_feature_sink_change_state);
   base_sink_class->set_caps = GST_DEBUG_FUNCPTR (gst_feature_sink_set_caps);
   base_sink_class->event = GST_DEBUG_FUNCPTR (gst_feature_sink_event);
   base_sink_class->render = GST_DEBUG_FUNCPTR (gst_feature_sink_render);
@@ -754,30 +758,51 @@ gst_feature_sink_start (GstBaseSink * sink)
   return TRUE;
 }
 
+/* The run ends without EOS (PAUSED -> READY, or READY -> NULL when it never streamed): the open
+ * file is completed unless the stream failed, then the index is written (after an error: the
+ * files completed before it). Called with the streaming thread stopped. */
+static gboolean
+finish_without_eos (GstFeatureSink * self)
+{
+  GstFeatureSinkPrivate *priv = self->priv;
+
+  if (priv->index_written)
+    return TRUE;
+  try {
+    if (!priv->failed)
+      close_file (priv);
+    priv->file.reset ();
+    write_index (priv, priv->failed ? "error" : "stopped");
+  } catch (const std::exception & e) {
+    if (priv->failed) {
+      GST_WARNING_OBJECT (self, "index.json not written after the error: %s", e.what ());
+      return TRUE;
+    }
+    post_error (self, e);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static GstStateChangeReturn
+gst_feature_sink_change_state (GstElement * element, GstStateChange transition)
+{
+  GstFeatureSink *self = GST_FEATURE_SINK (element);
+  GstStateChangeReturn ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+
+  /* after the parent: the sink pad is deactivated, no render runs any more */
+  if (transition == GST_STATE_CHANGE_PAUSED_TO_READY && ret != GST_STATE_CHANGE_FAILURE)
+    finish_without_eos (self);  /* an error is posted; going down does not fail */
+  return ret;
+}
+
 static gboolean
 gst_feature_sink_stop (GstBaseSink * sink)
 {
   GstFeatureSink *self = GST_FEATURE_SINK (sink);
   GstFeatureSinkPrivate *priv = self->priv;
-  gboolean ok = TRUE;
+  gboolean ok = finish_without_eos (self);
 
-  /* Stopped without EOS: complete the open file unless the stream failed, then write the
-   * index (after an error: the files completed before it). */
-  if (!priv->index_written) {
-    try {
-      if (!priv->failed)
-        close_file (priv);
-      priv->file.reset ();
-      write_index (priv, priv->failed ? "error" : "stopped");
-    } catch (const std::exception & e) {
-      if (priv->failed) {
-        GST_WARNING_OBJECT (self, "index.json not written after the error: %s", e.what ());
-      } else {
-        post_error (self, e);
-        ok = FALSE;
-      }
-    }
-  }
   priv->file.reset ();          /* removes any spools left */
   priv->scratch.clear ();
   priv->scratch.shrink_to_fit ();
