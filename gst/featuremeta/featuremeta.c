@@ -18,9 +18,9 @@
  * handles two transform types and refuses every other one (the meta is dropped, never left with a
  * geometry that no longer describes the frame):
  *
- * - copy (#GST_META_TRANSFORM_IS_COPY): the new meta holds new references to the same level
+ * - copy (GST_META_TRANSFORM_IS_COPY()): the new meta holds new references to the same level
  *   buffers (shared, never copied) and the same geometry;
- * - video scale (#GST_VIDEO_META_TRANSFORM_IS_SCALE, a #GstVideoMetaTransform): the frame was
+ * - video scale (GST_VIDEO_META_TRANSFORM_IS_SCALE(), a #GstVideoMetaTransform): the frame was
  *   resized from in_info's size to out_info's; frame_width/height become out_info's size and
  *   scale_x/y are multiplied by in/out, so every frame point still maps to the same network-input
  *   point; the input and padded sizes and the levels are unchanged. A meta whose frame size is
