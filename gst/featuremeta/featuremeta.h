@@ -142,8 +142,9 @@ typedef struct {
  *
  * The geometry describes the frame of the buffer the meta is on: videoscale and videoconvert
  * update it (the scale transform); elements that would change the frame otherwise drop the meta
- * (see the top of this header). A GstVideoCropMeta on the same buffer is not applied: the meta
- * describes the uncropped frame.
+ * (see the top of this header). A GstVideoCropMeta that an element after the producer adds
+ * (videocrop cropping in place) is not applied to the geometry: the meta describes the frame
+ * without that crop, and consumers apply it.
  */
 typedef struct {
   GstMeta meta;
