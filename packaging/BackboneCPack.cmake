@@ -94,7 +94,7 @@ elements and applications read it with this C library, which needs GStreamer alo
 set(CPACK_DEBIAN_FEATUREMETA_DEV_PACKAGE_NAME libgstfeaturemeta-dev)
 set(CPACK_DEBIAN_FEATUREMETA_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_COMPONENT_FEATUREMETA_DEV_DEPENDS featuremeta_lib)
-set(CPACK_DEBIAN_FEATUREMETA_DEV_PACKAGE_DEPENDS "libgstreamer1.0-dev (>= 1.22)")
+set(CPACK_DEBIAN_FEATUREMETA_DEV_PACKAGE_DEPENDS "libgstreamer1.0-dev (>= 1.22), libgstreamer-plugins-base1.0-dev (>= 1.22)")
 set(CPACK_DEBIAN_FEATUREMETA_DEV_PACKAGE_SUGGESTS "libbackbone-dev (= ${_v})")
 set(CPACK_COMPONENT_FEATUREMETA_DEV_DESCRIPTION "GStreamer feature meta of gst-backbone (development files)
 Header <gst/featuremeta/featuremeta.h>, the link library, pkg-config file

@@ -28,6 +28,10 @@
  *
  * Frames without a matching meta, or whose meta lacks the named level, pass unchanged.
  *
+ * #GstFeatureOverlay:alpha, #GstFeatureOverlay:range-min and #GstFeatureOverlay:range-max are
+ * controllable: with a control binding (gst_object_add_control_binding()) each frame takes their
+ * values at its stream time (gst_object_sync_values()), e.g. a heatmap that fades in.
+ *
  * ## Example launch line
  * |[
  * gst-launch-1.0 videotestsrc ! videoconvert ! resnetbackbone ! featureoverlay level=res3 alpha=0.6 !
@@ -47,7 +51,6 @@
 #include <gst/featuremeta/featuremeta.h>
 #include <gst/video/video.h>
 
-#include "backbone/tensor.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_feature_overlay_debug);
 #define GST_CAT_DEFAULT gst_feature_overlay_debug
@@ -286,29 +289,6 @@ colormap_lut (GstFeatureOverlayColormap cmap)
   return cmap == GST_FEATURE_OVERLAY_COLORMAP_INFERNO ? inferno : jet;
 }
 
-inline float
-load_float (const guint8 * base, GstFeatureDType dtype, gsize i)
-{
-  switch (dtype) {
-    case GST_FEATURE_DTYPE_FLOAT32:{
-      float v;
-      std::memcpy (&v, base + i * 4, 4);
-      return v;
-    }
-    case GST_FEATURE_DTYPE_FLOAT16:{
-      uint16_t h;
-      std::memcpy (&h, base + i * 2, 2);
-      return backbone::half_to_float (h);
-    }
-    case GST_FEATURE_DTYPE_BFLOAT16:{
-      uint16_t b;
-      std::memcpy (&b, base + i * 2, 2);
-      return backbone::bfloat16_to_float (b);
-    }
-  }
-  return 0.f;
-}
-
 /* Bilinear taps of one axis: pixel -> two cells and the weight of the second. */
 struct Tap {
   gsize i0, i1;
@@ -349,6 +329,8 @@ struct GstFeatureOverlayPrivate {
   /* streaming */
   std::set<std::string> warned;
   std::vector<float> energy;
+  std::vector<float> row;
+  std::vector<guint8> gather;
 };
 /* *INDENT-ON* */
 
@@ -383,6 +365,7 @@ static void gst_feature_overlay_get_property (GObject * object, guint prop_id,
     GValue * value, GParamSpec * pspec);
 static void gst_feature_overlay_finalize (GObject * object);
 static gboolean gst_feature_overlay_start (GstBaseTransform * trans);
+static void gst_feature_overlay_before_transform (GstBaseTransform * trans, GstBuffer * buffer);
 static GstFlowReturn gst_feature_overlay_transform_frame_ip (GstVideoFilter * filter,
     GstVideoFrame * frame);
 
@@ -448,7 +431,8 @@ gst_feature_overlay_class_init (GstFeatureOverlayClass * klass)
       g_param_spec_double ("range-min", "Range min",
           "Energy at the bottom of the colormap (fixed range used when range-max > range-min; "
           "otherwise per-frame min..max)", 0.0, G_MAXDOUBLE, DEFAULT_RANGE_MIN,
-          (GParamFlags) (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING)));
+          (GParamFlags) (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_CONTROLLABLE |
+              GST_PARAM_MUTABLE_PLAYING)));
   /**
    * GstFeatureOverlay:range-max:
    *
@@ -458,7 +442,7 @@ gst_feature_overlay_class_init (GstFeatureOverlayClass * klass)
       g_param_spec_double ("range-max", "Range max",
           "Energy at the top of the colormap (0 = per-frame min..max)", 0.0, G_MAXDOUBLE,
           DEFAULT_RANGE_MAX, (GParamFlags) (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-              GST_PARAM_MUTABLE_PLAYING)));
+              GST_PARAM_CONTROLLABLE | GST_PARAM_MUTABLE_PLAYING)));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
@@ -468,6 +452,8 @@ gst_feature_overlay_class_init (GstFeatureOverlayClass * klass)
       "gst-backbone developers");
 
   base_transform_class->start = GST_DEBUG_FUNCPTR (gst_feature_overlay_start);
+  base_transform_class->before_transform =
+      GST_DEBUG_FUNCPTR (gst_feature_overlay_before_transform);
   video_filter_class->transform_frame_ip =
       GST_DEBUG_FUNCPTR (gst_feature_overlay_transform_frame_ip);
 
@@ -566,6 +552,19 @@ gst_feature_overlay_start (GstBaseTransform * trans)
   return TRUE;
 }
 
+/* Controlled properties (alpha, range-min, range-max) take their values at the buffer's stream
+ * time, as GStreamer's own filters do (videobalance, ...). */
+static void
+gst_feature_overlay_before_transform (GstBaseTransform * trans, GstBuffer * buffer)
+{
+  GstClockTime stream_time = gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME,
+      GST_BUFFER_PTS (buffer));
+
+  GST_LOG_OBJECT (trans, "sync to %" GST_TIME_FORMAT, GST_TIME_ARGS (stream_time));
+  if (GST_CLOCK_TIME_IS_VALID (stream_time))
+    gst_object_sync_values (GST_OBJECT (trans), stream_time);
+}
+
 /* res4 when present, else the level with the largest stride. */
 static const GstFeatureLevel *
 default_level (const GstFeatureMeta * meta)
@@ -633,15 +632,30 @@ gst_feature_overlay_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame *
             g_quark_to_string (level->name)), ("gst_feature_level_map failed"));
     return GST_FLOW_ERROR;
   }
+  /* each row of each channel converted to float32 (gathered first when strided), then summed */
+  const gsize es = gst_feature_dtype_size (level->dtype);
   priv->energy.assign (H * W, 0.f);
+  priv->row.resize (W);
+  priv->gather.resize (sw == 1 ? 0 : W * es);
   for (gsize c = 0; c < C; ++c)
     for (gsize y = 0; y < H; ++y) {
-      float *row = priv->energy.data () + y * W;
-      const gsize base = c * sc + y * sh;
-      for (gsize x = 0; x < W; ++x) {
-        float v = load_float (map.data, level->dtype, base + x * sw);
-        row[x] += v * v;
+      const guint8 *src = map.data + (c * sc + y * sh) * es;
+      if (sw != 1) {
+        for (gsize x = 0; x < W; ++x)
+          std::memcpy (priv->gather.data () + x * es, src + x * sw * es, es);
+        src = priv->gather.data ();
       }
+      if (!gst_feature_dtype_convert (level->dtype, src, W * es, GST_FEATURE_DTYPE_FLOAT32,
+              (guint8 *) priv->row.data (), W * sizeof (float))) {
+        gst_feature_level_unmap (level, &map);
+        GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("The feature level \"%s\" has an unsupported "
+                "dtype.", g_quark_to_string (level->name)), ("dtype %d (expected float16, "
+                "float32 or bfloat16)", level->dtype));
+        return GST_FLOW_ERROR;
+      }
+      float *out = priv->energy.data () + y * W;
+      for (gsize x = 0; x < W; ++x)
+        out[x] += priv->row[x] * priv->row[x];
     }
   gst_feature_level_unmap (level, &map);
   for (float &e : priv->energy)

@@ -21,16 +21,21 @@
  * reached the sink, counting those without features), frame count, first and last pts, shapes,
  * strides, dtype, source caps, model name and unique-id; and the totals, among them
  * `frames_without_features` (buffers without a matching meta, e.g. frames that resnetbackbone's
- * inference-interval skipped: they are counted, not written) and `frames_seen`. It is written
- * (atomically, like the files) when the element starts, so an unwritable location fails the
- * state change, and rewritten after each file and at EOS. Use one featuresink per location.
+ * inference-interval skipped: they are counted, not written) and `frames_seen`; and `end`, how
+ * the run ended: `eos`, `stopped` (the element went to READY without EOS: the open file is
+ * completed first) or `error` (the stream failed: the files completed before the error). It is
+ * written once, atomically like the files, when the run ends: at EOS, or at the transition to
+ * READY when no EOS came. So an index.json present is complete; the index of an earlier run is
+ * removed when the element starts, which also fails when the location is not writable. Use one
+ * featuresink per location.
  *
  * Memory stays bounded whatever max-frames is: each level of the open file is appended frame by
  * frame to a spool file `<file>.<level>.spool.tmp` (converted to the output dtype), and when the
  * file is complete (the safetensors header needs the frame count first) the header and the spools
  * are assembled into `<file>.tmp`, which is fsync'ed and renamed to its final name; then the
  * spools are removed. A crash therefore never leaves a partial file under a final name, only
- * `.tmp` files. The open file is completed at EOS, and when the element stops without an error.
+ * `.tmp` files. The open file is completed at EOS, and at the transition to READY when no EOS
+ * came and the stream did not fail.
  * Files of an earlier run with the same names are replaced.
  *
  * ## Example launch line
@@ -42,28 +47,24 @@
 #include "featuresink.h"
 
 #include <errno.h>
+#include <glib/gstdio.h>
+#include <unistd.h>
 
-#include <cstdint>
-#include <cstring>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
-#include <vector>
 
 #include <gst/featuremeta/featuremeta.h>
-#include <gst/video/video.h>
-#include <nlohmann/json.hpp>
 
-#include "backbone/tensor.h"
-#include "safetensors_writer.h"
+#include "featurefiles.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_feature_sink_debug);
 #define GST_CAT_DEFAULT gst_feature_sink_debug
 
+using backbone::gst::FeatureFiles;
+using backbone::gst::FeatureFilesOptions;
 using backbone::gst::SafetensorsDType;
-using backbone::gst::SafetensorsWriter;
-using backbone::gst::Spool;
+using backbone::gst::StreamError;
 using backbone::gst::WriteError;
 
 /**
@@ -113,72 +114,6 @@ enum
   PROP_UNIQUE_ID,
 };
 
-namespace {
-
-struct LevelSpec {
-  std::string name;
-  int64_t c = 0, h = 0, w = 0;
-  guint stride = 0;
-
-  bool operator== (const LevelSpec & o) const
-  {
-    return name == o.name && c == o.c && h == o.h && w == o.w;
-  }
-};
-
-/* The file being filled. */
-struct OpenFile {
-  std::string name;             /* file name inside location */
-  guint stream = 0;
-  std::string caps;
-  std::string model_name;
-  guint unique_id = 0;
-  guint frame_width = 0, frame_height = 0;
-  guint input_width = 0, input_height = 0;
-  guint padded_width = 0, padded_height = 0;
-  std::vector<LevelSpec> levels;
-  std::vector<std::unique_ptr<Spool>> spools;
-  std::vector<int64_t> pts;
-  guint64 first_frame = 0, last_frame = 0;
-};
-
-std::vector<std::string>
-split_levels (const std::string & text)
-{
-  std::vector<std::string> out;
-  std::string item;
-  std::istringstream in (text);
-  while (std::getline (in, item, ',')) {
-    auto b = item.find_first_not_of (" \t");
-    auto e = item.find_last_not_of (" \t");
-    if (b == std::string::npos)
-      continue;
-    out.push_back (item.substr (b, e - b + 1));
-  }
-  return out;
-}
-
-std::string
-level_names (const GstFeatureMeta * meta)
-{
-  std::string s;
-  for (guint i = 0; i < meta->num_levels; ++i) {
-    if (i)
-      s += ", ";
-    s += g_quark_to_string (meta->levels[i].name);
-  }
-  return s.empty ()? std::string ("no levels") : s;
-}
-
-/* A failure that becomes a GST_ELEMENT_ERROR of the STREAM domain. */
-struct StreamError : std::runtime_error {
-  StreamError (std::string msg, std::string dbg)
-  :  std::runtime_error (std::move (msg)), debug (std::move (dbg)) {}
-  std::string debug;
-};
-
-}  // namespace
-
 /* *INDENT-OFF* */
 struct GstFeatureSinkPrivate {
   std::mutex lock;
@@ -190,28 +125,11 @@ struct GstFeatureSinkPrivate {
   std::string levels = DEFAULT_LEVELS;
   gint unique_id = DEFAULT_UNIQUE_ID;
 
-  /* streaming state, from start() to stop(): a copy of the properties and the files */
-  std::string dir;
-  std::string prefix;
-  guint max = DEFAULT_MAX_FRAMES;
-  SafetensorsDType out_dtype = SafetensorsDType::F32;
-  std::vector<std::string> wanted;
+  /* streaming state, from start() to stop() */
   gint want_id = DEFAULT_UNIQUE_ID;
-
-  std::unique_ptr<OpenFile> file;
-  nlohmann::ordered_json files = nlohmann::ordered_json::array ();
-  guint file_count = 0;
-  guint stream = 0;
+  std::unique_ptr<FeatureFiles> files;
   gboolean seen_stream_start = FALSE;
-  guint64 frame_index = 0;
-  guint64 frames_written = 0;
-  guint64 frames_without = 0;
-  std::string caps;
-  gboolean have_model = FALSE;
-  std::string model_name;
-  guint model_unique_id = 0;
   gboolean failed = FALSE;
-  std::vector<uint8_t> scratch;
 };
 /* *INDENT-ON* */
 
@@ -239,6 +157,8 @@ static void gst_feature_sink_get_property (GObject * object, guint prop_id,
 static void gst_feature_sink_finalize (GObject * object);
 static gboolean gst_feature_sink_start (GstBaseSink * sink);
 static gboolean gst_feature_sink_stop (GstBaseSink * sink);
+static GstStateChangeReturn gst_feature_sink_change_state (GstElement * element,
+    GstStateChange transition);
 static gboolean gst_feature_sink_set_caps (GstBaseSink * sink, GstCaps * caps);
 static gboolean gst_feature_sink_event (GstBaseSink * sink, GstEvent * event);
 static GstFlowReturn gst_feature_sink_render (GstBaseSink * sink, GstBuffer * buffer);
@@ -326,6 +246,7 @@ gst_feature_sink_class_init (GstFeatureSinkClass * klass)
 
   base_sink_class->start = GST_DEBUG_FUNCPTR (gst_feature_sink_start);
   base_sink_class->stop = GST_DEBUG_FUNCPTR (gst_feature_sink_stop);
+  element_class->change_state = GST_DEBUG_FUNCPTR (gst_feature_sink_change_state);
   base_sink_class->set_caps = GST_DEBUG_FUNCPTR (gst_feature_sink_set_caps);
   base_sink_class->event = GST_DEBUG_FUNCPTR (gst_feature_sink_event);
   base_sink_class->render = GST_DEBUG_FUNCPTR (gst_feature_sink_render);
@@ -421,257 +342,6 @@ gst_feature_sink_get_property (GObject * object, guint prop_id,
   }
 }
 
-/* ---- index and files ---- */
-
-static std::string
-join_path (const std::string & dir, const std::string & name)
-{
-  if (dir.empty () || dir.back () == '/')
-    return dir + name;
-  return dir + "/" + name;
-}
-
-static const char *
-out_dtype_name (SafetensorsDType d)
-{
-  return d == SafetensorsDType::F16 ? "float16" : "float32";
-}
-
-static void
-write_index (GstFeatureSinkPrivate * priv)
-{
-  nlohmann::ordered_json index = nlohmann::ordered_json::object ();
-  index["format"] = "gst-backbone featuresink";
-  index["version"] = 1;
-  index["dtype"] = out_dtype_name (priv->out_dtype);
-  if (priv->have_model) {
-    index["model_name"] = priv->model_name;
-    index["unique_id"] = priv->model_unique_id;
-  } else {
-    index["model_name"] = nullptr;
-    index["unique_id"] = nullptr;
-  }
-  index["frames"] = priv->frames_written;
-  index["frames_without_features"] = priv->frames_without;
-  index["frames_seen"] = priv->frame_index;
-  index["files"] = priv->files;
-  backbone::gst::write_file_atomically (join_path (priv->dir, "index.json"),
-      index.dump (2) + "\n");
-}
-
-/* Completes the open file: header + spools -> <file>.tmp -> fsync -> rename; then index.json. */
-static void
-close_file (GstFeatureSinkPrivate * priv)
-{
-  if (!priv->file)
-    return;
-  std::unique_ptr<OpenFile> f = std::move (priv->file);
-  const int64_t n = static_cast<int64_t> (f->pts.size ());
-
-  nlohmann::ordered_json strides = nlohmann::ordered_json::object ();
-  nlohmann::ordered_json shapes = nlohmann::ordered_json::object ();
-  for (const auto & l : f->levels) {
-    shapes[l.name] = {n, l.c, l.h, l.w};
-    strides[l.name] = l.stride;
-  }
-  nlohmann::ordered_json geometry = {
-    {"frame_width", f->frame_width}, {"frame_height", f->frame_height},
-    {"input_width", f->input_width}, {"input_height", f->input_height},
-    {"padded_width", f->padded_width}, {"padded_height", f->padded_height},
-  };
-
-  SafetensorsWriter writer (join_path (priv->dir, f->name));
-  writer.set_metadata ("format", "gst-backbone featuresink");
-  writer.set_metadata ("model_name", f->model_name);
-  writer.set_metadata ("unique_id", std::to_string (f->unique_id));
-  writer.set_metadata ("caps", f->caps);
-  writer.set_metadata ("first_frame", std::to_string (f->first_frame));
-  writer.set_metadata ("strides", strides.dump ());
-  writer.set_metadata ("geometry", geometry.dump ());
-  for (std::size_t i = 0; i < f->levels.size (); ++i) {
-    const LevelSpec & l = f->levels[i];
-    writer.add_tensor (l.name, priv->out_dtype, {n, l.c, l.h, l.w}, *f->spools[i]);
-  }
-  writer.add_tensor ("pts", SafetensorsDType::I64, {n}, f->pts.data (),
-      f->pts.size () * sizeof (int64_t));
-  writer.commit ();
-  f->spools.clear ();           /* removes the spool files */
-
-  nlohmann::ordered_json entry = nlohmann::ordered_json::object ();
-  entry["file"] = f->name;
-  entry["stream"] = f->stream;
-  entry["first_frame"] = f->first_frame;
-  entry["last_frame"] = f->last_frame;
-  entry["frames"] = n;
-  entry["first_pts"] = f->pts.front ();
-  entry["last_pts"] = f->pts.back ();
-  entry["shapes"] = shapes;
-  entry["strides"] = strides;
-  entry["dtype"] = out_dtype_name (priv->out_dtype);
-  entry["caps"] = f->caps;
-  entry["model_name"] = f->model_name;
-  entry["unique_id"] = f->unique_id;
-  entry["geometry"] = geometry;
-  priv->files.push_back (std::move (entry));
-  write_index (priv);
-}
-
-/* Converts element @i of a level of @dtype to float. */
-static inline float
-load_float (const guint8 * base, GstFeatureDType dtype, gsize i)
-{
-  switch (dtype) {
-    case GST_FEATURE_DTYPE_FLOAT32:{
-      float v;
-      std::memcpy (&v, base + i * 4, 4);
-      return v;
-    }
-    case GST_FEATURE_DTYPE_FLOAT16:{
-      uint16_t h;
-      std::memcpy (&h, base + i * 2, 2);
-      return backbone::half_to_float (h);
-    }
-    case GST_FEATURE_DTYPE_BFLOAT16:{
-      uint16_t b;
-      std::memcpy (&b, base + i * 2, 2);
-      return backbone::bfloat16_to_float (b);
-    }
-  }
-  return 0.0f;
-}
-
-/* Appends one frame of @level (converted to the output dtype, C,H,W order) to @spool. */
-static void
-append_level (GstFeatureSinkPrivate * priv, const GstFeatureLevel * level, Spool & spool)
-{
-  GstMapInfo map;
-  if (!gst_feature_level_map (level, &map, GST_MAP_READ))
-    throw StreamError ("Could not map a feature level for reading",
-        std::string ("level ") + g_quark_to_string (level->name) + ": gst_feature_level_map failed");
-
-  const gsize C = level->dims[1], H = level->dims[2], W = level->dims[3];
-  const gsize sc = level->strides[1], sh = level->strides[2], sw = level->strides[3];
-  const bool contiguous = sw == 1 && sh == W && sc == H * W;
-  const guint8 *src = map.data;
-  const gsize count = C * H * W;
-
-  try {
-    if (contiguous && ((level->dtype == GST_FEATURE_DTYPE_FLOAT32 &&
-                priv->out_dtype == SafetensorsDType::F32) ||
-            (level->dtype == GST_FEATURE_DTYPE_FLOAT16 &&
-                priv->out_dtype == SafetensorsDType::F16))) {
-      spool.append (src, count * gst_feature_dtype_size (level->dtype));
-    } else {
-      const std::size_t esize = priv->out_dtype == SafetensorsDType::F16 ? 2 : 4;
-      priv->scratch.resize (count * esize);
-      guint8 *dst = priv->scratch.data ();
-      gsize k = 0;
-      for (gsize c = 0; c < C; ++c)
-        for (gsize y = 0; y < H; ++y)
-          for (gsize x = 0; x < W; ++x, ++k) {
-            float v = load_float (src, level->dtype, c * sc + y * sh + x * sw);
-            if (esize == 2) {
-              uint16_t h = backbone::float_to_half (v);
-              std::memcpy (dst + k * 2, &h, 2);
-            } else {
-              std::memcpy (dst + k * 4, &v, 4);
-            }
-          }
-      spool.append (dst, count * esize);
-    }
-  } catch (...) {
-    gst_feature_level_unmap (level, &map);
-    throw;
-  }
-  gst_feature_level_unmap (level, &map);
-}
-
-static void
-write_frame (GstFeatureSinkPrivate * priv, GstBuffer * buffer, GstFeatureMeta * meta)
-{
-  /* the levels of this frame, in file order */
-  std::vector<const GstFeatureLevel *> chosen;
-  if (priv->wanted.empty ()) {
-    for (guint i = 0; i < meta->num_levels; ++i)
-      chosen.push_back (&meta->levels[i]);
-  } else {
-    for (const auto & name : priv->wanted) {
-      const GstFeatureLevel *l = gst_feature_meta_get_level (meta, name.c_str ());
-      if (!l)
-        throw StreamError ("Level \"" + name + "\" is not in the feature meta",
-            "levels=\"" + name + "\" was asked for; the meta of unique-id " +
-            std::to_string (meta->unique_id) + " has " + level_names (meta));
-      chosen.push_back (l);
-    }
-  }
-  if (chosen.empty ())
-    throw StreamError ("The feature meta has no levels",
-        "meta of unique-id " + std::to_string (meta->unique_id) + " has no levels");
-
-  std::vector<LevelSpec> specs;
-  for (const GstFeatureLevel *l : chosen) {
-    const char *name = g_quark_to_string (l->name);
-    if (l->num_dims != 4 || l->dims[0] != 1)
-      throw StreamError (std::string ("Level \"") + name + "\" is not one frame of N,C,H,W",
-          "num_dims " + std::to_string (l->num_dims) + ", N " + std::to_string (l->dims[0]) +
-          " (expected 4 dims and N 1)");
-    if (l->dtype != GST_FEATURE_DTYPE_FLOAT32 && l->dtype != GST_FEATURE_DTYPE_FLOAT16 &&
-        l->dtype != GST_FEATURE_DTYPE_BFLOAT16)
-      throw StreamError (std::string ("Level \"") + name + "\" has an unsupported dtype",
-          "dtype " + std::to_string ((int) l->dtype));
-    LevelSpec s;
-    s.name = name;
-    s.c = (int64_t) l->dims[1];
-    s.h = (int64_t) l->dims[2];
-    s.w = (int64_t) l->dims[3];
-    s.stride = l->stride;
-    specs.push_back (std::move (s));
-  }
-
-  /* a new file for a new shape, new caps, a new stream or a full file */
-  if (priv->file && (priv->file->levels != specs || priv->file->caps != priv->caps ||
-          priv->file->stream != priv->stream || priv->file->pts.size () >= priv->max))
-    close_file (priv);
-
-  if (!priv->file) {
-    auto f = std::make_unique < OpenFile > ();
-    gchar *name = g_strdup_printf ("%s-%05u.safetensors", priv->prefix.c_str (),
-        priv->file_count);
-    f->name = name;
-    g_free (name);
-    priv->file_count++;
-    f->stream = priv->stream;
-    f->caps = priv->caps;
-    f->model_name = meta->model_name ? meta->model_name : "";
-    f->unique_id = meta->unique_id;
-    f->frame_width = meta->frame_width;
-    f->frame_height = meta->frame_height;
-    f->input_width = meta->input_width;
-    f->input_height = meta->input_height;
-    f->padded_width = meta->padded_width;
-    f->padded_height = meta->padded_height;
-    f->levels = specs;
-    f->first_frame = priv->frame_index;
-    for (const auto & s : specs)
-      f->spools.push_back (std::make_unique < Spool > (join_path (priv->dir,
-                  f->name + "." + s.name + ".spool.tmp")));
-    priv->file = std::move (f);
-  }
-
-  for (std::size_t i = 0; i < chosen.size (); ++i)
-    append_level (priv, chosen[i], *priv->file->spools[i]);
-  GstClockTime pts = GST_BUFFER_PTS (buffer);
-  priv->file->pts.push_back (GST_CLOCK_TIME_IS_VALID (pts) ? (int64_t) pts : -1);
-  priv->file->last_frame = priv->frame_index;
-  priv->frames_written++;
-
-  if (!priv->have_model) {
-    priv->have_model = TRUE;
-    priv->model_name = meta->model_name ? meta->model_name : "";
-    priv->model_unique_id = meta->unique_id;
-  }
-}
-
 /* Posts the element error for an exception escaping the file code. */
 static void
 post_error (GstFeatureSink * self, const std::exception & e)
@@ -700,52 +370,92 @@ gst_feature_sink_start (GstBaseSink * sink)
   GstFeatureSink *self = GST_FEATURE_SINK (sink);
   GstFeatureSinkPrivate *priv = self->priv;
 
+  FeatureFilesOptions opt;
   {
     std::lock_guard < std::mutex > lk (priv->lock);
-    priv->dir = priv->location;
-    priv->prefix = priv->file_prefix;
-    priv->max = priv->max_frames;
-    priv->out_dtype = priv->dtype == GST_FEATURE_SINK_DTYPE_FLOAT16 ?
+    opt.dir = priv->location;
+    opt.prefix = priv->file_prefix;
+    opt.max_frames = priv->max_frames;
+    opt.dtype = priv->dtype == GST_FEATURE_SINK_DTYPE_FLOAT16 ?
         SafetensorsDType::F16 : SafetensorsDType::F32;
-    priv->wanted = split_levels (priv->levels);
+    opt.levels = backbone::gst::split_levels (priv->levels);
     priv->want_id = priv->unique_id;
   }
-  priv->file.reset ();
-  priv->files = nlohmann::ordered_json::array ();
-  priv->file_count = 0;
-  priv->stream = 0;
+  priv->files.reset ();
   priv->seen_stream_start = FALSE;
-  priv->frame_index = 0;
-  priv->frames_written = 0;
-  priv->frames_without = 0;
-  priv->caps.clear ();
-  priv->have_model = FALSE;
-  priv->model_name.clear ();
-  priv->model_unique_id = 0;
   priv->failed = FALSE;
 
-  if (priv->dir.empty ()) {
+  if (opt.dir.empty ()) {
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("No output location set."),
         ("the location property is empty"));
     return FALSE;
   }
-  if (g_mkdir_with_parents (priv->dir.c_str (), 0755) != 0) {
+  if (g_mkdir_with_parents (opt.dir.c_str (), 0755) != 0) {
     int err = errno;
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
-        ("Could not create the output directory \"%s\".", priv->dir.c_str ()),
+        ("Could not create the output directory \"%s\".", opt.dir.c_str ()),
         ("g_mkdir_with_parents: %s", g_strerror (err)));
     return FALSE;
   }
   /* fail now rather than at the first file: the directory must take new files */
+  if (g_access (opt.dir.c_str (), W_OK | X_OK) != 0) {
+    int err = errno;
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+        ("Could not write into the output directory \"%s\".", opt.dir.c_str ()),
+        ("access (W_OK | X_OK): %s", g_strerror (err)));
+    return FALSE;
+  }
+  /* an index.json present means a finished run: that of an earlier run goes now */
+  const std::string index_path = backbone::gst::join_path (opt.dir, "index.json");
+  if (g_unlink (index_path.c_str ()) != 0 && errno != ENOENT) {
+    int err = errno;
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+        ("Could not remove the index of an earlier run, \"%s\".", index_path.c_str ()),
+        ("unlink: %s", g_strerror (err)));
+    return FALSE;
+  }
+  GST_INFO_OBJECT (self, "writing %s-NNNNN.safetensors into %s", opt.prefix.c_str (),
+      opt.dir.c_str ());
+  priv->files = std::make_unique < FeatureFiles > (std::move (opt));
+  return TRUE;
+}
+
+/* The run ends without EOS (PAUSED -> READY, or READY -> NULL when it never streamed): the open
+ * file is completed unless the stream failed, then the index is written (after an error: the
+ * files completed before it). Called with the streaming thread stopped. */
+static gboolean
+finish_without_eos (GstFeatureSink * self)
+{
+  GstFeatureSinkPrivate *priv = self->priv;
+
+  if (!priv->files || priv->files->index_written ())
+    return TRUE;
   try {
-    write_index (priv);
+    if (!priv->failed)
+      priv->files->close_file ();
+    priv->files->discard_file ();
+    priv->files->write_index (priv->failed ? "error" : "stopped");
   } catch (const std::exception & e) {
+    if (priv->failed) {
+      GST_WARNING_OBJECT (self, "index.json not written after the error: %s", e.what ());
+      return TRUE;
+    }
     post_error (self, e);
     return FALSE;
   }
-  GST_INFO_OBJECT (self, "writing %s-NNNNN.safetensors into %s", priv->prefix.c_str (),
-      priv->dir.c_str ());
   return TRUE;
+}
+
+static GstStateChangeReturn
+gst_feature_sink_change_state (GstElement * element, GstStateChange transition)
+{
+  GstFeatureSink *self = GST_FEATURE_SINK (element);
+  GstStateChangeReturn ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+
+  /* after the parent: the sink pad is deactivated, no render runs any more */
+  if (transition == GST_STATE_CHANGE_PAUSED_TO_READY && ret != GST_STATE_CHANGE_FAILURE)
+    finish_without_eos (self);  /* an error is posted; going down does not fail */
+  return ret;
 }
 
 static gboolean
@@ -753,20 +463,9 @@ gst_feature_sink_stop (GstBaseSink * sink)
 {
   GstFeatureSink *self = GST_FEATURE_SINK (sink);
   GstFeatureSinkPrivate *priv = self->priv;
-  gboolean ok = TRUE;
+  gboolean ok = finish_without_eos (self);
 
-  /* Stopped without EOS: complete the open file unless the stream failed. */
-  if (priv->file && !priv->failed) {
-    try {
-      close_file (priv);
-    } catch (const std::exception & e) {
-      post_error (self, e);
-      ok = FALSE;
-    }
-  }
-  priv->file.reset ();          /* removes any spools left */
-  priv->scratch.clear ();
-  priv->scratch.shrink_to_fit ();
+  priv->files.reset ();         /* removes any spools left */
   return ok;
 }
 
@@ -777,7 +476,8 @@ gst_feature_sink_set_caps (GstBaseSink * sink, GstCaps * caps)
   gchar *s = gst_caps_to_string (caps);
 
   GST_DEBUG_OBJECT (self, "caps %s", s);
-  self->priv->caps = s;
+  if (self->priv->files)
+    self->priv->files->set_caps (s);
   g_free (s);
   return TRUE;
 }
@@ -791,15 +491,15 @@ gst_feature_sink_event (GstBaseSink * sink, GstEvent * event)
   switch (GST_EVENT_TYPE (event)) {
     case GST_EVENT_STREAM_START:
       /* a new stream: its frames go to new files */
-      if (priv->seen_stream_start)
-        priv->stream++;
+      if (priv->seen_stream_start && priv->files)
+        priv->files->new_stream ();
       priv->seen_stream_start = TRUE;
       break;
     case GST_EVENT_EOS:
-      if (!priv->failed) {
+      if (!priv->failed && priv->files) {
         try {
-          close_file (priv);
-          write_index (priv);
+          priv->files->close_file ();
+          priv->files->write_index ("eos");
         } catch (const std::exception & e) {
           post_error (self, e);
           gst_event_unref (event);
@@ -819,24 +519,20 @@ gst_feature_sink_render (GstBaseSink * sink, GstBuffer * buffer)
   GstFeatureSink *self = GST_FEATURE_SINK (sink);
   GstFeatureSinkPrivate *priv = self->priv;
 
-  if (priv->failed)
+  if (priv->failed || !priv->files)
     return GST_FLOW_ERROR;
 
   GstFeatureMeta *meta = priv->want_id < 0 ? gst_buffer_get_feature_meta (buffer) :
       gst_buffer_get_feature_meta_by_id (buffer, (guint) priv->want_id);
+  if (!meta)
+    GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " has no feature meta",
+        priv->files->frames_seen ());
   try {
-    if (meta) {
-      write_frame (priv, buffer, meta);
-    } else {
-      GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " has no feature meta",
-          priv->frame_index);
-      priv->frames_without++;
-    }
+    priv->files->add_frame (buffer, meta);
   } catch (const std::exception & e) {
     post_error (self, e);
-    priv->file.reset ();
+    priv->files->discard_file ();
     return GST_FLOW_ERROR;
   }
-  priv->frame_index++;
   return GST_FLOW_OK;
 }

@@ -13,12 +13,39 @@
  * with strides in elements) whose storage is a reference-counted #GstBuffer that wraps the
  * backbone's output without a copy.
  *
- * The meta API has no tags, so elements that filter metas by tags (queue, tee, videoconvert,
- * videoscale and every #GstBaseTransform with the default transform_meta) keep it. Its transform
- * function shares the data: a copy of the buffer holds new references to the same level buffers.
- * Transforms other than a copy (videoscale's "gst-video-scale" and the like) are handled the same
- * way: the geometry fields keep describing the frame the features were computed on, and a
- * consumer of a rescaled frame remaps with #GstFeatureMeta.frame_width / frame_height.
+ * The meta API has the tags of #GstVideoRegionOfInterestMeta: #GST_META_TAG_VIDEO_STR,
+ * #GST_META_TAG_VIDEO_SIZE_STR and #GST_META_TAG_VIDEO_ORIENTATION_STR. Its transform function
+ * handles two transform types and refuses every other one (the meta is dropped, never left with a
+ * geometry that no longer describes the frame):
+ *
+ * - copy (GST_META_TRANSFORM_IS_COPY()): the new meta holds new references to the same level
+ *   buffers (shared, never copied) and the same geometry;
+ * - video scale (GST_VIDEO_META_TRANSFORM_IS_SCALE(), a #GstVideoMetaTransform): the frame was
+ *   resized from in_info's size to out_info's; frame_width/height become out_info's size and
+ *   scale_x/y are multiplied by in/out, so every frame point still maps to the same network-input
+ *   point; the input and padded sizes and the levels are unchanged. A meta whose frame size is
+ *   not in_info's is dropped.
+ *
+ * What GStreamer 1.22's elements do with it:
+ *
+ * - queue, tee, capsfilter, appsink and every element in passthrough pass the buffer, meta
+ *   included, unchanged; #GstBaseTransform and #GstVideoEncoder copy with the copy transform.
+ * - videoconvert, videoscale and videoconvertscale call the video scale transform (videoconvert
+ *   with equal sizes: the geometry stays). Borders that videoscale adds (add-borders, when the
+ *   caps force another display aspect ratio) are not told to the transform: the geometry then
+ *   spans the whole output frame.
+ * - #GstVideoFilter elements without their own meta handling drop it, as #GstBaseTransform does
+ *   with tagged metas: videocrop when it copies the cropped region, videoflip (at identity too,
+ *   as it still copies), videobox. Newer videoflip (GStreamer 1.24) sends a matrix transform
+ *   instead, which is refused: dropped too. videocrop and videobox with nothing to crop are in
+ *   passthrough: the buffer and the meta pass unchanged.
+ * - videocrop crops in place when downstream accepts #GstVideoCropMeta: the buffer keeps the
+ *   whole frame, this meta (describing the whole frame) and a #GstVideoCropMeta, which consumers
+ *   apply: point (x, y) of the cropped view is (crop.x + x, crop.y + y) of the meta's frame.
+ * - Encoders built on #GstVideoEncoder with its default transform_meta (x264enc, x265enc,
+ *   jpegenc, ...) copy the metas whose tags are only video, size and orientation onto the encoded
+ *   buffers (vp8enc and vp9enc copy every meta): this meta rides the encoded frames, and its level
+ *   data lives as long as they do (encoder lookahead, muxer queues).
  *
  * Reading a level:
  * |[<!-- language="C" -->
@@ -36,6 +63,7 @@
 
 #include "featuremeta.h"
 
+#include <gst/video/video.h>
 #include <string.h>
 
 #define GST_CAT_DEFAULT gst_feature_meta_debug
@@ -55,13 +83,18 @@ ensure_debug_category (void)
 /**
  * gst_feature_meta_api_get_type:
  *
- * Returns: the #GType of the GstFeatureMetaAPI, registered once, with no tags.
+ * Returns: the #GType of the GstFeatureMetaAPI, registered once, with the tags
+ * #GST_META_TAG_VIDEO_STR, #GST_META_TAG_VIDEO_SIZE_STR and #GST_META_TAG_VIDEO_ORIENTATION_STR
+ * (those of #GstVideoRegionOfInterestMeta): the meta describes the video frame's content, its
+ * size and its orientation.
  */
 GType
 gst_feature_meta_api_get_type (void)
 {
   static GType type = 0;
-  static const gchar *tags[] = { NULL };
+  static const gchar *tags[] = { GST_META_TAG_VIDEO_STR, GST_META_TAG_VIDEO_SIZE_STR,
+    GST_META_TAG_VIDEO_ORIENTATION_STR, NULL
+  };
 
   if (g_once_init_enter (&type)) {
     GType _type = gst_meta_api_type_register ("GstFeatureMetaAPI", tags);
@@ -101,25 +134,16 @@ gst_feature_meta_free (GstMeta * meta, GstBuffer * buffer)
   g_clear_pointer (&fmeta->model_name, g_free);
 }
 
-static gboolean
-gst_feature_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer,
-    GQuark type, gpointer data)
+/* Copies every field of @smeta into a new meta on @dest; the level data is shared. */
+static GstFeatureMeta *
+copy_meta (GstBuffer * dest, const GstFeatureMeta * smeta)
 {
-  GstFeatureMeta *smeta = (GstFeatureMeta *) meta;
   GstFeatureMeta *dmeta;
   guint i;
 
-  if (!GST_META_TRANSFORM_IS_COPY (type)) {
-    /* videoscale, videoconvert, videoflip ...: the features still describe the frame they were
-     * computed on (frame_width/height); consumers remap. Share the data as for a copy. */
-    GST_DEBUG ("transform %s of the feature meta of producer %u: shallow copy, geometry kept "
-        "(%ux%u)", g_quark_to_string (type), smeta->unique_id, smeta->frame_width,
-        smeta->frame_height);
-  }
-
   dmeta = gst_buffer_add_feature_meta (dest);
   if (dmeta == NULL)
-    return FALSE;
+    return NULL;
 
   dmeta->version = smeta->version;
   dmeta->unique_id = smeta->unique_id;
@@ -140,10 +164,75 @@ gst_feature_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer
       gst_buffer_ref (dmeta->levels[i].data);   /* shared, zero copy */
   }
   dmeta->num_levels = smeta->num_levels;
+  return dmeta;
+}
 
-  GST_LOG ("copied the feature meta of producer %u (%u levels, data shared)", dmeta->unique_id,
-      dmeta->num_levels);
+/* The video scale transform (videoscale, videoconvert, videoconvertscale): the frame was resized
+ * from in_info's size to out_info's. The features and the network input are unchanged; the frame
+ * they describe is now out_info's, so frame_width/height take its size and the scales the ratio
+ * that keeps every frame point on the same network-input point. A meta whose frame size is not
+ * in_info's (it did not describe this frame) is refused rather than given a false geometry. */
+static gboolean
+transform_scale (GstBuffer * dest, const GstFeatureMeta * smeta, const GstVideoMetaTransform * t)
+{
+  GstFeatureMeta *dmeta;
+  gint in_w, in_h, out_w, out_h;
+
+  if (t == NULL || t->in_info == NULL || t->out_info == NULL) {
+    GST_WARNING ("scale transform of the feature meta of producer %u without video infos: "
+        "meta dropped", smeta->unique_id);
+    return FALSE;
+  }
+  in_w = GST_VIDEO_INFO_WIDTH (t->in_info);
+  in_h = GST_VIDEO_INFO_HEIGHT (t->in_info);
+  out_w = GST_VIDEO_INFO_WIDTH (t->out_info);
+  out_h = GST_VIDEO_INFO_HEIGHT (t->out_info);
+  if (in_w <= 0 || in_h <= 0 || out_w <= 0 || out_h <= 0) {
+    GST_WARNING ("scale transform %dx%d -> %dx%d of the feature meta of producer %u: expected "
+        "positive sizes; meta dropped", in_w, in_h, out_w, out_h, smeta->unique_id);
+    return FALSE;
+  }
+  if (smeta->frame_width != (guint) in_w || smeta->frame_height != (guint) in_h) {
+    GST_WARNING ("scale transform %dx%d -> %dx%d of the feature meta of producer %u: the meta "
+        "describes a %ux%u frame, not the %dx%d input; meta dropped", in_w, in_h, out_w, out_h,
+        smeta->unique_id, smeta->frame_width, smeta->frame_height, in_w, in_h);
+    return FALSE;
+  }
+
+  dmeta = copy_meta (dest, smeta);
+  if (dmeta == NULL)
+    return FALSE;
+  dmeta->frame_width = (guint) out_w;
+  dmeta->frame_height = (guint) out_h;
+  dmeta->scale_x = smeta->scale_x * in_w / out_w;
+  dmeta->scale_y = smeta->scale_y * in_h / out_h;
+  GST_LOG ("scaled the feature meta of producer %u: frame %dx%d -> %dx%d, scale %g x %g -> "
+      "%g x %g (data shared)", smeta->unique_id, in_w, in_h, out_w, out_h, smeta->scale_x,
+      smeta->scale_y, dmeta->scale_x, dmeta->scale_y);
   return TRUE;
+}
+
+static gboolean
+gst_feature_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer,
+    GQuark type, gpointer data)
+{
+  GstFeatureMeta *smeta = (GstFeatureMeta *) meta;
+
+  if (GST_META_TRANSFORM_IS_COPY (type)) {
+    if (copy_meta (dest, smeta) == NULL)
+      return FALSE;
+    GST_LOG ("copied the feature meta of producer %u (%u levels, data shared)",
+        smeta->unique_id, smeta->num_levels);
+    return TRUE;
+  }
+  if (GST_VIDEO_META_TRANSFORM_IS_SCALE (type))
+    return transform_scale (dest, smeta, (const GstVideoMetaTransform *) data);
+
+  /* Anything else (a matrix transform of a newer videoflip, a crop, ...) would leave a
+   * geometry that no longer describes the frame: the meta is dropped. */
+  GST_DEBUG ("transform %s of the feature meta of producer %u not supported (only copy and "
+      "video scale): meta dropped", g_quark_to_string (type), smeta->unique_id);
+  return FALSE;
 }
 
 /**
@@ -234,46 +323,6 @@ gst_feature_meta_set_model_name (GstFeatureMeta * meta, const gchar * model_name
 
   g_free (meta->model_name);
   meta->model_name = g_strdup (model_name);
-}
-
-/**
- * gst_feature_dtype_size:
- * @dtype: a #GstFeatureDType
- *
- * Returns: the size of one element in bytes, 0 for a value that is not a #GstFeatureDType.
- */
-gsize
-gst_feature_dtype_size (GstFeatureDType dtype)
-{
-  switch (dtype) {
-    case GST_FEATURE_DTYPE_FLOAT16:
-    case GST_FEATURE_DTYPE_BFLOAT16:
-      return 2;
-    case GST_FEATURE_DTYPE_FLOAT32:
-      return 4;
-  }
-  return 0;
-}
-
-/**
- * gst_feature_dtype_to_string:
- * @dtype: a #GstFeatureDType
- *
- * Returns: (nullable): "float16", "float32" or "bfloat16" (the names of safetensors and
- * numpy/torch), NULL for a value that is not a #GstFeatureDType.
- */
-const gchar *
-gst_feature_dtype_to_string (GstFeatureDType dtype)
-{
-  switch (dtype) {
-    case GST_FEATURE_DTYPE_FLOAT16:
-      return "float16";
-    case GST_FEATURE_DTYPE_FLOAT32:
-      return "float32";
-    case GST_FEATURE_DTYPE_BFLOAT16:
-      return "bfloat16";
-  }
-  return NULL;
 }
 
 /* Bytes spanned from element (0,0,0,0) to one past the last element; FALSE on overflow. */
@@ -582,8 +631,9 @@ gst_feature_level_unmap (const GstFeatureLevel * level, GstMapInfo * info)
  *
  * Frame pixel coordinates (continuous: pixel i spans [i, i + 1)) to cell coordinates of @level
  * (cell j spans [j, j + 1)), through the network input: (x * scale_x, y * scale_y). Padding is at
- * the bottom and right only, so it moves nothing. Coordinates are those of the frame the features
- * were computed on (frame_width x frame_height).
+ * the bottom and right only, so it moves nothing. Coordinates are those of the frame the meta
+ * describes (frame_width x frame_height): the frame of the buffer it is on, also after videoscale
+ * (whose scale transform updates the geometry).
  */
 void
 gst_feature_meta_frame_to_feature (const GstFeatureMeta * meta, const GstFeatureLevel * level,

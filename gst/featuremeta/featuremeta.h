@@ -4,10 +4,35 @@
  * The only thing a downstream element or application needs to read them: plain C, GStreamer
  * alone, no LibTorch and no C++.
  *
- * Shaped like upstream's GstTensorMeta (GStreamer 1.26 analytics): registered once, no tags (so
- * queue, tee, videoconvert and videoscale keep it), a copy transform that shares the data instead of
- * copying it, gst_buffer_add_/get_ helpers, levels looked up by name, and the data of each level
- * held in a reference-counted GstBuffer.
+ * Shaped like upstream's GstTensorMeta (GStreamer 1.26 analytics): registered once, a copy
+ * transform that shares the data instead of copying it, gst_buffer_add_/get_ helpers, levels looked
+ * up by name, and the data of each level held in a reference-counted GstBuffer. Unlike
+ * GstTensorMeta it describes a video frame, so it has the tags of GstVideoRegionOfInterestMeta
+ * ("video", "size", "orientation") and follows videoscale (see "Through other elements" below).
+ *
+ * Through other elements (GStreamer 1.22; the tags decide):
+ * - Elements that pass the buffer on (queue, tee, capsfilter, appsink, any element in passthrough)
+ *   keep the meta as it is. A copy of the buffer (gst_buffer_copy() and friends) copies the meta
+ *   and shares the level data.
+ * - videoconvert, videoscale and videoconvertscale call the transform with the video scale
+ *   transform (GstVideoMetaTransform, in_info -> out_info): the meta is kept and its frame
+ *   geometry updated (frame_width/height = the output size, scale_x/y follow), so the conversion
+ *   helpers map the scaled frame. A meta whose frame size is not in_info's is dropped. The
+ *   transform does not see borders that videoscale adds (add-borders, when the caps force another
+ *   display aspect ratio): the geometry then spans the whole output frame, borders included.
+ * - GstVideoFilter elements without their own meta handling drop it: videocrop when it copies the
+ *   cropped region, videoflip (on GStreamer 1.24 and later videoflip sends a matrix transform,
+ *   which the meta refuses: dropped as well), videobox. videocrop and videobox with nothing to
+ *   crop are in passthrough: the meta stays, right (videoflip at identity still copies: dropped).
+ * - videocrop crops in place when downstream accepts GstVideoCropMeta (and GstVideoMeta): the
+ *   buffer keeps the whole frame and this meta, and gets a GstVideoCropMeta. The meta then
+ *   describes the uncropped frame: a consumer applies the crop, point (x, y) of the cropped view
+ *   being (crop.x + x, crop.y + y) of the meta's frame.
+ * - Encoders based on GstVideoEncoder with its default transform_meta (x264enc, x265enc, jpegenc,
+ *   ...) copy metas that have only these tags onto the encoded buffers (vp8enc and vp9enc copy
+ *   every meta): the meta rides them, and the level data stays alive as long as an encoded frame
+ *   does (lookahead, muxer queues).
+ * - Every other transform type is refused (the meta is dropped), never leaving a false geometry.
  */
 #ifndef __GST_FEATURE_META_H__
 #define __GST_FEATURE_META_H__
@@ -97,14 +122,17 @@ typedef struct {
  * @version: GST_FEATURE_META_VERSION of the producer
  * @unique_id: the producer's unique-id property; one meta per producer on a buffer
  * @model_name: name of the model (e.g. "R-50"), owned by the meta
- * @frame_width: width of the video frame the features were computed on
+ * @frame_width: width of the video frame the meta describes: the frame the features were computed
+ *   on, or that frame resized by videoscale/videoconvert (their scale transform updates it)
  * @frame_height: height of that frame
- * @input_width: width of the network input after resizing, before padding
+ * @input_width: width of the network input after resizing, before padding (what the producer
+ *   fed the network; no transform changes it)
  * @input_height: height of the network input after resizing, before padding
  * @padded_width: width of the network input after padding to the size divisibility
  * @padded_height: height of the network input after padding
- * @scale_x: input_width / frame_width
- * @scale_y: input_height / frame_height
+ * @scale_x: network-input pixels per frame pixel horizontally: input_width / frame_width (the
+ *   scale transform updates it with frame_width)
+ * @scale_y: network-input pixels per frame pixel vertically: input_height / frame_height
  * @num_levels: number of entries in @levels
  * @levels: (array length=num_levels): the feature maps, in the producer's out-features order
  *
@@ -112,9 +140,11 @@ typedef struct {
  * padding is at the bottom and right only, so it does not move coordinates. Network-input pixel
  * (u, v) falls in cell (u / stride, v / stride) of a level.
  *
- * The geometry describes the frame the features were computed on. Elements that scale the video
- * downstream (videoscale) keep the meta unchanged, so a consumer of a frame of another size
- * remaps its coordinates with @frame_width / @frame_height first.
+ * The geometry describes the frame of the buffer the meta is on: videoscale and videoconvert
+ * update it (the scale transform); elements that would change the frame otherwise drop the meta
+ * (see the top of this header). A GstVideoCropMeta that an element after the producer adds
+ * (videocrop cropping in place) is not applied to the geometry: the meta describes the frame
+ * without that crop, and consumers apply it.
  */
 typedef struct {
   GstMeta meta;
@@ -171,11 +201,26 @@ GST_FEATURE_META_API const GstFeatureLevel *gst_feature_meta_get_level (const Gs
 GST_FEATURE_META_API const GstFeatureLevel *gst_feature_meta_get_typed_level (const GstFeatureMeta * meta,
     const gchar * name, GstFeatureDType dtype);
 
-/* Size of one element of @dtype in bytes. */
+/* Size of one element of @dtype in bytes (0 for an unknown value). */
 GST_FEATURE_META_API gsize gst_feature_dtype_size (GstFeatureDType dtype);
 
-/* Name of @dtype: "float32", "float16" or "bfloat16". */
+/* Name of @dtype: "float32", "float16" or "bfloat16" (NULL for an unknown value). */
 GST_FEATURE_META_API const gchar *gst_feature_dtype_to_string (GstFeatureDType dtype);
+
+/* float32 <-> float16 (IEEE 754 binary16) and bfloat16 bit patterns, in the host's byte order.
+ * To float16/bfloat16: round to nearest, ties to even; overflow gives infinity; NaN stays NaN
+ * (quiet) with its sign. From float16/bfloat16: exact. */
+GST_FEATURE_META_API guint16 gst_feature_dtype_float32_to_float16 (gfloat value);
+GST_FEATURE_META_API gfloat gst_feature_dtype_float16_to_float32 (guint16 bits);
+GST_FEATURE_META_API guint16 gst_feature_dtype_float32_to_bfloat16 (gfloat value);
+GST_FEATURE_META_API gfloat gst_feature_dtype_bfloat16_to_float32 (guint16 bits);
+
+/* Converts the @src_size bytes of contiguous @src_dtype elements at @src into @dest_dtype at
+ * @dest (@dest_size bytes, room for as many elements; no overlap, no alignment needed), with the
+ * rounding above (float16 <-> bfloat16 through float32: one rounding). FALSE, with a g_critical,
+ * for an unknown dtype, a @src_size that is not a whole number of elements or a @dest too small. */
+GST_FEATURE_META_API gboolean gst_feature_dtype_convert (GstFeatureDType src_dtype, const guint8 * src,
+    gsize src_size, GstFeatureDType dest_dtype, guint8 * dest, gsize dest_size);
 
 /* Maps a level's data for reading: info->data points at element (0, 0, 0, 0) (the level's
  * offset applied), info->size covers the level's extent in bytes. The data buffer is mapped with

@@ -117,7 +117,7 @@ class FeatureMetaTest : public ::testing::Test {
   LogCatcher log_;
 };
 
-TEST_F(FeatureMetaTest, RegisteredOnceWithoutTags) {
+TEST_F(FeatureMetaTest, RegisteredOnceWithVideoTags) {
   std::vector<GType> types(8, 0);
   std::vector<const GstMetaInfo*> infos(8, nullptr);
   std::vector<std::thread> threads;
@@ -143,10 +143,16 @@ TEST_F(FeatureMetaTest, RegisteredOnceWithoutTags) {
   EXPECT_NE(info->transform_func, nullptr);
   EXPECT_NE(info->free_func, nullptr);
 
-  const gchar* const* tags = gst_meta_api_type_get_tags(api);  // NULL: no tags (GstBaseTransform's test)
-  EXPECT_TRUE(tags == nullptr || tags[0] == nullptr);
-  for (const char* tag : {GST_META_TAG_VIDEO_STR, GST_META_TAG_VIDEO_SIZE_STR, GST_META_TAG_VIDEO_COLORSPACE_STR,
-                          GST_META_TAG_VIDEO_ORIENTATION_STR, GST_META_TAG_MEMORY_STR})
+  // the tags of GstVideoRegionOfInterestMeta, and only those
+  const gchar* const* tags = gst_meta_api_type_get_tags(api);
+  ASSERT_NE(tags, nullptr);
+  EXPECT_EQ(g_strv_length(const_cast<gchar**>(tags)), 3u);
+  const gchar* const* roi_tags = gst_meta_api_type_get_tags(GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE);
+  for (const char* tag : {GST_META_TAG_VIDEO_STR, GST_META_TAG_VIDEO_SIZE_STR, GST_META_TAG_VIDEO_ORIENTATION_STR}) {
+    EXPECT_TRUE(gst_meta_api_type_has_tag(api, g_quark_from_string(tag))) << tag;
+    EXPECT_TRUE(g_strv_contains(roi_tags, tag)) << tag;
+  }
+  for (const char* tag : {GST_META_TAG_VIDEO_COLORSPACE_STR, GST_META_TAG_MEMORY_STR})
     EXPECT_FALSE(gst_meta_api_type_has_tag(api, g_quark_from_string(tag))) << tag;
 }
 
@@ -514,37 +520,6 @@ TEST_F(FeatureMetaTest, CopySharesDataAndLastMetaFreesIt) {
   EXPECT_TRUE(data_finalized);
 }
 
-TEST_F(FeatureMetaTest, VideoTransformsShareDataAndKeepGeometry) {
-  int freed = 0;
-  GstBuffer* data = nullptr;
-  GstBuffer* src = buffer_with_level(&freed, &data);
-  GstFeatureMeta* smeta = gst_buffer_get_feature_meta(src);
-
-  // What videoscale does with metas tagged "video": a scale transform from 64x48 to 32x24.
-  GstVideoInfo in_info, out_info;
-  gst_video_info_set_format(&in_info, GST_VIDEO_FORMAT_RGB, 64, 48);
-  gst_video_info_set_format(&out_info, GST_VIDEO_FORMAT_BGRx, 32, 24);
-  GstVideoMetaTransform trans = {&in_info, &out_info};
-  GstBuffer* dest = gst_buffer_new();
-  ASSERT_TRUE(
-      smeta->meta.info->transform_func(dest, &smeta->meta, src, gst_video_meta_transform_scale_get_quark(), &trans));
-  expect_same_meta(smeta, gst_buffer_get_feature_meta(dest));
-  EXPECT_EQ(gst_buffer_get_feature_meta(dest)->frame_width, 64u);  // geometry of the frame the features describe
-
-  // Any other transform type too.
-  GstBuffer* dest2 = gst_buffer_new();
-  ASSERT_TRUE(
-      smeta->meta.info->transform_func(dest2, &smeta->meta, src, g_quark_from_string("some-other-transform"), nullptr));
-  expect_same_meta(smeta, gst_buffer_get_feature_meta(dest2));
-
-  EXPECT_EQ(GST_MINI_OBJECT_REFCOUNT_VALUE(data), 3);
-  gst_buffer_unref(src);
-  gst_buffer_unref(dest);
-  EXPECT_EQ(freed, 0);
-  gst_buffer_unref(dest2);
-  EXPECT_EQ(freed, 1);
-}
-
 TEST_F(FeatureMetaTest, MapAppliesOffsetAndStrides) {
   int freed = 0;
   guint8* base = nullptr;
@@ -830,8 +805,12 @@ TEST_F(FeatureMetaPipelineTest, SurvivesQueueTeeVideoconvertVideoscale) {
       ASSERT_NE(m2, nullptr);
       EXPECT_STREQ(m1->model_name, "R-50");
       EXPECT_STREQ(m2->model_name, "R-101");
-      EXPECT_EQ(m1->frame_width, 64u);  // the geometry of the frame the features were computed on
-      EXPECT_EQ(m1->frame_height, 48u);
+      // the geometry of the frame the buffer holds: videoscale's scale transform updated it
+      EXPECT_EQ(m1->frame_width, static_cast<guint>(GST_VIDEO_INFO_WIDTH(&vinfo)));
+      EXPECT_EQ(m1->frame_height, static_cast<guint>(GST_VIDEO_INFO_HEIGHT(&vinfo)));
+      EXPECT_EQ(m2->frame_width, static_cast<guint>(GST_VIDEO_INFO_WIDTH(&vinfo)));
+      EXPECT_DOUBLE_EQ(m1->scale_x, 64.0 / GST_VIDEO_INFO_WIDTH(&vinfo));
+      EXPECT_EQ(m1->input_width, 64u);
       const GstFeatureLevel* l1 = gst_feature_meta_get_typed_level(m1, "res2", GST_FEATURE_DTYPE_FLOAT32);
       const GstFeatureLevel* l2 = gst_feature_meta_get_typed_level(m2, "res2", GST_FEATURE_DTYPE_FLOAT32);
       ASSERT_NE(l1, nullptr);

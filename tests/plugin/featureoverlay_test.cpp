@@ -3,6 +3,9 @@
 // small frames: a known energy pattern (one hot cell) must heat exactly the frame region the
 // meta's geometry maps it to, in every packed RGB format.
 #include <gst/check/gstharness.h>
+#include <gst/controller/gstdirectcontrolbinding.h>
+#include <gst/controller/gstinterpolationcontrolsource.h>
+#include <gst/controller/gsttriggercontrolsource.h>
 #include <gst/featuremeta/featuremeta.h>
 #include <gst/gst.h>
 #include <gtest/gtest.h>
@@ -15,8 +18,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include "backbone/tensor.h"
 
 namespace {
 
@@ -123,7 +124,7 @@ void add_meta(GstBuffer* buf, const Geometry& g, const std::vector<LevelDesc>& l
       if (esize == 4) {
         std::memcpy(map.data + 4 * i, &v[i], 4);
       } else {
-        uint16_t hbits = backbone::float_to_half(v[i]);
+        uint16_t hbits = gst_feature_dtype_float32_to_float16(v[i]);
         std::memcpy(map.data + 2 * i, &hbits, 2);
       }
     }
@@ -393,6 +394,101 @@ TEST(FeatureOverlay, HalfPrecisionLevelDrawsTheSame) {
   auto one = [](GstElement* e) { set_alpha(e, 1.0); };
   EXPECT_EQ(run(in, [&](GstBuffer* b) { add_meta(b, Geometry{}, {half}); }, one).bytes,
             run(in, [](GstBuffer* b) { add_meta(b, Geometry{}, {kHotRes4}); }, one).bytes);
+}
+
+// ---- controlled properties: values at each buffer's stream time ----
+
+// Runs one featureoverlay (configured by `setup`) over copies of `in` at `pts`, after the segment
+// `seg`; the output frames in order.
+std::vector<Frame> run_in_segment(const Frame& in, const GstSegment& seg, const std::vector<GstClockTime>& pts,
+                                  const std::function<void(GstElement*)>& setup) {
+  std::vector<Frame> outs;
+  GstElement* e = gst_element_factory_make("featureoverlay", nullptr);
+  EXPECT_NE(e, nullptr);
+  if (!e) return outs;
+  setup(e);
+  GstHarness* h = gst_harness_new_empty();
+  gst_harness_add_element_full(h, e, &kSrc, "sink", &kSink, "src");
+  gst_object_unref(e);
+  gst_harness_set_src_caps_str(h, in.caps().c_str());
+  EXPECT_TRUE(gst_harness_push_event(h, gst_event_new_segment(&seg)));
+  for (GstClockTime t : pts) {
+    GstBuffer* b = in.buffer();
+    GST_BUFFER_PTS(b) = t;
+    add_meta(b, Geometry{}, {kHotRes4});
+    GstBuffer* o = gst_harness_push_and_pull(h, b);
+    EXPECT_NE(o, nullptr);
+    if (!o) break;
+    Frame out = in;
+    out.read(o);
+    gst_buffer_unref(o);
+    outs.push_back(out);
+  }
+  gst_harness_teardown(h);
+  return outs;
+}
+
+// A segment whose stream time differs from both the pts and the running time: stream time =
+// pts - 1 s, running time = pts + 4 s.
+GstSegment shifted_segment() {
+  GstSegment seg;
+  gst_segment_init(&seg, GST_FORMAT_TIME);
+  seg.start = GST_SECOND;
+  seg.time = 0;
+  seg.base = 5 * GST_SECOND;
+  return seg;
+}
+
+TEST(FeatureOverlay, AlphaFollowsAnInterpolationControlSource) {
+  Frame in(format("RGB"), 64, 48);
+  in.fill({100, 150, 200});
+  // alpha from 0 at stream time 0 linearly to 1 at 1 s
+  auto bind = [](GstElement* e) {
+    GstControlSource* cs = gst_interpolation_control_source_new();
+    g_object_set(cs, "mode", GST_INTERPOLATION_MODE_LINEAR, nullptr);
+    gst_timed_value_control_source_set(GST_TIMED_VALUE_CONTROL_SOURCE(cs), 0, 0.0);
+    gst_timed_value_control_source_set(GST_TIMED_VALUE_CONTROL_SOURCE(cs), GST_SECOND, 1.0);
+    ASSERT_TRUE(gst_object_add_control_binding(GST_OBJECT(e), gst_direct_control_binding_new(GST_OBJECT(e), "alpha", cs)));
+    gst_object_unref(cs);
+  };
+  const std::vector<GstClockTime> pts = {GST_SECOND, GST_SECOND * 5 / 4, GST_SECOND * 3 / 2, 2 * GST_SECOND};
+  const double alphas[] = {0.0, 0.25, 0.5, 1.0};  // at stream times 0, 0.25, 0.5, 1 s
+  std::vector<Frame> outs = run_in_segment(in, shifted_segment(), pts, bind);
+  ASSERT_EQ(outs.size(), pts.size());
+  EXPECT_EQ(outs[0].bytes, in.bytes) << "alpha 0 at stream time 0";
+  for (std::size_t i = 0; i < pts.size(); ++i) {
+    Frame ref = run(in, [](GstBuffer* b) { add_meta(b, Geometry{}, {kHotRes4}); },
+                    [&](GstElement* e) { set_alpha(e, alphas[i]); });
+    EXPECT_EQ(outs[i].bytes, ref.bytes) << "frame " << i << ": drawn as with alpha " << alphas[i];
+  }
+  EXPECT_NE(outs[1].bytes, outs[2].bytes);
+}
+
+TEST(FeatureOverlay, RangeMaxFollowsATriggerControlSource) {
+  Frame in(format("RGB"), 64, 48);
+  in.fill({128, 128, 128});
+  // range-max 10 from stream time 0, 1 from 0.5 s (absolute values; range-min stays 0)
+  auto bind = [](GstElement* e) {
+    g_object_set(e, "alpha", 1.0, "range-min", 0.0, nullptr);
+    GstControlSource* cs = gst_trigger_control_source_new();
+    gst_timed_value_control_source_set(GST_TIMED_VALUE_CONTROL_SOURCE(cs), 0, 10.0);
+    gst_timed_value_control_source_set(GST_TIMED_VALUE_CONTROL_SOURCE(cs), GST_SECOND / 2, 1.0);
+    ASSERT_TRUE(gst_object_add_control_binding(
+        GST_OBJECT(e), gst_direct_control_binding_new_absolute(GST_OBJECT(e), "range-max", cs)));
+    gst_object_unref(cs);
+  };
+  const std::vector<GstClockTime> pts = {GST_SECOND, GST_SECOND * 5 / 4, GST_SECOND * 3 / 2};
+  std::vector<Frame> outs = run_in_segment(in, shifted_segment(), pts, bind);
+  ASSERT_EQ(outs.size(), pts.size());
+  auto fixed = [&](double max) {
+    return run(in, [](GstBuffer* b) { add_meta(b, Geometry{}, {kHotRes4}); },
+               [max](GstElement* e) { g_object_set(e, "alpha", 1.0, "range-min", 0.0, "range-max", max, nullptr); });
+  };
+  const Frame ten = fixed(10.0), one = fixed(1.0);
+  EXPECT_NE(ten.bytes, one.bytes);
+  EXPECT_EQ(outs[0].bytes, ten.bytes) << "triggered at stream time 0";
+  EXPECT_EQ(outs[1].bytes, ten.bytes) << "no trigger at 0.25 s: the value stays";
+  EXPECT_EQ(outs[2].bytes, one.bytes) << "triggered at 0.5 s";
 }
 
 // End to end: the metas of resnetbackbone (narrow R-50 of tests/data/plugin, inference-interval

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -396,16 +398,13 @@ TEST_F(FeatureSinkTest, WritesAtomically) {
   start([](GstElement* e) { g_object_set(e, "max-frames", 2u, nullptr); });
   ASSERT_EQ(push(0), GST_FLOW_OK);
   // a crash now would leave only temporary names: no final-named partial file
-  for (const auto& n : names()) {
-    if (n == "index.json") continue;
-    EXPECT_TRUE(n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) << n;
-  }
+  for (const auto& n : names()) EXPECT_TRUE(n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) << n;
   EXPECT_FALSE(fs::exists(dir_ + "/features-00000.safetensors"));
   ASSERT_EQ(push(1), GST_FLOW_OK);
   ASSERT_EQ(push(2), GST_FLOW_OK);  // starts file 1: file 0 is complete
   EXPECT_TRUE(fs::exists(dir_ + "/features-00000.safetensors"));
   EXPECT_FALSE(fs::exists(dir_ + "/features-00001.safetensors"));
-  EXPECT_EQ(index()["files"].size(), 1u) << "index.json is rewritten after each file";
+  EXPECT_FALSE(fs::exists(dir_ + "/index.json")) << "the index is written once, at the end";
   eos();
   for (const auto& n : names()) EXPECT_EQ(n.find(".tmp"), std::string::npos) << n << " left after EOS";
   EXPECT_EQ(names(), (std::set<std::string>{"features-00000.safetensors", "features-00001.safetensors", "index.json"}));
@@ -419,6 +418,67 @@ TEST_F(FeatureSinkTest, StopWithoutEosCompletesTheOpenFile) {
   h_ = nullptr;
   EXPECT_EQ(names(), (std::set<std::string>{"features-00000.safetensors", "index.json"}));
   expect_level(read("features-00000.safetensors")["res2"], kLevels[0], 0, {0, 1});
+  json idx = index();
+  EXPECT_EQ(idx["end"], "stopped");
+  EXPECT_EQ(idx["frames"], 2);
+  ASSERT_EQ(idx["files"].size(), 1u);
+  EXPECT_EQ(idx["files"][0]["frames"], 2);
+}
+
+// index.json is written once per run, complete: not while streaming (an earlier run's is removed
+// at start), at EOS with every file, and not again when the element stops after it. The index is
+// replaced atomically (a new file renamed over), so an unchanged inode means not rewritten.
+ino_t inode_of(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+TEST_F(FeatureSinkTest, IndexIsWrittenOnceAtEos) {
+  fs::create_directories(dir_);
+  std::ofstream(dir_ + "/index.json") << "{\"format\": \"an earlier run\"}\n";
+  start([](GstElement* e) { g_object_set(e, "max-frames", 2u, nullptr); });
+  EXPECT_FALSE(fs::exists(dir_ + "/index.json")) << "the index of an earlier run is removed at start";
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(push(i), GST_FLOW_OK);
+    EXPECT_FALSE(fs::exists(dir_ + "/index.json")) << "frame " << i;
+  }
+  eos();
+  const std::string path = dir_ + "/index.json";
+  ASSERT_TRUE(fs::exists(path));
+  const ino_t ino = inode_of(path);
+  std::ifstream f(path);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  json idx = json::parse(text);
+  EXPECT_EQ(idx["end"], "eos");
+  EXPECT_EQ(idx["frames"], 5);
+  EXPECT_EQ(idx["frames_seen"], 5);
+  ASSERT_EQ(idx["files"].size(), 3u) << "every file, the one completed at EOS included";
+  EXPECT_EQ(idx["files"][2]["first_frame"], 4);
+
+  gst_harness_teardown(h_);  // PLAYING -> NULL after EOS: not written again
+  h_ = nullptr;
+  EXPECT_EQ(inode_of(path), ino) << "index.json was rewritten at stop";
+  std::ifstream g(path);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(g)), std::istreambuf_iterator<char>()), text);
+}
+
+TEST_F(FeatureSinkTest, IndexIsWrittenOnceAtReadyWithoutEos) {
+  start([](GstElement* e) { g_object_set(e, "max-frames", 2u, nullptr); });
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(push(i), GST_FLOW_OK);
+  EXPECT_FALSE(fs::exists(dir_ + "/index.json"));
+  ASSERT_EQ(gst_element_set_state(h_->element, GST_STATE_READY), GST_STATE_CHANGE_SUCCESS);
+  const std::string path = dir_ + "/index.json";
+  ASSERT_TRUE(fs::exists(path)) << "written at the transition to READY";
+  const ino_t ino = inode_of(path);
+  json idx = index();
+  EXPECT_EQ(idx["end"], "stopped");
+  EXPECT_EQ(idx["frames"], 3);
+  ASSERT_EQ(idx["files"].size(), 2u) << "the open file is completed and listed";
+  EXPECT_EQ(idx["files"][1]["frames"], 1);
+  expect_level(read("features-00001.safetensors")["res3"], kLevels[1], 1, {2});
+  gst_harness_teardown(h_);
+  h_ = nullptr;
+  EXPECT_EQ(inode_of(path), ino) << "index.json was rewritten at NULL";
 }
 
 TEST_F(FeatureSinkTest, LevelsPropertyKeepsOnlyThoseLevels) {
@@ -497,6 +557,9 @@ TEST_F(FeatureSinkTest, WriteFailureIsAnErrorAndLeavesNoFile) {
   gst_harness_teardown(h_);
   h_ = nullptr;
   EXPECT_EQ(names(), (std::set<std::string>{"index.json"})) << "no partial file, no spool left";
+  json idx = index();
+  EXPECT_EQ(idx["end"], "error");
+  EXPECT_EQ(idx["files"].size(), 0u) << "the file open at the error is not listed";
 }
 
 TEST_F(FeatureSinkTest, DefaultsAndSyncOff) {
