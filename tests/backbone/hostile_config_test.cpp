@@ -17,6 +17,7 @@
 
 #include "backbone/config.h"
 #include "backbone/error.h"
+#include "backbone/preprocess.h"
 #include "backbone/resnet.h"
 #include "backbone/tensor.h"
 #include "config/py_value.h"
@@ -425,4 +426,35 @@ TEST(HostileTensor, NumelAndNbytesOverflowAreErrors) {
   EXPECT_EQ(backbone::shape_numel({0, big, big}), 0);
   EXPECT_EQ(Tensor::empty({big, 0}).nbytes(), 0u);
   EXPECT_CONTAINS(error_of([&] { Tensor::empty({4}).reshape({big, big, -1}); }), "int64");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preprocessing sizes from INPUT.* and size_divisibility.
+
+TEST(HostilePreprocess, ResizeAndPaddingTargetsAreBoundedBeforeAllocation) {
+  std::vector<uint8_t> pixels(2 * 2 * 3, 128);
+  backbone::ImageView image;
+  image.data = pixels.data();
+  image.width = image.height = 2;
+  image.channels = 3;
+  image.format = "BGR";
+  auto preprocess_error = [&](const std::vector<std::string>& overrides, int64_t size_divisibility) {
+    return error_of([&] {
+      Config cfg;
+      cfg.merge_from_list(overrides);
+      backbone::PreprocessOptions o = backbone::PreprocessOptions::from_config(cfg);
+      o.size_divisibility = size_divisibility;
+      backbone::preprocess(image, o);
+    });
+  };
+  EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "9223372036854775807"}, 0),
+                  "INPUT.MIN_SIZE_TEST must be below 16777216, found 9223372036854775807");
+  EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "16000000", "INPUT.MAX_SIZE_TEST", "9223372036854775807"}, 0),
+                  "more than the 67108864 pixels allowed");
+  EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "9000", "INPUT.MAX_SIZE_TEST", "9000"}, 0), "the image would become 9000x9000");
+  EXPECT_CONTAINS(preprocess_error({}, int64_t{1} << 62), "size_divisibility must be between 0 and 4096");
+  EXPECT_CONTAINS(preprocess_error({}, -1), "size_divisibility must be between 0 and 4096, found -1");
+  EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "-1"}, 0), "INPUT.MIN_SIZE_TEST must be >= 0");
+  // detectron2's defaults and the largest padding stay accepted.
+  EXPECT_EQ(preprocess_error({}, 4096), "<no error>");
 }
