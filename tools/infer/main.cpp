@@ -2,7 +2,7 @@
 // backbone-infer: run detectron2's ResNet backbone on one input and write every out_feature.
 //
 //   backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]
-//                  [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]
+//                  [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]
 //                  [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]
 //                  [KEY VALUE ...]
 //
@@ -23,10 +23,7 @@
 #include <vector>
 
 #include "backbone/backbone.h"
-
-#ifdef BACKBONE_INFER_HAVE_OPENCV
-#include <opencv2/imgcodecs.hpp>
-#endif
+#include "image_io.h"
 
 namespace fs = std::filesystem;
 
@@ -34,7 +31,7 @@ namespace {
 
 const char* kUsage =
     "usage: backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]\n"
-    "                      [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]\n"
+    "                      [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]\n"
     "                      [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]\n"
     "                      [KEY VALUE ...]\n"
     "\n"
@@ -53,6 +50,8 @@ const char* kUsage =
     "  --image FILE             an image, preprocessed as detectron2 does at test time (INPUT.FORMAT,\n"
     "                           ResizeShortestEdge MIN_SIZE_TEST/MAX_SIZE_TEST, PIXEL_MEAN/STD)\n"
     "                           default without --input/--image: a built-in 480x640 test pattern\n"
+    "  --max-image-pixels N     refuse an --image whose header says more than N pixels, before\n"
+    "                           decoding it (default: 67108864 = 2^26, e.g. 8192x8192)\n"
     "  --output-dir DIR         where to write the results (default: backbone-out)\n"
     "  --device DEV             cpu, cuda or cuda:N (default: cpu); a CUDA device runs engine cuda\n"
     "                           (this project's CUDA/cuDNN engine, in the separately loaded module\n"
@@ -82,6 +81,7 @@ struct Options {
   bool winograd = false;
   bool tf32 = false;
   int64_t size_divisibility = 0;
+  int64_t max_image_pixels = infer::kDefaultMaxImagePixels;
   uint64_t seed = 0;
   std::vector<std::string> overrides;
 };
@@ -138,6 +138,7 @@ Options parse_args(int argc, char** argv) {
       else if (a == "--tf32") o.tf32 = true;
       else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next(), 0));
       else if (a == "--size-divisibility") o.size_divisibility = parse_int(a, next(), 0);
+      else if (a == "--max-image-pixels") o.max_image_pixels = parse_int(a, next(), 1);
       else if (a == "--seed") o.seed = static_cast<uint64_t>(parse_int(a, next(), 0));
       else throw UsageError("unknown option " + a);
     } else {
@@ -210,11 +211,10 @@ int run(const Options& o) {
     ImageView view;
     if (!o.image.empty()) {
 #ifdef BACKBONE_INFER_HAVE_OPENCV
-      cv::Mat m = cv::imread(o.image, cv::IMREAD_COLOR);
-      if (m.empty()) throw Error("cannot read image " + o.image + " (missing, or not an image OpenCV can decode)");
-      pixels.assign(m.data, m.data + m.total() * m.elemSize());
-      view.width = m.cols;
-      view.height = m.rows;
+      infer::BgrImage decoded = infer::read_image_bgr(o.image, o.max_image_pixels);
+      pixels = std::move(decoded.pixels);
+      view.width = decoded.width;
+      view.height = decoded.height;
 #else
       throw Error("--image needs OpenCV's imgcodecs, which this build lacks; pass a preprocessed --input X.npy");
 #endif
