@@ -207,6 +207,18 @@ TEST(HostileYaml, ChainedMergeKeysAreRefusedAtTheNodeLimit) {
   EXPECT_CONTAINS(config_error_of(yaml), "more than 100000 YAML nodes");
 }
 
+TEST(HostileYaml, AliasesOfALongStringAreRefusedAtTheByteLimit) {
+  std::string yaml = "SOLVER:\n  S: &s \"" + std::string(1u << 20, 'x') + "\"\n  L: [*s";
+  for (int i = 1; i < 100; ++i) yaml += ", *s";
+  yaml += "]\n";
+  EXPECT_CONTAINS(config_error_of(yaml), "more than 67108864 bytes of text");
+  // Long keys through aliases too.
+  std::string keys = "SOLVER:\n  K: &k " + std::string(1u << 20, 'k') + "\n  M: {";
+  for (int i = 0; i < 100; ++i) keys += std::string(i ? ", " : "") + "? *k\n    : " + std::to_string(i);
+  keys += "}\n";
+  EXPECT_CONTAINS(config_error_of(keys), "bytes of text");
+}
+
 TEST(HostileYaml, OrdinaryAliasesAndMergeKeysStillLoad) {
   Config cfg;
   cfg.merge_from_string("SOLVER:\n  A: &a [1, 2]\n  B: *a\n  C: &c {X: 1, Y: 2}\n  D: {<<: *c, Y: 3}\n");
@@ -391,7 +403,8 @@ TEST(HostileModel, SmallAndExtremeButValidValuesBuild) {
 }
 
 TEST(HostileModel, TheResNetApiChecksItsSizesToo) {
-  EXPECT_CONTAINS(error_of([] { backbone::BasicStem(3, 0, "BN"); }), "out_channels must be between 1 and 65536, found 0");
+  EXPECT_CONTAINS(error_of([] { backbone::BasicStem(3, 0, "BN"); }),
+                  "out_channels must be between 1 and 65536, found 0");
   EXPECT_CONTAINS(error_of([] { backbone::BasicStem(0, 64, "BN"); }), "in_channels must be between 1 and 65536");
   EXPECT_CONTAINS(error_of([] { backbone::BasicStem(3, int64_t{1} << 40, ""); }), "found 1099511627776");
   EXPECT_CONTAINS(error_of([] { backbone::BasicBlock(65536, 65536, 1, ""); }), "weights, more than the 268435456");
@@ -449,9 +462,11 @@ TEST(HostilePreprocess, ResizeAndPaddingTargetsAreBoundedBeforeAllocation) {
   };
   EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "9223372036854775807"}, 0),
                   "INPUT.MIN_SIZE_TEST must be below 16777216, found 9223372036854775807");
-  EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "16000000", "INPUT.MAX_SIZE_TEST", "9223372036854775807"}, 0),
+  EXPECT_CONTAINS(
+      preprocess_error({"INPUT.MIN_SIZE_TEST", "16000000", "INPUT.MAX_SIZE_TEST", "9223372036854775807"}, 0),
                   "more than the 67108864 pixels allowed");
-  EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "9000", "INPUT.MAX_SIZE_TEST", "9000"}, 0), "the image would become 9000x9000");
+  EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "9000", "INPUT.MAX_SIZE_TEST", "9000"}, 0),
+                  "the image would become 9000x9000");
   EXPECT_CONTAINS(preprocess_error({}, int64_t{1} << 62), "size_divisibility must be between 0 and 4096");
   EXPECT_CONTAINS(preprocess_error({}, -1), "size_divisibility must be between 0 and 4096, found -1");
   EXPECT_CONTAINS(preprocess_error({"INPUT.MIN_SIZE_TEST", "-1"}, 0), "INPUT.MIN_SIZE_TEST must be >= 0");

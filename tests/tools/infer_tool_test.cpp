@@ -361,7 +361,8 @@ std::vector<std::pair<std::string, std::string>> image_headers(uint32_t w, uint3
   const std::string webp = "RIFF" + le32(30) + "WEBPVP8X" + le32(10) + le32(0) + le32(w - 1).substr(0, 3) +
                            le32(h - 1).substr(0, 3);
   const std::string ppm = "P6\n# a comment\n" + std::to_string(w) + " " + std::to_string(h) + "\n255\n";
-  return {{"big.png", png}, {"big.jpg", jpeg}, {"big.bmp", bmp}, {"big.tif", tiff}, {"big.webp", webp}, {"big.ppm", ppm}};
+  return {{"big.png", png},   {"big.jpg", jpeg},  {"big.bmp", bmp},
+          {"big.tif", tiff},  {"big.webp", webp}, {"big.ppm", ppm}};
 }
 
 void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
@@ -394,7 +395,8 @@ TEST_F(InferTool, MalformedImageHeadersAreCleanErrors) {
   const std::vector<Case> cases = {
       {"just text", "not a PNG, JPEG, BMP, TIFF, WebP"},
       {std::string("\x89PNG\r\n\x1a\n\0\0", 10), "(PNG): the file ends inside the IHDR chunk"},
-      {std::string("\xff\xd8", 2) + std::string(100000, '\xff'), "(JPEG): no start-of-frame marker among the first 4096"},
+      {std::string("\xff\xd8", 2) + std::string(100000, '\xff'),
+       "(JPEG): no start-of-frame marker among the first 4096"},
       {std::string("\xff\xd8\xff\xda", 4), "(JPEG): no start-of-frame marker before the image data"},
       {std::string("II*\0", 4) + le32(0x7fffffff), "(TIFF): the first image directory is outside the file"},
       {"P6\n-3 4\n255\n", "(PNM): expected a size, found '-3'"},

@@ -235,7 +235,9 @@ ImageSize hdr(HeaderReader& r, const std::string& head) {
 ImageSize read_image_size(const std::string& path) {
   HeaderReader r(path);
   const std::string head = r.head(kHeaderBytes);
-  auto starts = [&](const char* magic, std::size_t n) { return head.size() >= n && std::memcmp(head.data(), magic, n) == 0; };
+  auto starts = [&](const char* magic, std::size_t n) {
+    return head.size() >= n && std::memcmp(head.data(), magic, n) == 0;
+  };
   if (starts("\x89PNG\r\n\x1a\n", 8)) return png(r);
   if (starts("\xff\xd8", 2)) return jpeg(r);
   if (starts("BM", 2)) return bmp(r);
@@ -279,7 +281,8 @@ BgrImage read_image_bgr(const std::string& path, int64_t max_pixels) {
   out.pixels.assign(m.data, m.data + m.total() * m.elemSize());
   return out;
 #else
-  throw std::runtime_error("--image needs OpenCV's imgcodecs, which this build lacks; pass a preprocessed --input X.npy");
+  throw std::runtime_error(
+      "--image needs OpenCV's imgcodecs, which this build lacks; pass a preprocessed --input X.npy");
 #endif
 }
 

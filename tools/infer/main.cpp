@@ -2,7 +2,8 @@
 // backbone-infer: run detectron2's ResNet backbone on one input and write every out_feature.
 //
 //   backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]
-//                  [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]
+//                  [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]
+//                  [--engine NAME]
 //                  [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]
 //                  [KEY VALUE ...]
 //
@@ -31,7 +32,8 @@ namespace {
 
 const char* kUsage =
     "usage: backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]\n"
-    "                      [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]\n"
+    "                      [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]\n"
+    "                      [--engine NAME]\n"
     "                      [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]\n"
     "                      [KEY VALUE ...]\n"
     "\n"

@@ -32,6 +32,7 @@ const char* const kBaseKey = "_BASE_";
 // far below them (a few hundred nodes, _BASE_ chains of 2 or 3 files).
 constexpr std::size_t kMaxConfigFileBytes = 4u << 20;  // 4 MiB per YAML file
 constexpr std::size_t kMaxConfigNodes = 100000;        // YAML nodes, aliases and merge keys expanded
+constexpr std::size_t kMaxConfigBytes = 64u << 20;     // the text those nodes hold (values, keys, file names)
 constexpr int kMaxConfigNesting = 200;                 // nested YAML mappings and sequences
 constexpr std::size_t kMaxBaseDepth = 32;              // files in one chain of _BASE_ inclusions
 
@@ -142,22 +143,42 @@ std::string written_tag(const std::string& tag) {
   return tag;
 }
 
+// What the YAML documents of one load have created so far.
+struct YamlBudget {
+  std::size_t nodes = 0;
+  std::size_t bytes = 0;
+};
+
 // One YAML document read into PyValues. yaml-cpp shares the node of an anchor between its
-// aliases, while PyValues are trees: every alias and merge key is expanded, and `nodes` counts
-// what the expansion creates (over all the files of one load) against kMaxConfigNodes, so that
-// a few aliases of aliases ("billion laughs") cannot take memory and time without bound.
+// aliases, while PyValues are trees: every alias and merge key is expanded, and `budget` counts
+// what the expansion creates (over all the files of one load) against kMaxConfigNodes and
+// kMaxConfigBytes, so that a few aliases of aliases ("billion laughs") or of one long string
+// cannot take memory and time without bound.
 struct YamlReader {
   std::string origin;
-  std::size_t* nodes = nullptr;
+  YamlBudget* budget = nullptr;
   Identities* identity = nullptr;
+
+  // The dotted key of a child, for messages; capped so that long keys nested deep cannot make
+  // every level of the recursion hold a long copy.
+  static std::string capped(std::string k) {
+    constexpr std::size_t kMaxShown = 256;
+    if (k.size() > kMaxShown) k = k.substr(0, kMaxShown - 3) + "...";
+    return k;
+  }
 
   PyValue read(const YAML::Node& n, const std::string& key, int depth) const {
     auto fail = [&](const std::string& what) {
       throw ConfigError(with_origin(origin, (key.empty() ? std::string("the document") : "key " + key) + ": " + what));
     };
-    if (++*nodes > kMaxConfigNodes)
+    if (++budget->nodes > kMaxConfigNodes)
       fail("the config expands to more than " + std::to_string(kMaxConfigNodes) +
            " YAML nodes (aliases and merge keys expanded, all _BASE_ files together)");
+    // The text this node holds: a scalar's value, and the file name every PyValue records.
+    budget->bytes += origin.size() + (n.IsScalar() ? n.Scalar().size() : 0);
+    if (budget->bytes > kMaxConfigBytes)
+      fail("the config expands to more than " + std::to_string(kMaxConfigBytes) +
+           " bytes of text (aliases and merge keys expanded, all _BASE_ files together)");
     if (depth > kMaxConfigNesting)
       fail("the YAML nests deeper than " + std::to_string(kMaxConfigNesting) + " levels");
     const std::string& tag = n.Tag();
@@ -210,7 +231,8 @@ struct YamlReader {
         check_tag("seq");
         v.kind = PyKind::List;
         size_t index = 0;
-        for (const auto& item : n) v.items.push_back(read(item, key + "[" + std::to_string(index++) + "]", depth + 1));
+        for (const auto& item : n)
+          v.items.push_back(read(item, capped(key + "[" + std::to_string(index++) + "]"), depth + 1));
         if (identity != nullptr) {
           for (const auto& seen : *identity)
             if (seen.first.is(n)) v.shared = seen.second;
@@ -252,7 +274,8 @@ struct YamlReader {
             fail("the YAML tag " + written_tag(key_tag) + " on the mapping key '" + kv.first.Scalar() +
                  "' is not allowed: keys are plain strings");
           const std::string k = kv.first.Scalar();
-          v.node[k] = read(kv.second, join_key(key, k), depth + 1);  // the last duplicate wins
+          budget->bytes += k.size();
+          v.node[k] = read(kv.second, capped(join_key(key, k)), depth + 1);  // the last duplicate wins
         }
         break;
       }
@@ -262,7 +285,7 @@ struct YamlReader {
   }
 };
 
-PyValue parse_yaml_document(const std::string& text, const std::string& name, std::size_t* nodes,
+PyValue parse_yaml_document(const std::string& text, const std::string& name, YamlBudget* budget,
                             Identities* identity = nullptr) {
   if (text.size() > kMaxConfigFileBytes)
     throw ConfigError("Config file '" + name + "' has " + std::to_string(text.size()) + " bytes, more than the " +
@@ -280,7 +303,7 @@ PyValue parse_yaml_document(const std::string& text, const std::string& name, st
                       (doc.IsNull() ? std::string("an empty document")
                                     : doc.IsSequence() ? std::string("a list") : std::string("a scalar")));
   }
-  return YamlReader{name, nodes, identity}.read(doc, "", 0);
+  return YamlReader{name, budget, identity}.read(doc, "", 0);
 }
 
 // fvcore's merge_a_into_b for the dicts of load_yaml_with_base.
@@ -324,7 +347,7 @@ std::string normalized(const std::string& path) {
 struct LoadContext {
   std::vector<std::string> stack;
   std::map<std::string, PyValue> loaded;
-  std::size_t nodes = 0;
+  YamlBudget budget;
 };
 
 PyValue load_yaml_with_base(const std::string& text, const std::string& name, const std::string& dir,
@@ -358,7 +381,7 @@ PyValue load_file_with_base(const std::string& path, const std::string& included
 // fvcore's CfgNode.load_yaml_with_base.
 PyValue load_yaml_with_base(const std::string& text, const std::string& name, const std::string& dir,
                             LoadContext& ctx) {
-  PyValue cfg = parse_yaml_document(text, name, &ctx.nodes);
+  PyValue cfg = parse_yaml_document(text, name, &ctx.budget);
   auto base_it = cfg.node.find(kBaseKey);
   if (base_it == cfg.node.end()) return cfg;
 
@@ -494,8 +517,8 @@ void upgrade_partial(PyValue& loaded, int64_t from_version, const PyValue& curre
 
 PyValue build_defaults() {
   Identities identity;
-  std::size_t nodes = 0;
-  PyValue root = parse_yaml_document(detail::kDefaultConfigYaml, "<detectron2 defaults>", &nodes, &identity);
+  YamlBudget budget;
+  PyValue root = parse_yaml_document(detail::kDefaultConfigYaml, "<detectron2 defaults>", &budget, &identity);
   root.set_origin("");
   for (size_t k = 0; k < detail::kDefaultConfigTypeCount; ++k) {
     const auto& entry = detail::kDefaultConfigTypes[k];

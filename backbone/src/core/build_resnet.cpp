@@ -144,7 +144,8 @@ ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
         const int64_t block_in = b == 0 ? in : out;
         if (block_in != out) parameters += conv_parameters(block_in, out, 1, 1, false, norm);
         if (basic) {
-          parameters += conv_parameters(block_in, out, 3, 1, false, norm) + conv_parameters(out, out, 3, 1, false, norm);
+          parameters += conv_parameters(block_in, out, 3, 1, false, norm) +
+                        conv_parameters(out, out, 3, 1, false, norm);
         } else {
           parameters += conv_parameters(block_in, bottleneck, 1, 1, false, norm) +
                         conv_parameters(bottleneck, bottleneck, 3, num_groups, false, norm) +

@@ -13,7 +13,7 @@ constexpr int64_t kMaxChannels = 65536;
 // Stride, dilation and padding of any convolution.
 constexpr int64_t kMaxConvGeometry = 1024;
 // Parameters (weights, biases, norm parameters and statistics) of one layer and of the whole
-// model: 2^28, 1 GiB in float32. detectron2's largest ResNet (X-152-32x8d) has about 0.1 G.
+// model: 2^28, 1 GiB in float32. detectron2's largest ResNet (X-152-32x8d) has about 0.12 G.
 constexpr int64_t kMaxModelParameters = int64_t{1} << 28;
 
 }  // namespace backbone::detail

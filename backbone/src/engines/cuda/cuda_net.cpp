@@ -62,8 +62,9 @@ class Builder {
       const size_t out = c.out_channels > 0 ? static_cast<size_t>(c.out_channels) : 0;
       if (out == 0 || w.size() % out != 0 || b.size() != out || gamma.size() != out || beta.size() != out ||
           mean.size() != out || var.size() != out)
-        throw ShapeError("cannot fold the batch norm of a convolution with out_channels " + std::to_string(c.out_channels) +
-                         ", weights " + shape_str(c.weight.shape()) + " and norm weight " + shape_str(c.norm.weight.shape()));
+        throw ShapeError("cannot fold the batch norm of a convolution with out_channels " +
+                         std::to_string(c.out_channels) + ", weights " + shape_str(c.weight.shape()) +
+                         " and norm weight " + shape_str(c.norm.weight.shape()));
       const size_t per_out = w.size() / out;
       for (int64_t o = 0; o < c.out_channels; ++o) {
         const double s = gamma[o] / std::sqrt(var[o] + c.norm.eps());

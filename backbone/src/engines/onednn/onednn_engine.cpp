@@ -78,8 +78,9 @@ ConvW fold(const Conv2d& c) {
     const size_t out = w.out > 0 ? static_cast<size_t>(w.out) : 0;
     if (out == 0 || wt.size() % out != 0 || b.size() != out || gamma.size() != out || beta.size() != out ||
         mean.size() != out || var.size() != out)
-      throw ShapeError("cannot fold the batch norm of a convolution with out_channels " + std::to_string(w.out) +
-                       ", weights " + shape_str(c.weight.shape()) + " and norm weight " + shape_str(c.norm.weight.shape()));
+      throw ShapeError("cannot fold the batch norm of a convolution with out_channels " +
+                       std::to_string(w.out) + ", weights " + shape_str(c.weight.shape()) +
+                       " and norm weight " + shape_str(c.norm.weight.shape()));
     const size_t per_out = wt.size() / out;
     for (int64_t o = 0; o < w.out; ++o) {
       const double s = gamma[o] / std::sqrt(var[o] + c.norm.eps());
