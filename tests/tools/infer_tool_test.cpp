@@ -139,7 +139,8 @@ TEST_F(InferTool, ImageGoesThroughDetectron2Preprocessing) {
 TEST_F(InferTool, UsageErrorsExitWith2) {
   for (const std::string args : {"--bogus", "--threads", "--threads -1", "--threads x", "MODEL.RESNETS.DEPTH",
                                  "--input a.npy --image b.png", "--output-dir=", "--precision", "--engine=",
-                                 "--max-image-pixels 0", "--max-image-pixels -5"}) {
+                                 "--max-image-pixels 0", "--max-image-pixels -5", "--threads 4294967297",
+                                 "--size-divisibility 9223372036854775807", "--seed 99999999999999999999"}) {
     Result r = run(args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find("usage: backbone-infer"), std::string::npos) << args;
@@ -445,7 +446,8 @@ TEST_F(InferTool, HostileConfigsAreCleanErrors) {
       {"MODEL.RESNETS.RES5_DILATION 3", "MODEL.RESNETS.RES5_DILATION must be 1 or 2"},
       {"--config-file " + nested.string(), "key MODEL.PIXEL_MEAN: the value nests brackets deeper than 200"},
       {"--config-file " + tagged.string(), "the YAML tag !!python/object/apply:os.system is not allowed"},
-      {"--size-divisibility 9223372036854775807" + kNarrow, "size_divisibility must be between 0 and 4096"},
+      {"--size-divisibility 4096 INPUT.MIN_SIZE_TEST 100000 INPUT.MAX_SIZE_TEST 100000" + kNarrow,
+       "size_divisibility 4096), more than the 67108864 pixels allowed"},
       {"INPUT.MIN_SIZE_TEST 100000 INPUT.MAX_SIZE_TEST 100000" + kNarrow, "pixels allowed"},
   };
   for (const auto& c : cases) {

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,7 +59,7 @@ const char* kUsage =
     "  --device DEV             cpu, cuda or cuda:N (default: cpu); a CUDA device runs engine cuda\n"
     "                           (this project's CUDA/cuDNN engine, in the separately loaded module\n"
     "                           libbackbone-cuda.so); without a usable one the run fails with the reason\n"
-    "  --threads N              CPU threads (default: 0 = every core)\n"
+    "  --threads N              CPU threads, 0 to 4096 (default: 0 = every core)\n"
     "  --engine NAME            auto, cuda, onednn, libtorch or opencv (default: auto, the first engine\n"
     "                           of this build that runs the device and precision, in that order)\n"
     "  --precision P            fp32, fp16 or bf16 (default: fp32); bf16 runs on onednn and cuda, fp16\n"
@@ -68,7 +69,7 @@ const char* kUsage =
     "                           it (onednn): faster, about 1e-6 off the direct convolution\n"
     "  --tf32                   engine cuda: let cuDNN use TF32 tensor cores for float32 convolutions\n"
     "                           (PyTorch's default; features about 1e-3 off); other engines ignore it\n"
-    "  --size-divisibility N    pad the preprocessed image to a multiple of N (default: 0)\n"
+    "  --size-divisibility N    pad the preprocessed image to a multiple of N, 0 to 4096 (default: 0)\n"
     "  --seed N                 seed of the initialisation without weights (default: 0)\n"
     "  KEY VALUE                config overrides, e.g. MODEL.RESNETS.DEPTH 101\n";
 
@@ -88,12 +89,15 @@ struct Options {
   std::vector<std::string> overrides;
 };
 
-int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo) {
+int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo,
+                  int64_t hi = std::numeric_limits<int64_t>::max()) {
   char* end = nullptr;
   errno = 0;
   long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0 || x < lo)
-    throw UsageError(flag + " expects an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+  if (v.empty() || *end != '\0' || errno != 0 || x < lo || x > hi)
+    throw UsageError(flag + " expects an integer >= " + std::to_string(lo) +
+                     (hi == std::numeric_limits<int64_t>::max() ? std::string() : " and <= " + std::to_string(hi)) +
+                     ", got '" + v + "'");
   return x;
 }
 
@@ -138,8 +142,8 @@ Options parse_args(int argc, char** argv) {
       }
       else if (a == "--winograd") o.winograd = true;
       else if (a == "--tf32") o.tf32 = true;
-      else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next(), 0));
-      else if (a == "--size-divisibility") o.size_divisibility = parse_int(a, next(), 0);
+      else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next(), 0, 4096));
+      else if (a == "--size-divisibility") o.size_divisibility = parse_int(a, next(), 0, 4096);
       else if (a == "--max-image-pixels") o.max_image_pixels = parse_int(a, next(), 1);
       else if (a == "--seed") o.seed = static_cast<uint64_t>(parse_int(a, next(), 0));
       else throw UsageError("unknown option " + a);
