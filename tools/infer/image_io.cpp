@@ -257,7 +257,7 @@ ImageSize read_image_size(const std::string& path) {
                            "Radiance HDR file");
 }
 
-BgrImage read_image_bgr(const std::string& path, int64_t max_pixels) {
+ImageSize check_image_size(const std::string& path, int64_t max_pixels) {
   const ImageSize size = read_image_size(path);
   if (size.width <= 0 || size.height <= 0)
     throw std::runtime_error("image " + path + " (" + size.format + ") is " + std::to_string(size.width) + "x" +
@@ -267,6 +267,11 @@ BgrImage read_image_bgr(const std::string& path, int64_t max_pixels) {
     throw std::runtime_error("image " + path + " (" + size.format + ") is " + std::to_string(size.width) + "x" +
                              std::to_string(size.height) + " pixels, more than --max-image-pixels " +
                              std::to_string(max_pixels) + " (raise it to read the image)");
+  return size;
+}
+
+BgrImage read_image_bgr(const std::string& path, int64_t max_pixels) {
+  check_image_size(path, max_pixels);
 #ifdef BACKBONE_INFER_HAVE_OPENCV
   cv::Mat m = cv::imread(path, cv::IMREAD_COLOR);
   if (m.empty()) throw std::runtime_error("cannot read image " + path + " (not an image OpenCV can decode)");

@@ -22,14 +22,17 @@ struct ImageSize {
 // truncated or malformed.
 ImageSize read_image_size(const std::string& path);
 
+// read_image_size, then both sides positive and width * height <= max_pixels; throws
+// std::runtime_error naming the file, the size found and the limit.
+ImageSize check_image_size(const std::string& path, int64_t max_pixels);
+
 struct BgrImage {
   std::vector<uint8_t> pixels;  // rows of width * 3 bytes, B, G, R
   int64_t width = 0, height = 0;
 };
 
-// Checks the header's size (width * height <= max_pixels, both sides positive), then decodes the
-// image as 8-bit BGR with OpenCV. Throws std::runtime_error naming the file, the size found and
-// the limit.
+// check_image_size, then decodes the image as 8-bit BGR with OpenCV. Throws std::runtime_error
+// naming the file (and the size found and the limit).
 BgrImage read_image_bgr(const std::string& path, int64_t max_pixels);
 
 }  // namespace infer

@@ -177,6 +177,7 @@ bool is_url(const std::string& s) { return s.find("://") != std::string::npos; }
 
 int run(const Options& o) {
   using namespace backbone;
+  if (!o.image.empty()) infer::check_image_size(o.image, o.max_image_pixels);  // before any other work
   Config cfg;
   if (!o.config_file.empty()) cfg.merge_from_file(o.config_file);
   cfg.merge_from_list(o.overrides);
