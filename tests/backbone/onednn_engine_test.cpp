@@ -156,6 +156,16 @@ TEST_F(OneDnnEngine, RefusesWhatItDoesNotRun) {
   EXPECT_THROW(e->forward(Tensor::empty({3, 32, 32})), ShapeError);
 }
 
+// A layer whose fields were changed after the ResNet API checked them: an error, never a division
+// by zero in the BN folding.
+TEST_F(OneDnnEngine, InconsistentLayerIsAnErrorNotACrash) {
+  ResNet m = make_model("R-18.yaml");
+  m.stem().conv1.out_channels = 0;
+  EXPECT_THROW(engine(m, "onednn"), ShapeError);
+  m.stem().conv1.out_channels = 65;
+  EXPECT_THROW(engine(m, "onednn"), ShapeError);
+}
+
 TEST(EngineSelection, AutoPicksTheFirstThatRuns) {
   const auto engines = available_engines();
   ASSERT_FALSE(engines.empty());

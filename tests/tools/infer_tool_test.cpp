@@ -138,7 +138,9 @@ TEST_F(InferTool, ImageGoesThroughDetectron2Preprocessing) {
 
 TEST_F(InferTool, UsageErrorsExitWith2) {
   for (const std::string args : {"--bogus", "--threads", "--threads -1", "--threads x", "MODEL.RESNETS.DEPTH",
-                                 "--input a.npy --image b.png", "--output-dir=", "--precision", "--engine="}) {
+                                 "--input a.npy --image b.png", "--output-dir=", "--precision", "--engine=",
+                                 "--max-image-pixels 0", "--max-image-pixels -5", "--threads 4294967297",
+                                 "--size-divisibility 9223372036854775807", "--seed 99999999999999999999"}) {
     Result r = run(args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find("usage: backbone-infer"), std::string::npos) << args;
@@ -329,4 +331,129 @@ TEST_F(InferTool, CudaEngine) {
   r = run("--input " + in + " --engine cuda --device cuda:99 --output-dir " + (dir_ / "99").string() + kNarrow);
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("cuda:99"), std::string::npos) << r.output;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile inputs: clean errors (status 1), the image refused from its header before decoding.
+
+namespace {
+
+std::string be32(uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+}
+std::string le32(uint32_t v) {
+  return {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16), static_cast<char>(v >> 24)};
+}
+std::string le16(uint32_t v) { return {static_cast<char>(v), static_cast<char>(v >> 8)}; }
+std::string be16(uint32_t v) { return {static_cast<char>(v >> 8), static_cast<char>(v)}; }
+
+// Headers of images of w x h pixels, without their pixel data: a decoder would fail on them, so
+// the size error shows the check ran before decoding.
+std::vector<std::pair<std::string, std::string>> image_headers(uint32_t w, uint32_t h) {
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + be32(13) + "IHDR" + be32(w) + be32(h) +
+                          std::string("\x08\x02\x00\x00\x00", 5) + be32(0);
+  const std::string jpeg = std::string("\xff\xd8\xff\xe0", 4) + be16(16) + std::string("JFIF\0\1\1\0\0\1\0\1\0\0", 14) +
+                           std::string("\xff\xc0", 2) + be16(17) + "\x08" + be16(h) + be16(w) + "\x03" +
+                           std::string("\x01\x22\x00\x02\x11\x01\x03\x11\x01", 9);
+  const std::string bmp = "BM" + le32(54) + le32(0) + le32(54) + le32(40) + le32(w) + le32(h) + le16(1) + le16(24) +
+                          std::string(24, '\0');
+  const std::string tiff = std::string("II*\0", 4) + le32(8) + le16(2) + le16(256) + le16(4) + le32(1) + le32(w) +
+                           le16(257) + le16(4) + le32(1) + le32(h) + le32(0);
+  const std::string webp = "RIFF" + le32(30) + "WEBPVP8X" + le32(10) + le32(0) + le32(w - 1).substr(0, 3) +
+                           le32(h - 1).substr(0, 3);
+  const std::string ppm = "P6\n# a comment\n" + std::to_string(w) + " " + std::to_string(h) + "\n255\n";
+  return {{"big.png", png},   {"big.jpg", jpeg},  {"big.bmp", bmp},
+          {"big.tif", tiff},  {"big.webp", webp}, {"big.ppm", ppm}};
+}
+
+void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+
+}  // namespace
+
+TEST_F(InferTool, OversizedImagesAreRefusedFromTheirHeader) {
+  const std::string out = " --output-dir " + dir_.string() + kNarrow;
+  for (const auto& [name, bytes] : image_headers(20000, 20000)) {
+    const fs::path p = dir_ / name;
+    write_file(p, bytes);
+    Result r = run("--image " + p.string() + out);
+    EXPECT_EQ(r.status, 1) << name << "\n" << r.output;
+    EXPECT_NE(r.output.find("is 20000x20000 pixels, more than --max-image-pixels 67108864"), std::string::npos)
+        << name << "\n" << r.output;
+  }
+  // Raising the limit lets the header through: the decoder then fails on the missing pixel data.
+  const fs::path png = dir_ / "big.png";
+  Result raised = run("--image " + png.string() + " --max-image-pixels 400000000" + out);
+  EXPECT_EQ(raised.status, 1) << raised.output;
+  EXPECT_EQ(raised.output.find("more than --max-image-pixels"), std::string::npos) << raised.output;
+  EXPECT_NE(raised.output.find(png.string()), std::string::npos) << raised.output;
+}
+
+TEST_F(InferTool, MalformedImageHeadersAreCleanErrors) {
+  const std::string out = " --output-dir " + dir_.string() + kNarrow;
+  struct Case {
+    std::string bytes, needle;
+  };
+  const std::vector<Case> cases = {
+      {"just text", "not a PNG, JPEG, BMP, TIFF, WebP"},
+      {std::string("\x89PNG\r\n\x1a\n\0\0", 10), "(PNG): the file ends inside the IHDR chunk"},
+      {std::string("\xff\xd8", 2) + std::string(100000, '\xff'),
+       "(JPEG): no start-of-frame marker among the first 4096"},
+      {std::string("\xff\xd8\xff\xda", 4), "(JPEG): no start-of-frame marker before the image data"},
+      {std::string("II*\0", 4) + le32(0x7fffffff), "(TIFF): the first image directory is outside the file"},
+      {"P6\n-3 4\n255\n", "(PNM): expected a size, found '-3'"},
+      {"P6\n99999999999999999999 4\n255\n", "(PNM): expected a size"},
+      {image_headers(0, 5)[0].second, "is 0x5 pixels: both sides must be positive"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const fs::path p = dir_ / ("bad" + std::to_string(i));
+    write_file(p, cases[i].bytes);
+    Result r = run("--image " + p.string() + out);
+    EXPECT_EQ(r.status, 1) << i << "\n" << r.output;
+    EXPECT_NE(r.output.find(cases[i].needle), std::string::npos) << i << "\n" << r.output;
+  }
+}
+
+TEST_F(InferTool, ImageAtTheLimitIsReadAndOneAboveIsNot) {
+  const fs::path img = dir_ / "img.ppm";
+  write_file(img, "P6\n40 30\n255\n" + std::string(40 * 30 * 3, '\x40'));
+  const std::string out = " --output-dir " + dir_.string() + kNarrow + " MODEL.RESNETS.OUT_FEATURES \"['res2']\"";
+  Result over = run("--image " + img.string() + " --max-image-pixels 1199" + out);
+  EXPECT_EQ(over.status, 1) << over.output;
+  EXPECT_NE(over.output.find("is 40x30 pixels, more than --max-image-pixels 1199"), std::string::npos) << over.output;
+#ifdef BACKBONE_INFER_HAVE_OPENCV
+  Result at = run("--image " + img.string() + " --max-image-pixels 1200" + out);
+  EXPECT_EQ(at.status, 0) << at.output;
+#endif
+}
+
+TEST_F(InferTool, HostileConfigsAreCleanErrors) {
+  const std::string out = " --output-dir " + dir_.string();
+  struct Case {
+    std::string args, needle;
+  };
+  const fs::path nested = dir_ / "nested.yaml";
+  write_file(nested, "MODEL:\n  PIXEL_MEAN: \"" + std::string(30000, '[') + std::string(30000, ']') + "\"\n");
+  const fs::path tagged = dir_ / "tagged.yaml";
+  write_file(tagged, "MODEL:\n  WEIGHTS: !!python/object/apply:os.system [\"echo owned\"]\n");
+  const std::vector<Case> cases = {
+      {"MODEL.RESNETS.NORM '\"\"' MODEL.RESNETS.OUT_FEATURES \"['stem']\" "
+       "MODEL.RESNETS.STEM_OUT_CHANNELS 7560655309122452278",
+       "MODEL.RESNETS.STEM_OUT_CHANNELS must be between 1 and 65536, found 7560655309122452278"},
+      {"MODEL.RESNETS.STEM_OUT_CHANNELS 0 --engine onednn",
+       "MODEL.RESNETS.STEM_OUT_CHANNELS must be between 1 and 65536, found 0"},
+      {"MODEL.RESNETS.NUM_GROUPS 4294967296 MODEL.RESNETS.WIDTH_PER_GROUP 4294967296",
+       "MODEL.RESNETS.NUM_GROUPS must be between 1 and 65536, found 4294967296"},
+      {"MODEL.RESNETS.RES5_DILATION 3", "MODEL.RESNETS.RES5_DILATION must be 1 or 2"},
+      {"--config-file " + nested.string(), "key MODEL.PIXEL_MEAN: the value nests brackets deeper than 200"},
+      {"--config-file " + tagged.string(), "the YAML tag !!python/object/apply:os.system is not allowed"},
+      {"--size-divisibility 4096 INPUT.MIN_SIZE_TEST 100000 INPUT.MAX_SIZE_TEST 100000" + kNarrow,
+       "size_divisibility 4096), more than the 67108864 pixels allowed"},
+      {"INPUT.MIN_SIZE_TEST 100000 INPUT.MAX_SIZE_TEST 100000" + kNarrow, "pixels allowed"},
+  };
+  for (const auto& c : cases) {
+    Result r = run(c.args + out);
+    EXPECT_EQ(r.status, 1) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
+    EXPECT_EQ(r.output.find("owned"), std::string::npos) << r.output;
+  }
 }

@@ -2,7 +2,8 @@
 // backbone-infer: run detectron2's ResNet backbone on one input and write every out_feature.
 //
 //   backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]
-//                  [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]
+//                  [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]
+//                  [--engine NAME]
 //                  [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]
 //                  [KEY VALUE ...]
 //
@@ -18,15 +19,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "backbone/backbone.h"
-
-#ifdef BACKBONE_INFER_HAVE_OPENCV
-#include <opencv2/imgcodecs.hpp>
-#endif
+#include "image_io.h"
 
 namespace fs = std::filesystem;
 
@@ -34,7 +33,8 @@ namespace {
 
 const char* kUsage =
     "usage: backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]\n"
-    "                      [--output-dir DIR] [--device cpu|cuda:N] [--threads N] [--engine NAME]\n"
+    "                      [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]\n"
+    "                      [--engine NAME]\n"
     "                      [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]\n"
     "                      [KEY VALUE ...]\n"
     "\n"
@@ -53,11 +53,13 @@ const char* kUsage =
     "  --image FILE             an image, preprocessed as detectron2 does at test time (INPUT.FORMAT,\n"
     "                           ResizeShortestEdge MIN_SIZE_TEST/MAX_SIZE_TEST, PIXEL_MEAN/STD)\n"
     "                           default without --input/--image: a built-in 480x640 test pattern\n"
+    "  --max-image-pixels N     refuse an --image whose header says more than N pixels, before\n"
+    "                           decoding it (default: 67108864 = 2^26, e.g. 8192x8192)\n"
     "  --output-dir DIR         where to write the results (default: backbone-out)\n"
     "  --device DEV             cpu, cuda or cuda:N (default: cpu); a CUDA device runs engine cuda\n"
     "                           (this project's CUDA/cuDNN engine, in the separately loaded module\n"
     "                           libbackbone-cuda.so); without a usable one the run fails with the reason\n"
-    "  --threads N              CPU threads (default: 0 = every core)\n"
+    "  --threads N              CPU threads, 0 to 4096 (default: 0 = every core)\n"
     "  --engine NAME            auto, cuda, onednn, libtorch or opencv (default: auto, the first engine\n"
     "                           of this build that runs the device and precision, in that order)\n"
     "  --precision P            fp32, fp16 or bf16 (default: fp32); bf16 runs on onednn and cuda, fp16\n"
@@ -67,7 +69,7 @@ const char* kUsage =
     "                           it (onednn): faster, about 1e-6 off the direct convolution\n"
     "  --tf32                   engine cuda: let cuDNN use TF32 tensor cores for float32 convolutions\n"
     "                           (PyTorch's default; features about 1e-3 off); other engines ignore it\n"
-    "  --size-divisibility N    pad the preprocessed image to a multiple of N (default: 0)\n"
+    "  --size-divisibility N    pad the preprocessed image to a multiple of N, 0 to 4096 (default: 0)\n"
     "  --seed N                 seed of the initialisation without weights (default: 0)\n"
     "  KEY VALUE                config overrides, e.g. MODEL.RESNETS.DEPTH 101\n";
 
@@ -82,16 +84,20 @@ struct Options {
   bool winograd = false;
   bool tf32 = false;
   int64_t size_divisibility = 0;
+  int64_t max_image_pixels = infer::kDefaultMaxImagePixels;
   uint64_t seed = 0;
   std::vector<std::string> overrides;
 };
 
-int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo) {
+int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo,
+                  int64_t hi = std::numeric_limits<int64_t>::max()) {
   char* end = nullptr;
   errno = 0;
   long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0 || x < lo)
-    throw UsageError(flag + " expects an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+  if (v.empty() || *end != '\0' || errno != 0 || x < lo || x > hi)
+    throw UsageError(flag + " expects an integer >= " + std::to_string(lo) +
+                     (hi == std::numeric_limits<int64_t>::max() ? std::string() : " and <= " + std::to_string(hi)) +
+                     ", got '" + v + "'");
   return x;
 }
 
@@ -136,8 +142,9 @@ Options parse_args(int argc, char** argv) {
       }
       else if (a == "--winograd") o.winograd = true;
       else if (a == "--tf32") o.tf32 = true;
-      else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next(), 0));
-      else if (a == "--size-divisibility") o.size_divisibility = parse_int(a, next(), 0);
+      else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next(), 0, 4096));
+      else if (a == "--size-divisibility") o.size_divisibility = parse_int(a, next(), 0, 4096);
+      else if (a == "--max-image-pixels") o.max_image_pixels = parse_int(a, next(), 1);
       else if (a == "--seed") o.seed = static_cast<uint64_t>(parse_int(a, next(), 0));
       else throw UsageError("unknown option " + a);
     } else {
@@ -170,6 +177,7 @@ bool is_url(const std::string& s) { return s.find("://") != std::string::npos; }
 
 int run(const Options& o) {
   using namespace backbone;
+  if (!o.image.empty()) infer::check_image_size(o.image, o.max_image_pixels);  // before any other work
   Config cfg;
   if (!o.config_file.empty()) cfg.merge_from_file(o.config_file);
   cfg.merge_from_list(o.overrides);
@@ -210,11 +218,10 @@ int run(const Options& o) {
     ImageView view;
     if (!o.image.empty()) {
 #ifdef BACKBONE_INFER_HAVE_OPENCV
-      cv::Mat m = cv::imread(o.image, cv::IMREAD_COLOR);
-      if (m.empty()) throw Error("cannot read image " + o.image + " (missing, or not an image OpenCV can decode)");
-      pixels.assign(m.data, m.data + m.total() * m.elemSize());
-      view.width = m.cols;
-      view.height = m.rows;
+      infer::BgrImage decoded = infer::read_image_bgr(o.image, o.max_image_pixels);
+      pixels = std::move(decoded.pixels);
+      view.width = decoded.width;
+      view.height = decoded.height;
 #else
       throw Error("--image needs OpenCV's imgcodecs, which this build lacks; pass a preprocessed --input X.npy");
 #endif

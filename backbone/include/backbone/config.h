@@ -10,6 +10,11 @@
 // is yacs' "Type mismatch" error; errors from a file start with "FILE: ". Every other section
 // (ROI_HEADS, SOLVER, DATASETS, ...) is accepted and ignored, so a full config dumped by
 // detectron2 loads.
+//
+// Configs are plain data: YAML tags outside the core schema (!!python/..., custom !tags) are a
+// ConfigError naming the tag, and a file's size, its YAML nodes and text with aliases and merge
+// keys expanded, nesting, Python-literal nesting and the _BASE_ depth are bounded (README.md,
+// "Limits"); each _BASE_ file is read once per load.
 #pragma once
 
 #include <memory>

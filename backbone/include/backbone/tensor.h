@@ -41,7 +41,7 @@ using Shape = std::vector<int64_t>;
 
 // "[1, 3, 224, 224]"
 std::string shape_str(const Shape& shape);
-// Product of the sizes (1 for a scalar).
+// Product of the sizes (1 for a scalar); throws ShapeError when it does not fit an int64.
 int64_t shape_numel(const Shape& shape);
 // Row-major (C-contiguous) strides in elements.
 Shape contiguous_strides(const Shape& shape);

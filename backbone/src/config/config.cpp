@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "backbone/error.h"
@@ -24,6 +26,15 @@ namespace {
 
 constexpr int64_t kLatestVersion = 2;
 const char* const kBaseKey = "_BASE_";
+
+// Limits on what one load (a file with its _BASE_ files, or a string) may hold, so that a hostile
+// config takes bounded memory, time and stack (README.md, "Limits"). detectron2's own configs stay
+// far below them (a few hundred nodes, _BASE_ chains of 2 or 3 files).
+constexpr std::size_t kMaxConfigFileBytes = 4u << 20;  // 4 MiB per YAML file
+constexpr std::size_t kMaxConfigNodes = 100000;        // YAML nodes, aliases and merge keys expanded
+constexpr std::size_t kMaxConfigBytes = 64u << 20;     // the text those nodes hold (values, keys, file names)
+constexpr int kMaxConfigNesting = 200;                 // nested YAML mappings and sequences
+constexpr std::size_t kMaxBaseDepth = 32;              // files in one chain of _BASE_ inclusions
 
 // ---------------------------------------------------------------------------------------------
 // The project's key checking: the sections the backbone reads are checked as yacs checks them,
@@ -69,6 +80,15 @@ std::string with_origin(const std::string& origin, const std::string& message) {
   return origin.empty() ? message : origin + ": " + message;
 }
 
+// yacs' _decode_cfg_value, its errors (a literal nested too deep) naming the key.
+PyValue decode(const PyValue& v, const std::string& full_key) {
+  try {
+    return detail::decode_cfg_value(v);
+  } catch (const ConfigError& e) {
+    throw ConfigError(with_origin(v.origin, "key " + full_key + ": " + e.what()));
+  }
+}
+
 // yacs' _check_and_coerce_cfg_value_type.
 PyValue check_and_coerce(PyValue replacement, const PyValue& original, const std::string& full_key) {
   auto valid = [](PyKind k) { return k != PyKind::Node && k != PyKind::Dict; };
@@ -91,7 +111,7 @@ PyValue check_and_coerce(PyValue replacement, const PyValue& original, const std
 void merge_a_into_b(const PyValue& a, PyValue& b, const std::string& prefix) {
   for (const auto& kv : a.node) {
     const std::string full_key = join_key(prefix, kv.first);
-    PyValue v = detail::decode_cfg_value(kv.second);
+    PyValue v = decode(kv.second, full_key);
     auto it = b.node.find(kv.first);
     if (it != b.node.end()) {
       if (is_checked_or_ancestor(full_key)) v = check_and_coerce(std::move(v), it->second, full_key);
@@ -109,102 +129,167 @@ void merge_a_into_b(const PyValue& a, PyValue& b, const std::string& prefix) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// YAML reading: yaml.safe_load's typing of scalars.
+// YAML reading: yaml.safe_load's typing of scalars, restricted to YAML's core schema.
 
 // `identity` (for detectron2's defaults only): YAML aliases become lists that share one identity,
 // as the Python objects behind detectron2's dump do.
 using Identities = std::vector<std::pair<YAML::Node, int>>;
 
-PyValue from_yaml(const YAML::Node& n, const std::string& origin, const std::string& key,
-                  Identities* identity = nullptr) {
-  auto fail = [&](const std::string& what) {
-    throw ConfigError(with_origin(origin, (key.empty() ? std::string("the document") : "key " + key) +
-                                              ": " + what));
-  };
-  PyValue v;
-  switch (n.Type()) {
-    case YAML::NodeType::Undefined:
-    case YAML::NodeType::Null: break;
-    case YAML::NodeType::Scalar: {
-      const std::string& tag = n.Tag();
-      const std::string& text = n.Scalar();
-      try {
-        if (tag == "?") {
-          v = detail::resolve_plain_scalar(text);
-        } else if (tag == "!" || tag == "tag:yaml.org,2002:str") {
-          v = PyValue::str(text);
-        } else if (tag == "tag:yaml.org,2002:int") {
-          v = detail::resolve_plain_scalar(text);
-          if (v.kind != PyKind::Int) fail("'" + text + "' is not an int");
-        } else if (tag == "tag:yaml.org,2002:float") {
-          v = detail::resolve_plain_scalar(text);
-          if (v.kind == PyKind::Int) v = PyValue::floating(static_cast<double>(v.i));
-          if (v.kind != PyKind::Float) fail("'" + text + "' is not a float");
-        } else if (tag == "tag:yaml.org,2002:bool") {
-          v = detail::resolve_plain_scalar(text);
-          if (v.kind != PyKind::Bool) fail("'" + text + "' is not a bool");
-        } else if (tag == "tag:yaml.org,2002:null") {
-          v = PyValue::none();
-        } else {
-          fail("unsupported YAML tag " + tag + " (yaml.safe_load rejects it)");
-        }
-      } catch (const ConfigError&) {
-        throw;
-      } catch (const std::exception& e) {
-        fail(e.what());
-      }
-      break;
-    }
-    case YAML::NodeType::Sequence: {
-      v.kind = PyKind::List;
-      size_t index = 0;
-      for (const auto& item : n)
-        v.items.push_back(from_yaml(item, origin, key + "[" + std::to_string(index++) + "]", identity));
-      if (identity != nullptr) {
-        for (const auto& seen : *identity)
-          if (seen.first.is(n)) v.shared = seen.second;
-        if (v.shared == 0) {
-          v.shared = static_cast<int>(identity->size()) + 1;
-          identity->emplace_back(n, v.shared);
-        }
-      }
-      break;
-    }
-    case YAML::NodeType::Map: {
-      v.kind = PyKind::Node;
-      // YAML merge keys ("<<: *anchor", as yaml.safe_load flattens them): the merged mappings
-      // first (an earlier one in a list wins), then the explicit keys over them.
-      for (const auto& kv : n) {
-        if (!(kv.first.IsScalar() && kv.first.Tag() == "?" && kv.first.Scalar() == "<<")) continue;
-        // (YAML::Node's assignment writes through to the node it refers to: index, never swap.)
-        std::vector<PyValue> sources;
-        if (kv.second.IsMap()) {
-          sources.push_back(from_yaml(kv.second, origin, key, identity));
-        } else if (kv.second.IsSequence()) {
-          for (const auto& item : kv.second) {
-            if (!item.IsMap()) fail("a YAML merge key (<<) takes mappings");
-            sources.push_back(from_yaml(item, origin, key, identity));
-          }
-        } else {
-          fail("a YAML merge key (<<) takes a mapping or a list of mappings");
-        }
-        for (size_t k = sources.size(); k-- > 0;)
-          for (const auto& m : sources[k].node) v.node[m.first] = m.second;
-      }
-      for (const auto& kv : n) {
-        if (!kv.first.IsScalar()) fail("a mapping key must be a scalar");
-        if (kv.first.Tag() == "?" && kv.first.Scalar() == "<<") continue;
-        const std::string k = kv.first.Scalar();
-        v.node[k] = from_yaml(kv.second, origin, join_key(key, k), identity);  // the last duplicate wins
-      }
-      break;
-    }
-  }
-  v.origin = origin;
-  return v;
+const char* const kCoreTagPrefix = "tag:yaml.org,2002:";
+
+// A tag as it is written in YAML ("!!python/object/apply:os.system", "!foo").
+std::string written_tag(const std::string& tag) {
+  if (starts_with(tag, kCoreTagPrefix)) return "!!" + tag.substr(std::strlen(kCoreTagPrefix));
+  return tag;
 }
 
-PyValue parse_yaml_document(const std::string& text, const std::string& name, Identities* identity = nullptr) {
+// What the YAML documents of one load have created so far.
+struct YamlBudget {
+  std::size_t nodes = 0;
+  std::size_t bytes = 0;
+};
+
+// One YAML document read into PyValues. yaml-cpp shares the node of an anchor between its
+// aliases, while PyValues are trees: every alias and merge key is expanded, and `budget` counts
+// what the expansion creates (over all the files of one load) against kMaxConfigNodes and
+// kMaxConfigBytes, so that a few aliases of aliases ("billion laughs") or of one long string
+// cannot take memory and time without bound.
+struct YamlReader {
+  std::string origin;
+  YamlBudget* budget = nullptr;
+  Identities* identity = nullptr;
+
+  // The dotted key of a child, for messages; capped so that long keys nested deep cannot make
+  // every level of the recursion hold a long copy.
+  static std::string capped(std::string k) {
+    constexpr std::size_t kMaxShown = 256;
+    if (k.size() > kMaxShown) k = k.substr(0, kMaxShown - 3) + "...";
+    return k;
+  }
+
+  PyValue read(const YAML::Node& n, const std::string& key, int depth) const {
+    auto fail = [&](const std::string& what) {
+      throw ConfigError(with_origin(origin, (key.empty() ? std::string("the document") : "key " + key) + ": " + what));
+    };
+    if (++budget->nodes > kMaxConfigNodes)
+      fail("the config expands to more than " + std::to_string(kMaxConfigNodes) +
+           " YAML nodes (aliases and merge keys expanded, all _BASE_ files together)");
+    // The text this node holds: a scalar's value, and the file name every PyValue records.
+    budget->bytes += origin.size() + (n.IsScalar() ? n.Scalar().size() : 0);
+    if (budget->bytes > kMaxConfigBytes)
+      fail("the config expands to more than " + std::to_string(kMaxConfigBytes) +
+           " bytes of text (aliases and merge keys expanded, all _BASE_ files together)");
+    if (depth > kMaxConfigNesting)
+      fail("the YAML nests deeper than " + std::to_string(kMaxConfigNesting) + " levels");
+    const std::string& tag = n.Tag();
+    auto check_tag = [&](const char* core) {
+      if (tag.empty() || tag == "?" || tag == "!" || tag == std::string(kCoreTagPrefix) + core) return;
+      fail("the YAML tag " + written_tag(tag) +
+           " is not allowed: a config holds plain data, and only YAML's core schema tags (!!str, !!int, "
+           "!!float, !!bool, !!null, !!seq, !!map) are accepted");
+    };
+    PyValue v;
+    switch (n.Type()) {
+      case YAML::NodeType::Undefined:
+      case YAML::NodeType::Null:
+        if (tag == std::string(kCoreTagPrefix) + "str") {
+          v = PyValue::str("");
+        } else {
+          check_tag("null");
+        }
+        break;
+      case YAML::NodeType::Scalar: {
+        const std::string& text = n.Scalar();
+        try {
+          if (tag == "?" || tag.empty()) {
+            v = detail::resolve_plain_scalar(text);
+          } else if (tag == "!" || tag == "tag:yaml.org,2002:str") {
+            v = PyValue::str(text);
+          } else if (tag == "tag:yaml.org,2002:int") {
+            v = detail::resolve_plain_scalar(text);
+            if (v.kind != PyKind::Int) fail("'" + text + "' is not an int");
+          } else if (tag == "tag:yaml.org,2002:float") {
+            v = detail::resolve_plain_scalar(text);
+            if (v.kind == PyKind::Int) v = PyValue::floating(static_cast<double>(v.i));
+            if (v.kind != PyKind::Float) fail("'" + text + "' is not a float");
+          } else if (tag == "tag:yaml.org,2002:bool") {
+            v = detail::resolve_plain_scalar(text);
+            if (v.kind != PyKind::Bool) fail("'" + text + "' is not a bool");
+          } else if (tag == "tag:yaml.org,2002:null") {
+            v = PyValue::none();
+          } else {
+            check_tag("str");
+          }
+        } catch (const ConfigError&) {
+          throw;
+        } catch (const std::exception& e) {
+          fail(e.what());
+        }
+        break;
+      }
+      case YAML::NodeType::Sequence: {
+        check_tag("seq");
+        v.kind = PyKind::List;
+        size_t index = 0;
+        for (const auto& item : n)
+          v.items.push_back(read(item, capped(key + "[" + std::to_string(index++) + "]"), depth + 1));
+        if (identity != nullptr) {
+          for (const auto& seen : *identity)
+            if (seen.first.is(n)) v.shared = seen.second;
+          if (v.shared == 0) {
+            v.shared = static_cast<int>(identity->size()) + 1;
+            identity->emplace_back(n, v.shared);
+          }
+        }
+        break;
+      }
+      case YAML::NodeType::Map: {
+        check_tag("map");
+        v.kind = PyKind::Node;
+        auto is_merge_key = [](const YAML::Node& k) { return k.IsScalar() && k.Tag() == "?" && k.Scalar() == "<<"; };
+        // YAML merge keys ("<<: *anchor", as yaml.safe_load flattens them): the merged mappings
+        // first (an earlier one in a list wins), then the explicit keys over them.
+        for (const auto& kv : n) {
+          if (!is_merge_key(kv.first)) continue;
+          // (YAML::Node's assignment writes through to the node it refers to: index, never swap.)
+          std::vector<PyValue> sources;
+          if (kv.second.IsMap()) {
+            sources.push_back(read(kv.second, key, depth + 1));
+          } else if (kv.second.IsSequence()) {
+            for (const auto& item : kv.second) {
+              if (!item.IsMap()) fail("a YAML merge key (<<) takes mappings");
+              sources.push_back(read(item, key, depth + 1));
+            }
+          } else {
+            fail("a YAML merge key (<<) takes a mapping or a list of mappings");
+          }
+          for (size_t k = sources.size(); k-- > 0;)
+            for (const auto& m : sources[k].node) v.node[m.first] = m.second;
+        }
+        for (const auto& kv : n) {
+          if (!kv.first.IsScalar()) fail("a mapping key must be a scalar");
+          if (is_merge_key(kv.first)) continue;
+          const std::string& key_tag = kv.first.Tag();
+          if (!(key_tag == "?" || key_tag == "!" || key_tag == std::string(kCoreTagPrefix) + "str"))
+            fail("the YAML tag " + written_tag(key_tag) + " on the mapping key '" + kv.first.Scalar() +
+                 "' is not allowed: keys are plain strings");
+          const std::string k = kv.first.Scalar();
+          budget->bytes += k.size();
+          v.node[k] = read(kv.second, capped(join_key(key, k)), depth + 1);  // the last duplicate wins
+        }
+        break;
+      }
+    }
+    v.origin = origin;
+    return v;
+  }
+};
+
+PyValue parse_yaml_document(const std::string& text, const std::string& name, YamlBudget* budget,
+                            Identities* identity = nullptr) {
+  if (text.size() > kMaxConfigFileBytes)
+    throw ConfigError("Config file '" + name + "' has " + std::to_string(text.size()) + " bytes, more than the " +
+                      std::to_string(kMaxConfigFileBytes) + " a config may have");
   YAML::Node doc;
   try {
     doc = YAML::Load(text);
@@ -218,7 +303,7 @@ PyValue parse_yaml_document(const std::string& text, const std::string& name, Id
                       (doc.IsNull() ? std::string("an empty document")
                                     : doc.IsSequence() ? std::string("a list") : std::string("a scalar")));
   }
-  return from_yaml(doc, name, "", identity);
+  return YamlReader{name, budget, identity}.read(doc, "", 0);
 }
 
 // fvcore's merge_a_into_b for the dicts of load_yaml_with_base.
@@ -238,9 +323,16 @@ void merge_dicts(const PyValue& a, PyValue& b, const std::string& file) {
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError("Config file '" + path + "' cannot be read");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string text;
+  char buffer[65536];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > kMaxConfigFileBytes)
+      throw ConfigError("Config file '" + path + "' has more than the " + std::to_string(kMaxConfigFileBytes) +
+                        " bytes a config may have");
+  }
+  if (in.bad()) throw ConfigError("Config file '" + path + "' cannot be read");
+  return text;
 }
 
 std::string normalized(const std::string& path) {
@@ -249,33 +341,47 @@ std::string normalized(const std::string& path) {
   return ec ? path : p.string();
 }
 
-PyValue load_yaml_with_base(const std::string& text, const std::string& name, const std::string& dir,
-                            std::vector<std::string>& stack);
+// One merge_from_file / merge_from_string: the files being loaded (cycle detection, depth), the
+// files already loaded (each file is read once, however many _BASE_ lists name it), and the YAML
+// nodes read so far.
+struct LoadContext {
+  std::vector<std::string> stack;
+  std::map<std::string, PyValue> loaded;
+  YamlBudget budget;
+};
 
-PyValue load_file_with_base(const std::string& path, const std::string& included_from,
-                            std::vector<std::string>& stack) {
+PyValue load_yaml_with_base(const std::string& text, const std::string& name, const std::string& dir,
+                            LoadContext& ctx);
+
+PyValue load_file_with_base(const std::string& path, const std::string& included_from, LoadContext& ctx) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     if (included_from.empty()) throw ConfigError("Config file '" + path + "' does not exist!");
     throw ConfigError("Config file '" + path + "' (the _BASE_ of '" + included_from + "') does not exist!");
   }
   const std::string key = normalized(path);
-  if (std::find(stack.begin(), stack.end(), key) != stack.end()) {
+  if (std::find(ctx.stack.begin(), ctx.stack.end(), key) != ctx.stack.end()) {
     std::string chain;
-    for (const auto& s : stack) chain += s + " -> ";
+    for (const auto& s : ctx.stack) chain += s + " -> ";
     throw ConfigError("Config file '" + included_from + "' has a _BASE_ cycle: " + chain + key);
   }
-  stack.push_back(key);
+  if (auto it = ctx.loaded.find(key); it != ctx.loaded.end()) return it->second;
+  if (ctx.stack.size() >= kMaxBaseDepth)
+    throw ConfigError("Config file '" + included_from + "': its _BASE_ '" + path + "' would be file " +
+                      std::to_string(ctx.stack.size() + 1) + " of one chain of _BASE_ inclusions; at most " +
+                      std::to_string(kMaxBaseDepth) + " are allowed (starting at '" + ctx.stack.front() + "')");
+  ctx.stack.push_back(key);
   const std::string dir = std::filesystem::path(path).parent_path().string();
-  PyValue r = load_yaml_with_base(read_file(path), path, dir, stack);
-  stack.pop_back();
+  PyValue r = load_yaml_with_base(read_file(path), path, dir, ctx);
+  ctx.stack.pop_back();
+  ctx.loaded.emplace(key, r);
   return r;
 }
 
 // fvcore's CfgNode.load_yaml_with_base.
 PyValue load_yaml_with_base(const std::string& text, const std::string& name, const std::string& dir,
-                            std::vector<std::string>& stack) {
-  PyValue cfg = parse_yaml_document(text, name);
+                            LoadContext& ctx) {
+  PyValue cfg = parse_yaml_document(text, name, &ctx.budget);
   auto base_it = cfg.node.find(kBaseKey);
   if (base_it == cfg.node.end()) return cfg;
 
@@ -294,7 +400,7 @@ PyValue load_yaml_with_base(const std::string& text, const std::string& name, co
                                               "it and name its local path"));
     }
     if (!starts_with(base, "/")) base = (std::filesystem::path(dir) / base).string();
-    return load_file_with_base(base, name, stack);
+    return load_file_with_base(base, name, ctx);
   };
 
   PyValue base_cfg;
@@ -392,7 +498,7 @@ void upgrade_partial(PyValue& loaded, int64_t from_version, const PyValue& curre
   // ConverterV2.upgrade: the anchors of v1 lived in RPN or RETINANET, depending on the model.
   std::string arch;
   if (const PyValue* a = find_path(loaded, {"MODEL", "META_ARCHITECTURE"})) {
-    arch = detail::decode_cfg_value(*a).s;
+    arch = decode(*a, "MODEL.META_ARCHITECTURE").s;
   } else if (const PyValue* c = find_path(current, {"MODEL", "META_ARCHITECTURE"})) {
     arch = c->s;
   }
@@ -411,7 +517,8 @@ void upgrade_partial(PyValue& loaded, int64_t from_version, const PyValue& curre
 
 PyValue build_defaults() {
   Identities identity;
-  PyValue root = parse_yaml_document(detail::kDefaultConfigYaml, "<detectron2 defaults>", &identity);
+  YamlBudget budget;
+  PyValue root = parse_yaml_document(detail::kDefaultConfigYaml, "<detectron2 defaults>", &budget, &identity);
   root.set_origin("");
   for (size_t k = 0; k < detail::kDefaultConfigTypeCount; ++k) {
     const auto& entry = detail::kDefaultConfigTypes[k];
@@ -453,7 +560,7 @@ struct Config::Impl {
       throw ConfigError("CfgNode.merge_from_file is only allowed on a config object of latest version!");
     int64_t version = kLatestVersion;
     if (auto it = loaded.node.find("VERSION"); it != loaded.node.end()) {
-      const PyValue v = check_and_coerce(detail::decode_cfg_value(it->second), *own, "VERSION");
+      const PyValue v = check_and_coerce(decode(it->second, "VERSION"), *own, "VERSION");
       if (v.kind != PyKind::Int)
         throw ConfigError(with_origin(name, "VERSION must be an int, found " + detail::py_repr(v)));
       version = v.i;
@@ -494,7 +601,7 @@ struct Config::Impl {
       }
       d = &it->second;
     }
-    PyValue value = detail::decode_cfg_value(PyValue::str(text));
+    PyValue value = decode(PyValue::str(text), full_key);
     auto it = d->node.find(parts.back());
     if (it == d->node.end()) {
       if (is_checked(full_key)) throw ConfigError("Non-existent key: " + full_key);
@@ -517,14 +624,14 @@ Config::Config(Config&&) noexcept = default;
 Config& Config::operator=(Config&&) noexcept = default;
 
 void Config::merge_from_file(const std::string& path) {
-  std::vector<std::string> stack;
-  PyValue loaded = load_file_with_base(path, "", stack);
+  LoadContext ctx;
+  PyValue loaded = load_file_with_base(path, "", ctx);
   impl_->merge_loaded(std::move(loaded), path);
 }
 
 void Config::merge_from_string(const std::string& yaml_text, const std::string& base_dir) {
-  std::vector<std::string> stack;
-  PyValue loaded = load_yaml_with_base(yaml_text, "<string>", base_dir, stack);
+  LoadContext ctx;
+  PyValue loaded = load_yaml_with_base(yaml_text, "<string>", base_dir, ctx);
   impl_->merge_loaded(std::move(loaded), "<string>");
 }
 

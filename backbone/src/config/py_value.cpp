@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "config/py_value.h"
+#include "backbone/error.h"
 #include "core/utf8.h"
 
 #include <charconv>
@@ -224,7 +225,9 @@ bool is_ident_start(char c) { return std::isalpha(static_cast<unsigned char>(c))
 bool is_ident_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 
 // A recursive-descent reader for the literal subset of Python's expression grammar. Every
-// failure (what Python reports as SyntaxError or ValueError) is `false`.
+// failure (what Python reports as SyntaxError or ValueError) is `false`; brackets nested deeper
+// than kMaxLiteralNesting (Python's own parser stops there: "too many nested parentheses") are a
+// ConfigError, so that no value can exhaust the stack.
 class LiteralParser {
  public:
   explicit LiteralParser(const std::string& text) : t_(text) {}
@@ -358,7 +361,9 @@ class LiteralParser {
   bool container(PyValue* out) {
     const char open = t_[p_++];
     const char close = open == '[' ? ']' : open == '(' ? ')' : '}';
-    ++depth_;
+    if (++depth_ > kMaxLiteralNesting)
+      throw ConfigError("the value nests brackets deeper than " + std::to_string(kMaxLiteralNesting) +
+                        " levels (Python's parser limit: too many nested parentheses)");
     std::vector<PyValue> items;
     bool saw_comma = false;
     bool is_dict = false;

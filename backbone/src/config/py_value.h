@@ -52,13 +52,19 @@ std::string py_repr_float(double x);
 // Python's == (1 == 1.0, [1] != (1,)).
 bool py_equal(const PyValue& a, const PyValue& b);
 
+// Brackets a Python literal may nest (CPython's tokenizer refuses a 201st level: "too many nested
+// parentheses").
+constexpr int kMaxLiteralNesting = 200;
+
 // ast.literal_eval(text): true and *out set when `text` is a Python literal (numbers, strings,
 // True/False/None, lists, tuples, dicts, with unary signs); false when Python would raise
-// ValueError or SyntaxError (yacs then keeps the text as a string).
+// ValueError or SyntaxError (yacs then keeps the text as a string). Brackets nested deeper than
+// kMaxLiteralNesting throw ConfigError (instead of exhausting the stack).
 bool literal_eval(const std::string& text, PyValue* out);
 
 // yacs' _decode_cfg_value for a value read from YAML or a list: strings are literal_eval'ed
-// when they are Python literals, everything else is returned unchanged.
+// when they are Python literals, everything else is returned unchanged. Throws literal_eval's
+// ConfigError.
 PyValue decode_cfg_value(const PyValue& v);
 
 // PyYAML's implicit resolution of a plain (unquoted) scalar: bool, int, float, null or str.

@@ -8,8 +8,33 @@
 #include "backbone/config.h"
 #include "backbone/error.h"
 #include "backbone/resnet.h"
+#include "core/model_limits.h"
 
 namespace backbone {
+
+namespace {
+
+using detail::kMaxChannels;
+using detail::kMaxModelParameters;
+
+// A count read from the config: between `lo` and `hi`, or a ConfigError naming the key, the
+// bounds and the value.
+void check_range(const char* key, int64_t value, int64_t lo, int64_t hi) {
+  if (value < lo || value > hi)
+    throw ConfigError(std::string(key) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                      ", found " + std::to_string(value));
+}
+
+// Parameters of one convolution as make_conv builds it (weights, bias, norm parameters and
+// statistics). Every factor is bounded by kMaxChannels and 7, so the result fits an int64.
+int64_t conv_parameters(int64_t in, int64_t out, int64_t k, int64_t groups, bool bias, const std::string& norm) {
+  int64_t n = out * (in / groups) * k * k + (bias ? out : 0);
+  if (norm == "GN" || norm == "LN") n += 2 * out;
+  else if (!norm.empty()) n += 4 * out;  // the BN family: weight, bias, running_mean, running_var
+  return n;
+}
+
+}  // namespace
 
 ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
   if (!input_shape.channels || *input_shape.channels <= 0)
@@ -23,7 +48,8 @@ ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
 
   // fmt: off
   const std::string norm               = cfg.get_string("MODEL.RESNETS.NORM");
-  const int freeze_at                  = static_cast<int>(cfg.get_int("MODEL.BACKBONE.FREEZE_AT"));
+  // FREEZE_AT below 0 freezes nothing and above 5 everything: clamped, it keeps its meaning as an int.
+  const int freeze_at = static_cast<int>(std::clamp<int64_t>(cfg.get_int("MODEL.BACKBONE.FREEZE_AT"), -1, 6));
   const std::vector<std::string> out_features = cfg.get_string_list("MODEL.RESNETS.OUT_FEATURES");
   const int64_t depth                  = cfg.get_int("MODEL.RESNETS.DEPTH");
   const int64_t num_groups             = cfg.get_int("MODEL.RESNETS.NUM_GROUPS");
@@ -43,7 +69,18 @@ ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("MODEL.RESNETS.NORM: ") + e.what());
   }
-  auto stem = std::make_unique<BasicStem>(*input_shape.channels, in_channels, norm);
+  // Every count is checked before anything is allocated: zero and negative counts are errors, and
+  // the bounds (README.md, "Limits") keep the model within memory and each product within int64.
+  check_range("input_shape.channels", *input_shape.channels, 1, kMaxChannels);
+  check_range("MODEL.RESNETS.STEM_OUT_CHANNELS", in_channels, 1, kMaxChannels);
+  check_range("MODEL.RESNETS.RES2_OUT_CHANNELS", out_channels, 1, kMaxChannels);
+  check_range("MODEL.RESNETS.NUM_GROUPS", num_groups, 1, kMaxChannels);
+  check_range("MODEL.RESNETS.WIDTH_PER_GROUP", width_per_group, 1, kMaxChannels);
+  check_range("MODEL.RESNETS.DEFORM_NUM_GROUPS", deform_num_groups, 1, kMaxChannels);
+  if (bottleneck_channels > kMaxChannels)  // both factors <= 2^16: no overflow
+    throw ConfigError("MODEL.RESNETS.NUM_GROUPS * MODEL.RESNETS.WIDTH_PER_GROUP (the bottleneck channels of res2) "
+                      "must be at most " + std::to_string(kMaxChannels) + ", found " + std::to_string(num_groups) +
+                      " * " + std::to_string(width_per_group) + " = " + std::to_string(bottleneck_channels));
 
   if (res5_dilation != 1 && res5_dilation != 2)
     throw ConfigError("res5_dilation cannot be " + std::to_string(res5_dilation) +
@@ -79,6 +116,57 @@ ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
   for (const auto& f : out_features)
     for (int i = 0; i < 4; ++i)
       if (f == "res" + std::to_string(i + 2)) num_stages = std::max(num_stages, i + 1);
+
+  // The widths of the stages that are built (each stage doubles them) and the parameters of the
+  // whole model, before any of it is allocated.
+  {
+    const bool basic = depth == 18 || depth == 34;
+    const int64_t offset_per_group = deform_modulated ? 27 : 18;
+    int64_t parameters = conv_parameters(*input_shape.channels, in_channels, 7, 1, false, norm);
+    int64_t in = in_channels, out = out_channels, bottleneck = bottleneck_channels;
+    for (int idx = 0; idx < num_stages; ++idx) {
+      const std::string stage = "res" + std::to_string(idx + 2);
+      if (out > kMaxChannels)
+        throw ConfigError("MODEL.RESNETS.RES2_OUT_CHANNELS = " + std::to_string(out_channels) + " makes " + stage +
+                          " " + std::to_string(out) + " channels wide (each stage doubles it); at most " +
+                          std::to_string(kMaxChannels) + " are allowed");
+      if (!basic && bottleneck > kMaxChannels)
+        throw ConfigError("MODEL.RESNETS.NUM_GROUPS * MODEL.RESNETS.WIDTH_PER_GROUP = " +
+                          std::to_string(bottleneck_channels) + " makes the bottleneck of " + stage + " " +
+                          std::to_string(bottleneck) + " channels wide (each stage doubles it); at most " +
+                          std::to_string(kMaxChannels) + " are allowed");
+      const bool deform = !basic && deform_on_per_stage[idx];
+      if (deform && offset_per_group * deform_num_groups > kMaxChannels)
+        throw ConfigError("MODEL.RESNETS.DEFORM_NUM_GROUPS = " + std::to_string(deform_num_groups) + " asks for " +
+                          std::to_string(offset_per_group * deform_num_groups) + " offset channels in " + stage +
+                          "; at most " + std::to_string(kMaxChannels) + " are allowed");
+      for (int64_t b = 0; b < num_blocks_per_stage[idx]; ++b) {
+        const int64_t block_in = b == 0 ? in : out;
+        if (block_in != out) parameters += conv_parameters(block_in, out, 1, 1, false, norm);
+        if (basic) {
+          parameters += conv_parameters(block_in, out, 3, 1, false, norm) +
+                        conv_parameters(out, out, 3, 1, false, norm);
+        } else {
+          parameters += conv_parameters(block_in, bottleneck, 1, 1, false, norm) +
+                        conv_parameters(bottleneck, bottleneck, 3, num_groups, false, norm) +
+                        conv_parameters(bottleneck, out, 1, 1, false, norm);
+          if (deform) parameters += conv_parameters(bottleneck, offset_per_group * deform_num_groups, 3, 1, true, "");
+        }
+      }
+      in = out;
+      out *= 2;
+      bottleneck *= 2;
+    }
+    if (parameters > kMaxModelParameters)
+      throw ConfigError("the ResNet that MODEL.RESNETS describes (DEPTH " + std::to_string(depth) +
+                        ", STEM_OUT_CHANNELS " + std::to_string(in_channels) + ", RES2_OUT_CHANNELS " +
+                        std::to_string(out_channels) + ", NUM_GROUPS " + std::to_string(num_groups) +
+                        ", WIDTH_PER_GROUP " + std::to_string(width_per_group) + ") has " +
+                        std::to_string(parameters) + " parameters, more than the " +
+                        std::to_string(kMaxModelParameters) + " a model may have");
+  }
+
+  auto stem = std::make_unique<BasicStem>(*input_shape.channels, in_channels, norm);
 
   std::vector<Stage> stages;
   for (int idx = 0; idx < num_stages; ++idx) {

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "backbone/error.h"
+#include "core/model_limits.h"
 
 namespace backbone {
 
@@ -47,12 +48,31 @@ Norm make_norm(const std::string& kind, int64_t channels) {
 
 Conv2d make_conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t padding, int64_t dilation, int64_t groups,
                  bool bias, const std::string& norm) {
+  using detail::kMaxChannels;
+  using detail::kMaxConvGeometry;
+  auto check = [](const char* what, int64_t value, int64_t lo, int64_t hi) {
+    if (value < lo || value > hi)
+      throw ConfigError(std::string("Conv2d: ") + what + " must be between " + std::to_string(lo) + " and " +
+                        std::to_string(hi) + ", found " + std::to_string(value));
+  };
+  check("in_channels", in, 1, kMaxChannels);
+  check("out_channels", out, 1, kMaxChannels);
+  check("kernel_size", k, 1, 7);
+  check("stride", stride, 1, kMaxConvGeometry);
+  check("padding", padding, 0, kMaxConvGeometry);
+  check("dilation", dilation, 1, kMaxConvGeometry);
   if (groups <= 0 || in % groups != 0)
     throw ConfigError("Conv2d: in_channels must be divisible by groups (in_channels " + std::to_string(in) +
                       ", groups " + std::to_string(groups) + ")");
   if (out % groups != 0)
     throw ConfigError("Conv2d: out_channels must be divisible by groups (out_channels " + std::to_string(out) +
                       ", groups " + std::to_string(groups) + ")");
+  // All factors are bounded above, so the product fits an int64.
+  const int64_t parameters = out * (in / groups) * k * k;
+  if (parameters > detail::kMaxModelParameters)
+    throw ConfigError("Conv2d(" + std::to_string(in) + ", " + std::to_string(out) + ", kernel_size=" +
+                      std::to_string(k) + ", groups=" + std::to_string(groups) + ") has " + std::to_string(parameters) +
+                      " weights, more than the " + std::to_string(detail::kMaxModelParameters) + " a model may have");
   Conv2d c;
   c.in_channels = in;
   c.out_channels = out;
@@ -197,6 +217,9 @@ std::vector<std::pair<std::string, Conv2d*>> DeformBottleneckBlock::convs() {
 
 namespace {
 
+// detectron2's deepest stage (R-152's res4) has 36 blocks.
+constexpr int64_t kMaxBlocksPerStage = 1024;
+
 template <typename T>
 void check_per_block(const char* name, const std::vector<T>& v, int64_t num_blocks) {
   if (!v.empty() && static_cast<int64_t>(v.size()) != num_blocks)
@@ -207,8 +230,9 @@ void check_per_block(const char* name, const std::vector<T>& v, int64_t num_bloc
 }  // namespace
 
 Stage ResNet::make_stage(const StageArgs& args) {
-  if (args.num_blocks <= 0)
-    throw ConfigError("make_stage: num_blocks must be positive, got " + std::to_string(args.num_blocks));
+  if (args.num_blocks <= 0 || args.num_blocks > kMaxBlocksPerStage)
+    throw ConfigError("make_stage: num_blocks must be between 1 and " + std::to_string(kMaxBlocksPerStage) +
+                      ", got " + std::to_string(args.num_blocks));
   check_per_block("stride_per_block", args.stride_per_block, args.num_blocks);
   check_per_block("dilation_per_block", args.dilation_per_block, args.num_blocks);
   check_per_block("bottleneck_channels_per_block", args.bottleneck_channels_per_block, args.num_blocks);
@@ -315,7 +339,9 @@ ResNet::ResNet(std::unique_ptr<BasicStem> stem, std::vector<Stage> stages, std::
   stages_ = std::move(stages);
 
   if (num_classes_) {
-    if (*num_classes_ <= 0) throw ConfigError("ResNet: num_classes must be positive, got " + std::to_string(*num_classes_));
+    if (*num_classes_ <= 0 || *num_classes_ > detail::kMaxChannels)
+      throw ConfigError("ResNet: num_classes must be between 1 and " + std::to_string(detail::kMaxChannels) + ", got " +
+                        std::to_string(*num_classes_));
     linear_weight = Tensor::zeros({*num_classes_, curr_channels});
     linear_bias = Tensor::zeros({*num_classes_});
     name = "linear";

@@ -76,8 +76,13 @@ std::string shape_str(const Shape& shape) {
 }
 
 int64_t shape_numel(const Shape& shape) {
+  // A zero size makes the product 0 whatever follows; otherwise every partial product must fit.
+  for (int64_t d : shape)
+    if (d == 0) return 0;
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw ShapeError("shape " + shape_str(shape) + " has more elements than an int64 counts");
   return n;
 }
 
@@ -104,12 +109,20 @@ CudaDeviceInfo cuda_device_info(int index) { return detail::cuda_device_info(ind
 
 namespace {
 
-void check_shape(const Shape& shape) {
+// The shape's sizes are >= 0 and its numel() and nbytes() fit their types; returns nbytes().
+std::size_t check_shape(const Shape& shape, DType dtype) {
   for (int64_t d : shape)
     if (d < 0) throw ShapeError("negative size in shape " + shape_str(shape));
+  std::size_t bytes = 0;
+  if (__builtin_mul_overflow(static_cast<std::size_t>(shape_numel(shape)), dtype_size(dtype), &bytes))
+    throw ShapeError("a " + std::string(dtype_name(dtype)) + " tensor of shape " + shape_str(shape) +
+                     " has more bytes than a size_t counts");
+  return bytes;
 }
 
 std::shared_ptr<void> allocate(std::size_t bytes, Device device) {
+  if (bytes > static_cast<std::size_t>(INT64_MAX) - 63)
+    throw Error("cannot allocate " + std::to_string(bytes) + " bytes");
   if (device.is_cpu()) {
     // 64-byte aligned for vector kernels; at least one byte so the pointer is never null.
     std::size_t rounded = (bytes + 63) / 64 * 64;
@@ -177,13 +190,13 @@ void store_from_double(void* p, DType t, double v) {
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  check_shape(shape);
+  const std::size_t bytes = check_shape(shape, dtype);
   Tensor t;
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;
   t.device_ = device;
-  t.storage_ = allocate(static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  t.storage_ = allocate(bytes, device);
   t.data_ = t.storage_.get();
   t.defined_ = true;
   return t;
@@ -201,7 +214,7 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::from_blob(void* data, const Shape& shape, DType dtype, Device device, std::shared_ptr<void> owner,
                          const Shape& strides) {
-  check_shape(shape);
+  check_shape(shape, dtype);
   if (!strides.empty() && strides.size() != shape.size())
     throw ShapeError("from_blob: strides " + shape_str(strides) + " do not fit shape " + shape_str(shape));
   Tensor t;
@@ -301,8 +314,8 @@ Tensor Tensor::reshape(const Shape& shape) const {
     if (s[i] == -1) {
       if (infer >= 0) throw ShapeError("reshape: only one size may be -1 in " + shape_str(shape));
       infer = static_cast<int64_t>(i);
-    } else {
-      known *= s[i];
+    } else if (__builtin_mul_overflow(known, s[i], &known)) {
+      throw ShapeError("reshape: shape " + shape_str(shape) + " has more elements than an int64 counts");
     }
   }
   if (infer >= 0) s[infer] = known ? numel() / known : 0;

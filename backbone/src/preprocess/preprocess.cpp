@@ -29,6 +29,10 @@ namespace {
 
 constexpr int kPrecisionBits = detail::kPilPrecisionBits;
 constexpr int64_t kMaxPilSize = detail::kMaxPilSize;
+// Bounds on what INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST and size_divisibility may ask for (README.md,
+// "Limits"): the preprocessed image has at most 2^26 pixels (e.g. 8192 x 8192; 768 MiB in float32).
+constexpr int64_t kMaxPreprocessedPixels = int64_t{1} << 26;
+constexpr int64_t kMaxSizeDivisibility = 4096;
 using Coefficients = detail::PilCoefficients;
 
 double bilinear_filter(double x) {
@@ -161,8 +165,22 @@ void check_options(const PreprocessOptions& o) {
                       std::to_string(o.min_size_test));
   if (o.min_size_test > 0 && o.max_size_test <= 0)
     throw ConfigError("INPUT.MAX_SIZE_TEST must be > 0, found " + std::to_string(o.max_size_test));
-  if (o.size_divisibility < 0)
-    throw ConfigError("size_divisibility must be >= 0, found " + std::to_string(o.size_divisibility));
+  if (o.min_size_test >= kMaxPilSize)
+    throw ConfigError("INPUT.MIN_SIZE_TEST must be below " + std::to_string(kMaxPilSize) + ", found " +
+                      std::to_string(o.min_size_test));
+  if (o.size_divisibility < 0 || o.size_divisibility > kMaxSizeDivisibility)
+    throw ConfigError("size_divisibility must be between 0 and " + std::to_string(kMaxSizeDivisibility) + ", found " +
+                      std::to_string(o.size_divisibility));
+}
+
+// The preprocessed (resized and padded) image fits kMaxPreprocessedPixels; sides below 2^24 each,
+// so that the product fits an int64.
+void check_output_size(int64_t h, int64_t w, const PreprocessOptions& o) {
+  if (h >= kMaxPilSize || w >= kMaxPilSize || h * w > kMaxPreprocessedPixels)
+    throw ConfigError("preprocess: the image would become " + std::to_string(w) + "x" + std::to_string(h) +
+                      " (INPUT.MIN_SIZE_TEST " + std::to_string(o.min_size_test) + ", INPUT.MAX_SIZE_TEST " +
+                      std::to_string(o.max_size_test) + ", size_divisibility " + std::to_string(o.size_divisibility) +
+                      "), more than the " + std::to_string(kMaxPreprocessedPixels) + " pixels allowed");
 }
 
 }  // namespace
@@ -305,6 +323,11 @@ PreprocessResult preprocess(const ImageView& image, const PreprocessOptions& opt
     new_h = shape.first;
     new_w = shape.second;
   }
+  // Checked before the resize allocates (the padded size is at most size_divisibility larger).
+  if (new_h >= kMaxPilSize || new_w >= kMaxPilSize)
+    check_output_size(new_h, new_w, options);
+  check_output_size(detail::padded_size(new_h, options.size_divisibility),
+                    detail::padded_size(new_w, options.size_divisibility), options);
 
   // Resize in the source's channel order (the filter treats channels independently).
   const uint8_t* pixels = image.data;
@@ -379,8 +402,9 @@ Tensor normalize_and_pad(const Tensor& images, const std::vector<double>& pixel_
     if (pixel_std[i] == 0.0 || !std::isfinite(pixel_std[i]))
       throw ConfigError(who + "pixel_std[" + std::to_string(i) + "] must be a non-zero finite number, found " +
                         std::to_string(pixel_std[i]));
-  if (size_divisibility < 0)
-    throw ConfigError(who + "size_divisibility must be >= 0, found " + std::to_string(size_divisibility));
+  if (size_divisibility < 0 || size_divisibility > kMaxSizeDivisibility)
+    throw ConfigError(who + "size_divisibility must be between 0 and " + std::to_string(kMaxSizeDivisibility) +
+                      ", found " + std::to_string(size_divisibility));
 
   const int64_t hp = detail::padded_size(H, size_divisibility), wp = detail::padded_size(W, size_divisibility);
   Tensor out = Tensor::empty({N, C, hp, wp}, DType::Float32);

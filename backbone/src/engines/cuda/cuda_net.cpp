@@ -58,7 +58,14 @@ class Builder {
     if (c.norm.is_batch_norm()) {
       const auto gamma = to_doubles(c.norm.weight), beta = to_doubles(c.norm.bias);
       const auto mean = to_doubles(c.norm.running_mean), var = to_doubles(c.norm.running_var);
-      const size_t per_out = w.size() / static_cast<size_t>(c.out_channels);
+      // (The ResNet API builds consistent layers; this guards the division and the indexing.)
+      const size_t out = c.out_channels > 0 ? static_cast<size_t>(c.out_channels) : 0;
+      if (out == 0 || w.size() % out != 0 || b.size() != out || gamma.size() != out || beta.size() != out ||
+          mean.size() != out || var.size() != out)
+        throw ShapeError("cannot fold the batch norm of a convolution with out_channels " +
+                         std::to_string(c.out_channels) + ", weights " + shape_str(c.weight.shape()) +
+                         " and norm weight " + shape_str(c.norm.weight.shape()));
+      const size_t per_out = w.size() / out;
       for (int64_t o = 0; o < c.out_channels; ++o) {
         const double s = gamma[o] / std::sqrt(var[o] + c.norm.eps());
         for (size_t i = 0; i < per_out; ++i) w[o * per_out + i] *= s;

@@ -74,7 +74,14 @@ ConvW fold(const Conv2d& c) {
     // W' = W * s, b' = (b - mean) * s + beta with s = gamma / sqrt(var + eps).
     const auto gamma = to_doubles(c.norm.weight), beta = to_doubles(c.norm.bias);
     const auto mean = to_doubles(c.norm.running_mean), var = to_doubles(c.norm.running_var);
-    const size_t per_out = wt.size() / static_cast<size_t>(w.out);
+    // (The ResNet API builds consistent layers; this guards the division and the indexing.)
+    const size_t out = w.out > 0 ? static_cast<size_t>(w.out) : 0;
+    if (out == 0 || wt.size() % out != 0 || b.size() != out || gamma.size() != out || beta.size() != out ||
+        mean.size() != out || var.size() != out)
+      throw ShapeError("cannot fold the batch norm of a convolution with out_channels " +
+                       std::to_string(w.out) + ", weights " + shape_str(c.weight.shape()) +
+                       " and norm weight " + shape_str(c.norm.weight.shape()));
+    const size_t per_out = wt.size() / out;
     for (int64_t o = 0; o < w.out; ++o) {
       const double s = gamma[o] / std::sqrt(var[o] + c.norm.eps());
       for (size_t i = 0; i < per_out; ++i) wt[o * per_out + i] *= s;
