@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+// A ready-to-run model from a description, in one call: the policy that the resnetbackbone element,
+// backbone-infer, backbone-extract (through the element) and the benchmarks share.
+//
+// load_model(spec) does, in order (each step's failure is a ModelError naming the step):
+//   1. config: detectron2's defaults, then spec.config_file (may be empty), then
+//      spec.default_out_features when there is no config file, then spec.config_overrides
+//      (merge_from_list pairs), then spec.out_features;
+//   2. build: build_resnet_backbone; with spec.feature_maps_only the "linear" output is refused;
+//   3. weights: spec.weights, else the config's MODEL.WEIGHTS, else detectron2's seeded
+//      initialisation from spec.seed (a ModelWarning, never printed: the caller reports it);
+//   4. engine: spec.engine ("auto" or a name of engine_table()) on spec.device ("auto", "cpu",
+//      "cuda", "cuda:N") at spec.precision. device "auto" is cuda:0 where CUDA is available, else
+//      the CPU; where CUDA is there but no engine of this build runs on it at that precision, the
+//      CPU (a ModelWarning saying why);
+//   5. preprocessing: the config's INPUT.FORMAT, MODEL.PIXEL_MEAN/STD, INPUT.MIN/MAX_SIZE_TEST,
+//      then spec.preprocess's overrides, checked.
+//
+// How the element calls it (start()): fill a ModelSpec from the properties (out-features split
+// with split_out_features(), default_out_features = {"res2", "res3", "res4", "res5"},
+// feature_maps_only = true), call load_model() outside any lock, post each warning (kind
+// SeededWeights as a GST_ELEMENT_WARNING, DeviceFallback in the log) and map a ModelError by its
+// step() to a GStreamer error (model_step_gst_code() documents the usual mapping):
+//
+//   try {
+//     backbone::Model m = backbone::load_model(spec);
+//   } catch (const backbone::ModelError& e) {
+//     switch (e.step()) { case ModelStep::ConfigFile: ... NOT_FOUND ...; }  // e.what() as message
+//   }
+//
+// Tools that format their own messages use cause() (the underlying error's text, without the
+// step's context).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backbone/config.h"
+#include "backbone/engine.h"
+#include "backbone/error.h"
+#include "backbone/frame.h"
+#include "backbone/shape_spec.h"
+
+namespace backbone {
+
+// Overrides of the preprocessing that the config describes. Empty / 0 / None keep the config's.
+struct PreprocessOverrides {
+  std::string input_format;                  // "", "BGR" or "RGB" (the order the model wants)
+  std::vector<double> pixel_mean;            // empty: MODEL.PIXEL_MEAN; else 3 values
+  std::vector<double> pixel_std;             // empty: MODEL.PIXEL_STD; else 3 non-zero finite values
+  ResizeMode resize = ResizeMode::None;      // None: the frame size (the config has no resize mode)
+  int64_t min_size = 0, max_size = 0;        // ShortestEdge; 0: INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST
+  int64_t width = 0, height = 0;             // Fixed: both > 0
+  int64_t size_divisibility = 0;             // zero padding to a multiple (0 or 1: none)
+};
+
+struct ModelSpec {
+  std::string config_file;                   // detectron2 YAML; "": detectron2's defaults
+  std::vector<std::string> config_overrides; // merge_from_list pairs, e.g. {"MODEL.RESNETS.DEPTH", "101"}
+  std::vector<std::string> out_features;     // e.g. {"res2", "res5"}; empty: the config's
+  // Out features when there is no config file and out_features is empty (the element: res2..res5;
+  // empty: detectron2's default, res4). config_overrides still override them.
+  std::vector<std::string> default_out_features;
+  bool feature_maps_only = false;            // refuse the "linear" output (a consumer of N,C,H,W maps)
+  std::string weights;                       // checkpoint; "": MODEL.WEIGHTS, else seeded initialisation
+  uint64_t seed = 0;                         // seed of detectron2's initialisation without weights
+  std::string engine = "auto";               // "auto" or a name of engine_table()
+  std::string device = "auto";               // "auto", "cpu", "cuda" or "cuda:N"
+  Precision precision = Precision::Float32;
+  int num_threads = 0;                       // 0: every core
+  bool winograd = false;                     // EngineOptions::winograd
+  bool allow_tf32 = false;                   // EngineOptions::allow_tf32
+  PreprocessOverrides preprocess;
+};
+
+struct ModelWarning {
+  enum class Kind {
+    SeededWeights,   // no weights: the features are not those of a trained model
+    DeviceFallback,  // device "auto" found CUDA but no engine runs there: the CPU runs the model
+  };
+  Kind kind;
+  std::string message;
+};
+
+struct Model {
+  std::unique_ptr<Engine> engine;            // ready: engine->forward / forward_frame
+  Config config;                             // the merged config
+  std::vector<std::pair<std::string, ShapeSpec>> output_shape;  // channels and stride per out feature
+  FramePreprocessOptions preprocess;         // checked (preprocess_frame accepts them)
+  std::string name;                          // model_name(config): "R-50", "X-101-32x8d", "R-50-DC5"
+  std::string description;                   // engine->describe() after loading
+  std::string weights;                       // the checkpoint loaded; "" when seeded
+  std::optional<std::string> load_report;    // LoadReport::summary() of the checkpoint; none when seeded
+  std::vector<ModelWarning> warnings;
+};
+
+// The step of load_model() that failed.
+enum class ModelStep {
+  ConfigFile,      // the config file does not exist or is not a regular file
+  Config,          // the config (file, overrides, out features) is invalid
+  Build,           // the backbone cannot be built from the config, or its outputs do not fit
+  WeightsFile,     // the weights file does not exist (or MODEL.WEIGHTS is a URL)
+  Weights,         // the weights cannot be read or do not fit the model
+  EngineSettings,  // unknown or not-built engine, invalid device, a precision the engine does not run
+  EngineDevice,    // the engine cannot run on the device (unavailable CUDA; none runs there)
+  Preprocess,      // invalid preprocessing (input format, pixel mean/std, resize, size divisibility)
+};
+const char* model_step_name(ModelStep step);  // "config-file", "config", "build", "weights-file", ...
+
+// The GStreamer error a step is posted as, by name (this library has no GStreamer): "NOT_FOUND"
+// (ConfigFile, WeightsFile), "READ" (Weights), "FAILED" (EngineDevice), "SETTINGS" (the others),
+// all of GST_RESOURCE_ERROR.
+const char* model_step_gst_code(ModelStep step);
+
+// A failure of load_model(): what() is the full message (e.g. "config-file \"x.yaml\": not valid
+// YAML ...", "engine \"cuda\" on cuda:0 cannot run: ... (the engines of this build that run here:
+// onednn, libtorch, opencv)"), cause() the underlying error's text alone.
+class ModelError : public Error {
+ public:
+  ModelError(ModelStep step, const std::string& message, std::string cause)
+      : Error(message), step_(step), cause_(std::move(cause)) {}
+  ModelStep step() const { return step_; }
+  const std::string& cause() const { return cause_; }
+
+ private:
+  ModelStep step_;
+  std::string cause_;
+};
+
+// One class per kind of step, for callers that catch by type.
+class ModelConfigError : public ModelError {  // ConfigFile, Config
+ public:
+  using ModelError::ModelError;
+};
+class ModelBuildError : public ModelError {  // Build
+ public:
+  using ModelError::ModelError;
+};
+class WeightsError : public ModelError {  // WeightsFile, Weights
+ public:
+  using ModelError::ModelError;
+};
+class EngineSettingsError : public ModelError {  // EngineSettings
+ public:
+  using ModelError::ModelError;
+};
+class EngineDeviceError : public ModelError {  // EngineDevice
+ public:
+  using ModelError::ModelError;
+};
+class PreprocessSettingsError : public ModelError {  // Preprocess
+ public:
+  using ModelError::ModelError;
+};
+
+// Assembles the model (see the top of this file). Throws a ModelError subclass.
+Model load_model(const ModelSpec& spec);
+
+// "res2, res3" -> {"res2", "res3"} (entries trimmed). Throws ConfigError for an empty entry or a
+// name other than stem, res2, res3, res4, res5. "" -> {}.
+std::vector<std::string> split_out_features(const std::string& comma_separated);
+
+// detectron2's naming of its ImageNet backbones from MODEL.RESNETS: "R-50", "X-101-32x8d", with
+// "-DC5" for RES5_DILATION 2.
+std::string model_name(const Config& cfg);
+
+// ImageList.from_tensors: a resized height or width padded up to a multiple of size_divisibility
+// (0 or 1: unchanged), the size of the tensor the backbone sees.
+int64_t padded_size(int64_t size, int64_t size_divisibility);
+
+}  // namespace backbone
