@@ -61,11 +61,11 @@ struct PreprocessOverrides {
 struct ModelSpec {
   std::string config_file;                   // detectron2 YAML; "": detectron2's defaults
   std::vector<std::string> config_overrides; // merge_from_list pairs, e.g. {"MODEL.RESNETS.DEPTH", "101"}
-  std::vector<std::string> out_features;     // e.g. {"res2", "res5"}; empty: the config's
+  std::vector<std::string> out_features;     // among stem, res2 .. res5, e.g. {"res2", "res5"}; empty: the config's
   // Out features when there is no config file and out_features is empty (the element: res2..res5;
   // empty: detectron2's default, res4). config_overrides still override them.
   std::vector<std::string> default_out_features;
-  bool feature_maps_only = false;            // refuse the "linear" output (a consumer of N,C,H,W maps)
+  bool feature_maps_only = false;            // refuse a "linear" (classifier) output: N,C,H,W maps only
   std::string weights;                       // checkpoint; "": MODEL.WEIGHTS, else seeded initialisation
   uint64_t seed = 0;                         // seed of detectron2's initialisation without weights
   std::string engine = "auto";               // "auto" or a name of engine_table()

@@ -40,13 +40,12 @@ std::string list_text(const std::vector<std::string>& names) {
   return out + "]";
 }
 
-// Each name a feature map of the backbone (and "linear" unless feature maps only).
-void check_out_features(const std::vector<std::string>& names, bool feature_maps_only) {
+// Each name a feature map of the backbone (build_resnet_backbone has no classifier output).
+void check_out_features(const std::vector<std::string>& names) {
   for (const auto& n : names) {
     if (n.empty()) throw ConfigError("an out feature is empty");
-    if (is_feature_map_name(n) || (!feature_maps_only && n == "linear")) continue;
-    throw ConfigError("unknown out feature \"" + n + "\" (expected stem, res2, res3, res4" +
-                      (feature_maps_only ? std::string(" or res5)") : std::string(", res5 or linear)")));
+    if (!is_feature_map_name(n))
+      throw ConfigError("unknown out feature \"" + n + "\" (expected stem, res2, res3, res4 or res5)");
   }
 }
 
@@ -69,7 +68,7 @@ Config assemble_config(const ModelSpec& spec) {
     }
   } else if (!spec.default_out_features.empty()) {
     try {
-      check_out_features(spec.default_out_features, spec.feature_maps_only);
+      check_out_features(spec.default_out_features);
       cfg.merge_from_list({"MODEL.RESNETS.OUT_FEATURES", list_literal(spec.default_out_features)});
     } catch (const std::exception& e) {
       throw ModelConfigError(ModelStep::Config,
@@ -85,7 +84,7 @@ Config assemble_config(const ModelSpec& spec) {
   }
   if (!spec.out_features.empty()) {
     try {
-      check_out_features(spec.out_features, spec.feature_maps_only);
+      check_out_features(spec.out_features);
       cfg.merge_from_list({"MODEL.RESNETS.OUT_FEATURES", list_literal(spec.out_features)});
     } catch (const std::exception& e) {
       throw ModelConfigError(ModelStep::Config, "out features " + list_text(spec.out_features) + ": " + e.what(),
