@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# extract-throughput: backbone-extract's throughput against the backbone's own (issue 4, "Speed").
+# extract-throughput: backbone-extract's throughput against the backbone's own.
 #
 #   bench/extract_throughput.sh [BUILD_DIR (default build)] 
 #   env: FRAMES (100) ROUNDS (3) THREADS (nproc) WIDTH (640) HEIGHT (480) CONFIG (configs/R-18.yaml)

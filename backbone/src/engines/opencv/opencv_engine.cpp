@@ -16,7 +16,7 @@
 //    would give 57x57 instead of 56x56 at 224x224), so ceil_mode=false is set explicitly.
 //  - On the CPU, 4.6 fuses Convolution+ReLU and Eltwise(sum)+ReLU; it does not fuse the residual
 //    add into the convolution (that fusion is OpenCL/CUDA only there). Every fusion it makes is
-//    kept: none of them gave a wrong result at any size here, with fusion on or off. The issue's
+//    kept: none of them gave a wrong result at any size here, with fusion on or off. The reported
 //    "right at 64x64, wrong at 224x224" (an ONNX import) did not reproduce with this Debian
 //    OpenCV 4.6.0 either, neither with torch 1.13 exports of torchvision's ResNet-50 (opsets 9-17,
 //    fixed or dynamic input size) nor of detectron2's R-50 (FrozenBN as Mul/Add): relative error
