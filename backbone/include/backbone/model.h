@@ -10,26 +10,44 @@
 //   3. weights: spec.weights, else the config's MODEL.WEIGHTS, else detectron2's seeded
 //      initialisation from spec.seed (a ModelWarning, never printed: the caller reports it);
 //   4. engine: spec.engine ("auto" or a name of engine_table()) on spec.device ("auto", "cpu",
-//      "cuda", "cuda:N") at spec.precision. device "auto" is cuda:0 where CUDA is available, else
-//      the CPU; where CUDA is there but no engine of this build runs on it at that precision, the
-//      CPU (a ModelWarning saying why);
+//      "cuda", "cuda:N") at spec.precision. device "auto" is the named engine's kind of device
+//      (cuda:0 for cuda, else the CPU); with engine "auto", cuda:0 where CUDA is available, else
+//      the CPU, and where CUDA is there but no engine of this build runs on it, the CPU (a
+//      ModelWarning saying why);
 //   5. preprocessing: the config's INPUT.FORMAT, MODEL.PIXEL_MEAN/STD, INPUT.MIN/MAX_SIZE_TEST,
 //      then spec.preprocess's overrides, checked.
 //
-// How the element calls it (start()): fill a ModelSpec from the properties (out-features split
-// with split_out_features(), default_out_features = {"res2", "res3", "res4", "res5"},
-// feature_maps_only = true), call load_model() outside any lock, post each warning (kind
-// SeededWeights as a GST_ELEMENT_WARNING, DeviceFallback in the log) and map a ModelError by its
-// step() to a GStreamer error (model_step_gst_code() documents the usual mapping):
+// How the element calls it, in start() (outside the object lock; the call loads weights and builds
+// the engine):
 //
+//   backbone::ModelSpec spec;
+//   spec.config_file = s.config_file;
+//   spec.out_features = backbone::split_out_features(s.out_features);  // checked by load_model
+//   spec.default_out_features = {"res2", "res3", "res4", "res5"};    // without config-file
+//   spec.feature_maps_only = true;
+//   spec.weights = s.weights;                  // seed 0 (the default) without weights
+//   spec.engine = s.engine;  spec.device = s.device;  spec.precision = ...;
+//   spec.num_threads = s.num_threads;  spec.winograd = s.winograd;  spec.allow_tf32 = s.allow_tf32;
+//   spec.preprocess = {input_format ("" for "config"), pixel_mean, pixel_std, resize, min_size,
+//                      max_size, width, height, size_divisibility};
 //   try {
 //     backbone::Model m = backbone::load_model(spec);
+//     // m.engine, m.preprocess, m.output_shape (stride per level), m.name, m.description,
+//     // m.load_report (GST_INFO), m.warnings: SeededWeights -> GST_ELEMENT_WARNING (RESOURCE,
+//     // SETTINGS), DeviceFallback -> GST_INFO.
 //   } catch (const backbone::ModelError& e) {
-//     switch (e.step()) { case ModelStep::ConfigFile: ... NOT_FOUND ...; }  // e.what() as message
+//     // GST_ELEMENT_ERROR (RESOURCE, code, ("%s", e.what ())) with code by e.step():
+//     //   ConfigFile, WeightsFile -> NOT_FOUND; Weights -> READ; EngineDevice -> FAILED;
+//     //   Config, Build, EngineSettings, Preprocess -> SETTINGS.
 //   }
 //
+// The engine property's values and its documentation come from engine_table()
+// (backbone/engine_table.h); a device name is checked with Device::parse (plus "auto"). The meta's
+// padded size, where the engine leaves PreprocessResult::tensor undefined, is
+// padded_size(resized, m.preprocess.size_divisibility).
+//
 // Tools that format their own messages use cause() (the underlying error's text, without the
-// step's context).
+// step's context): backbone-infer prints engine failures as "engine 'E' at precision P on D: cause".
 #pragma once
 
 #include <cstdint>
@@ -111,11 +129,6 @@ enum class ModelStep {
 };
 const char* model_step_name(ModelStep step);  // "config-file", "config", "build", "weights-file", ...
 
-// The GStreamer error a step is posted as, by name (this library has no GStreamer): "NOT_FOUND"
-// (ConfigFile, WeightsFile), "READ" (Weights), "FAILED" (EngineDevice), "SETTINGS" (the others),
-// all of GST_RESOURCE_ERROR.
-const char* model_step_gst_code(ModelStep step);
-
 // A failure of load_model(): what() is the full message (e.g. "config-file \"x.yaml\": not valid
 // YAML ...", "engine \"cuda\" on cuda:0 cannot run: ... (the engines of this build that run here:
 // onednn, libtorch, opencv)"), cause() the underlying error's text alone.
@@ -160,8 +173,9 @@ class PreprocessSettingsError : public ModelError {  // Preprocess
 // Assembles the model (see the top of this file). Throws a ModelError subclass.
 Model load_model(const ModelSpec& spec);
 
-// "res2, res3" -> {"res2", "res3"} (entries trimmed). Throws ConfigError for an empty entry or a
-// name other than stem, res2, res3, res4, res5. "" -> {}.
+// "res2, res3" -> {"res2", "res3"}: split at each comma, entries trimmed, "" -> {}. Never throws:
+// load_model() checks the names (an empty entry or one other than stem, res2 .. res5 is a
+// ModelConfigError), so a property's text can go through unchecked.
 std::vector<std::string> split_out_features(const std::string& comma_separated);
 
 // detectron2's naming of its ImageNet backbones from MODEL.RESNETS: "R-50", "X-101-32x8d", with

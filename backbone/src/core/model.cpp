@@ -5,7 +5,6 @@
 #include <cmath>
 #include <filesystem>
 #include <optional>
-#include <sstream>
 
 #include "backbone/checkpoint.h"
 #include "backbone/engine_table.h"
@@ -141,8 +140,13 @@ void create_model_engine(const ModelSpec& spec, const ResNet& net, Model& m) {
   o.precision = spec.precision;
   o.winograd = spec.winograd;
   o.allow_tf32 = spec.allow_tf32;
+  const EngineInfo* requested = find_engine(spec.engine);
   if (auto_device) {
-    o.device = cuda_is_available() ? Device::cuda(0) : Device::cpu();
+    // A named engine runs on its kind of device; "auto" on cuda:0 where CUDA is available.
+    if (requested)
+      o.device = requested->cuda_device ? Device::cuda(0) : Device::cpu();
+    else
+      o.device = cuda_is_available() ? Device::cuda(0) : Device::cpu();
   } else {
     try {
       o.device = Device::parse(spec.device);
@@ -150,10 +154,14 @@ void create_model_engine(const ModelSpec& spec, const ResNet& net, Model& m) {
       throw EngineSettingsError(ModelStep::EngineSettings, std::string("device: ") + e.what(), e.what());
     }
   }
-  // engine "cuda" on a CUDA device (or auto) where the CUDA module cannot run it: say why. (On the
-  // CPU, the engine itself says that it runs on CUDA devices only.)
+  if (spec.num_threads < 0) {
+    const std::string msg = "num-threads must be 0 (every core) or positive, found " + std::to_string(spec.num_threads);
+    throw EngineSettingsError(ModelStep::EngineSettings, msg, msg);
+  }
+  // A CUDA engine (cuda) named for a CUDA device (or auto) where the CUDA module cannot run it: say
+  // why. (On the CPU, the engine itself says that it runs on CUDA devices only.)
   const std::vector<std::string> runnable = available_engines();
-  if (spec.engine == "cuda" && !o.device.is_cpu() &&
+  if (requested && requested->built && requested->cuda_device && !o.device.is_cpu() &&
       std::find(runnable.begin(), runnable.end(), spec.engine) == runnable.end()) {
     std::string why = "the CUDA module sees no device";
     try {
@@ -162,7 +170,7 @@ void create_model_engine(const ModelSpec& spec, const ResNet& net, Model& m) {
       why = e.what();
     }
     throw EngineDeviceError(ModelStep::EngineDevice,
-                            "engine \"cuda\" on " + (auto_device ? std::string("auto") : o.device.str()) +
+                            "engine \"" + spec.engine + "\" on " + (auto_device ? std::string("auto") : o.device.str()) +
                                 " cannot run: " + why + " (the engines of this build that run here: " +
                                 built_engine_list() + ")",
                             why);
@@ -176,10 +184,8 @@ void create_model_engine(const ModelSpec& spec, const ResNet& net, Model& m) {
       m.engine = create_engine(net, o);
     } catch (const Error& e) {
       // device auto: CUDA is there but no engine of this build runs on it; the CPU then.
-      const EngineInfo* requested = find_engine(spec.engine);
-      const bool named_engine_built = spec.engine == "auto" || (requested && requested->built);
-      if (!auto_device || o.device.is_cpu() || dynamic_cast<const UnsupportedError*>(&e) != nullptr ||
-          !named_engine_built)
+      if (!auto_device || spec.engine != "auto" || o.device.is_cpu() ||
+          dynamic_cast<const UnsupportedError*>(&e) != nullptr)
         throw;
       m.warnings.push_back({ModelWarning::Kind::DeviceFallback,
                             "device auto: " + std::string(e.what()) + "; using the CPU"});
@@ -277,20 +283,6 @@ const char* model_step_name(ModelStep step) {
   return "unknown";
 }
 
-const char* model_step_gst_code(ModelStep step) {
-  switch (step) {
-    case ModelStep::ConfigFile:
-    case ModelStep::WeightsFile: return "NOT_FOUND";
-    case ModelStep::Weights: return "READ";
-    case ModelStep::EngineDevice: return "FAILED";
-    case ModelStep::Config:
-    case ModelStep::Build:
-    case ModelStep::EngineSettings:
-    case ModelStep::Preprocess: return "SETTINGS";
-  }
-  return "FAILED";
-}
-
 Model load_model(const ModelSpec& spec) {
   Model m;
   m.config = assemble_config(spec);
@@ -325,21 +317,15 @@ Model load_model(const ModelSpec& spec) {
 std::vector<std::string> split_out_features(const std::string& csv) {
   std::vector<std::string> names;
   if (csv.find_first_not_of(" \t") == std::string::npos) return names;
-  std::stringstream in(csv);
-  std::string item;
-  while (std::getline(in, item, ',')) {
+  size_t begin = 0;
+  while (true) {
+    const size_t end = csv.find(',', begin);
+    std::string item = csv.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
     const auto b = item.find_first_not_of(" \t");
-    const auto e = item.find_last_not_of(" \t");
-    if (b == std::string::npos) throw ConfigError("out-features \"" + csv + "\" has an empty entry");
-    item = item.substr(b, e - b + 1);
-    if (!is_feature_map_name(item))
-      throw ConfigError("out-features \"" + csv + "\": unknown out feature \"" + item +
-                        "\" (expected stem, res2, res3, res4 or res5)");
-    names.push_back(item);
+    names.push_back(b == std::string::npos ? std::string() : item.substr(b, item.find_last_not_of(" \t") - b + 1));
+    if (end == std::string::npos) return names;
+    begin = end + 1;
   }
-  if (csv[csv.find_last_not_of(" \t")] == ',')
-    throw ConfigError("out-features \"" + csv + "\" has an empty entry");
-  return names;
 }
 
 std::string model_name(const Config& cfg) {
