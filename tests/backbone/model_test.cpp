@@ -281,6 +281,16 @@ TEST(LoadModel, DeviceAuto) {
   EXPECT_EQ(f.message.rfind("engine \"cuda\" on auto cannot run: ", 0), 0u) << f.message;
 }
 
+TEST(ResolveDevice, AutoFollowsTheEngine) {
+  EXPECT_EQ(resolve_device("auto", "cpu"), Device::cpu());
+  EXPECT_EQ(resolve_device("onednn", "cuda:1"), Device::cuda(1));
+  EXPECT_EQ(resolve_device("cuda", "auto"), Device::cuda(0));
+  EXPECT_EQ(resolve_device("cuda", ""), Device::cuda(0));
+  EXPECT_EQ(resolve_device("onednn", "auto"), Device::cpu());
+  EXPECT_EQ(resolve_device("auto", "auto"), cuda_is_available() ? Device::cuda(0) : Device::cpu());
+  EXPECT_THROW(resolve_device("auto", "tpu"), Error);
+}
+
 // ---- out features, name ----
 
 TEST(LoadModel, DefaultOutFeaturesOnlyWithoutConfigFile) {

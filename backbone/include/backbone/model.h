@@ -173,6 +173,14 @@ class PreprocessSettingsError : public ModelError {  // Preprocess
 // Assembles the model (see the top of this file). Throws a ModelError subclass.
 Model load_model(const ModelSpec& spec);
 
+// The device load_model() runs `engine` on first, for a device name: "cpu", "cuda", "cuda:N" as
+// Device::parse reads them; "auto" (or "") the named engine's kind of device (cuda:0 for a CUDA
+// engine, else the CPU), for engine "auto" cuda:0 where CUDA is available, else the CPU. (With
+// engine "auto", device "auto" falls back to the CPU where no engine runs on cuda:0.) Throws
+// Error for an invalid device name. For the element's caps before start(): whether it may offer
+// CUDA memory.
+Device resolve_device(const std::string& engine, const std::string& device);
+
 // "res2, res3" -> {"res2", "res3"}: split at each comma, entries trimmed, "" -> {}. Never throws:
 // load_model() checks the names (an empty entry or one other than stem, res2 .. res5 is a
 // ModelConfigError), so a property's text can go through unchecked.

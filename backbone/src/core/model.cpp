@@ -141,18 +141,10 @@ void create_model_engine(const ModelSpec& spec, const ResNet& net, Model& m) {
   o.winograd = spec.winograd;
   o.allow_tf32 = spec.allow_tf32;
   const EngineInfo* requested = find_engine(spec.engine);
-  if (auto_device) {
-    // A named engine runs on its kind of device; "auto" on cuda:0 where CUDA is available.
-    if (requested)
-      o.device = requested->cuda_device ? Device::cuda(0) : Device::cpu();
-    else
-      o.device = cuda_is_available() ? Device::cuda(0) : Device::cpu();
-  } else {
-    try {
-      o.device = Device::parse(spec.device);
-    } catch (const std::exception& e) {
-      throw EngineSettingsError(ModelStep::EngineSettings, std::string("device: ") + e.what(), e.what());
-    }
+  try {
+    o.device = resolve_device(spec.engine, spec.device);
+  } catch (const std::exception& e) {
+    throw EngineSettingsError(ModelStep::EngineSettings, std::string("device: ") + e.what(), e.what());
   }
   if (spec.num_threads < 0) {
     const std::string msg = "num-threads must be 0 (every core) or positive, found " + std::to_string(spec.num_threads);
@@ -312,6 +304,13 @@ Model load_model(const ModelSpec& spec) {
     throw PreprocessSettingsError(ModelStep::Preprocess, e.what(), e.what());
   }
   return m;
+}
+
+Device resolve_device(const std::string& engine, const std::string& device) {
+  if (device != "auto" && !device.empty()) return Device::parse(device);
+  // A named engine runs on its kind of device; "auto" on cuda:0 where CUDA is available.
+  if (const EngineInfo* e = find_engine(engine)) return e->cuda_device ? Device::cuda(0) : Device::cpu();
+  return cuda_is_available() ? Device::cuda(0) : Device::cpu();
 }
 
 std::vector<std::string> split_out_features(const std::string& csv) {
