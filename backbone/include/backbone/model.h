@@ -83,7 +83,9 @@ struct ModelSpec {
   // Out features when there is no config file and out_features is empty (the element: res2..res5;
   // empty: detectron2's default, res4). config_overrides still override them.
   std::vector<std::string> default_out_features;
-  bool feature_maps_only = false;            // refuse a "linear" (classifier) output: N,C,H,W maps only
+  // Refuse a "linear" (classifier) output: N,C,H,W maps only. (build_resnet_backbone builds no
+  // classifier, as detectron2's; this guards consumers of maps against a future one.)
+  bool feature_maps_only = false;
   std::string weights;                       // checkpoint; "": MODEL.WEIGHTS, else seeded initialisation
   uint64_t seed = 0;                         // seed of detectron2's initialisation without weights
   std::string engine = "auto";               // "auto" or a name of engine_table()
@@ -98,7 +100,7 @@ struct ModelSpec {
 struct ModelWarning {
   enum class Kind {
     SeededWeights,   // no weights: the features are not those of a trained model
-    DeviceFallback,  // device "auto" found CUDA but no engine runs there: the CPU runs the model
+    DeviceFallback,  // engine and device "auto": CUDA is there but no engine ran on it; the CPU runs the model
   };
   Kind kind;
   std::string message;
