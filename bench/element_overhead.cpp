@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // element-overhead: what the resnetbackbone element costs on top of the backbone alone, and whether
-// its memory stays flat over a long run (issue 3, "Speed").
+// its memory stays flat over a long run.
 //
-// 1. The backbone alone: the element's model (load_config, build_resnet_backbone, load_checkpoint or
-//    init_weights, create_engine) run on one frame preprocessed once, outside the timing.
+// 1. The backbone alone: the element's model (backbone::load_model, as the element assembles it) run
+//    on one frame preprocessed once, outside the timing.
 // 2. The element: appsrc (pre-made frames, not live, do-timestamp) ! resnetbackbone ! fakesink
 //    sync=false, the same frames and the same model settings.
 //    Both are timed as the wall time of N frames back to back divided by N, alternating
@@ -48,7 +48,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 
-constexpr const char* kDefaultOutFeatures = "['res2', 'res3', 'res4', 'res5']";  // the element's default
+const std::vector<std::string> kDefaultOutFeatures = {"res2", "res3", "res4", "res5"};  // the element's default
 constexpr int64_t kMemorySampleEvery = 100;
 constexpr int64_t kMemoryBaselineFrame = 200;
 
@@ -218,36 +218,22 @@ struct Frames {
   }
 };
 
-// The backbone alone, built exactly as the element builds it in start().
+// The backbone alone, assembled by the library call the element makes in start(), with the
+// element's defaults (out features res2..res5 without a config file, feature maps only).
 struct DirectBackbone {
-  backbone::Config cfg;
-  std::unique_ptr<backbone::Engine> engine;
-  backbone::FramePreprocessOptions preprocess;
-  std::string weights_used;
+  backbone::Model model;
 
   DirectBackbone(const Options& o) {
-    std::vector<std::string> overrides;
-    if (o.config_file.empty()) overrides = {"MODEL.RESNETS.OUT_FEATURES", kDefaultOutFeatures};
-    cfg = backbone::load_config(o.config_file, overrides);
-    backbone::ResNet net = backbone::build_resnet_backbone(cfg);
-    weights_used = o.weights.empty() ? cfg.get_string("MODEL.WEIGHTS") : o.weights;
-    if (!weights_used.empty())
-      backbone::load_checkpoint(net, weights_used, true);
-    else
-      net.init_weights(0);
-    backbone::EngineOptions eo;
-    eo.num_threads = o.threads;
-    eo.device = backbone::Device::parse(o.device);
-    engine = backbone::create_engine(net, eo);
-
-    const backbone::PreprocessOptions base = backbone::PreprocessOptions::from_config(cfg);
-    preprocess.input_format = base.input_format;
-    preprocess.pixel_mean = base.pixel_mean;
-    preprocess.pixel_std = base.pixel_std;
-    preprocess.min_size = base.min_size_test;
-    preprocess.max_size = base.max_size_test;
-    preprocess.resize = o.resize == "shortest-edge" ? backbone::ResizeMode::ShortestEdge : backbone::ResizeMode::None;
-    preprocess.size_divisibility = 0;  // the element's default
+    backbone::ModelSpec spec;
+    spec.config_file = o.config_file;
+    spec.default_out_features = kDefaultOutFeatures;
+    spec.feature_maps_only = true;
+    spec.weights = o.weights;
+    spec.device = o.device;
+    spec.num_threads = o.threads;
+    spec.preprocess.resize =
+        o.resize == "shortest-edge" ? backbone::ResizeMode::ShortestEdge : backbone::ResizeMode::None;
+    model = backbone::load_model(spec);
   }
 };
 
@@ -447,7 +433,7 @@ TimingResult run_timing(const Options& o, const Frames& frames) {
   if (!gst_video_frame_map(&vf, &frames.info, buf0, GST_MAP_READ))
     throw std::runtime_error("cannot map frame 0");
   const backbone::FrameView view = gstbackbone::frame_view_from_video_frame(&vf);
-  const backbone::Tensor input = backbone::preprocess_frame(view, direct.preprocess).tensor;
+  const backbone::Tensor input = backbone::preprocess_frame(view, direct.model.preprocess).tensor;
   r.input_shape = backbone::shape_str(input.shape());
 
   ElementPipeline pipe(o, o.config_file, o.weights, frames);
@@ -455,12 +441,12 @@ TimingResult run_timing(const Options& o, const Frames& frames) {
 
   std::printf("warm-up: %d frames through each\n", o.warmup);
   std::fflush(stdout);
-  for (int i = 0; i < o.warmup; ++i) direct.engine->forward(input);
+  for (int i = 0; i < o.warmup; ++i) direct.model.engine->forward(input);
   pipe.run(o.warmup);
 
   for (int round = 0; round < o.rounds; ++round) {
     auto t0 = Clock::now();
-    for (int i = 0; i < o.frames; ++i) direct.engine->forward(input);
+    for (int i = 0; i < o.frames; ++i) direct.model.engine->forward(input);
     r.backbone_ms.push_back(ms_since(t0) / o.frames);
 
     t0 = Clock::now();
@@ -480,7 +466,7 @@ TimingResult run_timing(const Options& o, const Frames& frames) {
     for (int k = 0; k < 2; ++k) {
       const auto t0 = Clock::now();
       if ((k == 0) == (i % 2 == 0)) {
-        direct.engine->forward(input);
+        direct.model.engine->forward(input);
         tb = ms_since(t0);
       } else {
         pipe.run(1);
@@ -496,7 +482,7 @@ TimingResult run_timing(const Options& o, const Frames& frames) {
   // For reading the result: the element's preprocessing by itself (colour conversion, resize,
   // normalisation into a new tensor), on the same frame.
   auto t0 = Clock::now();
-  for (int i = 0; i < o.frames; ++i) backbone::preprocess_frame(view, direct.preprocess);
+  for (int i = 0; i < o.frames; ++i) backbone::preprocess_frame(view, direct.model.preprocess);
   r.preprocess_ms = ms_since(t0) / o.frames;
 
   gst_video_frame_unmap(&vf);

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "backbone/engine.h"
+#include "backbone/engine_table.h"
 #include "backbone/tensor.h"
 
 namespace fs = std::filesystem;
@@ -602,6 +603,7 @@ TEST_F(ExtractTest, BadOptionsGetAMessageAndTheUsage) {
       {{v, "-o", o, "--dtype", "float64"}, "--dtype must be one of float32, float16, got \"float64\""},
       {{v, "-o", o, "--precision", "fp8"}, "--precision must be one of fp32, fp16, bf16, got \"fp8\""},
       {{v, "-o", o, "--device", "gpu"}, "--device must be cpu, cuda:N or auto, got \"gpu\""},
+      {{v, "-o", o, "--engine", "tensorrt"}, "--engine must be auto, " + backbone::engine_names() + ", got \"tensorrt\""},
       {{v, "-o", o, "--resize", "half"}, "--resize must be one of none, shortest-edge, fixed"},
       {{v, "-o", o, "--resize", "fixed", "--width", "32"}, "--resize fixed needs --width and --height"},
       {{v, "-o", o, "--width", "32", "--height", "32"}, "--width and --height need --resize fixed"},

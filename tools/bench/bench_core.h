@@ -157,7 +157,7 @@ struct GpuWorkload {
 std::vector<GpuWorkload> parse_gpu_workloads(const std::string& text);
 extern const char* const kGpuWorkloadKeys;  // "b1,b8,deform,nv12"
 
-// The speed targets, judged from measured medians only.
+// The GPU speed targets, judged from measured medians only.
 struct GpuTimes {
   // median ms per forward of each runner that agreed and was timed, by workload key and runner name
   std::map<std::string, std::map<std::string, double>> median_ms;

@@ -240,7 +240,7 @@ void GpuSection::Impl::run() {
     }
   }
   for (const auto& e : available_engines())
-    if (e != "cuda") {
+    if (!find_engine(e)->cuda_device) {
       cpu_ref_engine = e;
       break;
     }
@@ -371,7 +371,7 @@ std::string GpuSection::Impl::markdown() const {
     m << "\n";
   }
 
-  m << "#### Speed targets of issue 6 on this GPU (from this run's medians only)\n\n| target | measured | verdict |\n"
+  m << "#### Speed targets on this GPU (from this run's medians only)\n\n| target | measured | verdict |\n"
        "|---|---|---|\n";
   for (const auto& v : evaluate_gpu_targets(gpu_times(results, peak)))
     m << "| " << v.target << " | " << (v.measured.empty() ? "-" : v.measured) << " | " << v.verdict << " |\n";

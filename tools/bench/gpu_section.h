@@ -2,7 +2,7 @@
 // backbone-bench's GPU section: this project's engine "cuda" (fp32, TF32, fp16, bf16) against
 // PyTorch eager on the same GPU with the same weights, on R-50 at 800x1216 batch 1 and 8, the
 // deformable R-50 and the NV12-frame path; agreement check first, then alternated timing; figures
-// against the GPU's dense fp16 tensor peak and the speed targets. See --help.
+// against the GPU's dense fp16 tensor peak and the speed targets. See --help.
 #pragma once
 
 #include <nlohmann/json.hpp>

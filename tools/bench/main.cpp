@@ -113,7 +113,7 @@ the same weights (torchvision resnet50, seed N) and the same input, already in G
   timed), else pytorch-cuda-fp32-notf32: 1e-3 * max|ref| for ours-cuda-fp32 and
   pytorch-cuda-fp32-notf32, 2e-2 for fp16, bf16 and the TF32 runners. Reports ms, images/s,
   GFLOP/s, the fraction of the GPU's dense fp16 tensor peak (SMs x peak SM clock x FLOP/clk/SM
-  of its compute capability), speed-ups over PyTorch and the speed targets of issue 6, each
+  of its compute capability), speed-ups over PyTorch and the speed targets, each
   marked met / not met from this run's medians.
   --gpu              run the GPU section (only it, unless --cpu is given too); exit status 4 when
                      no usable CUDA device is there, with the reason
@@ -177,13 +177,19 @@ struct RunnerSpec {
 
 std::vector<RunnerSpec> runner_catalog(const Options& o) {
   std::vector<RunnerSpec> c;
+  // Each engine of this build at fp32; a CPU engine also at its other precisions and with its
+  // opt-in Winograd (the GPU section times the cuda engine's variants).
   for (const auto& e : available_engines()) {
     c.push_back({"ours-" + e, RunnerKind::Ours, "", false, false, "this project, engine " + e + ", fp32"});
-    if (e == "onednn") {
-      c.push_back({"ours-onednn-bf16", RunnerKind::Ours, "", false, false, "this project, engine onednn, bf16"});
-      c.push_back({"ours-onednn-winograd", RunnerKind::Ours, "", false, false,
-                   "this project, engine onednn, fp32 with EngineOptions::winograd (opt-in)"});
-    }
+    const EngineInfo* info = find_engine(e);
+    if (!info || info->cuda_device) continue;
+    for (const Precision p : info->precisions)
+      if (p != Precision::Float32)
+        c.push_back({"ours-" + e + "-" + precision_name(p), RunnerKind::Ours, "", false, false,
+                     "this project, engine " + e + ", " + precision_name(p)});
+    if (info->winograd)
+      c.push_back({"ours-" + e + "-winograd", RunnerKind::Ours, "", false, false,
+                   "this project, engine " + e + ", fp32 with EngineOptions::winograd (opt-in)"});
   }
   c.push_back({"pytorch-eager", RunnerKind::Python, "torch-eager", false, false,
                "PyTorch eager (" + o.python + ": Debian's torch), torchvision's model"});
@@ -777,8 +783,15 @@ std::string Bench::cpu_markdown() const {
       else
         m << " " << (r ? r->status : "-") << " |";
     }
-    const RunnerResult* bf = wr.find("ours-onednn-bf16");
-    const RunnerResult* fp = wr.find("ours-onednn");
+    // The first CPU engine timed at both bf16 and fp32.
+    const RunnerResult* bf = nullptr;
+    const RunnerResult* fp = nullptr;
+    for (const auto& e : engine_table())
+      if (!bf && !e.cuda_device) {
+        bf = wr.find("ours-" + e.name + "-bf16");
+        fp = wr.find("ours-" + e.name);
+        if (!bf || !fp) bf = fp = nullptr;
+      }
     if (bf && fp && bf->status == "ok" && fp->status == "ok" && !bf->times_ms.empty() && !fp->times_ms.empty())
       m << " " << fixed(fp->median_ms() / bf->median_ms(), 2) << "x (err " << sci(bf->agreement->worst_relative()) << ") |\n";
     else

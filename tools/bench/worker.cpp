@@ -41,7 +41,26 @@ void wait_ready(const FeatureMaps& maps) {
   for (const auto& level : maps) cuda_wait_ready(level.second);
 }
 
-Job make_ours_job(const WorkerOptions& o, const Tensor& host_input, const OursRunner& r) {
+// Our engine for runner `r`. The plain network is assembled by backbone::load_model, as the element
+// and the tools assemble theirs; the deformable one keeps bench_model, whose offset convolutions
+// are drawn from the seed after a non-strict load (load_model loads strictly or seeds everything).
+std::shared_ptr<Engine> make_our_engine(const WorkerOptions& o, const OursRunner& r) {
+  if (!o.deform) {
+    ModelSpec spec;
+    spec.config_overrides = torchvision_config_overrides(model_depth(o.model));
+    spec.weights = o.weights;
+    spec.seed = o.seed;
+    spec.engine = r.engine;
+    spec.device = Device::parse(o.device).str();
+    spec.num_threads = o.threads;
+    spec.precision = precision_from_name(r.precision);
+    spec.winograd = r.winograd;
+    spec.allow_tf32 = r.tf32;
+    Model m = load_model(spec);
+    std::cerr << "backbone-bench worker: "
+              << (m.load_report ? *m.load_report : "seeded initialisation (seed " + std::to_string(o.seed) + ")") << "\n";
+    return std::move(m.engine);
+  }
   std::string summary;
   ResNet model = bench_model(model_depth(o.model), o.deform, o.weights, o.seed, &summary);
   std::cerr << "backbone-bench worker: " << summary << "\n";
@@ -52,9 +71,13 @@ Job make_ours_job(const WorkerOptions& o, const Tensor& host_input, const OursRu
   eo.precision = precision_from_name(r.precision);
   eo.winograd = r.winograd;
   eo.allow_tf32 = r.tf32;
-  std::shared_ptr<Engine> engine = create_engine(model, eo);
+  return create_engine(model, eo);
+}
+
+Job make_ours_job(const WorkerOptions& o, const Tensor& host_input, const OursRunner& r) {
+  std::shared_ptr<Engine> engine = make_our_engine(o, r);
   // The input where the engine runs, once, outside the timing (as the PyTorch peers hold theirs).
-  const Tensor input = host_input.to(eo.device);
+  const Tensor input = host_input.to(engine->device());
   Job job;
   std::string input_note;
   if (o.nv12) {

@@ -11,6 +11,8 @@
 #include <regex>
 #include <sstream>
 
+#include "backbone/engine_table.h"
+
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 
@@ -18,6 +20,16 @@ namespace backbone::extract {
 namespace {
 
 const char* const kDefaultExtensions = "mp4,m4v,mov,mkv,webm,avi,ogv,ogg,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,mxf";
+
+// "engine cuda", "engines cuda and onednn": the engines of the library's table that run `p`.
+std::string engines_running(backbone::Precision p) {
+  std::vector<std::string> names;
+  for (const auto& e : backbone::engine_table())
+    if (std::find(e.precisions.begin(), e.precisions.end(), p) != e.precisions.end()) names.push_back(e.name);
+  std::string s = names.size() == 1 ? "engine " : "engines ";
+  for (size_t i = 0; i < names.size(); ++i) s += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return s;
+}
 
 po::options_description describe(Options* o, std::string* extensions) {
   po::options_description model("Model (as the resnetbackbone element's properties)");
@@ -33,11 +45,14 @@ po::options_description describe(Options* o, std::string* extensions) {
        "cpu, cuda:N or auto (cuda:0 when a CUDA device is usable, else cpu); cuda:N runs engine cuda, and "
        "without a usable CUDA device every input fails with the reason")
       ("precision", po::value(&o->precision)->value_name("P")->default_value("fp32"),
-       "fp32, fp16 or bf16 (fp16: engine cuda; bf16: engines cuda and onednn; an engine that does not run P "
-       "fails)")
+       ("fp32, fp16 or bf16 (fp16: " + engines_running(backbone::Precision::Float16) +
+        "; bf16: " + engines_running(backbone::Precision::BFloat16) + "; an engine that does not run P fails)")
+           .c_str())
       ("engine", po::value(&o->engine)->value_name("NAME")->default_value("auto"),
-       "auto (the first engine of this build that runs the device and precision: cuda, onednn, libtorch, "
-       "opencv), cuda, onednn, libtorch or opencv; printed once per run and stored in extract.json")
+       ("auto or " + backbone::engine_names() +
+        " (auto: the first engine of this build, in that order, that runs the device and precision); printed "
+        "once per run and stored in extract.json")
+           .c_str())
       ("threads", po::value(&o->threads)->value_name("N")->default_value(0),
        "engine CPU threads per job (0: the cores divided by --jobs)");
   po::options_description frames("Frames");
@@ -186,7 +201,8 @@ bool parse_options(int argc, char** argv, Options* o, std::string* help_text) {
   if (!std::regex_match(o->device, device))
     throw UsageError("--device must be cpu, cuda:N or auto, got \"" + o->device + "\"");
   check_choice("precision", o->precision, {"fp32", "fp16", "bf16"});
-  if (o->engine.empty()) throw UsageError("--engine must not be empty (auto, cuda, onednn, libtorch or opencv)");
+  if (o->engine != "auto" && !backbone::is_known_engine(o->engine))
+    throw UsageError("--engine must be auto, " + backbone::engine_names() + ", got \"" + o->engine + "\"");
   check_choice("dtype", o->dtype, {"float32", "float16"});
   check_choice("resize", o->resize, {"none", "shortest-edge", "fixed"});
   check_choice("progress", o->progress, {"auto", "bar", "lines", "none"});

@@ -12,6 +12,7 @@
 // error (an engine that does not run the precision included), 2 on a usage error.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -31,47 +32,67 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kUsage =
-    "usage: backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]\n"
-    "                      [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]\n"
-    "                      [--engine NAME]\n"
-    "                      [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]\n"
-    "                      [KEY VALUE ...]\n"
-    "\n"
-    "Runs detectron2's ResNet backbone and writes DIR/<feature>.npy (float32, NCHW) for each\n"
-    "MODEL.RESNETS.OUT_FEATURES entry, and DIR/shapes.json (name, shape, stride, channels).\n"
-    "\n"
-    "  --config-file FILE       detectron2 YAML config (_BASE_ chains allowed); default: detectron2's\n"
-    "                           defaults, i.e. an MSRA R-50 with OUT_FEATURES res2..res5\n"
-    "  --weights FILE           .pkl (detectron2/Caffe2), .pth/.pt or .safetensors; default:\n"
-    "                           MODEL.WEIGHTS when it names a local file (a URL there is an\n"
-    "                           error: download the file and pass it here, or override\n"
-    "                           MODEL.WEIGHTS \"\" to run without weights); when MODEL.WEIGHTS\n"
-    "                           is empty, detectron2's initialisation from --seed (a warning\n"
-    "                           says so)\n"
-    "  --input X.npy            already preprocessed float32 [N, C, H, W] array\n"
-    "  --image FILE             an image, preprocessed as detectron2 does at test time (INPUT.FORMAT,\n"
-    "                           ResizeShortestEdge MIN_SIZE_TEST/MAX_SIZE_TEST, PIXEL_MEAN/STD)\n"
-    "                           default without --input/--image: a built-in 480x640 test pattern\n"
-    "  --max-image-pixels N     refuse an --image whose header says more than N pixels, before\n"
-    "                           decoding it (default: 67108864 = 2^26, e.g. 8192x8192)\n"
-    "  --output-dir DIR         where to write the results (default: backbone-out)\n"
-    "  --device DEV             cpu, cuda or cuda:N (default: cpu); a CUDA device runs engine cuda\n"
-    "                           (this project's CUDA/cuDNN engine, in the separately loaded module\n"
-    "                           libbackbone-cuda.so); without a usable one the run fails with the reason\n"
-    "  --threads N              CPU threads, 0 to 4096 (default: 0 = every core)\n"
-    "  --engine NAME            auto, cuda, onednn, libtorch or opencv (default: auto, the first engine\n"
-    "                           of this build that runs the device and precision, in that order)\n"
-    "  --precision P            fp32, fp16 or bf16 (default: fp32); bf16 runs on onednn and cuda, fp16\n"
-    "                           on cuda; an engine\n"
-    "                           that does not run P is an error. Outputs are float32 in any case\n"
-    "  --winograd               float32 3x3 convolutions by Winograd's algorithm where the engine has\n"
-    "                           it (onednn): faster, about 1e-6 off the direct convolution\n"
-    "  --tf32                   engine cuda: let cuDNN use TF32 tensor cores for float32 convolutions\n"
-    "                           (PyTorch's default; features about 1e-3 off); other engines ignore it\n"
-    "  --size-divisibility N    pad the preprocessed image to a multiple of N, 0 to 4096 (default: 0)\n"
-    "  --seed N                 seed of the initialisation without weights (default: 0)\n"
-    "  KEY VALUE                config overrides, e.g. MODEL.RESNETS.DEPTH 101\n";
+// The engines of the library's table that run precision `p` (or honour an option): "cuda and onednn".
+std::string engines_with(bool (*has)(const backbone::EngineInfo&)) {
+  std::vector<std::string> names;
+  for (const auto& e : backbone::engine_table())
+    if (has(e)) names.push_back(e.name);
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i) s += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return s;
+}
+
+bool runs(const backbone::EngineInfo& e, backbone::Precision p) {
+  return std::find(e.precisions.begin(), e.precisions.end(), p) != e.precisions.end();
+}
+
+std::string usage() {
+  using backbone::EngineInfo;
+  const std::string bf16 = engines_with([](const EngineInfo& e) { return runs(e, backbone::Precision::BFloat16); });
+  const std::string fp16 = engines_with([](const EngineInfo& e) { return runs(e, backbone::Precision::Float16); });
+  const std::string winograd = engines_with([](const EngineInfo& e) { return e.winograd; });
+  const std::string tf32 = engines_with([](const EngineInfo& e) { return e.allow_tf32; });
+  return "usage: backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]\n"
+         "                      [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]\n"
+         "                      [--engine NAME]\n"
+         "                      [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]\n"
+         "                      [KEY VALUE ...]\n"
+         "\n"
+         "Runs detectron2's ResNet backbone and writes DIR/<feature>.npy (float32, NCHW) for each\n"
+         "MODEL.RESNETS.OUT_FEATURES entry, and DIR/shapes.json (name, shape, stride, channels).\n"
+         "\n"
+         "  --config-file FILE       detectron2 YAML config (_BASE_ chains allowed); default: detectron2's\n"
+         "                           defaults, i.e. an MSRA R-50 with OUT_FEATURES res2..res5\n"
+         "  --weights FILE           .pkl (detectron2/Caffe2), .pth/.pt or .safetensors; default:\n"
+         "                           MODEL.WEIGHTS when it names a local file (a URL there is an\n"
+         "                           error: download the file and pass it here, or override\n"
+         "                           MODEL.WEIGHTS \"\" to run without weights); when MODEL.WEIGHTS\n"
+         "                           is empty, detectron2's initialisation from --seed (a warning\n"
+         "                           says so)\n"
+         "  --input X.npy            already preprocessed float32 [N, C, H, W] array\n"
+         "  --image FILE             an image, preprocessed as detectron2 does at test time (INPUT.FORMAT,\n"
+         "                           ResizeShortestEdge MIN_SIZE_TEST/MAX_SIZE_TEST, PIXEL_MEAN/STD)\n"
+         "                           default without --input/--image: a built-in 480x640 test pattern\n"
+         "  --max-image-pixels N     refuse an --image whose header says more than N pixels, before\n"
+         "                           decoding it (default: 67108864 = 2^26, e.g. 8192x8192)\n"
+         "  --output-dir DIR         where to write the results (default: backbone-out)\n"
+         "  --device DEV             cpu, cuda or cuda:N (default: cpu); a CUDA device runs engine cuda\n"
+         "                           (this project's CUDA/cuDNN engine, in the separately loaded module\n"
+         "                           libbackbone-cuda.so); without a usable one the run fails with the reason\n"
+         "  --threads N              CPU threads, 0 to 4096 (default: 0 = every core)\n"
+         "  --engine NAME            auto, " + backbone::engine_names() + " (default: auto, the first engine\n"
+         "                           of this build that runs the device and precision, in that order)\n"
+         "  --precision P            fp32, fp16 or bf16 (default: fp32); bf16 runs on " + bf16 + ", fp16 on " +
+         fp16 + ";\n"
+         "                           an engine that does not run P is an error. Outputs are float32 in any case\n"
+         "  --winograd               float32 3x3 convolutions by Winograd's algorithm where the engine has\n"
+         "                           it (" + winograd + "): faster, about 1e-6 off the direct convolution\n"
+         "  --tf32                   engine " + tf32 + ": let cuDNN use TF32 tensor cores for float32 convolutions\n"
+         "                           (PyTorch's default; features about 1e-3 off); other engines ignore it\n"
+         "  --size-divisibility N    pad the preprocessed image to a multiple of N, 0 to 4096 (default: 0)\n"
+         "  --seed N                 seed of the initialisation without weights (default: 0)\n"
+         "  KEY VALUE                config overrides, e.g. MODEL.RESNETS.DEPTH 101\n";
+}
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -106,7 +127,7 @@ Options parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
-      std::cout << kUsage;
+      std::cout << usage();
       std::exit(0);
     }
     if (a == "--version") {
@@ -155,7 +176,7 @@ Options parse_args(int argc, char** argv) {
   if (o.overrides.size() % 2 != 0)
     throw UsageError("config overrides come in KEY VALUE pairs; '" + o.overrides.back() + "' has no value");
   if (o.output_dir.empty()) throw UsageError("--output-dir must not be empty");
-  if (o.engine.empty()) throw UsageError("--engine must not be empty (auto, cuda, onednn, libtorch or opencv)");
+  if (o.engine.empty()) throw UsageError("--engine must not be empty (auto, " + backbone::engine_names() + ")");
   return o;
 }
 
@@ -173,37 +194,31 @@ std::vector<uint8_t> test_pattern(int64_t h, int64_t w) {
   return img;
 }
 
-bool is_url(const std::string& s) { return s.find("://") != std::string::npos; }
-
 int run(const Options& o) {
   using namespace backbone;
   if (!o.image.empty()) infer::check_image_size(o.image, o.max_image_pixels);  // before any other work
-  Config cfg;
-  if (!o.config_file.empty()) cfg.merge_from_file(o.config_file);
-  cfg.merge_from_list(o.overrides);
-
-  ResNet model = build_resnet_backbone(cfg, ShapeSpec{3});
-
-  std::string weights = o.weights;
-  if (weights.empty()) {
-    const std::string w = cfg.get_string("MODEL.WEIGHTS");
-    if (!w.empty() && is_url(w))
-      throw Error("MODEL.WEIGHTS is the URL " + w +
-                  ": this tool does not download; download the file and pass it with --weights FILE "
-                  "(or override MODEL.WEIGHTS \"\" to run with detectron2's seeded initialisation)");
-    if (!w.empty()) {
-      if (!fs::exists(w)) throw Error("MODEL.WEIGHTS names " + w + ", which does not exist");
-      weights = w;
-    }
+  const Device device = Device::parse(o.device);
+  ModelSpec spec;
+  spec.config_file = o.config_file;
+  spec.config_overrides = o.overrides;
+  spec.weights = o.weights;
+  spec.seed = o.seed;
+  spec.engine = o.engine;
+  spec.device = device.str();
+  spec.precision = o.precision;
+  spec.num_threads = o.threads;
+  spec.winograd = o.winograd;
+  spec.allow_tf32 = o.tf32;
+  Model model;
+  try {
+    model = load_model(spec);
+  } catch (const ModelError& e) {
+    if (e.step() != ModelStep::EngineSettings && e.step() != ModelStep::EngineDevice) throw;
+    throw Error("engine '" + o.engine + "' at precision " + precision_name(o.precision) + " on " + device.str() + ": " +
+                e.cause());
   }
-  if (!weights.empty()) {
-    LoadReport report = load_checkpoint(model, weights, /*strict=*/true);
-    std::cerr << "backbone-infer: loaded " << weights << ": " << report.summary() << "\n";
-  } else {
-    model.init_weights(o.seed);
-    std::cerr << "backbone-infer: warning: no weights given; using detectron2's initialisation with seed " << o.seed
-              << " (the features are not those of a trained model)\n";
-  }
+  if (model.load_report) std::cerr << "backbone-infer: loaded " << model.weights << ": " << *model.load_report << "\n";
+  for (const auto& w : model.warnings) std::cerr << "backbone-infer: warning: " << w.message << "\n";
 
   Tensor input;
   std::string source;
@@ -212,7 +227,7 @@ int run(const Options& o) {
     if (input.dtype() != DType::Float32) input = input.to(DType::Float32);
     source = o.input;
   } else {
-    PreprocessOptions p = PreprocessOptions::from_config(cfg);
+    PreprocessOptions p = PreprocessOptions::from_config(model.config);
     p.size_divisibility = o.size_divisibility;
     std::vector<uint8_t> pixels;
     ImageView view;
@@ -239,21 +254,7 @@ int run(const Options& o) {
     input = preprocess(view, p).tensor;
   }
 
-  EngineOptions eo;
-  eo.engine = o.engine;
-  eo.device = Device::parse(o.device);
-  eo.num_threads = o.threads;
-  eo.precision = o.precision;
-  eo.winograd = o.winograd;
-  eo.allow_tf32 = o.tf32;
-  std::unique_ptr<Engine> engine;
-  try {
-    engine = create_engine(model, eo);
-  } catch (const Error& e) {
-    throw Error("engine '" + o.engine + "' at precision " + precision_name(o.precision) + " on " + eo.device.str() +
-                ": " + e.what());
-  }
-
+  Engine* engine = model.engine.get();
   const auto t0 = std::chrono::steady_clock::now();
   FeatureMaps features = engine->forward(input);
   // A CUDA engine returns its outputs before they are computed: the time is that of finished ones.
@@ -264,13 +265,12 @@ int run(const Options& o) {
 
   fs::create_directories(o.output_dir);
   nlohmann::json shapes = nlohmann::json::array();
-  const auto spec = model.output_shape();
   for (const auto& [name, t] : features) {
     save_npy((fs::path(o.output_dir) / (name + ".npy")).string(), t.to(Device::cpu()).contiguous());
     nlohmann::json e;
     e["name"] = name;
     e["shape"] = t.shape();
-    for (const auto& [n, s] : spec)
+    for (const auto& [n, s] : model.output_shape)
       if (n == name) {
         e["stride"] = s.stride.value_or(0);
         e["channels"] = s.channels.value_or(0);
@@ -294,7 +294,7 @@ int main(int argc, char** argv) {
   try {
     return run(parse_args(argc, argv));
   } catch (const UsageError& e) {
-    std::cerr << "backbone-infer: " << e.what() << "\n\n" << kUsage;
+    std::cerr << "backbone-infer: " << e.what() << "\n\n" << usage();
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "backbone-infer: error: " << e.what() << "\n";

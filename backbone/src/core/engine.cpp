@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "backbone/engine.h"
 
+#include "backbone/engine_table.h"
 #include "backbone/error.h"
 
 #include <algorithm>
@@ -10,6 +11,57 @@
 #include "engines/engines.h"
 
 namespace backbone {
+
+namespace {
+
+using Factory = std::unique_ptr<Engine> (*)(const ResNet&, const EngineOptions&);
+
+#if BACKBONE_HAVE_ONEDNN
+constexpr Factory kOnednnFactory = detail::create_onednn_engine;
+#else
+constexpr Factory kOnednnFactory = nullptr;
+#endif
+#if BACKBONE_HAVE_LIBTORCH
+constexpr Factory kLibtorchFactory = detail::create_libtorch_engine;
+#else
+constexpr Factory kLibtorchFactory = nullptr;
+#endif
+#if BACKBONE_HAVE_OPENCV_DNN
+constexpr Factory kOpencvFactory = detail::create_opencv_engine;
+#else
+constexpr Factory kOpencvFactory = nullptr;
+#endif
+
+struct EngineEntry {
+  EngineInfo info;
+  Factory factory;     // nullptr when not built
+  const char* option;  // the CMake option that builds it
+};
+
+// The engine table. First: "auto" on a CUDA device takes cuda; on the CPU it refuses at once
+// (DeviceError, nothing loaded) and "auto" moves on.
+const std::vector<EngineEntry>& entries() {
+  static const std::vector<EngineEntry> table = {
+      {{"cuda",
+        "this project's native engine on CUDA and cuDNN (module libbackbone-cuda.so): NHWC tensors, BN folded, "
+        "fused convolutions, a CUDA graph per input shape",
+        true, true, {Precision::Float32, Precision::Float16, Precision::BFloat16}, false, true},
+       detail::create_cuda_engine, "BACKBONE_WITH_CUDA"},
+      {{"onednn",
+        "this project's route to oneDNN on the CPU: pre-packed weights, fused convolutions, opt-in Winograd 3x3",
+        BACKBONE_HAVE_ONEDNN != 0, false, {Precision::Float32, Precision::BFloat16}, true, false},
+       kOnednnFactory, "BACKBONE_WITH_ONEDNN"},
+      {{"libtorch", "LibTorch's ATen operators on the CPU", BACKBONE_HAVE_LIBTORCH != 0, false,
+        {Precision::Float32}, false, false},
+       kLibtorchFactory, "BACKBONE_WITH_LIBTORCH"},
+      {{"opencv", "an OpenCV DNN network built from the same model on the CPU, for machines without LibTorch",
+        BACKBONE_HAVE_OPENCV_DNN != 0, false, {Precision::Float32}, false, false},
+       kOpencvFactory, "BACKBONE_WITH_OPENCV_DNN"},
+  };
+  return table;
+}
+
+}  // namespace
 
 const char* precision_name(Precision p) {
   switch (p) {
@@ -32,17 +84,40 @@ std::vector<std::string> available_engines() {
   // "cuda" (its library side is always built; it runs through the separately loaded module) is
   // listed, first, where it can run: the module loads and sees a CUDA device. On machines without
   // one the list is that of the CPU engines, whose first one "auto" picks on the CPU.
-  if (detail::cuda_available()) names.emplace_back("cuda");
-#if BACKBONE_HAVE_ONEDNN
-  names.emplace_back("onednn");
-#endif
-#if BACKBONE_HAVE_LIBTORCH
-  names.emplace_back("libtorch");
-#endif
-#if BACKBONE_HAVE_OPENCV_DNN
-  names.emplace_back("opencv");
-#endif
+  for (const auto& e : entries()) {
+    if (!e.info.built) continue;
+    if (e.info.cuda_device && !detail::cuda_available()) continue;
+    names.push_back(e.info.name);
+  }
   return names;
+}
+
+const std::vector<EngineInfo>& engine_table() {
+  static const std::vector<EngineInfo> table = [] {
+    std::vector<EngineInfo> t;
+    for (const auto& e : entries()) t.push_back(e.info);
+    return t;
+  }();
+  return table;
+}
+
+const EngineInfo* find_engine(const std::string& name) {
+  for (const auto& e : engine_table())
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+bool is_known_engine(const std::string& name) { return find_engine(name) != nullptr; }
+
+std::string engine_names(bool built_only) {
+  std::vector<std::string> names;
+  for (const auto& e : engine_table())
+    if (e.built || !built_only) names.push_back(e.name);
+  if (names.empty()) return "none";
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i)
+    s += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return s;
 }
 
 namespace detail {
@@ -66,35 +141,6 @@ int engine_threads(const EngineOptions& options) {
 }  // namespace detail
 
 namespace {
-
-using Factory = std::unique_ptr<Engine> (*)(const ResNet&, const EngineOptions&);
-
-struct EngineEntry {
-  const char* name;
-  Factory factory;  // nullptr when not built
-  const char* option;
-};
-
-const EngineEntry kEngines[] = {
-    // First: "auto" on a CUDA device takes it; on the CPU it refuses at once (DeviceError, nothing
-    // loaded) and "auto" moves on.
-    {"cuda", detail::create_cuda_engine, "BACKBONE_WITH_CUDA"},
-#if BACKBONE_HAVE_ONEDNN
-    {"onednn", detail::create_onednn_engine, "BACKBONE_WITH_ONEDNN"},
-#else
-    {"onednn", nullptr, "BACKBONE_WITH_ONEDNN"},
-#endif
-#if BACKBONE_HAVE_LIBTORCH
-    {"libtorch", detail::create_libtorch_engine, "BACKBONE_WITH_LIBTORCH"},
-#else
-    {"libtorch", nullptr, "BACKBONE_WITH_LIBTORCH"},
-#endif
-#if BACKBONE_HAVE_OPENCV_DNN
-    {"opencv", detail::create_opencv_engine, "BACKBONE_WITH_OPENCV_DNN"},
-#else
-    {"opencv", nullptr, "BACKBONE_WITH_OPENCV_DNN"},
-#endif
-};
 
 std::string engine_list() {
   std::string list;
@@ -122,21 +168,21 @@ std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& 
     // The first built engine that accepts the device and precision; the last refusal is kept to
     // say why none did.
     std::string reasons;
-    for (const auto& e : kEngines) {
+    for (const auto& e : entries()) {
       if (!e.factory) continue;
       try {
         return e.factory(model, options);
       } catch (const DeviceError& err) {
-        reasons += std::string(reasons.empty() ? "" : "; ") + e.name + ": " + err.what();
+        reasons += std::string(reasons.empty() ? "" : "; ") + e.info.name + ": " + err.what();
       } catch (const UnsupportedError& err) {
-        reasons += std::string(reasons.empty() ? "" : "; ") + e.name + ": " + err.what();
+        reasons += std::string(reasons.empty() ? "" : "; ") + e.info.name + ": " + err.what();
       }
     }
     throw Error("engine 'auto': no engine of this build (" + engine_list() + ") runs on " + options.device.str() +
                 " at " + precision_name(options.precision) + (reasons.empty() ? "" : " (" + reasons + ")"));
   }
-  for (const auto& e : kEngines) {
-    if (options.engine != e.name) continue;
+  for (const auto& e : entries()) {
+    if (options.engine != e.info.name) continue;
     if (!e.factory)
       throw Error("engine '" + options.engine + "' is not built into this copy of libbackbone (configured with " +
                   e.option + "=OFF or without its library); this build has " + engine_list());
