@@ -234,7 +234,7 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
     return FALSE;
   }
 
-  model->cuda_engine = model->engine->name () == "cuda" && model->engine->device ().is_cuda ();
+  model->cuda_engine = model->engine->device ().is_cuda ();
   model->cuda_device = model->engine->device ().index;
   if (model->cuda_engine)
     model->cuda = cuda;

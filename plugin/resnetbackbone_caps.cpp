@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "backbone/engine_table.h"
 #include "resnetbackbone_private.h"
 #include "videoframe.h"
 
@@ -57,7 +58,11 @@ gst_resnet_backbone_cuda_caps_allowed (GstResnetBackbone * self)
   const std::string engine = self->priv->settings.engine;
   const std::string device = self->priv->settings.device;
   GST_OBJECT_UNLOCK (self);
-  return engine == "cuda" || (engine == "auto" && device.rfind ("cuda", 0) == 0);
+  /* A CUDA engine, or auto on a device named cuda:N (not device=auto: that would load the CUDA
+   * module to answer a caps query). */
+  const backbone::EngineInfo *e = backbone::find_engine (engine);
+  return (e != nullptr && e->cuda_device) ||
+      (e == nullptr && engine == "auto" && device.rfind ("cuda", 0) == 0);
 #else
   (void) self;
   return false;

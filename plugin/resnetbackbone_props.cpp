@@ -9,7 +9,7 @@
 #include <string>
 
 #include "backbone/engine.h"
-#include "engine_table_shim.h"
+#include "backbone/engine_table.h"
 #include "backbone/tensor.h"
 #include "resnetbackbone_private.h"
 
@@ -68,16 +68,6 @@ gst_resnet_backbone_resize_get_type (void)
     g_once_init_leave (&type, t);
   }
   return type;
-}
-
-/* "auto, onednn, libtorch, opencv, cuda" from the library's engine table. */
-static std::string
-engine_names ()
-{
-  std::string out = "auto";
-  for (const backbone::EngineInfo & e : backbone::engine_table ())
-    out += ", " + e.name;
-  return out;
 }
 
 /* The engine blurb: every engine the library knows, and which of them this build has. */
@@ -557,7 +547,7 @@ gst_resnet_backbone_set_property (GObject * object, guint prop_id, const GValue 
       if (v.empty ())
         v = DEFAULT_ENGINE;
       if (v != "auto" && !backbone::is_known_engine (v))
-        refused = "engine \"" + v + "\" is unknown: expected one of " + engine_names () +
+        refused = "engine \"" + v + "\" is unknown: expected auto, " + backbone::engine_names () +
             "; the element keeps engine \"" + s.engine + "\"";
       else
         s.engine = v;

@@ -1629,7 +1629,7 @@ TEST(ResnetBackbone, UnknownEngineOrDeviceRefusedWhenSet) {
   struct Case {
     const char *prop, *value, *expected, *kept;
   };
-  for (const Case& c : {Case{"engine", "tensorrt", "engine \"tensorrt\" is unknown: expected one of auto, onednn", "auto"},
+  for (const Case& c : {Case{"engine", "tensorrt", "engine \"tensorrt\" is unknown: expected auto, cuda, onednn", "auto"},
                         Case{"device", "tpu", "invalid device 'tpu'", "auto"}}) {
     SCOPED_TRACE(c.prop);
     GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
