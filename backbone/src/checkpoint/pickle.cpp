@@ -142,8 +142,8 @@ Obj* Unpickler::make(Kind kind) {
   if (objects_ >= kMaxObjects)
     fail("more than " + std::to_string(kMaxObjects) + " objects; this is not a checkpoint this reader accepts");
   if (chunk_used_ == chunk_size_) {
-    chunk_size_ = std::min<std::size_t>(chunk_size_ ? 2 * chunk_size_ : 16, 4096);
-    chunks_.push_back(std::make_unique<Obj[]>(chunk_size_));
+    chunk_size_ = std::min<std::size_t>(chunk_size_ ? 2 * chunk_size_ : 16, 256);  // under malloc's mmap threshold
+    chunks_.push_back(std::unique_ptr<Obj[]>(new Obj[chunk_size_]));
     chunk_used_ = 0;
   }
   ++objects_;
