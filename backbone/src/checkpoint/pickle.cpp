@@ -1175,7 +1175,7 @@ Unpickler::Span Unpickler::span_of(const Obj* o) {
   return {reinterpret_cast<const uint8_t*>(d.data()), d.size(), data_owner(o)};
 }
 
-static Layout layout_of(Unpickler& u, const Obj* o) {
+static Layout layout_of(const Obj* o) {
   Layout l;
   l.shape = o->size;
   l.dtype = o->dtype;
@@ -1200,25 +1200,10 @@ static Layout layout_of(Unpickler& u, const Obj* o) {
   return l;
 }
 
-uint64_t Unpickler::materialise_cost(const Obj* o) {
-  if (shape_numel(o->size) == 0) return 0;
-  Layout l = layout_of(*this, o);
-  if (o->kind == Kind::Array) {
-    const Obj* d = o->array_data;
-    const uint64_t nbytes = d->data_size();
-    if (d->latin1_of && !d->view)  // decoded (charged once), then viewed unless it needs a copy as well
-      return nbytes + ((l.big_endian || l.strides != contiguous_strides(l.shape)) ? nbytes : 0);
-    l.base = reinterpret_cast<const uint8_t*>(d->payload().data());
-    l.owner = data_owner(d);
-  }
-  if (viewable(l) || copies_.count(copy_key(l))) return 0;
-  return static_cast<uint64_t>(shape_numel(l.shape)) * dtype_size(l.dtype);
-}
-
 Tensor Unpickler::materialise(const Obj* o, const std::string& name) {
   check_tensor(o, name);
   if (shape_numel(o->size) == 0) return Tensor::empty(o->size, o->dtype);
-  Layout l = layout_of(*this, o);
+  Layout l = layout_of(o);
   if (o->kind == Kind::Array) {
     const Span sp = span_of(o->array_data);
     l.base = sp.p;

@@ -170,8 +170,6 @@ class Unpickler {
   // `o` as a CPU tensor: a view of the file where the data is contiguous, aligned and native,
   // otherwise a contiguous copy (charged to the budget; the same view copied twice is copied once).
   Tensor materialise(const Obj* o, const std::string& name);
-  // What materialise(o) would charge (0 for a view or an already made copy).
-  uint64_t materialise_cost(const Obj* o);
   MemoryBudget& budget() { return *budget_; }
   const std::shared_ptr<MemoryBudget>& budget_ptr() const { return budget_; }
 

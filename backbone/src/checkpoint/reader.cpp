@@ -101,7 +101,6 @@ void finish(LazyCheckpoint& out, std::shared_ptr<PickleSession> s) {
   out.budget = s->u->budget_ptr();
   PickleSession* p = s.get();
   out.make = [p](const LazyCheckpoint& c, std::size_t i) { return p->u->materialise(p->objs[i], c.tensors[i].name); };
-  out.cost = [p](std::size_t i) { return p->u->materialise_cost(p->objs[i]); };
   out.keep = std::move(s);
 }
 
@@ -430,7 +429,9 @@ LazyCheckpoint open_safetensors(const Bytes& data, const std::string& what, std:
   LazyCheckpoint out;
   out.budget = std::move(budget);
   std::vector<SafetensorsEntry> spans;
-  for (const auto& [name, info] : header.items()) {
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();
+    const auto& info = item.value();
     if (name == "__metadata__") continue;
     auto bad = [&](const std::string& m) {
       return CheckpointError("safetensors file " + what + ", tensor '" + name + "': " + m);
@@ -505,10 +506,6 @@ LazyCheckpoint open_safetensors(const Bytes& data, const std::string& what, std:
     c.budget->charge(copy.nbytes(), "a copy of tensor '" + t.name + "' (its data is not aligned)");
     if (copy.nbytes()) std::memcpy(copy.data(), p, copy.nbytes());
     return copy;
-  };
-  out.cost = [body, spans, tensors = out.tensors](std::size_t i) -> uint64_t {
-    const uint8_t* p = body + spans[i].begin;
-    return reinterpret_cast<std::uintptr_t>(p) % dtype_size(tensors[i].dtype) == 0 ? 0 : spans[i].end - spans[i].begin;
   };
   out.make = make;
   return out;
@@ -648,6 +645,10 @@ std::vector<ZipEntry> read_zip_directory(const uint8_t* d, std::size_t n, const 
                 std::to_string(cur.record) + " lies inside the one at byte " + std::to_string(prev.record) +
                 ", whose data ends at byte " + std::to_string(prev.offset + prev.size) + ")");
   }
+  if (!by_offset.empty() && by_offset.back()->offset + by_offset.back()->size > cd_offset)
+    throw bad("entry " + by_offset.back()->name + " (data up to byte " +
+              std::to_string(by_offset.back()->offset + by_offset.back()->size) +
+              ") overlaps the central directory at byte " + std::to_string(cd_offset));
   std::vector<const ZipEntry*> by_name = by_offset;
   std::sort(by_name.begin(), by_name.end(), [](const ZipEntry* a, const ZipEntry* b) { return a->name < b->name; });
   for (std::size_t k = 1; k < by_name.size(); ++k)

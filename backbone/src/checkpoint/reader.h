@@ -34,8 +34,6 @@ struct LazyCheckpoint {
   std::shared_ptr<MemoryBudget> budget;
   // Tensor `i` (CheckpointError when the budget would be exceeded).
   std::function<Tensor(const LazyCheckpoint&, std::size_t)> make;
-  // What make(i) would charge now (0 for a view or a copy already made).
-  std::function<uint64_t(std::size_t)> cost;
   std::shared_ptr<void> keep;
 };
 
