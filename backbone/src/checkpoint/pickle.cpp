@@ -1214,8 +1214,8 @@ Tensor Unpickler::materialise(const Obj* o, const std::string& name) {
                              std::const_pointer_cast<void>(l.owner));
   const std::string key = copy_key(l);
   if (auto it = copies_.find(key); it != copies_.end()) return it->second;
+  budget_->charge(static_cast<uint64_t>(shape_numel(l.shape)) * dtype_size(l.dtype), "a copy of entry '" + name + "'");
   Tensor out = Tensor::empty(l.shape, l.dtype);
-  budget_->charge(out.nbytes(), "a copy of entry '" + name + "'");
   // Gather element by element (strided or Fortran-order data), byte-swapping big-endian data.
   const std::size_t es = dtype_size(l.dtype);
   auto* dst = static_cast<uint8_t*>(out.data());

@@ -502,8 +502,8 @@ LazyCheckpoint open_safetensors(const Bytes& data, const std::string& what, std:
     if (reinterpret_cast<std::uintptr_t>(p) % dtype_size(t.dtype) == 0)
       return Tensor::from_blob(const_cast<uint8_t*>(p), t.shape, t.dtype, Device::cpu(),
                                std::const_pointer_cast<std::vector<uint8_t>>(data));
+    c.budget->charge(spans[i].end - spans[i].begin, "a copy of tensor '" + t.name + "' (its data is not aligned)");
     Tensor copy = Tensor::empty(t.shape, t.dtype);
-    c.budget->charge(copy.nbytes(), "a copy of tensor '" + t.name + "' (its data is not aligned)");
     if (copy.nbytes()) std::memcpy(copy.data(), p, copy.nbytes());
     return copy;
   };
