@@ -495,6 +495,9 @@ TEST(HostileCheckpoint, DeepNestingManyObjectsAndCopiedContainersAreBounded) {
   copies += "l.";
   m = message_of([&] { detail::read_checkpoint_bytes(bytes_of(copies), "x.pkl"); });
   EXPECT_NE(m.find("copies more than 4194304 container items"), std::string::npos) << m;
+  // A memo index no pickler writes (they count from 0).
+  m = message_of([&] { detail::read_checkpoint_bytes(bytes_of("\x80\x02}" + put(0x7fffffff) + "."), "x.pkl"); });
+  EXPECT_NE(m.find("memo index 2147483647 is beyond the limit of 1048576 entries"), std::string::npos) << m;
   // A shape of 65 dimensions.
   std::vector<int64_t> dims(65, 1);
   m = message_of([&] { detail::read_checkpoint_bytes(bytes_of(blobs_pickle("", {unicode("w") + numpy_array(dims, "U\x04" "abcd")})), "x.pkl"); });

@@ -213,14 +213,18 @@ std::vector<Obj*> Unpickler::pop_mark() {
 }
 
 void Unpickler::memo_put(uint64_t index, Obj* o) {
-  if (memo_.size() >= kMaxObjects && !memo_.count(index)) fail("the memo grows beyond its limit");
+  // Python's pickler numbers the memo 0, 1, 2, ...: an index beyond the object limit cannot come
+  // from it. The memo is then a plain array (no hashing an attacker could make collide).
+  if (index >= kMaxObjects)
+    fail("memo index " + std::to_string(index) + " is beyond the limit of " + std::to_string(kMaxObjects) + " entries");
+  if (index >= memo_.size()) memo_.resize(static_cast<std::size_t>(index) + 1, nullptr);
+  if (!memo_[index]) ++memo_count_;
   memo_[index] = o;
 }
 
 Obj* Unpickler::memo_get(uint64_t index) {
-  auto it = memo_.find(index);
-  if (it == memo_.end()) fail("memo entry " + std::to_string(index) + " was never stored");
-  return it->second;
+  if (index >= memo_.size() || !memo_[index]) fail("memo entry " + std::to_string(index) + " was never stored");
+  return memo_[index];
 }
 
 Obj* Unpickler::make_int(int64_t v) {
@@ -820,6 +824,7 @@ Obj* Unpickler::load() {
   stack_.clear();
   marks_.clear();
   memo_.clear();
+  memo_count_ = 0;
   for (;;) {
     op_start_ = pos_;
     const uint8_t op = read_u8();
@@ -1111,7 +1116,7 @@ Obj* Unpickler::load() {
       }
       case 'q': memo_put(read_uint(1, "BINPUT"), top()); break;
       case 'r': memo_put(read_uint(4, "LONG_BINPUT"), top()); break;
-      case 0x94: memo_put(memo_.size(), top()); break;  // MEMOIZE
+      case 0x94: memo_put(memo_count_, top()); break;  // MEMOIZE
       case 'g': {
         int64_t idx = 0;
         const std::string line = read_line("GET");

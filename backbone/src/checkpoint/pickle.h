@@ -218,7 +218,8 @@ class Unpickler {
   std::unordered_map<std::string, Tensor> copies_;  // materialised copies, by data, dtype and layout
   std::vector<Obj*> stack_;
   std::vector<std::size_t> marks_;
-  std::unordered_map<uint64_t, Obj*> memo_;
+  std::vector<Obj*> memo_;  // by index; null: never stored
+  std::size_t memo_count_ = 0;
   PersistentLoad persistent_load_;
   BytesLoad load_from_bytes_;
   std::size_t op_start_ = 0;
