@@ -6,6 +6,7 @@
 // outside the few that numpy arrays, torch tensors and dicts need is an error.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,10 +20,30 @@ enum class CheckpointFormat { Auto, Pickle, Torch, SafeTensors };
 // The raw tensors of a file, with their names as stored (no renaming). Non-tensor entries
 // (strings, numbers, metadata) are left out. Throws CheckpointError for a file that cannot be read,
 // is truncated or corrupt, or holds a forbidden pickle global (named in the message).
+//
+// Hostile files. Reading never runs code from the file, and what it allocates is bounded:
+// - Tensors are views of the file's bytes wherever the data is contiguous, aligned and
+//   little-endian (they then keep the file's bytes alive, and tensors that share a storage share
+//   memory, as torch.load's do). Other data is copied once per distinct object: a storage, a bytes
+//   object, a latin-1 text or a safetensors range referenced many times is never copied per
+//   reference, and a torch storage pickled with pickle (_load_from_bytes) is parsed once per
+//   distinct bytes object.
+// - read_checkpoint_file materialises every tensor; what it allocates beyond the file (copies,
+//   decoded latin-1 text) is at most the file's size + 64 MiB (`materialised_bytes` says how much).
+// - load_checkpoint materialises only the entries the model takes (Detectron1 `_momentum` blobs,
+//   detection heads and optimizer state are listed, never copied) and allocates beyond the file at
+//   most the model's tensors, counted in the dtypes the file stores them, + 10% + 1 MiB
+//   (LoadReport::materialised_bytes and budget_bytes). Past either bound: a CheckpointError.
+// - safetensors files follow the format's rules: a header of at most 100,000,000 bytes, no tensor
+//   named twice, data_offsets that cover the data in order without overlaps or holes. Zip archives
+//   with overlapping records or two entries of one name are refused (each CRC-32 is then checked
+//   once). Pickles: at most 2^20 objects, 2^21 stack entries, 2^22 container items copied by
+//   constructors, 64 dimensions per shape; dict insertion is linear in the number of keys.
 struct RawCheckpoint {
   StateDict tensors;
   std::string author;              // "__author__" of detectron2 .pkl files, "" elsewhere
   bool matching_heuristics = false;  // detectron2's flag: the names need C2 conversion
+  uint64_t materialised_bytes = 0;   // what reading allocated for tensor data beyond the file itself
 };
 RawCheckpoint read_checkpoint_file(const std::string& path, CheckpointFormat format = CheckpointFormat::Auto);
 
@@ -44,6 +65,8 @@ struct LoadReport {
   std::vector<std::string> loaded;      // model entries replaced from the file
   std::vector<std::string> skipped;     // file entries of other parts of a detector (FPN, heads, pixel_mean)
   std::string path;                     // the file
+  uint64_t materialised_bytes = 0;  // what the reader allocated for tensor data beyond the file itself
+  uint64_t budget_bytes = 0;        // its limit: the model's tensors (in the file's dtypes) + 10% + 1 MiB
   // "loaded 25 of 25 model entries from X; missing 0; unexpected 2: [...]; ignored ...; skipped ..."
   std::string summary() const;
 };

@@ -53,42 +53,73 @@ std::string LoadReport::summary() const {
 }
 
 LoadReport load_checkpoint(ResNet& model, const std::string& path, bool strict) {
-  const RawCheckpoint raw = read_checkpoint_file(path);
-  detail::NameMapping m = detail::map_to_detectron2(raw);
-  LoadReport report;
-  report.path = path;
-  report.ignored = std::move(m.ignored);
-  report.skipped = std::move(m.skipped);
-
   const StateDict model_sd = model.state_dict();
   std::map<std::string, const Tensor*> slots;
   for (const auto& [n, t] : model_sd) slots[n] = &t;
-  std::map<std::string, std::string> origin(m.origin.begin(), m.origin.end());
 
-  StateDict to_load;
+  // The memory budget (see checkpoint.h): while the file is read, no entry can be wider than 8
+  // bytes per element; once the entries the model takes are known, their own dtypes count.
+  auto budget_for = [&](const std::map<std::string, std::size_t>& elem_size) {
+    uint64_t bytes = 0;
+    for (const auto& [n, t] : model_sd) {
+      auto it = elem_size.find(n);
+      bytes += static_cast<uint64_t>(t.numel()) * (it == elem_size.end() ? 8 : it->second);
+    }
+    return bytes;
+  };
+  auto limit_of = [](uint64_t model_bytes) { return model_bytes + model_bytes / 10 + detail::kBudgetSlack; };
+  auto budget = std::make_shared<detail::MemoryBudget>();
+  budget->what = path;
+  budget->limit = limit_of(budget_for({}));
+  budget->limit_reason = "the model's tensors at 8 bytes per element + 10% + 1 MiB, while the file is read";
+
+  const detail::LazyCheckpoint lazy =
+      detail::open_checkpoint_bytes(detail::read_file_bytes(path), path, CheckpointFormat::Auto, budget);
+  std::vector<std::string> names;
+  for (const auto& t : lazy.tensors) names.push_back(t.name);
+  detail::NamePlan plan = detail::plan_detectron2_names(names, lazy.author);
+  LoadReport report;
+  report.path = path;
+  report.ignored = std::move(plan.ignored);
+  report.skipped = std::move(plan.skipped);
+
+  // Shapes and dtypes are checked on the listing: nothing is materialised for a file that does
+  // not fit, nor for the entries the model does not take.
+  std::vector<std::pair<std::string, std::size_t>> take;
+  std::map<std::string, std::size_t> elem_size;
   std::set<std::string> loaded;
-  for (const auto& [name, value] : m.tensors) {
+  for (const auto& [name, index] : plan.kept) {
     auto it = slots.find(name);
     if (it == slots.end()) {
       report.unexpected.push_back(name);
       continue;
     }
     const Tensor& slot = *it->second;
-    const std::string& from = origin[name];
-    const std::string where = "the checkpoint (file " + path + (from != name ? ", entry " + from : "") + ")";
-    if (value.shape() != slot.shape())
+    const detail::LazyTensor& value = lazy.tensors[index];
+    const std::string where =
+        "the checkpoint (file " + path + (value.name != name ? ", entry " + value.name : "") + ")";
+    if (value.shape != slot.shape())
       throw CheckpointError("shape mismatch for " + name + ": the model has " + shape_str(slot.shape()) + ", " + where +
-                            " has " + shape_str(value.shape()));
-    Tensor v = value;
-    if (v.dtype() != slot.dtype()) {
-      if (!is_floating(v.dtype()) || !is_floating(slot.dtype()))
-        throw CheckpointError("dtype mismatch for " + name + ": the model has " + dtype_name(slot.dtype()) + ", " + where +
-                              " has " + dtype_name(v.dtype()));
-      v = v.to(slot.dtype());
-    }
-    to_load.emplace_back(name, v);
+                            " has " + shape_str(value.shape));
+    if (value.dtype != slot.dtype() && (!is_floating(value.dtype) || !is_floating(slot.dtype())))
+      throw CheckpointError("dtype mismatch for " + name + ": the model has " + dtype_name(slot.dtype()) + ", " + where +
+                            " has " + dtype_name(value.dtype));
+    take.emplace_back(name, index);
+    elem_size[name] = dtype_size(value.dtype);
     loaded.insert(name);
   }
+  for (const auto& [n, t] : model_sd)
+    if (!elem_size.count(n)) elem_size[n] = dtype_size(t.dtype());
+  const uint64_t model_bytes = budget_for(elem_size);
+  budget->limit = limit_of(model_bytes);
+  budget->limit_reason = "the model's tensors (" + std::to_string(model_bytes) + " bytes in the file's dtypes) + 10% + 1 MiB";
+  budget->charge(0, "what was decoded while reading the file");
+  // Views of the file, or copies charged to the budget; converted to the model's dtype by
+  // load_state_dict, one entry at a time.
+  StateDict to_load;
+  for (const auto& [name, index] : take) to_load.emplace_back(name, lazy.make(lazy, index));
+  report.materialised_bytes = budget->used;
+  report.budget_bytes = budget->limit;
 
   // FrozenBatchNorm2d._load_from_state_dict: a file without the running statistics of a
   // FrozenBN layer (Caffe2/MSRA models fold them into scale and bias; detectron2 loads such

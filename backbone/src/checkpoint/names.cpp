@@ -82,15 +82,16 @@ std::string convert_c2_name(const std::string& name) {
   return k;
 }
 
-NameMapping map_to_detectron2(const RawCheckpoint& raw) {
-  const bool caffe2 = raw.author == "Caffe2";
+NamePlan plan_detectron2_names(const std::vector<std::string>& names, const std::string& author) {
+  const bool caffe2 = author == "Caffe2";
   // fvcore's Checkpointer strips "module." (DistributedDataParallel) when every key has it.
-  bool strip_module = !raw.tensors.empty();
-  for (const auto& kv : raw.tensors)
-    if (!kv.first.empty() && !starts_with(kv.first, "module.")) strip_module = false;
-  NameMapping m;
+  bool strip_module = !names.empty();
+  for (const auto& n : names)
+    if (!n.empty() && !starts_with(n, "module.")) strip_module = false;
+  NamePlan m;
   std::map<std::string, std::string> origin;
-  for (const auto& [orig, tensor] : raw.tensors) {
+  for (std::size_t index = 0; index < names.size(); ++index) {
+    const std::string& orig = names[index];
     std::string k = strip_module && !orig.empty() ? orig.substr(7) : orig;
     // Caffe2 blobs have no dots; convert_basic_c2_names turns their underscores into dots.
     const bool c2 = caffe2 || (k.find('.') == std::string::npos && k.find('_') != std::string::npos);
@@ -122,8 +123,21 @@ NameMapping map_to_detectron2(const RawCheckpoint& raw) {
     if (!fresh)
       throw CheckpointError("checkpoint entries '" + it->second + "' and '" + orig + "' both map to detectron2's '" + k +
                             "'");
-    m.tensors.emplace_back(k, tensor);
-    m.origin.emplace_back(k, orig);
+    m.kept.emplace_back(k, index);
+  }
+  return m;
+}
+
+NameMapping map_to_detectron2(const RawCheckpoint& raw) {
+  std::vector<std::string> names;
+  for (const auto& kv : raw.tensors) names.push_back(kv.first);
+  NamePlan plan = plan_detectron2_names(names, raw.author);
+  NameMapping m;
+  m.ignored = std::move(plan.ignored);
+  m.skipped = std::move(plan.skipped);
+  for (const auto& [k, index] : plan.kept) {
+    m.tensors.emplace_back(k, raw.tensors[index].second);
+    m.origin.emplace_back(k, names[index]);
   }
   return m;
 }

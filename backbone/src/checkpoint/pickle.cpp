@@ -3,6 +3,7 @@
 // (protocols 0 to 5); the allowed globals are reconstructed here, never looked up or called.
 #include "checkpoint/pickle.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -17,9 +18,18 @@ namespace backbone::detail::pickle {
 namespace {
 
 // Caps on what one pickle may build; real checkpoints stay far below (a detectron2 training
-// checkpoint with its optimizer state has a few tens of thousands of objects).
-constexpr std::size_t kMaxObjects = std::size_t{1} << 21;
+// checkpoint with its optimizer state has a few tens of thousands of objects). They bound the
+// reader's own memory to a few hundred MB whatever the file.
+constexpr std::size_t kMaxObjects = std::size_t{1} << 20;
 constexpr std::size_t kMaxStack = std::size_t{1} << 21;
+// Container items copied by constructors (OrderedDict(d), set(l)), all calls together: without a
+// cap, calling OrderedDict on one large memoized dict again and again copies it each time.
+constexpr std::size_t kMaxCopiedItems = std::size_t{1} << 22;
+// Text that names a global, a numpy dtype, an encoding or a storage is short; longer text there is
+// refused rather than copied per reference.
+constexpr std::size_t kMaxNameText = 256;
+// Bytes at least this long refer to the input rather than being copied.
+constexpr std::size_t kViewFrom = 1024;
 
 using detail::append_utf8;
 
@@ -31,7 +41,7 @@ std::string latin1_to_utf8(const std::string& s) {
 }
 
 // UTF-8 text -> latin-1 bytes: 0 on success, 1 for malformed UTF-8, 2 for a character above U+00FF.
-int utf8_to_latin1(const std::string& s, std::string& out) {
+int utf8_to_latin1(std::string_view s, std::string& out) {
   out.clear();
   out.reserve(s.size());
   std::size_t i = 0;
@@ -93,7 +103,7 @@ bool checked_mul(int64_t a, int64_t b, int64_t& out) { return !__builtin_mul_ove
 
 std::string Obj::text() const {
   if (kind == Kind::Bytes && py2_str) return latin1_to_utf8(std::string(payload()));
-  return bytes;
+  return std::string(payload());
 }
 
 const char* Obj::type_name() const {
@@ -118,19 +128,28 @@ const char* Obj::type_name() const {
   return "object";
 }
 
-Unpickler::Unpickler(const uint8_t* data, std::size_t size, std::string what)
-    : data_(data), size_(size), what_(std::move(what)) {}
+Unpickler::Unpickler(const uint8_t* data, std::size_t size, std::string what, std::shared_ptr<const void> owner,
+                     std::shared_ptr<MemoryBudget> budget)
+    : data_(data), size_(size), what_(std::move(what)), owner_(std::move(owner)), budget_(std::move(budget)) {
+  if (!budget_) budget_ = std::make_shared<MemoryBudget>();
+}
 
 void Unpickler::fail(const std::string& message) const {
   throw CheckpointError("pickle " + what_ + ", byte " + std::to_string(op_start_) + ": " + message);
 }
 
 Obj* Unpickler::make(Kind kind) {
-  if (arena_.size() >= kMaxObjects)
+  if (objects_ >= kMaxObjects)
     fail("more than " + std::to_string(kMaxObjects) + " objects; this is not a checkpoint this reader accepts");
-  arena_.push_back(std::make_unique<Obj>());
-  arena_.back()->kind = kind;
-  return arena_.back().get();
+  if (chunk_used_ == chunk_size_) {
+    chunk_size_ = std::min<std::size_t>(chunk_size_ ? 2 * chunk_size_ : 16, 256);  // under malloc's mmap threshold
+    chunks_.push_back(std::unique_ptr<Obj[]>(new Obj[chunk_size_]));
+    chunk_used_ = 0;
+  }
+  ++objects_;
+  Obj* o = &chunks_.back()[chunk_used_++];
+  o->kind = kind;
+  return o;
 }
 
 uint8_t Unpickler::read_u8() {
@@ -194,14 +213,18 @@ std::vector<Obj*> Unpickler::pop_mark() {
 }
 
 void Unpickler::memo_put(uint64_t index, Obj* o) {
-  if (memo_.size() >= kMaxObjects && !memo_.count(index)) fail("the memo grows beyond its limit");
+  // Python's pickler numbers the memo 0, 1, 2, ...: an index beyond the object limit cannot come
+  // from it. The memo is then a plain array (no hashing an attacker could make collide).
+  if (index >= kMaxObjects)
+    fail("memo index " + std::to_string(index) + " is beyond the limit of " + std::to_string(kMaxObjects) + " entries");
+  if (index >= memo_.size()) memo_.resize(static_cast<std::size_t>(index) + 1, nullptr);
+  if (!memo_[index]) ++memo_count_;
   memo_[index] = o;
 }
 
 Obj* Unpickler::memo_get(uint64_t index) {
-  auto it = memo_.find(index);
-  if (it == memo_.end()) fail("memo entry " + std::to_string(index) + " was never stored");
-  return it->second;
+  if (index >= memo_.size() || !memo_[index]) fail("memo entry " + std::to_string(index) + " was never stored");
+  return memo_[index];
 }
 
 Obj* Unpickler::make_int(int64_t v) {
@@ -233,7 +256,7 @@ Obj* Unpickler::make_long(const uint8_t* p, std::size_t n) {
 
 Obj* Unpickler::make_bytes(const uint8_t* p, std::size_t n, bool py2_str, bool from_input) {
   Obj* o = make(Kind::Bytes);
-  if (from_input && n >= 1024) {
+  if (from_input && n >= kViewFrom) {
     o->view = p;
     o->view_size = n;
   } else {
@@ -247,6 +270,67 @@ Obj* Unpickler::make_str(std::string s) {
   Obj* o = make(Kind::Str);
   o->bytes = std::move(s);
   return o;
+}
+
+Obj* Unpickler::make_str_view(const uint8_t* p, std::size_t n) {
+  if (n < kViewFrom) return make_str(std::string(reinterpret_cast<const char*>(p), n));
+  Obj* o = make(Kind::Str);
+  o->view = p;
+  o->view_size = n;
+  return o;
+}
+
+void Unpickler::count_items(std::size_t n) {
+  if (n > kMaxCopiedItems - items_)
+    fail("the pickle copies more than " + std::to_string(kMaxCopiedItems) +
+         " container items (OrderedDict / set of an existing container); this is not a checkpoint this reader "
+         "accepts");
+  items_ += n;
+}
+
+uint32_t Unpickler::key_id(Obj* key) {
+  if (key->key_id) return key->key_id;
+  if (!key->is_text()) return 0;
+  std::string_view text;
+  if (key->kind == Kind::Str) {
+    text = key->payload();
+  } else {  // a Python 2 str: its text is decoded once
+    key->text_cache = key->text();
+    text = key->text_cache;
+  }
+  auto [it, fresh] = interned_.emplace(text, static_cast<uint32_t>(interned_.size() + 1));
+  key->key_id = it->second;
+  return key->key_id;
+}
+
+std::string_view Unpickler::data(const Obj* b) {
+  if (b->latin1_of && !b->view) {
+    Obj* o = const_cast<Obj*>(b);
+    budget_->charge(o->view_size, "the latin-1 bytes of a str (_codecs.encode)");
+    auto buf = std::make_shared<std::vector<uint8_t>>();
+    std::string out;
+    utf8_to_latin1(b->latin1_of->payload(), out);
+    buf->assign(out.begin(), out.end());
+    o->decoded = buf;
+    o->view = buf->data();
+    o->view_size = buf->size();
+  }
+  return b->payload();
+}
+
+std::shared_ptr<const void> Unpickler::data_owner(const Obj* b) const {
+  if (b->decoded) return b->decoded;
+  const auto v = reinterpret_cast<std::uintptr_t>(b->view), d = reinterpret_cast<std::uintptr_t>(data_);
+  if (b->view && v >= d && v - d < size_) return owner_;
+  return nullptr;  // the object's own bytes (or another object's): they live in the arena
+}
+
+Obj* Unpickler::get(const Obj* dict, std::string_view key) const {
+  if (!dict || dict->kind != Kind::Dict || !dict->index) return nullptr;
+  auto id = interned_.find(key);
+  if (id == interned_.end()) return nullptr;
+  auto it = dict->index->find(id->second);
+  return it == dict->index->end() ? nullptr : dict->dict[it->second].second;
 }
 
 Obj* Unpickler::resolve_global(const std::string& module, const std::string& name) {
@@ -306,6 +390,9 @@ Obj* Unpickler::resolve_global(const std::string& module, const std::string& nam
 
 Obj* Unpickler::make_dtype(Obj* descr) {
   if (!descr->is_text()) fail(std::string("numpy.dtype() expects a type string, found ") + descr->type_name());
+  if (descr->payload().size() > kMaxNameText)
+    fail("numpy.dtype() expects a type string such as '<f4', found " + std::to_string(descr->payload().size()) +
+         " bytes of text");
   std::string s = descr->text();
   Obj* d = make(Kind::DType);
   d->dtype_descr = s;
@@ -349,37 +436,23 @@ void Unpickler::fill_array(Obj* array, const Shape& shape, Obj* dtype, bool fort
   for (int64_t s : shape)
     if (!checked_mul(numel, s, numel)) fail("numpy array shape " + shape_str(shape) + " overflows");
   if (!checked_mul(numel, es, nbytes)) fail("numpy array shape " + shape_str(shape) + " overflows");
-  const std::string_view payload = data->kind == Kind::Bytes ? data->payload() : std::string_view(data->bytes);
-  if (static_cast<uint64_t>(nbytes) != payload.size())
-    fail("numpy array data has " + std::to_string(payload.size()) + " bytes, but shape " + shape_str(shape) +
+  if (static_cast<uint64_t>(nbytes) != data->data_size())
+    fail("numpy array data has " + std::to_string(data->data_size()) + " bytes, but shape " + shape_str(shape) +
          " of dtype " + dtype_name(dt) + " needs " + std::to_string(nbytes));
-  Tensor t;
-  void* src = const_cast<char*>(payload.data());
-  if (fortran && shape.size() > 1 && numel > 0) {
-    Shape strides(shape.size());
-    int64_t st = 1;
-    for (std::size_t k = 0; k < shape.size(); ++k) {
-      strides[k] = st;
-      st *= shape[k];
-    }
-    Tensor view = Tensor::from_blob(src, shape, dt, Device::cpu(), nullptr, strides);
-    t = view.is_contiguous() ? view.clone() : view.contiguous();
-  } else {
-    t = Tensor::empty(shape, dt);
-    if (nbytes > 0) std::memcpy(t.data(), src, static_cast<std::size_t>(nbytes));
-  }
-  if (dtype->big_endian && es > 1) {
-    auto* p = static_cast<uint8_t*>(t.data());
-    for (int64_t k = 0; k < numel; ++k)
-      for (int64_t a = 0, b = es - 1; a < b; ++a, --b) std::swap(p[k * es + a], p[k * es + b]);
-  }
-  array->tensor = t;
+  // The data stays where it is (shared by every array made from it) until materialise().
+  array->size = shape;
+  array->fortran = fortran && shape.size() > 1;
+  array->big_endian = dtype->big_endian && es > 1;
+  array->array_data = data;
   array->dtype = dt;
 }
 
 Shape to_shape(const Unpickler& u, const Obj* o, const char* what) {
   if (o->kind != Kind::Tuple && o->kind != Kind::List)
     u.fail(std::string(what) + ": expected a tuple of ints, found " + o->type_name());
+  if (o->items.size() > kMaxDims)
+    u.fail(std::string(what) + ": " + std::to_string(o->items.size()) + " dimensions, at most " +
+           std::to_string(kMaxDims) + " are supported");
   Shape s;
   for (const Obj* v : o->items) {
     if (v->kind != Kind::Int || v->i < 0)
@@ -388,13 +461,6 @@ Shape to_shape(const Unpickler& u, const Obj* o, const char* what) {
     s.push_back(v->i);
   }
   return s;
-}
-
-Obj* dict_get(const Obj* dict, const std::string& key) {
-  if (!dict || dict->kind != Kind::Dict) return nullptr;
-  for (const auto& [k, v] : dict->dict)
-    if (k->is_text() && k->text() == key) return v;
-  return nullptr;
 }
 
 Obj* Unpickler::rebuild_tensor(const std::vector<Obj*>& args, const char* func) {
@@ -479,19 +545,43 @@ Obj* Unpickler::call(Obj* callable, Obj* args) {
     case GlobalId::CodecsEncode: {
       need(1, 2);
       if (a[0]->kind != Kind::Str) fail(fn + ": expected a str, found " + a[0]->type_name());
+      if (a.size() > 1 && a[1]->is_text() && a[1]->payload().size() > kMaxNameText)
+        fail(fn + ": unsupported encoding (" + std::to_string(a[1]->payload().size()) + " bytes of text)");
       std::string enc = a.size() > 1 && a[1]->is_text() ? a[1]->text() : "utf-8";
       for (char& c : enc) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (enc == "utf-8" || enc == "utf8") {
+      Obj* str = a[0];
+      if (enc == "utf-8" || enc == "utf8") {  // the same bytes: shared, not copied
         Obj* o = make(Kind::Bytes);
-        o->bytes = a[0]->bytes;
+        const std::string_view d = str->payload();
+        o->view = reinterpret_cast<const uint8_t*>(d.data());
+        o->view_size = d.size();
         return o;
       }
       if (enc != "latin1" && enc != "latin-1" && enc != "iso-8859-1" && enc != "iso8859-1")
         fail(fn + ": unsupported encoding '" + enc + "' (expected latin1)");
+      // One encoding per str, however often it is encoded; decoded when first needed.
+      if (auto it = latin1_.find(str); it != latin1_.end()) return it->second;
+      const std::string_view text = str->payload();
+      std::size_t n = 0;
+      for (std::size_t k = 0; k < text.size(); ++k) {
+        const unsigned char c = static_cast<unsigned char>(text[k]);
+        if (c < 0x80) {
+          ++n;
+        } else if (c == 0xC2 || c == 0xC3) {
+          if (k + 1 >= text.size() || (static_cast<unsigned char>(text[k + 1]) & 0xC0) != 0x80)
+            fail(fn + ": the text is not valid UTF-8");
+          ++n;
+          ++k;
+        } else if ((c & 0xC0) == 0x80 || c < 0xC2 || c > 0xF4) {
+          fail(fn + ": the text is not valid UTF-8");
+        } else {
+          fail(fn + ": a character above U+00FF cannot be encoded as latin1");
+        }
+      }
       Obj* o = make(Kind::Bytes);
-      const int r = utf8_to_latin1(a[0]->bytes, o->bytes);
-      if (r == 1) fail(fn + ": the text is not valid UTF-8");
-      if (r == 2) fail(fn + ": a character above U+00FF cannot be encoded as latin1");
+      o->latin1_of = str;
+      o->view_size = n;
+      latin1_.emplace(str, o);
       return o;
     }
     case GlobalId::OrderedDict: {
@@ -500,8 +590,11 @@ Obj* Unpickler::call(Obj* callable, Obj* args) {
       if (a.size() == 1) {
         Obj* items = a[0];
         if (items->kind == Kind::Dict) {
+          count_items(items->dict.size());
           d->dict = items->dict;
+          if (items->index) d->index = std::make_unique<std::unordered_map<uint32_t, std::size_t>>(*items->index);
         } else if (items->kind == Kind::List || items->kind == Kind::Tuple) {
+          count_items(items->items.size());
           for (Obj* p : items->items) {
             if ((p->kind != Kind::List && p->kind != Kind::Tuple) || p->items.size() != 2)
               fail(fn + ": expected (key, value) pairs");
@@ -520,6 +613,7 @@ Obj* Unpickler::call(Obj* callable, Obj* args) {
       if (a.size() == 1) {
         if (a[0]->kind != Kind::List && a[0]->kind != Kind::Tuple && a[0]->kind != Kind::Set)
           fail(fn + ": expected a list, found " + a[0]->type_name());
+        count_items(a[0]->items.size());
         s->items = a[0]->items;
       }
       return s;
@@ -527,11 +621,12 @@ Obj* Unpickler::call(Obj* callable, Obj* args) {
     case GlobalId::ByteArray: {
       need(0, 2);
       if (a.empty()) return make(Kind::Bytes);
-      if (a[0]->kind == Kind::Bytes) {
+      if (a[0]->kind == Kind::Bytes) {  // the same bytes: shared, not copied
+        if (a[0]->latin1_of) return a[0];
         Obj* o = make(Kind::Bytes);
-        o->bytes = a[0]->bytes;
-        o->view = a[0]->view;
-        o->view_size = a[0]->view_size;
+        const std::string_view d = a[0]->payload();
+        o->view = reinterpret_cast<const uint8_t*>(d.data());
+        o->view_size = d.size();
         return o;
       }
       if (a[0]->kind == Kind::Str && a.size() == 2) {
@@ -623,13 +718,15 @@ void Unpickler::build(Obj* target, Obj* state) {
 
 void Unpickler::set_item(Obj* dict, Obj* key, Obj* value) {
   if (dict->kind != Kind::Dict) fail(std::string("SETITEM on a ") + dict->type_name() + ", expected a dict");
-  if (key->is_text()) {
-    const std::string k = key->text();
-    for (auto& kv : dict->dict)
-      if (kv.first->is_text() && kv.first->text() == k) {
-        kv.second = value;
-        return;
-      }
+  // Text keys replace an equal key's value, through an index of interned keys (linear time for
+  // the whole dict); other keys (ints, tuples) are kept as they come.
+  if (const uint32_t id = key_id(key)) {
+    if (!dict->index) dict->index = std::make_unique<std::unordered_map<uint32_t, std::size_t>>();
+    auto [it, fresh] = dict->index->emplace(id, dict->dict.size());
+    if (!fresh) {
+      dict->dict[it->second].second = value;
+      return;
+    }
   }
   dict->dict.emplace_back(key, value);
 }
@@ -727,6 +824,7 @@ Obj* Unpickler::load() {
   stack_.clear();
   marks_.clear();
   memo_.clear();
+  memo_count_ = 0;
   for (;;) {
     op_start_ = pos_;
     const uint8_t op = read_u8();
@@ -867,8 +965,7 @@ Obj* Unpickler::load() {
       case 0x8d: {  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
         const char* name = op == 'X' ? "BINUNICODE" : op == 0x8c ? "SHORT_BINUNICODE" : "BINUNICODE8";
         const uint64_t n = read_uint(op == 'X' ? 4 : op == 0x8c ? 1 : 8, name);
-        const uint8_t* p = read_bytes(n, name);
-        push(make_str(std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n))));
+        push(make_str_view(read_bytes(n, name), static_cast<std::size_t>(n)));
         break;
       }
       case ')': push(make(Kind::Tuple)); break;
@@ -955,6 +1052,9 @@ Obj* Unpickler::load() {
         Obj* name = pop();
         Obj* module = pop();
         if (!name->is_text() || !module->is_text()) fail("STACK_GLOBAL: module and name must be str");
+        if (name->payload().size() > kMaxNameText || module->payload().size() > kMaxNameText)
+          fail("STACK_GLOBAL: a module or name of more than " + std::to_string(kMaxNameText) +
+               " bytes is not a global this reader knows");
         push(resolve_global(module->text(), name->text()));
         break;
       }
@@ -1016,7 +1116,7 @@ Obj* Unpickler::load() {
       }
       case 'q': memo_put(read_uint(1, "BINPUT"), top()); break;
       case 'r': memo_put(read_uint(4, "LONG_BINPUT"), top()); break;
-      case 0x94: memo_put(memo_.size(), top()); break;  // MEMOIZE
+      case 0x94: memo_put(memo_count_, top()); break;  // MEMOIZE
       case 'g': {
         int64_t idx = 0;
         const std::string line = read_line("GET");
@@ -1040,26 +1140,116 @@ Obj* Unpickler::load() {
   }
 }
 
-Tensor to_tensor(const Unpickler& u, const Obj* o, const std::string& name) {
+void Unpickler::check_tensor(const Obj* o, const std::string& name) const {
   if (o->kind == Kind::Array) {
-    if (!o->array_ready) u.fail("numpy array '" + name + "' never received its data (no BUILD)");
-    if (!o->unsupported.empty()) u.fail("entry '" + name + "': " + o->unsupported);
-    return o->tensor;
+    if (!o->array_ready) fail("numpy array '" + name + "' never received its data (no BUILD)");
+    if (!o->unsupported.empty()) fail("entry '" + name + "': " + o->unsupported);
+    return;
   }
-  if (o->kind != Kind::TensorRef) u.fail("entry '" + name + "' is a " + o->type_name() + ", not a tensor");
+  if (o->kind != Kind::TensorRef) fail("entry '" + name + "' is a " + o->type_name() + ", not a tensor");
+  if (!o->storage->data) fail("entry '" + name + "': the data of storage '" + o->storage->key + "' was never read");
+}
+
+namespace {
+
+// Where a tensor's elements are: base pointer, shape, element strides, and how to read them.
+struct Layout {
+  const uint8_t* base = nullptr;
+  Shape shape, strides;
+  DType dtype = DType::Float32;
+  bool big_endian = false;
+  std::shared_ptr<const void> owner;  // null: the bytes live in the unpickler's arena
+};
+
+bool viewable(const Layout& l) {
+  const std::size_t es = dtype_size(l.dtype);
+  return l.owner && !l.big_endian && reinterpret_cast<std::uintptr_t>(l.base) % es == 0 &&
+         l.strides == contiguous_strides(l.shape);
+}
+
+std::string copy_key(const Layout& l) {
+  std::string k = std::to_string(reinterpret_cast<std::uintptr_t>(l.base)) + "/" + dtype_name(l.dtype) + "/" +
+                  (l.big_endian ? "be/" : "le/") + shape_str(l.shape) + shape_str(l.strides);
+  return k;
+}
+
+}  // namespace
+
+Unpickler::Span Unpickler::span_of(const Obj* o) {
+  const std::string_view d = data(o);
+  return {reinterpret_cast<const uint8_t*>(d.data()), d.size(), data_owner(o)};
+}
+
+static Layout layout_of(const Obj* o) {
+  Layout l;
+  l.shape = o->size;
+  l.dtype = o->dtype;
+  if (o->kind == Kind::Array) {
+    l.big_endian = o->big_endian;
+    if (o->fortran) {
+      l.strides.resize(l.shape.size());
+      int64_t st = 1;  // the product stays below the data size, checked when the array was built
+      for (std::size_t k = 0; k < l.shape.size(); ++k) {
+        l.strides[k] = st;
+        st *= std::max<int64_t>(l.shape[k], 1);
+      }
+    } else {
+      l.strides = contiguous_strides(l.shape);
+    }
+    return l;
+  }
   const StorageData& s = *o->storage;
-  if (!s.data) u.fail("entry '" + name + "': the data of storage '" + s.key + "' was never read");
-  const std::size_t es = dtype_size(s.dtype);
-  // Bounds were checked against the storage size when the tensor was rebuilt.
-  void* base = const_cast<uint8_t*>(s.data) + static_cast<std::size_t>(o->storage_offset) * es;
-  Tensor view = Tensor::from_blob(base, o->size, s.dtype, Device::cpu(), nullptr, o->stride);
-  if (view.numel() == 0) return Tensor::empty(o->size, s.dtype);
-  if (view.is_contiguous()) {
-    Tensor out = Tensor::empty(o->size, s.dtype);
-    std::memcpy(out.data(), base, view.nbytes());
+  l.base = s.data + static_cast<std::size_t>(o->storage_offset) * dtype_size(s.dtype);
+  l.strides = o->stride;
+  l.owner = s.buffer;
+  return l;
+}
+
+Tensor Unpickler::materialise(const Obj* o, const std::string& name) {
+  check_tensor(o, name);
+  if (shape_numel(o->size) == 0) return Tensor::empty(o->size, o->dtype);
+  Layout l = layout_of(o);
+  if (o->kind == Kind::Array) {
+    const Span sp = span_of(o->array_data);
+    l.base = sp.p;
+    l.owner = sp.owner;
+  }
+  if (viewable(l))
+    return Tensor::from_blob(const_cast<uint8_t*>(l.base), l.shape, l.dtype, Device::cpu(),
+                             std::const_pointer_cast<void>(l.owner));
+  const std::string key = copy_key(l);
+  if (auto it = copies_.find(key); it != copies_.end()) return it->second;
+  budget_->charge(static_cast<uint64_t>(shape_numel(l.shape)) * dtype_size(l.dtype), "a copy of entry '" + name + "'");
+  Tensor out = Tensor::empty(l.shape, l.dtype);
+  // Gather element by element (strided or Fortran-order data), byte-swapping big-endian data.
+  const std::size_t es = dtype_size(l.dtype);
+  auto* dst = static_cast<uint8_t*>(out.data());
+  if (!l.big_endian && l.strides == contiguous_strides(l.shape)) {  // misaligned or in the arena
+    std::memcpy(dst, l.base, out.nbytes());
+    copies_.emplace(key, out);
     return out;
   }
-  return view.contiguous();
+  const std::size_t nd = l.shape.size();
+  std::vector<int64_t> idx(nd, 0);
+  const int64_t n = shape_numel(l.shape);
+  int64_t off = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const uint8_t* src = l.base + off * static_cast<int64_t>(es);
+    if (l.big_endian) {
+      for (std::size_t b = 0; b < es; ++b) dst[b] = src[es - 1 - b];
+    } else {
+      std::memcpy(dst, src, es);
+    }
+    dst += es;
+    for (std::size_t d = nd; d-- > 0;) {
+      off += l.strides[d];
+      if (++idx[d] < l.shape[d]) break;
+      off -= l.strides[d] * l.shape[d];
+      idx[d] = 0;
+    }
+  }
+  copies_.emplace(key, out);
+  return out;
 }
 
 }  // namespace backbone::detail::pickle

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Checkpoint file readers: pickles (.pkl, detectron2's DetectionCheckpointer._load_file rules),
-// torch.save files (zip archives and the legacy pre-1.6 stream) and safetensors.
+// torch.save files (zip archives and the legacy pre-1.6 stream) and safetensors. Files are listed
+// first (names, dtypes, shapes, checked against the data they claim) and their tensors
+// materialised only on demand, as views of the file's bytes wherever possible.
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -8,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "backbone/error.h"
 #include "checkpoint/pickle.h"
@@ -17,6 +20,17 @@ namespace backbone::detail {
 
 namespace pk = pickle;
 
+void MemoryBudget::charge(uint64_t n, const std::string& purpose) {
+  if (!fits(n))
+    throw CheckpointError("checkpoint " + what + ": reading it needs more memory than allowed: " + purpose + " (" +
+                          std::to_string(n) + " bytes) would bring what the reader allocates beyond the file to " +
+                          (n > limit ? "more than " + std::to_string(limit) : std::to_string(used + n)) +
+                          " bytes, over its limit of " + std::to_string(limit) + " bytes (" + limit_reason +
+                          "); shared data is never copied per reference, so this file asks for far more than the "
+                          "tensors it holds");
+  used += n;
+}
+
 namespace {
 
 uint64_t le(const uint8_t* p, int n) {
@@ -25,10 +39,10 @@ uint64_t le(const uint8_t* p, int n) {
   return v;
 }
 
-std::string hex_prefix(const std::vector<uint8_t>& d, std::size_t n) {
+std::string hex_prefix(const uint8_t* d, std::size_t size, std::size_t n) {
   std::string s;
   char buf[4];
-  for (std::size_t k = 0; k < n && k < d.size(); ++k) {
+  for (std::size_t k = 0; k < n && k < size; ++k) {
     std::snprintf(buf, sizeof buf, "%02x", d[k]);
     if (k) s += ' ';
     s += buf;
@@ -44,32 +58,11 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 constexpr uint8_t kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
                                     0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
 
-bool is_legacy_torch(const std::vector<uint8_t>& d) {
-  return d.size() >= sizeof kLegacyMagic && std::memcmp(d.data(), kLegacyMagic, sizeof kLegacyMagic) == 0;
+bool is_legacy_torch(const uint8_t* d, std::size_t n) {
+  return n >= sizeof kLegacyMagic && std::memcmp(d, kLegacyMagic, sizeof kLegacyMagic) == 0;
 }
-bool is_zip(const std::vector<uint8_t>& d) {
-  return d.size() >= 4 && d[0] == 'P' && d[1] == 'K' && ((d[2] == 3 && d[3] == 4) || (d[2] == 5 && d[3] == 6));
-}
-
-// Tensors of a pickled dict; entries that are not arrays or tensors (strings, numbers, nested
-// dicts) are left out.
-StateDict collect_tensors(const pk::Unpickler& u, const pk::Obj* dict, bool drop_momentum) {
-  StateDict out;
-  for (const auto& [k, v] : dict->dict) {
-    if (!k->is_text()) continue;
-    if (v->kind != pk::Kind::Array && v->kind != pk::Kind::TensorRef) continue;
-    if (v->kind == pk::Kind::Array && v->non_numeric) continue;  // arrays of objects, strings, records
-    const std::string name = k->text();
-    if (drop_momentum && ends_with(name, "_momentum")) continue;
-    out.emplace_back(name, pk::to_tensor(u, v, name));
-  }
-  return out;
-}
-
-const pk::Obj* expect_dict(const pk::Unpickler& u, const pk::Obj* o, const std::string& what) {
-  if (o->kind != pk::Kind::Dict)
-    u.fail("expected " + what + " to be a dict, found " + std::string(o->type_name()));
-  return o;
+bool is_zip(const uint8_t* d, std::size_t n) {
+  return n >= 4 && d[0] == 'P' && d[1] == 'K' && ((d[2] == 3 && d[3] == 4) || (d[2] == 5 && d[3] == 6));
 }
 
 bool truthy(const pk::Obj* o) {
@@ -79,16 +72,45 @@ bool truthy(const pk::Obj* o) {
   return false;
 }
 
-// ---- torch.save -------------------------------------------------------------------------------
+// A pickle whose tensors are materialised later: the unpickler (its objects) and the bytes its
+// tensors refer to stay alive as long as the LazyCheckpoint.
+struct PickleSession {
+  std::unique_ptr<pk::Unpickler> u;
+  std::map<std::string, std::shared_ptr<pk::StorageData>> storages;
+  std::vector<std::shared_ptr<void>> keep;  // the torch.save stream a .pth was read from
+  std::map<std::pair<const void*, std::size_t>, pk::Obj*> from_bytes;  // one parse per distinct bytes
+  std::vector<const pk::Obj*> objs;  // the listed tensors
+};
 
-RawCheckpoint torch_result(const pk::Unpickler& u, const pk::Obj* top) {
-  expect_dict(u, top, "the object torch.save wrote");
-  const pk::Obj* model = pk::dict_get(top, "model");
-  if (model && model->kind == pk::Kind::Dict) top = model;  // detectron2 checkpoints
-  RawCheckpoint raw;
-  raw.tensors = collect_tensors(u, top, false);
-  return raw;
+// The tensors of a pickled dict; entries that are not arrays or tensors (strings, numbers, nested
+// dicts) are left out. Each is checked (supported dtype, data present) but not materialised.
+void list_tensors(PickleSession& s, const pk::Obj* dict, bool drop_momentum, LazyCheckpoint& out) {
+  for (const auto& [k, v] : dict->dict) {
+    if (!k->is_text()) continue;
+    if (v->kind != pk::Kind::Array && v->kind != pk::Kind::TensorRef) continue;
+    if (v->kind == pk::Kind::Array && v->non_numeric) continue;  // arrays of objects, strings, records
+    std::string name = k->text();
+    if (drop_momentum && ends_with(name, "_momentum")) continue;
+    s.u->check_tensor(v, name);
+    out.tensors.push_back({std::move(name), v->dtype, v->size});
+    s.objs.push_back(v);
+  }
 }
+
+void finish(LazyCheckpoint& out, std::shared_ptr<PickleSession> s) {
+  out.budget = s->u->budget_ptr();
+  PickleSession* p = s.get();
+  out.make = [p](const LazyCheckpoint& c, std::size_t i) { return p->u->materialise(p->objs[i], c.tensors[i].name); };
+  out.keep = std::move(s);
+}
+
+const pk::Obj* expect_dict(const pk::Unpickler& u, const pk::Obj* o, const std::string& what) {
+  if (o->kind != pk::Kind::Dict)
+    u.fail("expected " + what + " to be a dict, found " + std::string(o->type_name()));
+  return o;
+}
+
+// ---- torch.save -------------------------------------------------------------------------------
 
 struct StoragePid {
   DType dtype;
@@ -100,8 +122,8 @@ StoragePid parse_storage_pid(pk::Unpickler& u, const pk::Obj* pid, std::size_t m
   if (pid->kind != pk::Kind::Tuple || pid->items.empty() || !pid->items[0]->is_text())
     u.fail("persistent id: expected a tuple ('storage', type, key, location, numel), found a " +
            std::string(pid->type_name()));
-  const std::string tag = pid->items[0]->text();
-  if (tag != "storage") u.fail("persistent id '" + tag + "' is not supported (only tensors' storages are)");
+  if (pid->items[0]->payload() != "storage")
+    u.fail("persistent id '" + pid->items[0]->text().substr(0, 64) + "' is not supported (only tensors' storages are)");
   if (pid->items.size() < min_items)
     u.fail("persistent id has " + std::to_string(pid->items.size()) + " items, expected " + std::to_string(min_items));
   const pk::Obj* type = pid->items[1];
@@ -109,28 +131,41 @@ StoragePid parse_storage_pid(pk::Unpickler& u, const pk::Obj* pid, std::size_t m
     u.fail("persistent id: expected a torch storage type such as torch.FloatStorage, found " +
            (type->kind == pk::Kind::Global ? type->global_name : std::string(type->type_name())));
   if (!pid->items[2]->is_text()) u.fail("persistent id: the storage key must be a str");
+  if (pid->items[2]->payload().size() > 256)
+    u.fail("persistent id: a storage key of " + std::to_string(pid->items[2]->payload().size()) +
+           " bytes (torch.save writes short keys)");
   const pk::Obj* numel = pid->items[4];
   if (numel->kind != pk::Kind::Int || numel->i < 0) u.fail("persistent id: the storage size must be a non-negative int");
   return {type->dtype, pid->items[2]->text(), numel->i};
 }
 
-// Reads a torch.save zip archive and hands its unpickled object to `done` (while the storages and
-// the unpickler's objects are alive).
-template <typename F>
-auto visit_torch_zip(const Bytes& data, const std::string& what, F&& done) {
-  const uint8_t* base = data->data();
-  const std::vector<ZipEntry> entries = read_zip_directory(base, data->size(), what);
+// A torch.save stream (zip or legacy) read up to its main object.
+struct TorchStream {
+  std::unique_ptr<pk::Unpickler> u;
+  std::map<std::string, std::shared_ptr<pk::StorageData>> storages;
+  std::vector<ZipEntry> entries;
   std::map<std::string, const ZipEntry*> by_name;
-  for (const auto& e : entries) by_name[e.name] = &e;
-  if (entries.empty()) throw CheckpointError("torch zip file " + what + " has no entries");
+  const pk::Obj* top = nullptr;
+};
+
+// Reads a torch.save zip archive at `base` (kept alive by `owner`).
+std::unique_ptr<TorchStream> read_torch_zip(const uint8_t* base, std::size_t size, std::shared_ptr<const void> owner,
+                                            const std::string& what, std::shared_ptr<MemoryBudget> budget) {
+  auto ts = std::make_unique<TorchStream>();
+  TorchStream* t = ts.get();
+  t->entries = read_zip_directory(base, size, what);
+  if (t->entries.empty()) throw CheckpointError("torch zip file " + what + " has no entries");
+  for (const auto& e : t->entries) t->by_name[e.name] = &e;
   // The archive's folder is the first entry's (as PyTorch's reader takes it).
-  const std::string& first = entries.front().name;
+  const std::string& first = t->entries.front().name;
   const std::string prefix = first.substr(0, first.find('/'));
-  auto entry = [&](const std::string& rel) -> const ZipEntry* {
-    auto it = by_name.find(prefix + "/" + rel);
-    return it == by_name.end() ? nullptr : it->second;
+  auto entry = [t, prefix](const std::string& rel) -> const ZipEntry* {
+    auto it = t->by_name.find(prefix + "/" + rel);
+    return it == t->by_name.end() ? nullptr : it->second;
   };
-  auto checked = [&](const ZipEntry& e) {
+  // Each entry is checked once: entries never overlap (read_zip_directory) and each storage is
+  // looked up once, so the CRC work is at most the size of the file.
+  auto checked = [base, what](const ZipEntry& e) {
     if (crc32(base + e.offset, static_cast<std::size_t>(e.size)) != e.crc32)
       throw CheckpointError("torch zip file " + what + ": entry " + e.name + " fails its CRC-32 check (corrupt file)");
     return base + e.offset;
@@ -140,16 +175,17 @@ auto visit_torch_zip(const Bytes& data, const std::string& what, F&& done) {
     throw CheckpointError("torch zip file " + what + " has no " + prefix +
                           "/data.pkl: this is not an archive written by torch.save");
   if (const ZipEntry* bo = entry("byteorder")) {
-    const std::string order(reinterpret_cast<const char*>(checked(*bo)), static_cast<std::size_t>(bo->size));
+    const std::string order(reinterpret_cast<const char*>(checked(*bo)),
+                            static_cast<std::size_t>(std::min<uint64_t>(bo->size, 64)));
     if (order != "little")
       throw CheckpointError("torch zip file " + what + " was written on a '" + order +
                             "'-endian machine; only little-endian files are read");
   }
-  pk::Unpickler u(checked(*pkl), static_cast<std::size_t>(pkl->size), what + " (" + pkl->name + ")");
-  std::map<std::string, std::shared_ptr<pk::StorageData>> storages;
-  u.set_persistent_load([&](pk::Unpickler& up, pk::Obj* pid) {
+  t->u = std::make_unique<pk::Unpickler>(checked(*pkl), static_cast<std::size_t>(pkl->size),
+                                         what + " (" + pkl->name + ")", owner, std::move(budget));
+  t->u->set_persistent_load([t, entry, checked, prefix, owner](pk::Unpickler& up, pk::Obj* pid) {
     const StoragePid sp = parse_storage_pid(up, pid, 5);
-    auto& st = storages[sp.key];
+    auto& st = t->storages[sp.key];
     if (!st) {
       const ZipEntry* e = entry("data/" + sp.key);
       if (!e) up.fail("storage '" + sp.key + "' has no entry " + prefix + "/data/" + sp.key + " in the archive");
@@ -162,7 +198,7 @@ auto visit_torch_zip(const Bytes& data, const std::string& what, F&& done) {
       st->dtype = sp.dtype;
       st->numel = sp.numel;
       st->key = sp.key;
-      st->buffer = data;
+      st->buffer = owner;
       st->data = checked(*e);
     } else if (st->dtype != sp.dtype) {
       up.fail("storage '" + sp.key + "' is used as " + dtype_name(st->dtype) + " and as " + dtype_name(sp.dtype));
@@ -172,14 +208,17 @@ auto visit_torch_zip(const Bytes& data, const std::string& what, F&& done) {
     o->i = st->numel;
     return o;
   });
-  const pk::Obj* top = u.load();
-  return done(u, top);
+  t->top = t->u->load();
+  return ts;
 }
 
 // The same for the legacy (pre-1.6) torch.save stream.
-template <typename F>
-auto visit_torch_legacy(const Bytes& data, const std::string& what, F&& done) {
-  pk::Unpickler u(data->data(), data->size(), what);
+std::unique_ptr<TorchStream> read_torch_legacy(const uint8_t* base, std::size_t size, std::shared_ptr<const void> owner,
+                                               const std::string& what, std::shared_ptr<MemoryBudget> budget) {
+  auto ts = std::make_unique<TorchStream>();
+  TorchStream* t = ts.get();
+  t->u = std::make_unique<pk::Unpickler>(base, size, what, owner, std::move(budget));
+  pk::Unpickler& u = *t->u;
   const pk::Obj* magic = u.load();
   if (magic->kind != pk::Kind::BigInt || magic->bytes != std::string("\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 10))
     throw CheckpointError("file " + what + " is not a torch.save file: the legacy magic number is missing");
@@ -189,12 +228,11 @@ auto visit_torch_legacy(const Bytes& data, const std::string& what, F&& done) {
            (proto->kind == pk::Kind::Int ? std::to_string(proto->i) : std::string(proto->type_name())) +
            " is not supported (expected 1001)");
   const pk::Obj* sys_info = u.load();
-  if (const pk::Obj* little = pk::dict_get(sys_info, "little_endian"); little && !truthy(little))
+  if (const pk::Obj* little = u.get(sys_info, "little_endian"); little && !truthy(little))
     u.fail("the file was written on a big-endian machine; only little-endian files are read");
-  std::map<std::string, std::shared_ptr<pk::StorageData>> storages;
-  u.set_persistent_load([&](pk::Unpickler& up, pk::Obj* pid) {
+  u.set_persistent_load([t](pk::Unpickler& up, pk::Obj* pid) {
     const StoragePid sp = parse_storage_pid(up, pid, 5);
-    auto& st = storages[sp.key];
+    auto& st = t->storages[sp.key];
     if (!st) {
       st = std::make_shared<pk::StorageData>();
       st->dtype = sp.dtype;
@@ -221,103 +259,162 @@ auto visit_torch_legacy(const Bytes& data, const std::string& what, F&& done) {
     }
     return o;
   });
-  const pk::Obj* top = u.load();
+  t->top = u.load();
   u.set_persistent_load(nullptr);
   const pk::Obj* keys = u.load();
   if (keys->kind != pk::Kind::List) u.fail("expected the list of storage keys after the main pickle");
   std::size_t pos = u.position();
-  const std::size_t size = data->size();
   for (const pk::Obj* k : keys->items) {
     if (!k->is_text()) u.fail("storage keys must be str");
-    auto it = storages.find(k->text());
-    if (it == storages.end()) u.fail("storage key '" + k->text() + "' is not used by any tensor");
+    auto it = t->storages.find(k->text());
+    if (it == t->storages.end()) u.fail("storage key '" + k->text().substr(0, 64) + "' is not used by any tensor");
     pk::StorageData& st = *it->second;
     if (size - pos < 8)
       throw CheckpointError("file " + what + " is truncated: the size of storage '" + st.key + "' is missing at byte " +
                             std::to_string(pos));
-    const int64_t numel = static_cast<int64_t>(le(data->data() + pos, 8));
+    const int64_t numel = static_cast<int64_t>(le(base + pos, 8));
     pos += 8;
     if (numel != st.numel)
       throw CheckpointError("file " + what + ": storage '" + st.key + "' holds " + std::to_string(numel) +
                             " elements, the pickle says " + std::to_string(st.numel));
-    const uint64_t nbytes = static_cast<uint64_t>(numel) * dtype_size(st.dtype);  // numel < 2^62 checked below
-    if (numel < 0 || static_cast<uint64_t>(numel) > (size - pos) || nbytes > size - pos)
-      throw CheckpointError("file " + what + " is truncated: storage '" + st.key + "' needs " + std::to_string(nbytes) +
-                            " bytes at byte " + std::to_string(pos) + ", only " + std::to_string(size - pos) +
-                            " are left");
-    st.buffer = data;
-    st.data = data->data() + pos;
-    pos += static_cast<std::size_t>(nbytes);
+    if (numel < 0 || static_cast<uint64_t>(numel) > (size - pos) ||
+        static_cast<uint64_t>(numel) * dtype_size(st.dtype) > size - pos)  // numel <= size: no overflow
+      throw CheckpointError("file " + what + " is truncated: storage '" + st.key + "' needs " +
+                            std::to_string(static_cast<uint64_t>(numel) * dtype_size(st.dtype)) + " bytes at byte " +
+                            std::to_string(pos) + ", only " + std::to_string(size - pos) + " are left");
+    st.buffer = owner;
+    st.data = base + pos;
+    pos += static_cast<std::size_t>(numel) * dtype_size(st.dtype);
   }
-  return done(u, top);
+  return ts;
 }
 
-RawCheckpoint read_torch(const Bytes& data, const std::string& what) {
-  if (is_zip(*data)) return visit_torch_zip(data, what, torch_result);
-  if (is_legacy_torch(*data)) return visit_torch_legacy(data, what, torch_result);
-  if (data->size() > 262 && std::memcmp(data->data() + 257, "ustar", 5) == 0)
+std::unique_ptr<TorchStream> read_torch_stream(const uint8_t* p, std::size_t n, std::shared_ptr<const void> owner,
+                                               const std::string& what, std::shared_ptr<MemoryBudget> budget) {
+  if (is_zip(p, n)) return read_torch_zip(p, n, std::move(owner), what, std::move(budget));
+  if (is_legacy_torch(p, n)) return read_torch_legacy(p, n, std::move(owner), what, std::move(budget));
+  if (n > 262 && std::memcmp(p + 257, "ustar", 5) == 0)
     throw CheckpointError("file " + what + " is a tar archive (torch.save before PyTorch 0.4): not supported");
   throw CheckpointError("file " + what +
                         " is not a torch.save file: expected a zip archive (PK\\x03\\x04) or the legacy magic number; "
                         "the first bytes are " +
-                        hex_prefix(*data, 8));
+                        hex_prefix(p, n, 8));
+}
+
+LazyCheckpoint open_torch(const Bytes& data, const std::string& what, std::shared_ptr<MemoryBudget> budget) {
+  std::shared_ptr<TorchStream> ts = read_torch_stream(data->data(), data->size(), data, what, std::move(budget));
+  auto s = std::make_shared<PickleSession>();
+  s->keep.push_back(ts);
+  const pk::Obj* top = expect_dict(*ts->u, ts->top, "the object torch.save wrote");
+  const pk::Obj* model = ts->u->get(top, "model");
+  if (model && model->kind == pk::Kind::Dict) top = model;  // detectron2 checkpoints
+  // The session's unpickler is the stream's (owned through `keep`).
+  s->u.reset(ts->u.release());
+  LazyCheckpoint out;
+  list_tensors(*s, top, false, out);
+  finish(out, std::move(s));
+  return out;
 }
 
 // ---- .pkl -------------------------------------------------------------------------------------
 
-RawCheckpoint read_pickle(const Bytes& data, const std::string& what) {
-  pk::Unpickler u(data->data(), data->size(), what);
-  // pickle.dump of torch tensors stores each storage as a legacy torch.save stream.
-  u.set_load_from_bytes([&what](pk::Unpickler& up, const pk::Obj* b) {
-    const std::string_view v = b->payload();
-    auto buf = std::make_shared<const std::vector<uint8_t>>(v.begin(), v.end());
-    const std::string inner = what + " (a pickled torch storage)";
-    auto storage = [&](const pk::Unpickler& iu, const pk::Obj* top) {
-      if (top->kind != pk::Kind::Storage) iu.fail(std::string("expected a storage, found a ") + top->type_name());
-      pk::Obj* o = up.make(pk::Kind::Storage);
-      o->storage = top->storage;
-      o->i = top->i;
-      o->storage_offset = top->storage_offset;
-      return o;
-    };
-    if (is_zip(*buf)) return visit_torch_zip(buf, inner, storage);
-    if (is_legacy_torch(*buf)) return visit_torch_legacy(buf, inner, storage);
-    up.fail("torch.storage._load_from_bytes: the bytes are not a torch.save stream");
+LazyCheckpoint open_pickle(const Bytes& data, const std::string& what, std::shared_ptr<MemoryBudget> budget) {
+  auto s = std::make_shared<PickleSession>();
+  s->u = std::make_unique<pk::Unpickler>(data->data(), data->size(), what, data, std::move(budget));
+  pk::Unpickler& u = *s->u;
+  // pickle.dump of torch tensors stores each storage as a torch.save stream in a bytes object;
+  // each distinct bytes object is read once (and not copied), however often it is referenced.
+  PickleSession* sp = s.get();
+  u.set_load_from_bytes([sp, what](pk::Unpickler& up, const pk::Obj* b) -> pk::Obj* {
+    const pk::Unpickler::Span bytes{reinterpret_cast<const uint8_t*>(up.data(b).data()), up.data(b).size(),
+                                    up.data_owner(b)};
+    const auto key = std::make_pair(static_cast<const void*>(bytes.p), bytes.n);
+    if (auto it = sp->from_bytes.find(key); it != sp->from_bytes.end()) return it->second;
+    const uint8_t* p = bytes.p;
+    std::shared_ptr<const void> owner = bytes.owner;
+    if (!owner) {  // bytes held by the unpickler's objects (short or decoded text): a copy the tensors can own
+      up.budget().charge(bytes.n, "a copy of a pickled torch storage");
+      auto copy = std::make_shared<std::vector<uint8_t>>(bytes.p, bytes.p + bytes.n);
+      p = copy->data();
+      owner = std::move(copy);
+    }
+    std::unique_ptr<TorchStream> inner =
+        read_torch_stream(p, bytes.n, owner, what + " (a pickled torch storage)", up.budget_ptr());
+    if (inner->top->kind != pk::Kind::Storage)
+      inner->u->fail(std::string("expected a storage, found a ") + inner->top->type_name());
+    pk::Obj* o = up.make(pk::Kind::Storage);
+    o->storage = inner->top->storage;
+    o->i = inner->top->i;
+    o->storage_offset = inner->top->storage_offset;
+    sp->from_bytes.emplace(key, o);
+    return o;
   });
   const pk::Obj* top = expect_dict(u, u.load(), "the pickled object");
-  RawCheckpoint raw;
-  const pk::Obj* model = pk::dict_get(top, "model");
-  const pk::Obj* author = pk::dict_get(top, "__author__");
+  LazyCheckpoint out;
+  const pk::Obj* model = u.get(top, "model");
+  const pk::Obj* author = u.get(top, "__author__");
   if (model && author) {
     // detectron2 model zoo format
     expect_dict(u, model, "\"model\"");
-    raw.author = author->is_text() ? author->text() : "";
-    raw.matching_heuristics = truthy(pk::dict_get(top, "matching_heuristics"));
-    raw.tensors = collect_tensors(u, model, false);
-    return raw;
+    out.author = author->is_text() ? author->text() : "";
+    out.matching_heuristics = truthy(u.get(top, "matching_heuristics"));
+    list_tensors(*s, model, false, out);
+  } else {
+    // Caffe2 / Detectron1 model zoo: detection models keep their weights under "blobs".
+    const pk::Obj* blobs = u.get(top, "blobs");
+    if (blobs) top = expect_dict(u, blobs, "\"blobs\"");
+    out.author = "Caffe2";
+    out.matching_heuristics = true;
+    list_tensors(*s, top, true, out);
   }
-  // Caffe2 / Detectron1 model zoo: detection models keep their weights under "blobs".
-  const pk::Obj* blobs = pk::dict_get(top, "blobs");
-  if (blobs) top = expect_dict(u, blobs, "\"blobs\"");
-  raw.author = "Caffe2";
-  raw.matching_heuristics = true;
-  raw.tensors = collect_tensors(u, top, true);
-  return raw;
+  finish(out, std::move(s));
+  return out;
 }
 
 // ---- safetensors ------------------------------------------------------------------------------
 
-RawCheckpoint read_safetensors(const Bytes& data, const std::string& what) {
+// The format's own limit on the JSON header (safetensors' MAX_HEADER_SIZE).
+constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
+// The header is {name: {dtype, shape: [...], data_offsets: [b, e]}, "__metadata__": {str: str}}:
+// nothing nests deeper than 3, and a shape has at most pk::kMaxDims entries. Values are capped so
+// that the parsed header stays near the size of its text.
+constexpr int kMaxSafetensorsDepth = 3;
+constexpr std::size_t kMaxSafetensorsValues = std::size_t{1} << 22;
+
+struct SafetensorsEntry {
+  uint64_t begin, end;
+};
+
+LazyCheckpoint open_safetensors(const Bytes& data, const std::string& what, std::shared_ptr<MemoryBudget> budget) {
   const std::size_t size = data->size();
   if (size < 8) throw CheckpointError("safetensors file " + what + " is truncated: it has " + std::to_string(size) + " bytes");
   const uint64_t header_len = le(data->data(), 8);
   if (header_len > size - 8)
     throw CheckpointError("safetensors file " + what + ": the header announces " + std::to_string(header_len) +
                           " bytes, the file has " + std::to_string(size - 8) + " after the length");
+  if (header_len > kMaxSafetensorsHeader)
+    throw CheckpointError("safetensors file " + what + ": the header announces " + std::to_string(header_len) +
+                          " bytes, more than the format's limit of " + std::to_string(kMaxSafetensorsHeader));
   const char* hb = reinterpret_cast<const char*>(data->data() + 8);
   nlohmann::ordered_json header;
+  std::set<std::string> names;
+  std::size_t values = 0;
+  auto bad_header = [&](const std::string& m) { return CheckpointError("safetensors file " + what + ": " + m); };
+  // Duplicate tensor names are refused (safetensors' loader keeps one of them, and the other's
+  // bytes become a hole it refuses); depth and size are bounded while parsing.
+  auto cb = [&](int depth, nlohmann::ordered_json::parse_event_t event, nlohmann::ordered_json& parsed) {
+    using E = nlohmann::ordered_json::parse_event_t;
+    if ((event == E::object_start || event == E::array_start) && depth >= kMaxSafetensorsDepth)
+      throw bad_header("the header nests deeper than " + std::to_string(kMaxSafetensorsDepth) +
+                       " levels ({name: {\"shape\": [...]}})");
+    if (++values > kMaxSafetensorsValues)
+      throw bad_header("the header holds more than " + std::to_string(kMaxSafetensorsValues) + " JSON values");
+    if (event == E::key && depth == 1 && !names.insert(parsed.get<std::string>()).second)
+      throw bad_header("tensor '" + parsed.get<std::string>() + "' is named twice in the header");
+    return true;
+  };
   try {
-    header = nlohmann::ordered_json::parse(hb, hb + header_len);
+    header = nlohmann::ordered_json::parse(hb, hb + header_len, cb);
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError("safetensors file " + what + ": the JSON header cannot be parsed: " + e.what());
   }
@@ -329,8 +426,12 @@ RawCheckpoint read_safetensors(const Bytes& data, const std::string& what) {
   };
   const uint8_t* body = data->data() + 8 + header_len;
   const uint64_t body_size = size - 8 - header_len;
-  RawCheckpoint raw;
-  for (const auto& [name, info] : header.items()) {
+  LazyCheckpoint out;
+  out.budget = std::move(budget);
+  std::vector<SafetensorsEntry> spans;
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();
+    const auto& info = item.value();
     if (name == "__metadata__") continue;
     auto bad = [&](const std::string& m) {
       return CheckpointError("safetensors file " + what + ", tensor '" + name + "': " + m);
@@ -344,6 +445,9 @@ RawCheckpoint read_safetensors(const Bytes& data, const std::string& what) {
     const auto& js = info["shape"];
     const auto& jo = info["data_offsets"];
     if (!js.is_array()) throw bad("shape must be an array");
+    if (js.size() > pk::kMaxDims)
+      throw bad("shape has " + std::to_string(js.size()) + " dimensions, at most " + std::to_string(pk::kMaxDims) +
+                " are supported");
     if (!jo.is_array() || jo.size() != 2 || !jo[0].is_number_unsigned() || !jo[1].is_number_unsigned())
       throw bad("data_offsets must be [begin, end]");
     Shape shape;
@@ -364,14 +468,65 @@ RawCheckpoint read_safetensors(const Bytes& data, const std::string& what) {
         static_cast<uint64_t>(nbytes) != e - b)
       throw bad("shape " + shape_str(shape) + " of " + dtype_name(dt->second) + " does not fit its " +
                 std::to_string(e - b) + " bytes");
-    Tensor t = Tensor::empty(shape, dt->second);
-    if (nbytes) std::memcpy(t.data(), body + b, static_cast<std::size_t>(nbytes));
-    raw.tensors.emplace_back(name, t);
+    out.tensors.push_back({name, dt->second, shape});
+    spans.push_back({b, e});
   }
-  return raw;
+  // The format's layout rule (safetensors' Metadata::validate): ordered by offset, the tensors
+  // cover the data exactly, without overlaps or holes.
+  std::vector<std::size_t> order(spans.size());
+  for (std::size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    return spans[x].begin != spans[y].begin ? spans[x].begin < spans[y].begin : spans[x].end < spans[y].end;
+  });
+  uint64_t at = 0;
+  std::string previous;
+  for (std::size_t k : order) {
+    const auto& [b, e] = spans[k];
+    if (b != at)
+      throw CheckpointError("safetensors file " + what + ", tensor '" + out.tensors[k].name + "': data_offsets [" +
+                            std::to_string(b) + ", " + std::to_string(e) + "] " +
+                            (b < at ? "overlap the data of tensor '" + previous + "'"
+                                    : "leave a hole of " + std::to_string(b - at) + " bytes after byte " +
+                                          std::to_string(at)) +
+                            ": the format requires the tensors to cover the data in order, without overlaps or holes");
+    at = e;
+    previous = out.tensors[k].name;
+  }
+  if (at != body_size)
+    throw CheckpointError("safetensors file " + what + ": the tensors' data ends at byte " + std::to_string(at) +
+                          " of the " + std::to_string(body_size) +
+                          " data bytes; the format requires them to cover the data exactly");
+  auto make = [data, body, spans](const LazyCheckpoint& c, std::size_t i) {
+    const LazyTensor& t = c.tensors[i];
+    const uint8_t* p = body + spans[i].begin;
+    if (reinterpret_cast<std::uintptr_t>(p) % dtype_size(t.dtype) == 0)
+      return Tensor::from_blob(const_cast<uint8_t*>(p), t.shape, t.dtype, Device::cpu(),
+                               std::const_pointer_cast<std::vector<uint8_t>>(data));
+    c.budget->charge(spans[i].end - spans[i].begin, "a copy of tensor '" + t.name + "' (its data is not aligned)");
+    Tensor copy = Tensor::empty(t.shape, t.dtype);
+    if (copy.nbytes()) std::memcpy(copy.data(), p, copy.nbytes());
+    return copy;
+  };
+  out.make = make;
+  return out;
 }
 
 }  // namespace
+
+LazyCheckpoint open_checkpoint_bytes(const Bytes& data, const std::string& name, CheckpointFormat format,
+                                     std::shared_ptr<MemoryBudget> budget) {
+  if (!budget) budget = std::make_shared<MemoryBudget>();
+  if (budget->what.empty()) budget->what = name;
+  if (format == CheckpointFormat::Auto) format = format_from_extension(name);
+  if (format == CheckpointFormat::Auto) format = sniff_format(*data, name);
+  switch (format) {
+    case CheckpointFormat::Pickle: return open_pickle(data, name, std::move(budget));
+    case CheckpointFormat::Torch: return open_torch(data, name, std::move(budget));
+    case CheckpointFormat::SafeTensors: return open_safetensors(data, name, std::move(budget));
+    case CheckpointFormat::Auto: break;
+  }
+  throw CheckpointError("checkpoint " + name + ": unknown format");
+}
 
 // ---- zip --------------------------------------------------------------------------------------
 
@@ -470,9 +625,34 @@ std::vector<ZipEntry> read_zip_directory(const uint8_t* d, std::size_t n, const 
                 ") extends beyond the end of the file (" + std::to_string(n) + " bytes)");
     e.offset = data_start;
     e.size = usize;
+    e.record = local;
     entries.push_back(std::move(e));
     p += 46 + name_len + extra_len + comment_len;
   }
+  // Entries whose records overlap (directory entries aliasing one record, or data running into
+  // the next record) are refused, as Python's zipfile refuses them ("Overlapped entries"): each
+  // byte of the file then belongs to at most one entry, so checking every entry's CRC-32 costs at
+  // most one pass over the file. Duplicate names are refused too (which one would count?).
+  std::vector<const ZipEntry*> by_offset(entries.size());
+  for (std::size_t k = 0; k < entries.size(); ++k) by_offset[k] = &entries[k];
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const ZipEntry* a, const ZipEntry* b) { return a->record < b->record; });
+  for (std::size_t k = 1; k < by_offset.size(); ++k) {
+    const ZipEntry& prev = *by_offset[k - 1];
+    const ZipEntry& cur = *by_offset[k];
+    if (cur.record < prev.offset + prev.size)
+      throw bad("entries " + prev.name + " and " + cur.name + " overlap (the record at byte " +
+                std::to_string(cur.record) + " lies inside the one at byte " + std::to_string(prev.record) +
+                ", whose data ends at byte " + std::to_string(prev.offset + prev.size) + ")");
+  }
+  if (!by_offset.empty() && by_offset.back()->offset + by_offset.back()->size > cd_offset)
+    throw bad("entry " + by_offset.back()->name + " (data up to byte " +
+              std::to_string(by_offset.back()->offset + by_offset.back()->size) +
+              ") overlaps the central directory at byte " + std::to_string(cd_offset));
+  std::vector<const ZipEntry*> by_name = by_offset;
+  std::sort(by_name.begin(), by_name.end(), [](const ZipEntry* a, const ZipEntry* b) { return a->name < b->name; });
+  for (std::size_t k = 1; k < by_name.size(); ++k)
+    if (by_name[k]->name == by_name[k - 1]->name) throw bad("two entries are named " + by_name[k]->name);
   return entries;
 }
 
@@ -507,25 +687,27 @@ CheckpointFormat format_from_extension(const std::string& name) {
 }
 
 CheckpointFormat sniff_format(const std::vector<uint8_t>& d, const std::string& name) {
-  if (is_zip(d) || is_legacy_torch(d)) return CheckpointFormat::Torch;
+  if (is_zip(d.data(), d.size()) || is_legacy_torch(d.data(), d.size())) return CheckpointFormat::Torch;
   if (!d.empty() && d[0] == 0x80) return CheckpointFormat::Pickle;
   if (d.size() >= 10 && d[8] == '{' && le(d.data(), 8) <= d.size() - 8) return CheckpointFormat::SafeTensors;
   throw CheckpointError("cannot tell the format of checkpoint " + name +
                         ": expected a zip archive (PK), a pickle (0x80) or a safetensors header "
                         "(8-byte length, then '{'); the first bytes are " +
-                        hex_prefix(d, 8));
+                        hex_prefix(d.data(), d.size(), 8));
 }
 
 RawCheckpoint read_checkpoint_bytes(const Bytes& data, const std::string& name, CheckpointFormat format) {
-  if (format == CheckpointFormat::Auto) format = format_from_extension(name);
-  if (format == CheckpointFormat::Auto) format = sniff_format(*data, name);
-  switch (format) {
-    case CheckpointFormat::Pickle: return read_pickle(data, name);
-    case CheckpointFormat::Torch: return read_torch(data, name);
-    case CheckpointFormat::SafeTensors: return read_safetensors(data, name);
-    case CheckpointFormat::Auto: break;
-  }
-  throw CheckpointError("checkpoint " + name + ": unknown format");
+  // Everything is materialised: the bound is the file's size + kRawReadSlack beyond the file.
+  auto budget = std::make_shared<MemoryBudget>();
+  budget->limit = data->size() + kRawReadSlack;
+  budget->limit_reason = "the file's size + 64 MiB";
+  const LazyCheckpoint lazy = open_checkpoint_bytes(data, name, format, budget);
+  RawCheckpoint raw;
+  raw.author = lazy.author;
+  raw.matching_heuristics = lazy.matching_heuristics;
+  for (std::size_t i = 0; i < lazy.tensors.size(); ++i) raw.tensors.emplace_back(lazy.tensors[i].name, lazy.make(lazy, i));
+  raw.materialised_bytes = budget->used;
+  return raw;
 }
 
 }  // namespace backbone::detail

@@ -365,6 +365,9 @@ Tensor load_npy(const std::string& path) {
   bool fortran = false;
   Shape shape;
   HeaderParser(path, header).parse(descr, fortran, shape);
+  // numpy's NPY_MAXDIMS (64 since numpy 2, 32 before).
+  if (shape.size() > 64)
+    fail(path, "shape has " + std::to_string(shape.size()) + " dimensions, at most 64 are supported");
   bool swap = false;
   const DType dtype = parse_descr(path, descr, swap);
   const std::size_t elem = dtype_size(dtype);
