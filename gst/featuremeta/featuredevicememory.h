@@ -71,7 +71,7 @@ typedef struct {
 } GstFeatureDeviceMemoryFuncs;
 
 /**
- * gst_feature_device_memory_new:
+ * gst_feature_device_memory_new: (skip)
  * @device: where the data lives; #GST_FEATURE_DEVICE_CUDA (not #GST_FEATURE_DEVICE_CPU)
  * @device_id: the N of cuda:N, at least 0
  * @device_ptr: device address of the first byte (a CUdeviceptr / CUDA runtime pointer)
@@ -101,6 +101,8 @@ typedef struct {
  *
  * @user_data is released with @funcs->free when the memory and every memory shared from it are
  * gone, also when this call fails.
+ *
+ * For C producers only: language bindings cannot fill in @funcs.
  *
  * Returns: (transfer full) (nullable): the memory, or NULL with a critical warning when an
  * argument is invalid (a CPU device, a negative @device_id, a NULL @device_ptr, a @size of 0, or

@@ -198,7 +198,7 @@ load (GstFeatureDType dtype, const guint8 * src, gsize i)
 }
 
 /**
- * gst_feature_dtype_convert:
+ * gst_feature_dtype_convert: (skip)
  * @src_dtype: element type of @src
  * @src: (array length=src_size) (element-type guint8): contiguous elements of @src_dtype, in
  *   the host's byte order; no alignment needed
@@ -213,6 +213,9 @@ load (GstFeatureDType dtype, const guint8 * src, gsize i)
  * gst_feature_dtype_float32_to_float16() and gst_feature_dtype_float32_to_bfloat16() do. A
  * conversion between float16 and bfloat16 goes through float32, which holds both exactly, so it
  * rounds once. Elements of the same dtype are copied.
+ *
+ * Not for language bindings, which cannot hand a caller-allocated array in: they convert with
+ * their own arrays (numpy's astype) or element by element with the functions above.
  *
  * Returns: TRUE when converted; FALSE, with a critical warning, for a value that is not a
  * #GstFeatureDType, a @src_size that is not a whole number of elements, or a @dest_size too

@@ -353,8 +353,9 @@ contiguous_strides (const gsize dims[4], gsize strides[4])
  * @meta: a #GstFeatureMeta
  * @name: the level's name ("stem", "res2" .. "res5"), unique within @meta
  * @dtype: element type
- * @dims: N, C, H, W, each at least 1
- * @strides: (nullable): strides in elements for each of @dims; NULL for contiguous NCHW
+ * @dims: (array fixed-size=4): N, C, H, W, each at least 1
+ * @strides: (array fixed-size=4) (nullable): strides in elements for each of @dims; NULL for
+ *   contiguous NCHW
  * @stride: the level's stride in network-input pixels, at least 1
  * @device: where the data lives
  * @device_id: the N of cuda:N, 0 on the CPU
@@ -525,7 +526,7 @@ typedef struct
 #define LEVEL_MAPPING_MAGIC 0x46654d61u /* "FeMa" */
 
 /**
- * gst_feature_level_map:
+ * gst_feature_level_map: (skip)
  * @level: a #GstFeatureLevel
  * @info: (out caller-allocates): the mapping
  * @flags: #GST_MAP_READ, possibly with extra (e.g. memory-specific) flags; never #GST_MAP_WRITE
@@ -543,6 +544,10 @@ typedef struct
  *
  * Several consumers may map the same level at the same time. The level's data is shared by every
  * copy of the buffer, so it is never mapped for writing.
+ *
+ * Language bindings, whose buffer map hides #GstMapInfo (gst-python's Gst.Buffer.map()), map
+ * gst_feature_level_get_data() for reading instead and start at byte
+ * gst_feature_level_get_offset(): the same data, mapped (or downloaded) the same way.
  *
  * Returns: TRUE on success; FALSE when @flags asks for writing or lacks #GST_MAP_READ, or when
  * the data cannot be mapped. Unmap with gst_feature_level_unmap().
@@ -598,7 +603,7 @@ gst_feature_level_map (const GstFeatureLevel * level, GstMapInfo * info, GstMapF
 }
 
 /**
- * gst_feature_level_unmap:
+ * gst_feature_level_unmap: (skip)
  * @level: the #GstFeatureLevel that was mapped
  * @info: the mapping from gst_feature_level_map()
  *

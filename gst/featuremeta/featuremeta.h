@@ -134,7 +134,9 @@ typedef struct {
  *   scale transform updates it with frame_width)
  * @scale_y: network-input pixels per frame pixel vertically: input_height / frame_height
  * @num_levels: number of entries in @levels
- * @levels: (array length=num_levels): the feature maps, in the producer's out-features order
+ * @levels: (type gpointer): the @num_levels feature maps, in the producer's out-features order
+ *   (an array; language bindings, which cannot read it, call
+ *   gst_feature_meta_get_level_by_index())
  *
  * Feature maps of one frame. Frame pixel (x, y) is network-input pixel (x * scale_x, y * scale_y);
  * padding is at the bottom and right only, so it does not move coordinates. Network-input pixel
@@ -247,6 +249,23 @@ GST_FEATURE_META_API void gst_feature_meta_frame_box_to_feature (const GstFeatur
     const GstFeatureLevel * level, const gdouble frame_box[4], gdouble feature_box[4]);
 GST_FEATURE_META_API void gst_feature_meta_feature_box_to_frame (const GstFeatureMeta * meta,
     const GstFeatureLevel * level, const gdouble feature_box[4], gdouble frame_box[4]);
+
+/* Accessors, for language bindings (GObject introspection) that cannot read the array fields or
+ * index the level array; C code may read the fields as well (featureaccess.c). */
+GST_FEATURE_META_API guint gst_feature_meta_get_n_levels (const GstFeatureMeta * meta);
+GST_FEATURE_META_API const GstFeatureLevel *gst_feature_meta_get_level_by_index (const GstFeatureMeta * meta,
+    guint index);
+GST_FEATURE_META_API const gchar *gst_feature_meta_get_model_name (const GstFeatureMeta * meta);
+GST_FEATURE_META_API const gchar *gst_feature_level_get_name (const GstFeatureLevel * level);
+GST_FEATURE_META_API GstFeatureDType gst_feature_level_get_dtype (const GstFeatureLevel * level);
+GST_FEATURE_META_API const gsize *gst_feature_level_get_dims (const GstFeatureLevel * level, guint * n_dims);
+GST_FEATURE_META_API const gsize *gst_feature_level_get_strides (const GstFeatureLevel * level,
+    guint * n_strides);
+GST_FEATURE_META_API guint gst_feature_level_get_stride (const GstFeatureLevel * level);
+GST_FEATURE_META_API GstFeatureDevice gst_feature_level_get_device (const GstFeatureLevel * level);
+GST_FEATURE_META_API gint gst_feature_level_get_device_id (const GstFeatureLevel * level);
+GST_FEATURE_META_API GstBuffer *gst_feature_level_get_data (const GstFeatureLevel * level);
+GST_FEATURE_META_API gsize gst_feature_level_get_offset (const GstFeatureLevel * level);
 
 G_END_DECLS
 
