@@ -22,8 +22,10 @@ Built on the GstFeatureMeta-1.0 typelib (GObject introspection of libgstfeaturem
 PyGObject, gst-python (python3-gst-1.0) and numpy.
 """
 
+import atexit
 import contextlib
 import dataclasses
+import sys
 from typing import Dict, Optional, Tuple
 
 import gi
@@ -198,6 +200,18 @@ def _required_meta(buffer, unique_id) -> Meta:
     return m
 
 
+class _ExitFlag:
+    def __init__(self):
+        self.set = False
+
+    def __bool__(self):
+        return self.set
+
+
+_exiting = _ExitFlag()
+atexit.register(lambda flag=_exiting: setattr(flag, "set", True))
+
+
 class _Mapping:
     """One read mapping of a level's data buffer, exposed to numpy by __array_interface__.
 
@@ -212,9 +226,11 @@ class _Mapping:
         self.__array_interface__ = {"version": 3, "shape": (info.size,), "typestr": "|u1",
                                     "data": (address, True)}  # read-only
 
-    def __del__(self):
+    def __del__(self, _exiting=_exiting, _is_finalizing=sys.is_finalizing):
         info, self._info = self._info, None
-        if info is not None:
+        # Views still alive when Python exits are freed during its finalization, when gst-python's
+        # unmap crashes: they are left mapped (the process is ending; nothing leaks past it).
+        if info is not None and not _exiting and not _is_finalizing():
             self._data.unmap(info)
 
 
@@ -244,7 +260,7 @@ def _output_dtype(dtype):
 
 def _copy(view: np.ndarray, level_dtype: str, out_dtype: np.dtype) -> np.ndarray:
     if level_dtype == "bfloat16":  # the bits of a float32 whose low 16 bits are zero: exact
-        f32 = (view.astype(np.uint32) << 16).view(np.float32)
+        f32 = (np.array(view, dtype=np.uint32, order="C") << 16).view(np.float32)
         return f32 if out_dtype == np.float32 else f32.astype(out_dtype)
     return np.array(view, dtype=out_dtype, order="C", copy=True)
 
