@@ -20,12 +20,18 @@ case "$mode" in
 esac
 
 # python3-torch/-torchvision: backbone-bench's PyTorch peer, which its end-to-end test runs.
+# gobject-introspection, libgirepository1.0-dev, gir1.2-gstreamer-1.0: the meta library's
+# GstFeatureMeta-1.0 .gir/.typelib; python3-gi, python3-gst-1.0, python3-numpy: the Python module
+# gstfeaturemeta and its tests; gstreamer1.0-python3-plugin-loader: GStreamer elements written in
+# Python (examples/plugins/python/featurestats.py).
 packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           libtorch-dev libdnnl-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libopencv-dev python3-torch python3-torchvision
           libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev gstreamer1.0-tools
           gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-          libboost-program-options-dev gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+          libboost-program-options-dev gstreamer1.0-plugins-ugly gstreamer1.0-libav
+          gobject-introspection libgirepository1.0-dev gir1.2-gstreamer-1.0
+          python3-gi python3-gst-1.0 python3-numpy gstreamer1.0-python3-plugin-loader)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

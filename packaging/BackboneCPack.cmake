@@ -6,6 +6,8 @@
 #   backbone_dev     libbackbone-dev             <arch>
 #   featuremeta_lib  libgstfeaturemeta-1.0-0     <arch>
 #   featuremeta_dev  libgstfeaturemeta-dev       <arch>
+#   featuremeta_gir  gir1.2-gstfeaturemeta-1.0   <arch>   (only with GObject introspection)
+#   python           python3-gstfeaturemeta      all      (only with GObject introspection)
 #   gst_plugin       gstreamer1.0-backbone       <arch>
 #   tools            backbone-tools              <arch>
 #   configs          backbone-configs            all
@@ -56,6 +58,9 @@ set(CPACK_COMPONENTS_ALL backbone_lib backbone_dev)
 if(TARGET gstfeaturemeta)
   list(APPEND CPACK_COMPONENTS_ALL featuremeta_lib featuremeta_dev)
 endif()
+if(BACKBONE_HAVE_INTROSPECTION)
+  list(APPEND CPACK_COMPONENTS_ALL featuremeta_gir python)
+endif()
 if(TARGET gstbackbone)
   list(APPEND CPACK_COMPONENTS_ALL gst_plugin)
 endif()
@@ -99,7 +104,38 @@ set(CPACK_DEBIAN_FEATUREMETA_DEV_PACKAGE_SUGGESTS "libbackbone-dev (= ${_v})")
 set(CPACK_COMPONENT_FEATUREMETA_DEV_DESCRIPTION "GStreamer feature meta of gst-backbone (development files)
 Header <gst/featuremeta/featuremeta.h>, the link library, pkg-config file
 gstreamer-featuremeta-1.0 and the CMake targets of find_package(Backbone COMPONENTS featuremeta)
-(the package's config file is in libbackbone-dev).")
+(the package's config file is in libbackbone-dev), and the GObject introspection XML
+GstFeatureMeta-1.0.gir when built with it.")
+if(BACKBONE_HAVE_INTROSPECTION)
+  list(APPEND CPACK_COMPONENT_FEATUREMETA_DEV_DEPENDS featuremeta_gir)
+endif()
+
+# GObject introspection data: the typelib (architecture-specific, in the multiarch libdir); the
+# .gir is in the -dev package, as Debian does.
+set(CPACK_DEBIAN_FEATUREMETA_GIR_PACKAGE_NAME gir1.2-gstfeaturemeta-1.0)
+set(CPACK_DEBIAN_FEATUREMETA_GIR_PACKAGE_SECTION introspection)
+set(CPACK_COMPONENT_FEATUREMETA_GIR_DEPENDS featuremeta_lib)
+set(CPACK_DEBIAN_FEATUREMETA_GIR_PACKAGE_DEPENDS "gir1.2-gstreamer-1.0 (>= 1.22), gir1.2-glib-2.0")
+set(CPACK_COMPONENT_FEATUREMETA_GIR_DESCRIPTION "GObject introspection data of the GStreamer feature meta of gst-backbone
+GstFeatureMeta-1.0.typelib, with which PyGObject and other language bindings read the backbone
+feature maps (GstFeatureMeta) on GStreamer buffers.")
+
+# The Python module: pure Python (architecture all), in Debian's python3 module folder.
+# postinst/prerm byte-compile and clean it as dh_python3's scripts do (py3compile / py3clean).
+set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-gstfeaturemeta)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_ARCHITECTURE all)
+set(CPACK_COMPONENT_PYTHON_DEPENDS featuremeta_gir)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS "python3 (>= 3.9), python3-gi, python3-gst-1.0, python3-numpy")
+set(CPACK_DEBIAN_PYTHON_PACKAGE_RECOMMENDS "gstreamer1.0-backbone (= ${_v})")
+set(CPACK_DEBIAN_PYTHON_PACKAGE_CONTROL_EXTRA ${CMAKE_CURRENT_LIST_DIR}/python3-gstfeaturemeta/postinst
+    ${CMAKE_CURRENT_LIST_DIR}/python3-gstfeaturemeta/prerm)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
+set(CPACK_COMPONENT_PYTHON_DESCRIPTION "backbone feature maps of GStreamer buffers as numpy arrays (Python 3)
+The module gstfeaturemeta reads the feature maps that gst-backbone's resnetbackbone element
+attaches to video buffers: gstfeaturemeta.levels(buffer) gives every level as a numpy array,
+gstfeaturemeta.mapped(buffer) zero-copy read-only views, gstfeaturemeta.meta(buffer) the frame
+geometry and the conversions between frame pixels and feature cells.")
 
 set(CPACK_DEBIAN_GST_PLUGIN_PACKAGE_NAME gstreamer1.0-backbone)
 set(CPACK_DEBIAN_GST_PLUGIN_PACKAGE_SECTION video)

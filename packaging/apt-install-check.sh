@@ -9,7 +9,8 @@
 # with chroot, so nothing of the real system changes and it all disappears on exit. There:
 # apt-get install ./*.deb (every dependency must be installable: already installed or in apt's
 # sources), `gst-inspect-1.0 resnetbackbone` and README.md's pipeline with no environment set,
-# pkg-config and backbone-infer, then apt-get remove --purge and a check that the files are gone.
+# pkg-config, backbone-infer and the Python module (when packaged), then apt-get remove --purge and
+# a check that the files are gone.
 # Needs root and mount namespaces; exits 77 (ctest: skipped) without them.
 set -euo pipefail
 debs=$(cd "$1" && pwd)
@@ -57,16 +58,39 @@ grep -q '"frames": 10,' features/index.json || fail "README pipeline wrote no 10
 ls features
 echo "pkg-config: backbone $(pkg-config --modversion backbone), gstreamer-featuremeta-1.0 $(pkg-config --modversion gstreamer-featuremeta-1.0)"
 backbone-infer --help > /dev/null || fail "backbone-infer --help"
+case " $PACKAGES " in
+  *" python3-gstfeaturemeta "*)
+    echo "== python3: gstfeaturemeta.levels() (no PYTHONPATH, no GI_TYPELIB_PATH)"
+    python3 - > python.log 2>&1 <<'PY' || { cat python.log; fail "python3 gstfeaturemeta"; }
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+import gstfeaturemeta
+Gst.init(None)
+p = Gst.parse_launch("videotestsrc num-buffers=1 ! video/x-raw,width=64,height=64 ! resnetbackbone "
+                     "config-file=/usr/share/backbone/configs/R-50.yaml ! appsink name=sink")
+p.set_state(Gst.State.PLAYING)
+feats = gstfeaturemeta.levels(p.get_by_name("sink").emit("pull-sample"))
+p.set_state(Gst.State.NULL)
+print(gstfeaturemeta.__file__, {k: list(a.shape) for k, a in feats.items()})
+assert list(feats) == ["res2", "res3", "res4", "res5"], feats.keys()
+PY
+    cat python.log
+    grep -q "^/usr/lib/python3/dist-packages/gstfeaturemeta/__init__.py " python.log || fail "gstfeaturemeta not from dist-packages"
+    ;;
+esac
 echo "== apt-get remove --purge"
 # shellcheck disable=SC2086
 apt-get remove -y --purge $PACKAGES > apt-remove.log 2>&1 || { cat apt-remove.log; fail "apt-get remove"; }
 for p in $PACKAGES; do
   if dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q installed; then fail "$p still installed"; fi
 done
-for f in /usr/share/backbone /usr/include/backbone /usr/include/gstreamer-1.0/gst/featuremeta; do
+for f in /usr/share/backbone /usr/include/backbone /usr/include/gstreamer-1.0/gst/featuremeta \
+    /usr/lib/python3/dist-packages/gstfeaturemeta /usr/share/gir-1.0/GstFeatureMeta-1.0.gir; do
   [ ! -e "$f" ] || fail "$f left after removal"
 done
 if ls /usr/lib/*/libbackbone* /usr/lib/*/libgstfeaturemeta* /usr/lib/*/gstreamer-1.0/libgstbackbone.so \
+    /usr/lib/*/girepository-1.0/GstFeatureMeta-1.0.typelib \
     /usr/lib/*/cmake/Backbone /usr/bin/backbone-infer 2> /dev/null; then fail "files left after removal"; fi
 echo "apt-install-check: passed"
 CHROOT

@@ -4,11 +4,12 @@
 # checks their names, versions, architectures and Depends, that no file is in two packages and
 # that together they hold exactly what cmake --install lays out; then unpacks every package but
 # the CUDA module with dpkg -x into a scratch root (a machine without CUDA) and runs
-# gst-inspect-1.0 resnetbackbone, a gst-launch-1.0 pipeline and backbone-infer from there.
+# gst-inspect-1.0 resnetbackbone, a gst-launch-1.0 pipeline and backbone-infer from there, and
+# with GObject introspection the Python module gstfeaturemeta on the unpacked typelib.
 #
-#   deb_test.sh BUILD_DIR WORK_DIR VERSION LIBDIR PLUGINDIR WITH_CUDA
+#   deb_test.sh BUILD_DIR WORK_DIR VERSION LIBDIR PLUGINDIR WITH_CUDA WITH_GI PYTHONDIR
 set -euo pipefail
-build=$1 work=$2 version=$3 libdir=$4 plugindir=$5 with_cuda=$6
+build=$1 work=$2 version=$3 libdir=$4 plugindir=$5 with_cuda=$6 with_gi=$7 pythondir=$8
 fail() { echo "deb_test: FAILED: $*" >&2; exit 1; }
 rm -rf "$work" && mkdir -p "$work"
 
@@ -19,9 +20,10 @@ arch=$(dpkg --print-architecture)
 v="$version-1"
 expected="libbackbone0 libbackbone-dev libgstfeaturemeta-1.0-0 libgstfeaturemeta-dev gstreamer1.0-backbone backbone-tools backbone-configs"
 [ "$with_cuda" = ON ] && expected="$expected libbackbone-cuda0"
+[ "$with_gi" = ON ] && expected="$expected gir1.2-gstfeaturemeta-1.0 python3-gstfeaturemeta"
 n=0
 for p in $expected; do
-  a=$arch; [ "$p" = backbone-configs ] && a=all
+  a=$arch; case "$p" in backbone-configs|python3-gstfeaturemeta) a=all ;; esac
   deb=$work/cpack/${p}_${v}_${a}.deb
   [ -f "$deb" ] || fail "no $deb (have: $(cd "$work/cpack" && ls ./*.deb))"
   [ "$(dpkg-deb -f "$deb" Package)" = "$p" ] || fail "$deb: Package is not $p"
@@ -52,6 +54,14 @@ fi
 [ -z "$(depends backbone-configs all)" ] || fail "backbone-configs depends on something"
 if [ "$with_cuda" = ON ]; then
   need libbackbone-cuda0 "^libbackbone0 \(= $v\)$"
+fi
+if [ "$with_gi" = ON ]; then
+  need gir1.2-gstfeaturemeta-1.0 "libgstfeaturemeta-1\.0-0 \(= $v\)" "gir1\.2-gstreamer-1\.0"
+  need libgstfeaturemeta-dev "gir1\.2-gstfeaturemeta-1\.0 \(= $v\)"
+  d=$(depends python3-gstfeaturemeta all)
+  for re in "gir1\.2-gstfeaturemeta-1\.0 \(= $v\)" "python3-gst-1\.0" "python3-numpy" "python3-gi"; do
+    grep -Eq "$re" <<< "$d" || fail "python3-gstfeaturemeta: Depends '$d' lacks $re"
+  done
 fi
 # The shared libraries' packages say how to depend on them (DEBIAN/shlibs).
 shlibs=$(dpkg-deb -I "$work/cpack/libbackbone0_${v}_$arch.deb" shlibs)
@@ -97,5 +107,32 @@ for level in res2 res3 res4 res5; do
 done
 grep -q '"frames": 10,' "$work/features/index.json" || fail "featuresink did not write 10 frames ($work/features)"
 echo "gst-launch-1.0: $(ls "$work/features" | tr '\n' ' ')"
+if [ "$with_gi" = ON ]; then
+  grep -qx "usr/$libdir/girepository-1.0/GstFeatureMeta-1.0.typelib" "$work"/cpack/gir1.2-gstfeaturemeta-1.0_*.deb.files \
+    || fail "the typelib is not in usr/$libdir/girepository-1.0 of gir1.2-gstfeaturemeta-1.0"
+  grep -qx "usr/share/gir-1.0/GstFeatureMeta-1.0.gir" "$work"/cpack/libgstfeaturemeta-dev_*.deb.files \
+    || fail "the .gir is not in usr/share/gir-1.0 of libgstfeaturemeta-dev"
+  # The module and the typelib from the root (Debian's python3: the first on PATH may lack gi):
+  # every level of one frame as numpy.
+  GI_TYPELIB_PATH=$root/usr/$libdir/girepository-1.0 PYTHONPATH=$root/usr/$pythondir /usr/bin/python3 - \
+      "$root/usr/share/backbone/configs/R-50.yaml" > "$work/python.log" 2>&1 <<'PY' || { cat "$work/python.log"; fail "python3 gstfeaturemeta"; }
+import sys
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+import gstfeaturemeta
+Gst.init(None)
+p = Gst.parse_launch("videotestsrc num-buffers=1 ! video/x-raw,width=64,height=64 ! resnetbackbone "
+                     f"config-file={sys.argv[1]} ! appsink name=sink")
+p.set_state(Gst.State.PLAYING)
+feats = gstfeaturemeta.levels(p.get_by_name("sink").emit("pull-sample"))
+p.set_state(Gst.State.NULL)
+print(gstfeaturemeta.__file__, {k: list(a.shape) for k, a in feats.items()})
+assert list(feats) == ["res2", "res3", "res4", "res5"], feats.keys()
+PY
+  grep -q "^$root/usr/$pythondir/gstfeaturemeta/__init__.py " "$work/python.log" \
+    || fail "python3 did not import the unpacked gstfeaturemeta: $(cat "$work/python.log")"
+  echo "python3 gstfeaturemeta: $(cat "$work/python.log")"
+fi
 "$root/usr/bin/backbone-infer" --help > "$work/infer-help.txt" 2>&1 || { cat "$work/infer-help.txt"; fail "backbone-infer --help"; }
 echo "deb_test: passed"
