@@ -20,12 +20,14 @@ case "$mode" in
 esac
 
 # python3-torch/-torchvision: backbone-bench's PyTorch peer, which its end-to-end test runs.
+# time: /usr/bin/time, the peak RSS of the pipeline-shape tests.
 packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           libtorch-dev libdnnl-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libopencv-dev python3-torch python3-torchvision
           libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev gstreamer1.0-tools
           gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-          libboost-program-options-dev gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+          libboost-program-options-dev gstreamer1.0-plugins-ugly gstreamer1.0-libav
+          time)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
