@@ -212,11 +212,25 @@ TEST(ResnetBackbonePolicy, ReleaseDuringTheWaitGivesTheFrameItsFeatures) {
   EXPECT_EQ(hh.pop_texts(GST_MESSAGE_WARNING), std::vector<std::string>{});
 }
 
+// Bytes of one output's features.
+guint64 feature_bytes(GstBuffer* buf) {
+  const GstFeatureMeta* meta = gst_buffer_get_feature_meta(buf);
+  guint64 bytes = 0;
+  for (guint l = 0; meta && l < meta->num_levels; ++l)
+    bytes += gst_feature_level_n_elements(&meta->levels[l]) * sizeof(float);
+  return bytes;
+}
+
+// Room for four frames' features: by count (pool-size) or by bytes (feature-memory-limit).
+class Stall : public ::testing::TestWithParam<bool> {};
+
 // Stalled (a wait timed out): full frames pass at once, while frames that find room still get
 // features, until releases on another thread bring what is held down to half the limits; the next
 // time the pool is full it waits again.
-TEST(ResnetBackbonePolicy, StalledUntilReleasesBringTheHeldMemoryToHalf) {
-  Harness hh(narrow_props({{"pool-size", "4"}, {"feature-memory-limit", "0"}, {"pool-timeout", "100000000"}}));
+TEST_P(Stall, UntilReleasesBringTheHeldMemoryToHalf) {
+  const bool by_bytes = GetParam();
+  Harness hh(narrow_props({{"pool-size", by_bytes ? "0" : "4"}, {"feature-memory-limit", "0"},
+                           {"pool-timeout", "100000000"}}));
   const std::string caps = caps_string("GRAY8", 32, 24);
   const GstVideoInfo info = info_of(caps);
   gst_harness_set_src_caps_str(hh.h, caps.c_str());
@@ -226,6 +240,11 @@ TEST(ResnetBackbonePolicy, StalledUntilReleasesBringTheHeldMemoryToHalf) {
   for (int i = 0; i < 4; ++i) {
     held.push_back(next());
     EXPECT_TRUE(has_meta(held.back())) << "frame " << n;
+    if (by_bytes && i == 0) {  // the limit may change while PLAYING
+      const guint64 bytes = feature_bytes(held.back());
+      ASSERT_GT(bytes, 0u);
+      g_object_set(hh.element, "feature-memory-limit", 4 * bytes, nullptr);
+    }
   }
   GstBuffer* out = next();  // 5: waits, times out
   EXPECT_FALSE(has_meta(out));
@@ -269,6 +288,9 @@ TEST(ResnetBackbonePolicy, StalledUntilReleasesBringTheHeldMemoryToHalf) {
   EXPECT_EQ(count_containing(hh.pop_texts(GST_MESSAGE_WARNING), kPoolWarning), 2u);
   for (GstBuffer* b : held) gst_buffer_unref(b);
 }
+
+INSTANTIATE_TEST_SUITE_P(ResnetBackbonePolicy, Stall, ::testing::Bool(),
+                         [](const auto& info) { return std::string(info.param ? "ByBytes" : "ByCount"); });
 
 // A flush clears the stalled state: the next full frame waits again (and gets its features when
 // a release comes during the wait).
