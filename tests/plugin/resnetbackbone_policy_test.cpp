@@ -441,6 +441,33 @@ TEST(ResnetBackbonePolicy, QosSkipsInferenceOnlyWhenEnabled) {
   }
 }
 
+// The counts of a QoS message run from the last flush, as GStreamer defines them
+// (gst_message_set_qos_stats: "since the last state change to READY or a flushing operation") and
+// as GstBaseTransform counts its own; the stats property counts from the start.
+TEST(ResnetBackbonePolicy, QosMessageCountsRestartAtAFlush) {
+  Harness hh(narrow_props());
+  const std::string caps = caps_string("GRAY8", 32, 24);
+  const GstVideoInfo info = info_of(caps);
+  gst_harness_set_src_caps_str(hh.h, caps.c_str());
+  auto late_run = [&](uint32_t seed) {
+    GstBuffer* out = push_pull(hh, info, seed, 0);  // on time: inferred
+    EXPECT_TRUE(has_meta(out));
+    gst_buffer_unref(out);
+    EXPECT_TRUE(gst_harness_push_upstream_event(
+        hh.h, gst_event_new_qos(GST_QOS_TYPE_UNDERFLOW, 1.0, 0, 500 * GST_MSECOND)));
+    out = push_pull(hh, info, seed + 1, 400 * GST_MSECOND);  // late: skipped
+    EXPECT_FALSE(has_meta(out));
+    gst_buffer_unref(out);
+  };
+  late_run(0);
+  EXPECT_EQ(pop_qos(hh), (std::vector<QosCounts>{{1, 1}}));
+  flush(hh.h);
+  late_run(2);
+  EXPECT_EQ(pop_qos(hh), (std::vector<QosCounts>{{1, 1}})) << "counted from before the flush";
+  EXPECT_EQ(hh.stat("inferred"), 2u);
+  EXPECT_EQ(hh.stat("skipped-qos"), 2u);
+}
+
 // inference-interval=3: a due frame skipped for QoS keeps the phase; a flush restarts it.
 TEST(ResnetBackbonePolicy, InferenceIntervalPhaseKeptAcrossQosAndResetOnFlush) {
   Harness hh(narrow_props({{"inference-interval", "3"}}));
