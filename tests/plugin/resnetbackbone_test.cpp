@@ -733,7 +733,9 @@ TEST(ResnetBackbone, LatencyQueryAddsInferenceTime) {
   }
   const GstClockTime after = gst_harness_query_latency(hh.h);
   // Unchanged unless the element said it grew.
-  if (!grew) EXPECT_EQ(after, before);
+  if (!grew) {
+    EXPECT_EQ(after, before);
+  }
   EXPECT_GE(after, before);
 
   // The latency property fixes it.

@@ -11,9 +11,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <ostream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -154,6 +162,106 @@ inline double rel_error(const std::vector<float>& a, const float* b, size_t n) {
     scale = std::max(scale, std::fabs(double(b[i])));
   }
   return diff / scale;
+}
+
+// Aborts the test program when not disarmed within @seconds: a push that never returns is a hang,
+// reported at once rather than at ctest's timeout.
+class Watchdog {
+ public:
+  Watchdog(int seconds, std::string what) : what_(std::move(what)) {
+    thread_ = std::thread([this, seconds] {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (!cv_.wait_for(lock, std::chrono::seconds(seconds), [this] { return done_; })) {
+        std::fprintf(stderr, "hang: %s did not return within %d s\n", what_.c_str(), seconds);
+        std::abort();
+      }
+    });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::string what_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+inline constexpr int kHangSeconds = 60;
+
+// Releases @buf on a thread of its own (a consumer progressing on its own), and waits for it.
+inline void release_on_another_thread(GstBuffer* buf) {
+  std::thread([buf] { gst_buffer_unref(buf); }).join();
+}
+
+// Polls @cond until it holds or @seconds pass.
+inline bool eventually(const std::function<bool()>& cond, int seconds = 30) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+struct QosCounts {
+  guint64 processed, dropped;
+  bool operator==(const QosCounts& o) const { return processed == o.processed && dropped == o.dropped; }
+};
+inline std::ostream& operator<<(std::ostream& os, const QosCounts& q) {
+  return os << "(processed " << q.processed << ", dropped " << q.dropped << ")";
+}
+
+// Pops every QoS message now on the bus: processed/dropped, checked to count buffers.
+inline std::vector<QosCounts> pop_qos(Harness& hh) {
+  std::vector<QosCounts> out;
+  for (GstMessage* m : hh.take(GST_MESSAGE_QOS)) {
+    GstFormat format = GST_FORMAT_UNDEFINED;
+    guint64 processed = 0, dropped = 0;
+    gst_message_parse_qos_stats(m, &format, &processed, &dropped);
+    EXPECT_EQ(format, GST_FORMAT_BUFFERS);
+    out.push_back({processed, dropped});
+    gst_message_unref(m);
+  }
+  return out;
+}
+
+inline bool has_meta(GstBuffer* buf) { return gst_buffer_get_feature_meta(buf) != nullptr; }
+
+// Pushes a frame and pulls what comes out, under the watchdog.
+inline GstBuffer* push_pull(Harness& hh, const GstVideoInfo& info, uint32_t seed, GstClockTime pts) {
+  Watchdog wd(kHangSeconds, "push of frame " + std::to_string(seed));
+  GstBuffer* out = gst_harness_push_and_pull(hh.h, make_frame(info, seed, pts));
+  EXPECT_NE(out, nullptr) << "frame " << seed << " did not come out";
+  return out;
+}
+
+inline size_t count_containing(const std::vector<std::string>& texts, const std::string& what) {
+  size_t n = 0;
+  for (const auto& t : texts) n += t.find(what) != std::string::npos;
+  return n;
+}
+
+// The start of the warning resnetbackbone posts when its feature memory is full.
+inline constexpr char kPoolWarning[] = "Downstream holds the features";
+
+inline void push_segment(GstHarness* h) {
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  EXPECT_TRUE(gst_harness_push_event(h, gst_event_new_segment(&segment)));
+}
+
+inline void flush(GstHarness* h) {
+  EXPECT_TRUE(gst_harness_push_event(h, gst_event_new_flush_start()));
+  EXPECT_TRUE(gst_harness_push_event(h, gst_event_new_flush_stop(TRUE)));
+  push_segment(h);
 }
 
 }  // namespace gstbackbone_test
