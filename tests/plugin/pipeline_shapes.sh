@@ -31,28 +31,28 @@ fail() {
   failures=$((failures + 1))
 }
 
-# launch <name> <gst-launch-1.0 arguments...>: runs the line; 0 when it reached EOS in time.
+# launch <name> <gst-launch-1.0 arguments...>: runs the line; 0 when it reached EOS in time, else 1
+# with the reason in launch_error (launch_failed reports it).
 launch() {
   run_name=$1
   shift
   echo "+ gst-launch-1.0 -e $*"
   rc=0
   /usr/bin/time -f %M -o "$out/$run_name.rss" timeout "$hang_s" gst-launch-1.0 -e "$@" >"$out/$run_name.log" 2>&1 || rc=$?
+  launch_error=""
   if [ "$rc" -eq 124 ]; then
-    fail "$run_name: no EOS after ${hang_s} s (a hang); the end of its output:"
-    tail -n 5 "$out/$run_name.log"
-    return 1
+    launch_error="no EOS after $hang_s s (a hang)"
+  elif [ "$rc" -ne 0 ]; then
+    launch_error="gst-launch-1.0 exited with $rc, expected 0 (EOS)"
+  elif ! grep -q "Got EOS from element" "$out/$run_name.log"; then
+    launch_error="exited 0 without \"Got EOS from element\" in its output"
   fi
-  if [ "$rc" -ne 0 ]; then
-    fail "$run_name: gst-launch-1.0 exited with $rc, expected 0 (EOS); the end of its output:"
-    tail -n 8 "$out/$run_name.log"
-    return 1
-  fi
-  if ! grep -q "Got EOS from element" "$out/$run_name.log"; then
-    fail "$run_name: exited 0 without \"Got EOS from element\" in its output"
-    return 1
-  fi
-  return 0
+  [ -z "$launch_error" ]
+}
+
+launch_failed() {
+  fail "$run_name: $launch_error; the end of its output:"
+  tail -n 8 "$out/$run_name.log"
 }
 
 # frames_in <file>: the number of frames decoded back from a file (0 when it does not decode).
@@ -99,14 +99,17 @@ expect_rss() {
 }
 
 # The model's own RSS: one frame into fakesink.
-launch model videotestsrc num-buffers=1 ! $caps ! resnetbackbone $model ! fakesink || exit 1
+launch model videotestsrc num-buffers=1 ! $caps ! resnetbackbone $model ! fakesink || { launch_failed; exit 1; }
 model_kb=$(tail -n 1 "$out/model.rss")
 echo "  model: peak RSS $model_kb kB"
 
 have() { gst-inspect-1.0 --exists "$1"; }
 
 # shape <name> <downstream line; @BB@ is the resnetbackbone element, @OUT@ the output prefix>:
-# runs it with the default properties, then with the small limit.
+# runs it with the default properties, then with the small limit; a run missing EOS is tried again
+# up to $tries times in all.
+tries=1
+tries_why=""
 shape() {
   name=$1
   line=$2
@@ -115,10 +118,18 @@ shape() {
     run="$name-$variant"
     # shellcheck disable=SC2086  # the line is split into gst-launch-1.0 arguments on purpose
     set -- $(echo "$line" | sed -e "s|@BB@|resnetbackbone $model $extra|g" -e "s|@OUT@|$out/$run|g")
-    if launch "$run" "$@"; then
-      check_$name "$run" "$variant"
-      expect_rss "$run" "$limit"
-    fi
+    try=1
+    while ! launch "$run" "$@"; do
+      if [ "$try" -ge "$tries" ]; then
+        launch_failed
+        continue 2
+      fi
+      try=$((try + 1))
+      echo "  $run: $launch_error; try $try of $tries ($tries_why)"
+      rm -f "$out/$run"*
+    done
+    check_$name "$run" "$variant"
+    expect_rss "$run" "$limit"
   done
 }
 
@@ -142,20 +153,27 @@ fi
 check_webm() { expect_file "$1" "$out/$1.webm"; warning_when_small "$@"; }
 shape webm "$src_line ! @BB@ ! videoconvert ! vp8enc ! webmmux ! filesink location=@OUT@.webm"
 
-# Fragments of 0.3 s at 30 fps (a key frame every 10 frames): four files.
+# Fragments of 0.3 s at 30 fps (a key frame every 10 frames): several files. vp8enc (lookahead of
+# 25 frames) into webmmux: splitmuxsink of GStreamer 1.22 sometimes drops the EOS of its last
+# fragment ("Caught EOS at end of fragment, dropping": every thread idle, no EOS message), without
+# resnetbackbone too: in about a third of the runs with x264enc into mp4mux, rarely with vp8enc.
 check_split() {
   total=0
-  for f in "$out/$1"-*.mp4; do
+  for f in "$out/$1"-*.webm; do
     [ -s "$f" ] || { fail "$1: empty or missing fragment $f"; continue; }
     total=$((total + $(frames_in "$f")))
   done
-  nfiles=$(ls "$out/$1"-*.mp4 2>/dev/null | wc -l)
+  nfiles=$(ls "$out/$1"-*.webm 2>/dev/null | wc -l)
   [ "$nfiles" -ge 2 ] || fail "$1: expected several fragments, found $nfiles"
   [ "$total" -eq "$frames" ] || fail "$1: the fragments decode to $total frames, expected $frames"
   warning_when_small "$@"
 }
-shape split "$src_line ! @BB@ ! videoconvert ! x264enc key-int-max=10 \
-  ! splitmuxsink location=@OUT@-%02d.mp4 max-size-time=300000000"
+# When the run still misses EOS, it is tried again (twice at most), with a shorter timeout: a hang of
+# resnetbackbone would not go away.
+tries=3 tries_why="splitmuxsink may drop its EOS" hang_s=40
+shape split "$src_line ! @BB@ ! videoconvert \
+  ! vp8enc keyframe-max-dist=10 ! splitmuxsink muxer-factory=webmmux location=@OUT@-%02d.webm max-size-time=300000000"
+tries=1 tries_why="" hang_s=120
 
 # A sink keeping its last sample, with one frame's features at most: every other frame waits once
 # (then passes at once), so the limit is reached with the defaults too.
@@ -180,6 +198,8 @@ if launch r18 videotestsrc num-buffers=$frames ! $caps ! resnetbackbone config-f
     ! videoconvert ! x264enc ! mp4mux ! filesink location="$out/r18.mp4"; then
   expect_file r18 "$out/r18.mp4"
   expect_warning r18 no
+else
+  launch_failed
 fi
 
 if [ "$failures" -ne 0 ]; then
