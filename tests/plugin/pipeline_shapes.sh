@@ -170,7 +170,7 @@ check_split() {
 }
 # When the run still misses EOS, it is tried again (twice at most), with a shorter timeout: a hang of
 # resnetbackbone would not go away.
-tries=3 tries_why="splitmuxsink may drop its EOS" hang_s=40
+tries=3 tries_why="splitmuxsink may drop its EOS" hang_s=25
 shape split "$src_line ! @BB@ ! videoconvert \
   ! vp8enc keyframe-max-dist=10 ! splitmuxsink muxer-factory=webmmux location=@OUT@-%02d.webm max-size-time=300000000"
 tries=1 tries_why="" hang_s=120
