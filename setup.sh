@@ -24,6 +24,8 @@ esac
 # GstFeatureMeta-1.0 .gir/.typelib; python3-gi, python3-gst-1.0, python3-numpy: the Python module
 # gstfeaturemeta and its tests; gstreamer1.0-python3-plugin-loader: GStreamer elements written in
 # Python (examples/plugins/python/featurestats.py).
+# time: /usr/bin/time, the peak RSS of the pipeline-shape tests.
+# gstreamer1.0-plugins-bad: x265enc (and h264parse) for the pipeline-shape tests.
 packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           libtorch-dev libdnnl-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libopencv-dev python3-torch python3-torchvision
@@ -31,7 +33,8 @@ packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           libboost-program-options-dev gstreamer1.0-plugins-ugly gstreamer1.0-libav
           gobject-introspection libgirepository1.0-dev gir1.2-gstreamer-1.0
-          python3-gi python3-gst-1.0 python3-numpy gstreamer1.0-python3-plugin-loader)
+          python3-gi python3-gst-1.0 python3-numpy gstreamer1.0-python3-plugin-loader
+          time gstreamer1.0-plugins-bad)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -34,91 +34,15 @@
 #include "backbone/npy.h"
 #include "backbone/preprocess.h"
 #include "backbone/resnet.h"
+#include "resnetbackbone_test_util.h"
 
 namespace {
 
-using Props = std::vector<std::pair<std::string, std::string>>;
-
-std::string data_path(const std::string& name) { return std::string(BACKBONE_TEST_DATA_DIR) + "/plugin/" + name; }
-
-// device=cpu: the CPU engines, also on machines with a GPU (where device=auto would take the cuda
-// engine); the cuda engine has tests of its own (CudaEngine*, ResnetBackboneGpu).
-Props narrow_props(Props extra = {}) {
-  Props p = {{"config-file", data_path("narrow.yaml")}, {"weights", data_path("narrow.pth")}, {"device", "cpu"}};
-  p.insert(p.end(), extra.begin(), extra.end());
-  return p;
-}
+using namespace gstbackbone_test;
 
 const char* const kFeatures[] = {"res2", "res3", "res4", "res5"};
 const gsize kChannels[] = {16, 32, 64, 128};
 const guint kStrides[] = {4, 8, 16, 32};
-
-// The element alone in a harness, with a bus to read its messages.
-struct Harness {
-  GstElement* element = nullptr;
-  GstHarness* h = nullptr;
-  GstBus* bus = nullptr;
-
-  explicit Harness(const Props& props) {
-    element = gst_element_factory_make("resnetbackbone", nullptr);
-    if (!element) return;
-    for (const auto& [k, v] : props) gst_util_set_object_arg(G_OBJECT(element), k.c_str(), v.c_str());
-    bus = gst_bus_new();
-    gst_element_set_bus(element, bus);
-    h = gst_harness_new_with_element(element, "sink", "src");
-  }
-  ~Harness() {
-    if (h) gst_harness_teardown(h);
-    if (element) {
-      gst_element_set_bus(element, nullptr);
-      gst_object_unref(element);
-    }
-    if (bus) gst_object_unref(bus);
-  }
-  // Text of the first ERROR message on the bus ("" when none).
-  std::string error_text() {
-    GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
-    if (!m) return "";
-    GError* err = nullptr;
-    gchar* dbg = nullptr;
-    gst_message_parse_error(m, &err, &dbg);
-    std::string text = err->message;
-    g_error_free(err);
-    g_free(dbg);
-    gst_message_unref(m);
-    return text;
-  }
-};
-
-std::string caps_string(const char* format, int w, int h, const char* extra = "") {
-  return "video/x-raw,format=" + std::string(format) + ",width=" + std::to_string(w) + ",height=" + std::to_string(h) +
-         ",framerate=30/1" + extra;
-}
-
-GstVideoInfo info_of(const std::string& caps_str) {
-  GstCaps* caps = gst_caps_from_string(caps_str.c_str());
-  GstVideoInfo info;
-  EXPECT_TRUE(gst_video_info_from_caps(&info, caps)) << caps_str;
-  gst_caps_unref(caps);
-  return info;
-}
-
-// A frame of deterministic pseudo-random bytes (every byte, padding included).
-GstBuffer* make_frame(const GstVideoInfo& info, uint32_t seed, GstClockTime pts = 0) {
-  GstBuffer* buf = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
-  GstMapInfo map;
-  gst_buffer_map(buf, &map, GST_MAP_WRITE);
-  uint32_t x = seed * 2654435761u + 12345u;
-  for (gsize i = 0; i < map.size; ++i) {
-    x = x * 1664525u + 1013904223u;
-    map.data[i] = static_cast<guint8>(x >> 24);
-  }
-  gst_buffer_unmap(buf, &map);
-  GST_BUFFER_PTS(buf) = pts;
-  GST_BUFFER_DTS(buf) = pts;
-  GST_BUFFER_DURATION(buf) = GST_SECOND / 30;
-  return buf;
-}
 
 // The library's view of a frame, built here from GstVideoInfo independently of the plugin's code.
 backbone::FrameView view_of(const GstVideoInfo& info, const guint8* data) {
@@ -178,32 +102,6 @@ struct Reference {
   }
 };
 
-std::vector<float> level_values(const GstFeatureLevel* level) {
-  GstMapInfo map;
-  EXPECT_TRUE(gst_feature_level_map(level, &map, GST_MAP_READ));
-  const float* p = reinterpret_cast<const float*>(map.data);
-  std::vector<float> v(p, p + gst_feature_level_n_elements(level));
-  gst_feature_level_unmap(level, &map);
-  return v;
-}
-
-const void* level_pointer(const GstFeatureLevel* level) {
-  GstMapInfo map;
-  EXPECT_TRUE(gst_feature_level_map(level, &map, GST_MAP_READ));
-  const void* p = map.data;
-  gst_feature_level_unmap(level, &map);
-  return p;
-}
-
-// Largest |a - b| relative to the largest |b| (at least 1).
-double rel_error(const std::vector<float>& a, const float* b, size_t n) {
-  double diff = 0.0, scale = 1.0;
-  for (size_t i = 0; i < n; ++i) {
-    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return diff / scale;
-}
 
 // Checks the meta's layout and values against the library's result for the same frame.
 void expect_meta_matches(const GstFeatureMeta* meta, const Reference::Result& ref, int frame_w, int frame_h,
