@@ -275,6 +275,8 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
     priv->warmup_latency = GST_CLOCK_TIME_NONE;
     priv->posted_latency = 0;
     priv->stats = Stats ();
+    priv->qos_processed_at_flush = 0;
+    priv->qos_dropped_at_flush = 0;
     priv->pool_stats = gstbackbone::FeaturePoolStats ();
   }
   std::lock_guard<std::mutex> engine_guard (priv->engine_lock);
@@ -334,8 +336,12 @@ gst_resnet_backbone_set_flushing (GstResnetBackbone * self, bool flushing)
   std::lock_guard<std::mutex> guard (self->priv->lock);
   if (self->priv->pool)
     self->priv->pool->set_flushing (flushing);
-  if (!flushing)
+  if (!flushing) {
     self->priv->earliest_time = GST_CLOCK_TIME_NONE;
+    /* QoS messages count "since the last state change to READY or a flushing operation". */
+    self->priv->qos_processed_at_flush = self->priv->stats.inferred;
+    self->priv->qos_dropped_at_flush = self->priv->stats.skipped_qos + self->priv->stats.skipped_pool;
+  }
 }
 
 static GstStateChangeReturn
@@ -536,8 +542,9 @@ gst_resnet_backbone_post_qos (GstResnetBackbone * self, GstBuffer * buf, GstCloc
   guint64 processed, dropped;
   {
     std::lock_guard<std::mutex> guard (self->priv->lock);
-    processed = self->priv->stats.inferred;
-    dropped = self->priv->stats.skipped_qos + self->priv->stats.skipped_pool;
+    processed = self->priv->stats.inferred - self->priv->qos_processed_at_flush;
+    dropped = self->priv->stats.skipped_qos + self->priv->stats.skipped_pool -
+        self->priv->qos_dropped_at_flush;
   }
   const GstClockTime stream_time = GST_BUFFER_PTS_IS_VALID (buf) ?
       gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME, GST_BUFFER_PTS (buf)) :

@@ -160,6 +160,8 @@ struct GstResnetBackbonePrivate {
   GstClockTime warmup_latency = GST_CLOCK_TIME_NONE;  /* measured at caps (or by the query) */
   GstClockTime posted_latency = 0;
   Stats stats;
+  /* stats.inferred and the skipped ones at the last flush: QoS messages count from there. */
+  guint64 qos_processed_at_flush = 0, qos_dropped_at_flush = 0;
   gstbackbone::FeaturePoolStats pool_stats;  /* the last pool's, kept at stop() */
 };
 
