@@ -143,11 +143,11 @@ shape mp4 "$src_line ! @BB@ ! videoconvert ! x264enc ! mp4mux ! filesink locatio
 check_avi() { expect_file "$1" "$out/$1.avi"; warning_when_small "$@"; }
 shape avi "$src_line ! @BB@ ! videoconvert ! jpegenc ! avimux ! filesink location=@OUT@.avi"
 
-if have x265enc; then
+if have x265enc && have h265parse; then
   check_mkv() { expect_file "$1" "$out/$1.mkv"; warning_when_small "$@"; }
-  shape mkv "$src_line ! @BB@ ! videoconvert ! x265enc ! matroskamux ! filesink location=@OUT@.mkv"
+  shape mkv "$src_line ! @BB@ ! videoconvert ! x265enc ! h265parse ! matroskamux ! filesink location=@OUT@.mkv"
 else
-  echo "SKIP: x265enc ! matroskamux: no x265enc element here (gstreamer1.0-plugins-bad)"
+  echo "SKIP: x265enc ! matroskamux: no x265enc or h265parse element here (gstreamer1.0-plugins-bad)"
 fi
 
 check_webm() { expect_file "$1" "$out/$1.webm"; warning_when_small "$@"; }
