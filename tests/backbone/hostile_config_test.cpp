@@ -350,6 +350,14 @@ TEST(HostileModel, ZeroAndNegativeCountsAreErrorsNamingTheKey) {
     const std::string e = build_error({key, value, "MODEL.RESNETS.NORM", "\"\""});
     EXPECT_CONTAINS(e, key + " must be between 1 and 65536, found " + value);
   }
+  // Factors whose product wraps around int64 (to 0 here, or negative): each is refused on its own,
+  // before they are multiplied.
+  EXPECT_CONTAINS(build_error({"MODEL.RESNETS.NUM_GROUPS", "4294967296", "MODEL.RESNETS.WIDTH_PER_GROUP",
+                               "4294967296", "MODEL.RESNETS.NORM", "\"\""}),
+                  "MODEL.RESNETS.NUM_GROUPS must be between 1 and 65536, found 4294967296");
+  EXPECT_CONTAINS(build_error({"MODEL.RESNETS.NUM_GROUPS", "-9223372036854775807", "MODEL.RESNETS.WIDTH_PER_GROUP",
+                               "3", "MODEL.RESNETS.NORM", "\"\""}),
+                  "MODEL.RESNETS.NUM_GROUPS must be between 1 and 65536, found -9223372036854775807");
   // The same with a norm whose folding divided by the channel count.
   EXPECT_CONTAINS(build_error({"MODEL.RESNETS.STEM_OUT_CHANNELS", "0", "MODEL.RESNETS.NORM", "FrozenBN"}),
                   "MODEL.RESNETS.STEM_OUT_CHANNELS must be between 1 and 65536, found 0");
