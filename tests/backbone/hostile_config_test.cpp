@@ -446,6 +446,13 @@ TEST(HostileTensor, NumelAndNbytesOverflowAreErrors) {
   // A zero size: nothing to count, whatever the other sizes.
   EXPECT_EQ(backbone::shape_numel({0, big, big}), 0);
   EXPECT_EQ(Tensor::empty({big, 0}).nbytes(), 0u);
+  EXPECT_EQ(Tensor::empty({0, big}).strides(), (backbone::Shape{big, 1}));
+  // But the strides count a 0 as 1: they must fit an int64 too.
+  EXPECT_CONTAINS(error_of([&] { Tensor::empty({0, big, 2}); }), "shape [0, " + std::to_string(big) +
+                                                                      ", 2] has strides beyond an int64");
+  EXPECT_CONTAINS(error_of([&] { Tensor::from_blob(&x, {2, 0, int64_t{1} << 62, 4}, backbone::DType::Float32); }),
+                  "has strides beyond an int64");
+  EXPECT_THROW(backbone::contiguous_strides({0, big, big}), backbone::ShapeError);
   EXPECT_CONTAINS(error_of([&] { Tensor::empty({4}).reshape({big, big, -1}); }), "int64");
 }
 
