@@ -8,15 +8,22 @@
 #                     featuresink) with a built-in R-50 (out features res2..res5), leaving
 #                     features (safetensors + index.json) and heatmap PNGs in build/demo/
 #   ./setup.sh test   install, build, and run the whole test suite (ctest)
+#   ./setup.sh sanitize [CTEST ARGS]   install, then build the library and its CPU tests with
+#                     AddressSanitizer and UndefinedBehaviorSanitizer in build-asan/ and run them
+#                     (tests/sanitize.sh; e.g. -R Hostile to run some)
+#   ./setup.sh fuzz [TARGET...]   install (with clang), then build the libFuzzer targets in
+#                     build-fuzz/ and run each for FUZZ_SECONDS (default 60), FUZZ_JOBS (default 2)
+#                     at a time (fuzz/run.sh)
 #
-# Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS (extra
-# arguments for the first configure, e.g. -DBACKBONE_WITH_CUDA=OFF).
+# Environment: BUILD_DIR (default build; sanitize and fuzz use BUILD_DIR-asan and BUILD_DIR-fuzz),
+# JOBS (default: number of cores), CMAKE_ARGS (extra arguments for the first configure, e.g.
+# -DBACKBONE_WITH_CUDA=OFF).
 set -euo pipefail
 cd "$(dirname "$0")"
 mode=${1:-}
 case "$mode" in
-  demo|test) ;;
-  *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+  demo|test|sanitize|fuzz) ;;
+  *) echo "usage: $0 demo|test|sanitize|fuzz" >&2; exit 2 ;;
 esac
 
 # python3-torch/-torchvision: backbone-bench's PyTorch peer, which its end-to-end test runs.
@@ -35,6 +42,10 @@ packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
           gobject-introspection libgirepository1.0-dev gir1.2-gstreamer-1.0
           python3-gi python3-gst-1.0 python3-numpy gstreamer1.0-python3-plugin-loader
           time gstreamer1.0-plugins-bad)
+# libFuzzer comes with clang's runtime libraries.
+if [ "$mode" = fuzz ]; then
+  packages+=(clang libclang-rt-14-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -47,6 +58,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 build=${BUILD_DIR:-build}
+if [ "$mode" = sanitize ]; then
+  BUILD_DIR="$build-asan" exec tests/sanitize.sh "${@:2}"
+fi
+if [ "$mode" = fuzz ]; then
+  fuzz_build="$build-fuzz"
+  [[ "$fuzz_build" = /* ]] || fuzz_build="$PWD/$fuzz_build"
+  BUILD="$fuzz_build" JOBS=${FUZZ_JOBS:-2} exec fuzz/run.sh "${FUZZ_SECONDS:-60}" "${@:2}"
+fi
 jobs=${JOBS:-$(nproc)}
 if [ ! -f "$build/build.ninja" ]; then
   # shellcheck disable=SC2086

@@ -50,7 +50,8 @@ run_one() {
     echo "$t: ok ($(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}') runs," \
       "$(ls "$corpus" | wc -l) corpus files, $(grep -oE 'cov: [0-9]+' "$log" | tail -1))"
   else
-    echo "$t: FAILED, see $log and $findings/" >&2
+    echo "$t: FAILED, see $log and $findings/; its end:" >&2
+    tail -n 60 "$log" | sed "s/^/$t: /" >&2
     return 1
   fi
 }

@@ -537,5 +537,67 @@ TEST(HostileCheckpoint, NpyShapesAreChecked) {
   EXPECT_NE(m.find("65 dimensions, at most 64"), std::string::npos) << m;
 }
 
+// ---- empty tensors whose other sizes are huge ------------------------------------------------------
+
+// A size of 0 leaves nothing to read, so the element count fits whatever the other sizes are; but
+// the row-major strides count a 0 as 1 and must still fit an int64. Found by fuzz_npy: the
+// stride computation overflowed (undefined behaviour) on the shape below.
+TEST(HostileCheckpoint, EmptyTensorsWhoseStridesOverflowAreRefused) {
+  // The fuzzer's reproducer, minimised (a 118-byte header, no data), then the same array in C order.
+  for (const std::string order : {"True", "False"}) {
+    const std::string dict = "{'descr': '|u1', 'fortran_order': " + order + ", 'shape': (0, 8888888888888888884, 4), }";
+    const std::string file = "\x93NUMPY\x01\x00\x76\x00"s + dict + std::string(118 - dict.size(), ' ');
+    const fs::path p = temp_file("x.npy", file);
+    std::string m = "(no error)";
+    try {
+      load_npy(p.string());
+    } catch (const Error& e) {
+      m = e.what();
+    }
+    fs::remove_all(p.parent_path());
+    EXPECT_NE(m.find("load_npy: '"), std::string::npos) << m;
+    EXPECT_NE(m.find("shape [0, 8888888888888888884, 4] has strides beyond an int64"), std::string::npos) << m;
+  }
+  // 2^62 in a pickle: LONG1 with 8 bytes.
+  auto tuple64 = [](const std::vector<int64_t>& v) {
+    std::string t = "(";
+    for (int64_t x : v) t += "\x8a\x08"s + le(static_cast<uint64_t>(x), 8);
+    return t + "t";
+  };
+  const int64_t huge = int64_t{1} << 62;
+  // torch.save: _rebuild_tensor_v2 of size (0, 2^62, 4), strides whose view stays small.
+  const std::string tensor = "ctorch._utils\n_rebuild_tensor_v2\n(" +
+                             ("(" + unicode("storage") + "ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") +
+                              int4(4) + "tQ") +
+                             int4(0) + tuple64({0, huge, 4}) + tuple64({0, 1, 1}) + "\x89" + kOrderedDict + "tR";
+  std::string pkl = "\x80\x02}(" + unicode("t") + tensor + "u.";
+  ZipFile z;
+  z.add("archive/data.pkl", pkl);
+  z.add("archive/byteorder", "little");
+  z.add("archive/data/0", std::string(16, '\0'));
+  std::string m = message_of([&] { detail::read_checkpoint_bytes(bytes_of(z.finish()), "x.pth"); });
+  EXPECT_NE(m.find("size [0, 4611686018427387904, 4] overflows (its strides do not fit an int64)"), std::string::npos)
+      << m;
+  // A numpy array of that shape in a Caffe2-style pickle.
+  const std::string array = "cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + tuple_of({0}) + "U\x01" "b\x87R" +
+                            "(" + int4(1) + tuple64({0, huge, 4}) +
+                            "cnumpy\ndtype\nU\x02" "f4K\x00K\x01\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"s +
+                            "\x89" + binbytes8("") + "tb";
+  m = message_of([&] { detail::read_checkpoint_bytes(bytes_of(blobs_pickle("", {unicode("a") + array})), "x.pkl"); });
+  EXPECT_NE(m.find("numpy array shape [0, 4611686018427387904, 4] overflows"), std::string::npos) << m;
+  // safetensors: the format's own check (a checked product of the sizes) passes, as it stops at 0.
+  const std::string h = R"({"a":{"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]}})";
+  m = message_of([&] { detail::read_checkpoint_bytes(bytes_of(safetensors(h, 0)), "x.safetensors"); });
+  EXPECT_NE(m.find("tensor 'a': shape [0, 4611686018427387904, 4] overflows (its strides do not fit an int64)"),
+            std::string::npos)
+      << m;
+  // Empty tensors whose strides fit stay valid.
+  const std::string ok = R"({"a":{"dtype":"F32","shape":[0,1152921504606846976,2],"data_offsets":[0,0]}})";
+  const RawCheckpoint raw = detail::read_checkpoint_bytes(bytes_of(safetensors(ok, 0)), "x.safetensors");
+  ASSERT_EQ(raw.tensors.size(), 1u);
+  EXPECT_EQ(raw.tensors[0].second.numel(), 0);
+  EXPECT_EQ(raw.tensors[0].second.strides(), (Shape{int64_t{1} << 61, 2, 1}));
+}
+
 }  // namespace
 }  // namespace backbone

@@ -350,6 +350,14 @@ TEST(HostileModel, ZeroAndNegativeCountsAreErrorsNamingTheKey) {
     const std::string e = build_error({key, value, "MODEL.RESNETS.NORM", "\"\""});
     EXPECT_CONTAINS(e, key + " must be between 1 and 65536, found " + value);
   }
+  // Factors whose product wraps around int64 (to 0 here, or negative): each is refused on its own,
+  // before they are multiplied.
+  EXPECT_CONTAINS(build_error({"MODEL.RESNETS.NUM_GROUPS", "4294967296", "MODEL.RESNETS.WIDTH_PER_GROUP",
+                               "4294967296", "MODEL.RESNETS.NORM", "\"\""}),
+                  "MODEL.RESNETS.NUM_GROUPS must be between 1 and 65536, found 4294967296");
+  EXPECT_CONTAINS(build_error({"MODEL.RESNETS.NUM_GROUPS", "-9223372036854775807", "MODEL.RESNETS.WIDTH_PER_GROUP",
+                               "3", "MODEL.RESNETS.NORM", "\"\""}),
+                  "MODEL.RESNETS.NUM_GROUPS must be between 1 and 65536, found -9223372036854775807");
   // The same with a norm whose folding divided by the channel count.
   EXPECT_CONTAINS(build_error({"MODEL.RESNETS.STEM_OUT_CHANNELS", "0", "MODEL.RESNETS.NORM", "FrozenBN"}),
                   "MODEL.RESNETS.STEM_OUT_CHANNELS must be between 1 and 65536, found 0");
@@ -438,6 +446,13 @@ TEST(HostileTensor, NumelAndNbytesOverflowAreErrors) {
   // A zero size: nothing to count, whatever the other sizes.
   EXPECT_EQ(backbone::shape_numel({0, big, big}), 0);
   EXPECT_EQ(Tensor::empty({big, 0}).nbytes(), 0u);
+  EXPECT_EQ(Tensor::empty({0, big}).strides(), (backbone::Shape{big, 1}));
+  // But the strides count a 0 as 1: they must fit an int64 too.
+  EXPECT_CONTAINS(error_of([&] { Tensor::empty({0, big, 2}); }), "shape [0, " + std::to_string(big) +
+                                                                      ", 2] has strides beyond an int64");
+  EXPECT_CONTAINS(error_of([&] { Tensor::from_blob(&x, {2, 0, int64_t{1} << 62, 4}, backbone::DType::Float32); }),
+                  "has strides beyond an int64");
+  EXPECT_THROW(backbone::contiguous_strides({0, big, big}), backbone::ShapeError);
   EXPECT_CONTAINS(error_of([&] { Tensor::empty({4}).reshape({big, big, -1}); }), "int64");
 }
 

@@ -43,7 +43,8 @@ using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& shape);
 // Product of the sizes (1 for a scalar); throws ShapeError when it does not fit an int64.
 int64_t shape_numel(const Shape& shape);
-// Row-major (C-contiguous) strides in elements.
+// Row-major (C-contiguous) strides in elements; throws ShapeError when they do not fit an int64
+// (only an empty shape can do that, e.g. [0, 2^62, 4]: a size of 0 counts as 1 in the strides).
 Shape contiguous_strides(const Shape& shape);
 
 // A strided view of typed memory on one device. Copies of a Tensor share the storage; the

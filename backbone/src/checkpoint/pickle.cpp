@@ -101,6 +101,13 @@ bool checked_mul(int64_t a, int64_t b, int64_t& out) { return !__builtin_mul_ove
 
 }  // namespace
 
+bool strides_fit(const Shape& shape) {
+  int64_t s = 1;
+  for (std::size_t k = 1; k < shape.size(); ++k)
+    if (shape[k] > 1 && !checked_mul(s, shape[k], s)) return false;
+  return true;
+}
+
 std::string Obj::text() const {
   if (kind == Kind::Bytes && py2_str) return latin1_to_utf8(std::string(payload()));
   return std::string(payload());
@@ -435,7 +442,8 @@ void Unpickler::fill_array(Obj* array, const Shape& shape, Obj* dtype, bool fort
   int64_t numel = 1, nbytes = 0;
   for (int64_t s : shape)
     if (!checked_mul(numel, s, numel)) fail("numpy array shape " + shape_str(shape) + " overflows");
-  if (!checked_mul(numel, es, nbytes)) fail("numpy array shape " + shape_str(shape) + " overflows");
+  if (!checked_mul(numel, es, nbytes) || !strides_fit(shape))
+    fail("numpy array shape " + shape_str(shape) + " overflows");
   if (static_cast<uint64_t>(nbytes) != data->data_size())
     fail("numpy array data has " + std::to_string(data->data_size()) + " bytes, but shape " + shape_str(shape) +
          " of dtype " + dtype_name(dt) + " needs " + std::to_string(nbytes));
@@ -485,6 +493,8 @@ Obj* Unpickler::rebuild_tensor(const std::vector<Obj*>& args, const char* func) 
     if (!checked_mul(t->size[k] - 1, t->stride[k], ext) || __builtin_add_overflow(last, ext, &last))
       fail(std::string(func) + ": size " + shape_str(t->size) + " with stride " + shape_str(t->stride) + " overflows");
   }
+  if (!strides_fit(t->size))
+    fail(std::string(func) + ": size " + shape_str(t->size) + " overflows (its strides do not fit an int64)");
   if (numel > 0 && last >= storage->i)
     fail(std::string(func) + ": a tensor of size " + shape_str(t->size) + ", stride " + shape_str(t->stride) +
          " at offset " + std::to_string(args[1]->i) + " reaches element " + std::to_string(last) +

@@ -229,5 +229,8 @@ class Unpickler {
 constexpr std::size_t kMaxDims = 64;
 // Shape from a tuple/list of ints (checked non-negative, at most kMaxDims); `what` names it in messages.
 Shape to_shape(const Unpickler& u, const Obj* o, const char* what);
+// Whether a tensor of this shape has row-major strides within int64. Its numel can fit while they
+// do not: a size of 0 empties the tensor but counts as 1 in the strides ([0, 2^62, 4]).
+bool strides_fit(const Shape& shape);
 
 }  // namespace backbone::detail::pickle

@@ -459,6 +459,7 @@ LazyCheckpoint open_safetensors(const Bytes& data, const std::string& what, std:
         throw bad("shape overflows");
       shape.push_back(static_cast<int64_t>(v));
     }
+    if (!pk::strides_fit(shape)) throw bad("shape " + shape_str(shape) + " overflows (its strides do not fit an int64)");
     const uint64_t b = jo[0].get<uint64_t>(), e = jo[1].get<uint64_t>();
     if (b > e || e > body_size)
       throw bad("data_offsets [" + std::to_string(b) + ", " + std::to_string(e) + "] lie outside the " +

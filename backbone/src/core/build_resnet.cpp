@@ -54,7 +54,6 @@ ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
   const int64_t depth                  = cfg.get_int("MODEL.RESNETS.DEPTH");
   const int64_t num_groups             = cfg.get_int("MODEL.RESNETS.NUM_GROUPS");
   const int64_t width_per_group        = cfg.get_int("MODEL.RESNETS.WIDTH_PER_GROUP");
-  int64_t bottleneck_channels          = num_groups * width_per_group;
   int64_t in_channels                  = cfg.get_int("MODEL.RESNETS.STEM_OUT_CHANNELS");
   int64_t out_channels                 = cfg.get_int("MODEL.RESNETS.RES2_OUT_CHANNELS");
   const bool stride_in_1x1             = cfg.get_bool("MODEL.RESNETS.STRIDE_IN_1X1");
@@ -77,7 +76,8 @@ ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
   check_range("MODEL.RESNETS.NUM_GROUPS", num_groups, 1, kMaxChannels);
   check_range("MODEL.RESNETS.WIDTH_PER_GROUP", width_per_group, 1, kMaxChannels);
   check_range("MODEL.RESNETS.DEFORM_NUM_GROUPS", deform_num_groups, 1, kMaxChannels);
-  if (bottleneck_channels > kMaxChannels)  // both factors <= 2^16: no overflow
+  int64_t bottleneck_channels = num_groups * width_per_group;  // both factors checked <= 2^16: no overflow
+  if (bottleneck_channels > kMaxChannels)
     throw ConfigError("MODEL.RESNETS.NUM_GROUPS * MODEL.RESNETS.WIDTH_PER_GROUP (the bottleneck channels of res2) "
                       "must be at most " + std::to_string(kMaxChannels) + ", found " + std::to_string(num_groups) +
                       " * " + std::to_string(width_per_group) + " = " + std::to_string(bottleneck_channels));

@@ -91,7 +91,10 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     strides[i] = s;
-    s *= shape[i] > 0 ? shape[i] : 1;
+    // A size of 0 counts as 1, so an empty tensor's other sizes may still multiply past int64.
+    if (i > 0 && shape[i] > 1 && __builtin_mul_overflow(s, shape[i], &s))
+      throw ShapeError("shape " + shape_str(shape) + " has strides beyond an int64 (its sizes after the first, " +
+                       "a 0 counted as 1, multiply past 2^63 - 1)");
   }
   return strides;
 }

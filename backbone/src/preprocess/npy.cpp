@@ -394,7 +394,12 @@ Tensor load_npy(const std::string& path) {
     for (std::size_t i = 0; i < nbytes; ++i) src[i] = src[i] != 0 ? 1 : 0;
   }
 
-  Tensor out = Tensor::empty(shape, dtype);
+  Tensor out;
+  try {
+    out = Tensor::empty(shape, dtype);
+  } catch (const ShapeError& e) {  // an empty array whose other sizes multiply past int64
+    fail(path, e.what());
+  }
   if (nbytes == 0) return out;
   auto* dst = static_cast<unsigned char*>(out.data());
   if (!fortran || shape.size() < 2) {
