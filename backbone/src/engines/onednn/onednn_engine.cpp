@@ -16,6 +16,9 @@
 // convolution) and the classifier head run on plain NCHW float32 copies, which costs reorders
 // but keeps them exact.
 #include <dnnl.hpp>
+#ifndef DNNL_VERSION_MAJOR
+#error "expected oneDNN's dnnl.hpp to define DNNL_VERSION_MAJOR"
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -166,8 +169,10 @@ const char* isa_name(dnnl::cpu_isa isa) {
     case dnnl::cpu_isa::sse41: return "sse41";
     case dnnl::cpu_isa::avx: return "avx";
     case dnnl::cpu_isa::avx2: return "avx2";
-    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+#if DNNL_VERSION_MAJOR < 3
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";  // Xeon Phi: gone in oneDNN 3.0
     case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+#endif
     case dnnl::cpu_isa::avx512_core: return "avx512_core";
     case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
     case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
@@ -253,15 +258,25 @@ class Plan {
     memory::desc b_md({w.out}, dt::f32, tag::x);
     dnnl::post_ops ops;
     if (sum) ops.append_sum(1.0f);
+#if DNNL_VERSION_MAJOR >= 3
+    if (relu) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+#else
     if (relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+#endif
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const memory::dims strides{w.stride, w.stride}, dil{w.dilation - 1, w.dilation - 1}, pad{w.pad, w.pad};
     auto make_pd = [&](dnnl::algorithm alg) {
+#if DNNL_VERSION_MAJOR >= 3
+      // oneDNN 3.0 removed the op descriptors: the primitive descriptor takes the parameters.
+      return dnnl::convolution_forward::primitive_desc(eng_, dnnl::prop_kind::forward_inference, alg, src_md, w_any,
+                                                       b_md, dst_md, strides, dil, pad, pad, attr);
+#else
       dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src_md, w_any, b_md, dst_md,
                                            strides, dil, pad, pad);
       return dnnl::convolution_forward::primitive_desc(desc, attr, eng_);
+#endif
     };
     // float32 3x3 stride-1 convolutions, when EngineOptions::winograd asks for it: Winograd where
     // oneDNN has it for the shape (measured 1.2x on R-50 at one thread, features ~1e-6 relative off
@@ -665,11 +680,18 @@ class OneDnnEngine final : public Engine {
     };
     Act x = p.new_act(pool_dims(stem_out.dims));
     {
-      dnnl::pooling_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
-                                       p.act_md(stem_out), p.act_md(x), {2, 2}, {3, 3}, {1, 1}, {1, 1});
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+#if DNNL_VERSION_MAJOR >= 3
+      // oneDNN 3.0: no op descriptor, and pooling takes a dilation (0: none).
+      dnnl::pooling_forward::primitive_desc pd(eng_, dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
+                                               p.act_md(stem_out), p.act_md(x), {2, 2}, {3, 3}, {0, 0}, {1, 1},
+                                               {1, 1}, attr);
+#else
+      dnnl::pooling_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
+                                       p.act_md(stem_out), p.act_md(x), {2, 2}, {3, 3}, {1, 1}, {1, 1});
       dnnl::pooling_forward::primitive_desc pd(desc, attr, eng_);
+#endif
       p.note_scratchpad(pd.scratchpad_desc());
       auto prim = dnnl::pooling_forward(pd);
       const int ss = stem_out.slot, ds = x.slot;
