@@ -893,7 +893,7 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
                         "winograd", "allow-tf32", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
                         "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name",
                         "engine-description", "feature-memory-limit", "pool-timeout", "qos", "max-errors",
-                        "latency", "stats"})
+                        "latency", "stats", "tensor-meta"})
     EXPECT_TRUE(text.find(std::string("  ") + p + " ") != std::string::npos ||
                 text.find(std::string("  ") + p + ":") != std::string::npos)
         << p << " missing in:\n" << text;
