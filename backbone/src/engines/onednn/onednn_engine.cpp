@@ -250,7 +250,11 @@ class Plan {
   };
   ConvPrim make_conv(const ConvW& w, const memory::desc& src_md, const memory::desc& dst_md, bool sum, bool relu,
                      dt weights_dt) {
+#if DNNL_VERSION_MAJOR >= 3
+    const memory::dims sd = src_md.get_dims();
+#else
     const memory::dims sd = src_md.dims();
+#endif
     const int64_t g = w.groups;
     memory::dims wdims = g == 1 ? memory::dims{w.out, sd[1], w.k, w.k}
                                 : memory::dims{g, w.out / g, sd[1] / g, w.k, w.k};
