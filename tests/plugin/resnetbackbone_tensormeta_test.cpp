@@ -74,6 +74,12 @@ const guint8* mapped_address(GstBuffer* buf) {
   return p;
 }
 
+bool running_gstreamer_before_1_27() {
+  guint major = 0, minor = 0, micro = 0, nano = 0;
+  gst_version(&major, &minor, &micro, &nano);
+  return major == 1 && minor < 27;
+}
+
 TEST(ResnetBackboneTensorMeta, BuiltIn) { EXPECT_TRUE(gst_resnet_backbone_tensor_meta_built()); }
 
 // One GstTensor per level, in the meta's order, that is the level: same id (the level name's
@@ -137,6 +143,26 @@ TEST(ResnetBackboneTensorMeta, PropertyTurnsItOff) {
   ASSERT_NE(out, nullptr);
   EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
   EXPECT_EQ(gst_buffer_get_tensor_meta(out), nullptr);
+  gst_buffer_unref(out);
+}
+
+// What the README says: GStreamer 1.26's GstTensorMeta has no transform function, so a copy of
+// the buffer has the GstFeatureMeta (with the same level memory) and no GstTensorMeta. (1.28 adds
+// a copy transform.)
+TEST(ResnetBackboneTensorMeta, BufferCopyKeepsOnlyTheFeatureMetaIn126) {
+  Harness hh;
+  ASSERT_NE(hh.h, nullptr);
+  GstBuffer* out = hh.push_frame(4);
+  ASSERT_NE(out, nullptr);
+  ASSERT_NE(gst_buffer_get_tensor_meta(out), nullptr);
+  GstBuffer* copy = gst_buffer_copy(out);
+  GstFeatureMeta* fmeta = gst_buffer_get_feature_meta(copy);
+  ASSERT_NE(fmeta, nullptr);
+  EXPECT_EQ(fmeta->levels[0].data, gst_buffer_get_feature_meta(out)->levels[0].data);
+  if (running_gstreamer_before_1_27()) {
+    EXPECT_EQ(gst_buffer_get_tensor_meta(copy), nullptr);
+  }
+  gst_buffer_unref(copy);
   gst_buffer_unref(out);
 }
 
