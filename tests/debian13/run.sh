@@ -3,7 +3,9 @@
 # Builds the project and runs its whole test suite (ctest) on Debian 13 "trixie" (GStreamer 1.26,
 # LibTorch 2.6, oneDNN 3.x, OpenCV 4.10, GCC 14), from a Debian 12 (or any Debian) host, as root.
 #
-#   tests/debian13/run.sh
+#   tests/debian13/run.sh              build and run the whole test suite (./setup.sh test)
+#   tests/debian13/run.sh COMMAND...   run COMMAND in /src inside the root instead, after the root
+#                                      is made (e.g. bash, or: ninja -C /var/cache/gst-backbone/build -k 0)
 #
 # The first run makes a minimal Debian 13 root with mmdebstrap from Debian's archive; setup.sh then
 # runs inside it (chroot, in a private mount namespace): it installs the build dependencies with
@@ -56,6 +58,8 @@ cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 # shellcheck disable=SC2016
 unshare --mount --propagation private -- /bin/sh -ec '
   root=$1 src=$2 jobs=$3 cmake_args=$4
+  shift 4
+  [ $# -gt 0 ] || set -- ./setup.sh test
   mount --rbind /dev "$root/dev"
   mount -t proc proc "$root/proc"
   mount -t sysfs sysfs "$root/sys"
@@ -63,6 +67,8 @@ unshare --mount --propagation private -- /bin/sh -ec '
   mount --bind "$src" "$root/src"
   exec chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root LANG=C.UTF-8 BUILD_DIR=/var/cache/gst-backbone/build JOBS="$jobs" CMAKE_ARGS="$cmake_args" \
-    /bin/bash -c "cd /src && ./setup.sh test"
-' run.sh "$root" "$src" "$jobs" "${CMAKE_ARGS:-}"
-stamp "build and whole test suite passed on Debian 13"
+    /bin/bash -c "cd /src && exec \"\$@\"" bash "$@"
+' run.sh "$root" "$src" "$jobs" "${CMAKE_ARGS:-}" "$@"
+if [ $# -eq 0 ]; then
+  stamp "build and whole test suite passed on Debian 13"
+fi
