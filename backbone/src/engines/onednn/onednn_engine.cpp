@@ -576,8 +576,15 @@ class OneDnnEngine final : public Engine {
     o << "onednn " << precision_name(precision_) << " on cpu, " << threads_ << " threads (oneDNN " << v->major << "."
       << v->minor << "." << v->patch << ", ISA " << isa_name(isa_) << ", activations nChw16c "
       << (precision_ == Precision::BFloat16 ? "bf16" : "f32")
-      << "; BN folded, weights pre-packed, conv+bias+sum+ReLU fused"
-      << (winograd_ && precision_ == Precision::Float32 ? ", Winograd 3x3" : "");
+      << "; BN folded, weights pre-packed, conv+bias+sum+ReLU fused";
+    if (winograd_ && precision_ == Precision::Float32) {
+      // oneDNN 3.x has no CPU Winograd kernels left: the convolutions fall back to direct.
+      bool ran = false;
+      if (last_plan_)
+        for (const auto& entry : last_plan_->impls_) ran = ran || entry.first.find("wino") != std::string::npos;
+      o << (last_plan_ && !ran ? ", Winograd 3x3 requested (no Winograd kernel in this oneDNN for these shapes: direct)"
+                               : ", Winograd 3x3");
+    }
     if (last_plan_) {
       o << "; convolution kernels:";
       for (const auto& [impl, count] : last_plan_->impls_) o << " " << impl << " x" << count;
