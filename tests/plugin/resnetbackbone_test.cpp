@@ -53,6 +53,18 @@ const char* const kFeatures[] = {"res2", "res3", "res4", "res5"};
 const gsize kChannels[] = {16, 32, 64, 128};
 const guint kStrides[] = {4, 8, 16, 32};
 
+// The first message of @types on @bus, the others before it dropped; NULL when there is none. Not
+// gst_bus_pop_filtered: GStreamer 1.26 drops the other messages under the bus lock, and a dropped
+// message holding the last reference to a torn-down harness pad unlinks that pad, which posts to
+// the same bus: a deadlock.
+GstMessage* pop_first(GstBus* bus, GstMessageType types) {
+  while (GstMessage* m = gst_bus_pop(bus)) {
+    if (GST_MESSAGE_TYPE(m) & types) return m;
+    gst_message_unref(m);
+  }
+  return nullptr;
+}
+
 // The element alone in a harness, with a bus to read its messages.
 struct Harness {
   GstElement* element = nullptr;
@@ -77,7 +89,7 @@ struct Harness {
   }
   // Text of the first ERROR message on the bus ("" when none).
   std::string error_text() {
-    GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+    GstMessage* m = pop_first(bus, GST_MESSAGE_ERROR);
     if (!m) return "";
     GError* err = nullptr;
     gchar* dbg = nullptr;
