@@ -46,6 +46,11 @@ packages=(build-essential cmake ninja-build pkg-config dpkg-dev file
 if [ "$mode" = fuzz ]; then
   packages+=(clang libclang-rt-14-dev)
 fi
+# PyTorch 2.x (Debian 13's python3-torch) exports ONNX, for backbone-bench's ONNX peers, through
+# the onnx module; Debian 12's PyTorch 1.13 does not need it.
+if (. /etc/os-release && [ "${VERSION_ID%%.*}" -ge 13 ]) 2>/dev/null; then
+  packages+=(python3-onnx)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@
 #include "backbone/error.h"
 #include "backbone/preprocess.h"
 #include "resnetbackbone_private.h"
+#include "resnetbackbone_tensormeta.h"
 #include "videoframe.h"
 
 #define GST_CAT_DEFAULT gst_resnet_backbone_debug
@@ -79,6 +80,11 @@ gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
         throw backbone::Error ("gst_feature_meta_add_level refused level \"" + name + "\" " +
             backbone::shape_str (level_tensor.shape ()));
     }
+    GST_OBJECT_LOCK (self);
+    const bool tensor_meta = self->priv->settings.tensor_meta;
+    GST_OBJECT_UNLOCK (self);
+    if (tensor_meta)
+      gst_resnet_backbone_add_tensor_meta (buf, meta);
   } catch (...) {
     gst_buffer_remove_meta (buf, (GstMeta *) meta);
     throw;

@@ -70,6 +70,7 @@ typedef enum
 #define DEFAULT_QOS TRUE
 #define DEFAULT_MAX_ERRORS 10
 #define DEFAULT_LATENCY GST_CLOCK_TIME_NONE
+#define DEFAULT_TENSOR_META TRUE
 
 #define MAX_IMAGE_SIZE 16384
 /* Inference times kept for the LATENCY query (the largest of them is reported). */
@@ -102,6 +103,7 @@ struct Settings {
   gboolean qos = DEFAULT_QOS;
   gint max_errors = DEFAULT_MAX_ERRORS;
   GstClockTime latency = DEFAULT_LATENCY;
+  gboolean tensor_meta = DEFAULT_TENSOR_META;
 };
 
 /* A loaded model, built in start() and freed in stop(). */
@@ -204,6 +206,7 @@ enum
   PROP_MODEL_NAME,
   PROP_ENGINE_DESCRIPTION,
   PROP_STATS,
+  PROP_TENSOR_META,
 };
 
 void gst_resnet_backbone_install_properties (GObjectClass * gobject_class);

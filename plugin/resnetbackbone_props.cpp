@@ -420,6 +420,21 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
           "time)", 0, G_MAXUINT64, DEFAULT_LATENCY, playing));
 
   /**
+   * GstResnetBackbone:tensor-meta:
+   *
+   * Also attach GStreamer's standard tensor meta (GstTensorMeta of the analytics library): one
+   * GstTensor per level, id the quark of the level's name, row-major N,C,H,W dims, the level's
+   * memory (no copy). Only in a build against GStreamer 1.26 or newer (else the element attaches
+   * the GstFeatureMeta only, whatever this says). In GStreamer 1.26 GstTensorMeta has no transform
+   * function: copies of the buffer (videoconvert, encoders, gst_buffer_copy) drop it, so read it
+   * right after the element.
+   */
+  g_object_class_install_property (gobject_class, PROP_TENSOR_META,
+      g_param_spec_boolean ("tensor-meta", "Tensor meta",
+          "Also attach GStreamer's GstTensorMeta (one GstTensor per level; GStreamer 1.26 or newer "
+          "builds only)", DEFAULT_TENSOR_META, playing));
+
+  /**
    * GstResnetBackbone:model-name:
    *
    * The loaded model's name as the meta carries it ("R-50", "X-101-32x8d"); empty before the
@@ -632,6 +647,9 @@ gst_resnet_backbone_set_property (GObject * object, guint prop_id, const GValue 
     case PROP_LATENCY:
       s.latency = g_value_get_uint64 (value);
       break;
+    case PROP_TENSOR_META:
+      s.tensor_meta = g_value_get_boolean (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -743,6 +761,9 @@ gst_resnet_backbone_get_property (GObject * object, guint prop_id, GValue * valu
       break;
     case PROP_LATENCY:
       g_value_set_uint64 (value, s.latency);
+      break;
+    case PROP_TENSOR_META:
+      g_value_set_boolean (value, s.tensor_meta);
       break;
     case PROP_MODEL_NAME:
       set_str (self->priv->model_name, false);

@@ -3,6 +3,7 @@
 // build_resnet_backbone. Numbers against detectron2 are in golden_test.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>

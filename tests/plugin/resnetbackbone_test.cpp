@@ -301,7 +301,7 @@ TEST(ResnetBackbone, PreprocessingProperties) {
 TEST(ResnetBackbone, BuiltInDefaultModelWarnsWithoutWeights) {
   Harness hh({});
   gst_harness_set_src_caps_str(hh.h, caps_string("RGB", 32, 32).c_str());
-  GstMessage* warning = gst_bus_pop_filtered(hh.bus, GST_MESSAGE_WARNING);
+  GstMessage* warning = pop_first(hh.bus, GST_MESSAGE_WARNING);
   ASSERT_NE(warning, nullptr);
   GError* err = nullptr;
   gst_message_parse_warning(warning, &err, nullptr);
@@ -606,7 +606,7 @@ TEST_P(StartErrors, FailStateChangeWithError) {
   gst_element_set_bus(e, bus);
   EXPECT_EQ(gst_element_set_state(e, GST_STATE_READY), GST_STATE_CHANGE_SUCCESS);
   EXPECT_EQ(gst_element_set_state(e, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
-  GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  GstMessage* m = pop_first(bus, GST_MESSAGE_ERROR);
   ASSERT_NE(m, nullptr) << "no ERROR message";
   GError* err = nullptr;
   gst_message_parse_error(m, &err, nullptr);
@@ -727,7 +727,7 @@ TEST(ResnetBackbone, LatencyQueryAddsInferenceTime) {
     EXPECT_NE(gst_buffer_get_feature_meta(out), nullptr);
     gst_buffer_unref(out);
   }
-  while (GstMessage* m = gst_bus_pop_filtered(hh.bus, GST_MESSAGE_LATENCY)) {
+  while (GstMessage* m = pop_first(hh.bus, GST_MESSAGE_LATENCY)) {
     grew = true;
     gst_message_unref(m);
   }
@@ -791,7 +791,7 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
                         "winograd", "allow-tf32", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
                         "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name",
                         "engine-description", "feature-memory-limit", "pool-timeout", "qos", "max-errors",
-                        "latency", "stats"})
+                        "latency", "stats", "tensor-meta"})
     EXPECT_TRUE(text.find(std::string("  ") + p + " ") != std::string::npos ||
                 text.find(std::string("  ") + p + ":") != std::string::npos)
         << p << " missing in:\n" << text;
@@ -971,7 +971,7 @@ TEST(ResnetBackbone, AutoEngineDescribesItself) {
 
   // One INFO message, whose debug text names the choice.
   int infos = 0;
-  while (GstMessage* m = gst_bus_pop_filtered(hh.bus, GST_MESSAGE_INFO)) {
+  while (GstMessage* m = pop_first(hh.bus, GST_MESSAGE_INFO)) {
     GError* err = nullptr;
     gchar* debug = nullptr;
     gst_message_parse_info(m, &err, &debug);
@@ -1082,7 +1082,7 @@ std::pair<std::string, GError*> start_error(const Props& props) {
   gst_element_set_bus(e, bus);
   std::pair<std::string, GError*> result{"", nullptr};
   if (gst_element_set_state(e, GST_STATE_PAUSED) == GST_STATE_CHANGE_FAILURE) {
-    if (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+    if (GstMessage* m = pop_first(bus, GST_MESSAGE_ERROR)) {
       gst_message_parse_error(m, &result.second, nullptr);
       result.first = result.second->message;
       gst_message_unref(m);
@@ -1428,7 +1428,7 @@ TEST_P(CudaUpload, LevelsStayOnTheGpuAndMatchTheCpuEngine) {
   GstBus* bus = gst_element_get_bus(pipeline);
   auto bus_error = [bus]() {
     std::string text;
-    if (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+    if (GstMessage* m = pop_first(bus, GST_MESSAGE_ERROR)) {
       GError* err = nullptr;
       gst_message_parse_error(m, &err, nullptr);
       text = err->message;
@@ -1537,7 +1537,7 @@ TEST(ResnetBackbone, UnknownEngineOrDeviceRefusedWhenSet) {
     gst_element_set_bus(e, bus);
     g_object_set(e, c.prop, c.value, nullptr);
     EXPECT_EQ(string_property(e, c.prop), c.kept);
-    GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_WARNING);
+    GstMessage* m = pop_first(bus, GST_MESSAGE_WARNING);
     ASSERT_NE(m, nullptr);
     GError* err = nullptr;
     gst_message_parse_warning(m, &err, nullptr);

@@ -40,6 +40,18 @@ inline Props narrow_props(Props extra = {}) {
 }
 
 // The element alone in a harness, with a bus to read its messages.
+// The first message of @types on @bus, the others before it dropped; NULL when there is none. Not
+// gst_bus_pop_filtered: GStreamer 1.26 drops the other messages under the bus lock, and a dropped
+// message holding the last reference to a torn-down harness pad unlinks that pad, which posts to
+// the same bus: a deadlock.
+inline GstMessage* pop_first(GstBus* bus, GstMessageType types) {
+  while (GstMessage* m = gst_bus_pop(bus)) {
+    if (GST_MESSAGE_TYPE(m) & types) return m;
+    gst_message_unref(m);
+  }
+  return nullptr;
+}
+
 struct Harness {
   GstElement* element = nullptr;
   GstHarness* h = nullptr;

@@ -16,6 +16,9 @@
 // convolution) and the classifier head run on plain NCHW float32 copies, which costs reorders
 // but keeps them exact.
 #include <dnnl.hpp>
+#ifndef DNNL_VERSION_MAJOR
+#error "expected oneDNN's dnnl.hpp to define DNNL_VERSION_MAJOR"
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -166,8 +169,10 @@ const char* isa_name(dnnl::cpu_isa isa) {
     case dnnl::cpu_isa::sse41: return "sse41";
     case dnnl::cpu_isa::avx: return "avx";
     case dnnl::cpu_isa::avx2: return "avx2";
-    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+#if DNNL_VERSION_MAJOR < 3
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";  // Xeon Phi: gone in oneDNN 3.0
     case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+#endif
     case dnnl::cpu_isa::avx512_core: return "avx512_core";
     case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
     case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
@@ -245,7 +250,11 @@ class Plan {
   };
   ConvPrim make_conv(const ConvW& w, const memory::desc& src_md, const memory::desc& dst_md, bool sum, bool relu,
                      dt weights_dt) {
+#if DNNL_VERSION_MAJOR >= 3
+    const memory::dims sd = src_md.get_dims();
+#else
     const memory::dims sd = src_md.dims();
+#endif
     const int64_t g = w.groups;
     memory::dims wdims = g == 1 ? memory::dims{w.out, sd[1], w.k, w.k}
                                 : memory::dims{g, w.out / g, sd[1] / g, w.k, w.k};
@@ -253,15 +262,25 @@ class Plan {
     memory::desc b_md({w.out}, dt::f32, tag::x);
     dnnl::post_ops ops;
     if (sum) ops.append_sum(1.0f);
+#if DNNL_VERSION_MAJOR >= 3
+    if (relu) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+#else
     if (relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+#endif
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const memory::dims strides{w.stride, w.stride}, dil{w.dilation - 1, w.dilation - 1}, pad{w.pad, w.pad};
     auto make_pd = [&](dnnl::algorithm alg) {
+#if DNNL_VERSION_MAJOR >= 3
+      // oneDNN 3.0 removed the op descriptors: the primitive descriptor takes the parameters.
+      return dnnl::convolution_forward::primitive_desc(eng_, dnnl::prop_kind::forward_inference, alg, src_md, w_any,
+                                                       b_md, dst_md, strides, dil, pad, pad, attr);
+#else
       dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src_md, w_any, b_md, dst_md,
                                            strides, dil, pad, pad);
       return dnnl::convolution_forward::primitive_desc(desc, attr, eng_);
+#endif
     };
     // float32 3x3 stride-1 convolutions, when EngineOptions::winograd asks for it: Winograd where
     // oneDNN has it for the shape (measured 1.2x on R-50 at one thread, features ~1e-6 relative off
@@ -557,8 +576,15 @@ class OneDnnEngine final : public Engine {
     o << "onednn " << precision_name(precision_) << " on cpu, " << threads_ << " threads (oneDNN " << v->major << "."
       << v->minor << "." << v->patch << ", ISA " << isa_name(isa_) << ", activations nChw16c "
       << (precision_ == Precision::BFloat16 ? "bf16" : "f32")
-      << "; BN folded, weights pre-packed, conv+bias+sum+ReLU fused"
-      << (winograd_ && precision_ == Precision::Float32 ? ", Winograd 3x3" : "");
+      << "; BN folded, weights pre-packed, conv+bias+sum+ReLU fused";
+    if (winograd_ && precision_ == Precision::Float32) {
+      // oneDNN 3.x has no CPU Winograd kernels left: the convolutions fall back to direct.
+      bool ran = false;
+      if (last_plan_)
+        for (const auto& entry : last_plan_->impls_) ran = ran || entry.first.find("wino") != std::string::npos;
+      o << (last_plan_ && !ran ? ", Winograd 3x3 requested (no Winograd kernel in this oneDNN for these shapes: direct)"
+                               : ", Winograd 3x3");
+    }
     if (last_plan_) {
       o << "; convolution kernels:";
       for (const auto& [impl, count] : last_plan_->impls_) o << " " << impl << " x" << count;
@@ -665,11 +691,18 @@ class OneDnnEngine final : public Engine {
     };
     Act x = p.new_act(pool_dims(stem_out.dims));
     {
-      dnnl::pooling_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
-                                       p.act_md(stem_out), p.act_md(x), {2, 2}, {3, 3}, {1, 1}, {1, 1});
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+#if DNNL_VERSION_MAJOR >= 3
+      // oneDNN 3.0: no op descriptor, and pooling takes a dilation (0: none).
+      dnnl::pooling_forward::primitive_desc pd(eng_, dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
+                                               p.act_md(stem_out), p.act_md(x), {2, 2}, {3, 3}, {0, 0}, {1, 1},
+                                               {1, 1}, attr);
+#else
+      dnnl::pooling_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
+                                       p.act_md(stem_out), p.act_md(x), {2, 2}, {3, 3}, {1, 1}, {1, 1});
       dnnl::pooling_forward::primitive_desc pd(desc, attr, eng_);
+#endif
       p.note_scratchpad(pd.scratchpad_desc());
       auto prim = dnnl::pooling_forward(pd);
       const int ss = stem_out.slot, ds = x.slot;
