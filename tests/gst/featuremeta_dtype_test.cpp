@@ -3,6 +3,9 @@
 // round-trips, NaN and infinities keep their kind and sign, and float32 -> 16 bits rounds to the
 // nearest value, ties to even, checked against a reference that decodes every 16-bit value with
 // ldexp and picks the nearest by search (no bit tricks shared with the library).
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 #include <gst/featuremeta/featuremeta.h>
 #include <gst/gst.h>
 #include <gtest/gtest.h>
@@ -73,7 +76,18 @@ const Format16 kHalf = {"float16", 5, 10, gst_feature_dtype_float32_to_float16, 
 const Format16 kBFloat = {"bfloat16", 8, 7, gst_feature_dtype_float32_to_bfloat16,
                           gst_feature_dtype_bfloat16_to_float32, GST_FEATURE_DTYPE_BFLOAT16};
 
-class DTypeConversion : public ::testing::TestWithParam<const Format16*> {};
+// The checks compare decoded values as floats and doubles. bfloat16's subnormals are float32
+// subnormals, which a thread with the SSE control bits FTZ/DAZ set reads as zero; libraries loaded
+// into this process by the pipeline tests (GStreamer plugins and their codecs) may leave them set on
+// the main thread. The conversions themselves are integer code: the checks run in IEEE mode.
+class DTypeConversion : public ::testing::TestWithParam<const Format16*> {
+ protected:
+  void SetUp() override {
+#if defined(__SSE__) || defined(__x86_64__)
+    _mm_setcsr(_mm_getcsr() & ~(0x8000u | 0x0040u));  // FTZ off, DAZ off
+#endif
+  }
+};
 
 TEST_P(DTypeConversion, EveryPatternRoundTrips) {
   const Format16& f = *GetParam();
