@@ -3,7 +3,7 @@
  * resnetbackbone's state, shared by its source files: resnetbackbone.cpp (the GObject class, the
  * GstBaseTransform vfuncs, the streaming policy), resnetbackbone_props.cpp (properties),
  * resnetbackbone_caps.cpp (caps), resnetbackbone_model.cpp (the properties to the library's model),
- * resnetbackbone_infer.cpp (one frame through the engine into the meta, warm-up and latency),
+ * resnetbackbone_infer.cpp (one frame through the engine into the meta, warm-up, latency, stats),
  * resnetbackbone_cuda.cpp (CUDA context sharing, device-memory levels).
  */
 #ifndef __GST_RESNET_BACKBONE_PRIVATE_H__
@@ -216,8 +216,6 @@ void gst_resnet_backbone_get_property (GObject * object, guint prop_id, GValue *
     GParamSpec * pspec);
 /* The pool limits of the settings. */
 gstbackbone::FeaturePoolLimits gst_resnet_backbone_pool_limits (const Settings & s);
-/* The stats as the stats property's structure. (transfer full) */
-GstStructure *gst_resnet_backbone_stats_structure (GstResnetBackbone * self);
 
 /* resnetbackbone.cpp: GstBaseTransform's class, for the vfuncs of the other files. */
 gpointer gst_resnet_backbone_parent_class_ptr (void);
@@ -265,6 +263,8 @@ gboolean gst_resnet_backbone_record_latency (GstResnetBackbone * self, GstClockT
 /* The warm-up on @info unless one ran for this start (posting a LATENCY message when @post). */
 void gst_resnet_backbone_ensure_warm_up (GstResnetBackbone * self, const GstVideoInfo * info,
     gboolean post);
+/* The stats as the stats property's structure. (transfer full) */
+GstStructure *gst_resnet_backbone_stats_structure (GstResnetBackbone * self);
 /* Updates engine-description after the first inference of a start or of new caps. */
 void gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model);
 

@@ -786,27 +786,3 @@ gst_resnet_backbone_pool_limits (const Settings & s)
   l.max_bytes = s.feature_memory_limit;
   return l;
 }
-
-GstStructure *
-gst_resnet_backbone_stats_structure (GstResnetBackbone * self)
-{
-  GstResnetBackbonePrivate *priv = self->priv;
-  std::lock_guard<std::mutex> guard (priv->lock);
-  const Stats & st = priv->stats;
-  const gstbackbone::FeaturePoolStats ps = priv->pool ? priv->pool->stats () : priv->pool_stats;
-  const guint64 mean = st.inferred > 0 ? st.time_total / st.inferred : 0;
-  return gst_structure_new ("resnetbackbone-stats",
-      "frames", G_TYPE_UINT64, st.frames,
-      "inferred", G_TYPE_UINT64, st.inferred,
-      "skipped-interval", G_TYPE_UINT64, st.skipped_interval,
-      "skipped-qos", G_TYPE_UINT64, st.skipped_qos,
-      "skipped-pool", G_TYPE_UINT64, st.skipped_pool,
-      "skipped-gap", G_TYPE_UINT64, st.skipped_gap,
-      "errors", G_TYPE_UINT64, st.errors,
-      "mean-inference-time", G_TYPE_UINT64, mean,
-      "max-inference-time", G_TYPE_UINT64, (guint64) st.time_max,
-      "feature-bytes-held", G_TYPE_UINT64, ps.bytes_in_use,
-      "peak-feature-bytes", G_TYPE_UINT64, ps.peak_bytes,
-      "pool-waits", G_TYPE_UINT64, ps.waits,
-      "pool-timeouts", G_TYPE_UINT64, ps.timeouts, nullptr);
-}
