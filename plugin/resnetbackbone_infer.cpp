@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backbone/error.h"
+#include "backbone/model.h"
 #include "backbone/preprocess.h"
 #include "resnetbackbone_private.h"
 #include "resnetbackbone_tensormeta.h"
@@ -44,13 +45,10 @@ gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
     /* The engine pads on its device and leaves info.tensor undefined: the padded size is the
      * resized size up to the size divisibility (detectron2's ImageList). */
     const int64_t div = model.preprocess.size_divisibility;
-    auto padded = [div](int64_t v) {
-      return div > 1 ? (v + div - 1) / div * div : v;
-    };
     meta->padded_width = static_cast<guint> (info.tensor.defined ()? info.tensor.size (3) :
-        padded (info.resized_width));
+        backbone::padded_size (info.resized_width, div));
     meta->padded_height = static_cast<guint> (info.tensor.defined ()? info.tensor.size (2) :
-        padded (info.resized_height));
+        backbone::padded_size (info.resized_height, div));
     meta->scale_x = info.scale_x;
     meta->scale_y = info.scale_y;
 

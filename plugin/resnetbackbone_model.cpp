@@ -86,9 +86,10 @@ error_code (backbone::ModelStep step)
 std::unique_ptr<Model>
 gst_resnet_backbone_load_model (GstResnetBackbone * self, const Settings & s)
 {
+  const backbone::ModelSpec spec = model_spec (s);
   backbone::Model loaded;
   try {
-    loaded = backbone::load_model (model_spec (s));
+    loaded = backbone::load_model (spec);
   } catch (const backbone::ModelError &e) {
     throw StartError {GST_RESOURCE_ERROR, error_code (e.step ()), e.what ()};
   }
@@ -113,7 +114,7 @@ gst_resnet_backbone_load_model (GstResnetBackbone * self, const Settings & s)
   for (const auto &[name, spec] : loaded.output_shape)
     model->strides[name] = spec.stride.value_or (0);
   GST_INFO_OBJECT (self, "engine (engine=%s precision=%s num-threads=%u): %s", s.engine.c_str (),
-      backbone::precision_name (model_spec (s).precision), s.num_threads,
+      backbone::precision_name (spec.precision), s.num_threads,
       model->engine_description.c_str ());
   GST_INFO_OBJECT (self, "loaded %s on %s (engine %s), %zu out features, input %s, mean %g,%g,%g, "
       "std %g,%g,%g", model->name.c_str (), model->engine->device ().str ().c_str (),
