@@ -102,6 +102,12 @@ gst_resnet_backbone_load_model (GstResnetBackbone * self, const Settings & s)
               "those of a trained model"),
           ("%s; set the weights property (or MODEL.WEIGHTS in the config) to a checkpoint",
               w.message.c_str ()));
+    else if (w.kind == backbone::ModelWarning::Kind::SeededFpnWeights)
+      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+          ("The weights have no FPN layers: the pyramid uses seeded initial weights, so its "
+              "p-levels are not those of a trained model"),
+          ("%s; give a checkpoint of a detectron2 FPN model (model zoo or trained)",
+              w.message.c_str ()));
     else
       GST_INFO_OBJECT (self, "%s", w.message.c_str ());
   }

@@ -7,6 +7,7 @@
 #include "backbone/engine.h"
 #include "backbone/engine_table.h"
 #include "backbone/error.h"
+#include "backbone/fpn.h"
 #include "backbone/frame.h"
 #include "backbone/model.h"
 #include "backbone/npy.h"

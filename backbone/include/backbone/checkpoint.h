@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "backbone/fpn.h"
 #include "backbone/resnet.h"
 #include "backbone/tensor.h"
 
@@ -77,5 +78,13 @@ struct LoadReport {
 // reported; FrozenBN running statistics absent from Caffe2 files keep their identity values, as in
 // detectron2.
 LoadReport load_checkpoint(ResNet& model, const std::string& path, bool strict = true);
+// The same for an FPN model, by FPN::state_dict()'s names: detectron2 files ("backbone.bottom_up.*",
+// "backbone.fpn_lateral2.*", "backbone.top_block.p6.*"), the FPN module's own state dict
+// ("bottom_up.*", "fpn_*", "top_block.*"), Caffe2 .pkl names as convert_c2_detectron_names maps them
+// ("fpn_inner_res4_5_sum_lateral_w", "fpn_res4_5_sum_gn_s") and ResNet-only files (every name of the
+// bottom-up). The FPN's own entries (fpn_*, top_block.*) absent from the file are reported as
+// missing but never an error, even when `strict`: they keep their current values, as detectron2
+// keeps their initialisation when it loads an ImageNet checkpoint.
+LoadReport load_checkpoint(FPN& model, const std::string& path, bool strict = true);
 
 }  // namespace backbone

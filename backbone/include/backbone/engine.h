@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "backbone/fpn.h"
 #include "backbone/frame.h"
 #include "backbone/preprocess.h"
 #include "backbone/resnet.h"
@@ -42,7 +43,7 @@ struct EngineOptions {
   bool cuda_graphs = true;
 };
 
-// Named feature maps in the ResNet's out_features order.
+// Named feature maps in the model's out_features order (ResNet::out_features, FPN::out_features).
 using FeatureMaps = std::vector<std::pair<std::string, Tensor>>;
 
 class Engine {
@@ -78,5 +79,9 @@ std::vector<std::string> available_engines();
 // afterwards). Throws Error naming the engine when it is unknown or not built, and DeviceError
 // when the device is not available to it.
 std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& options = {});
+// The same for an FPN on a ResNet: forward() returns model.out_features() (every p-level by
+// default). Its input must be padded to a multiple of model.size_divisibility() (32 for res5), as
+// detectron2 pads it: a size whose top-down level does not meet its lateral is a ShapeError.
+std::unique_ptr<Engine> create_engine(const FPN& model, const EngineOptions& options = {});
 
 }  // namespace backbone

@@ -6,7 +6,10 @@
 //   1. config: detectron2's defaults, then spec.config_file (may be empty), then
 //      spec.default_out_features when there is no config file, then spec.config_overrides
 //      (merge_from_list pairs), then spec.out_features;
-//   2. build: build_resnet_backbone; with spec.feature_maps_only the "linear" output is refused;
+//   2. build: as MODEL.BACKBONE.NAME says: build_resnet_backbone, or build_resnet_fpn_backbone /
+//      build_retinanet_resnet_fpn_backbone (an FPN on the ResNet: spec.out_features then choose among
+//      its p-levels and its bottom-up's outputs, default every p-level); with spec.feature_maps_only
+//      the "linear" output is refused;
 //   3. weights: spec.weights, else the config's MODEL.WEIGHTS, else detectron2's seeded
 //      initialisation from spec.seed (a ModelWarning, never printed: the caller reports it);
 //   4. engine: spec.engine ("auto" or a name of engine_table()) on spec.device ("auto", "cpu",
@@ -15,7 +18,10 @@
 //      the CPU, and where CUDA is there but no engine of this build runs on it, the CPU (a
 //      ModelWarning saying why);
 //   5. preprocessing: the config's INPUT.FORMAT, MODEL.PIXEL_MEAN/STD, INPUT.MIN/MAX_SIZE_TEST,
-//      then spec.preprocess's overrides, checked.
+//      then spec.preprocess's overrides, checked. An FPN pads to its size_divisibility (32 for res5)
+//      where spec.preprocess.size_divisibility is 0, and refuses one that is not a multiple of it.
+//   With an FPN, weights without its own layers (an ImageNet ResNet checkpoint) load the bottom-up
+//   and seed the FPN's layers from spec.seed (ModelWarning SeededFpnWeights).
 //
 // How the element calls it, in start() (outside the object lock; the call loads weights and builds
 // the engine):
@@ -79,7 +85,9 @@ struct PreprocessOverrides {
 struct ModelSpec {
   std::string config_file;                   // detectron2 YAML; "": detectron2's defaults
   std::vector<std::string> config_overrides; // merge_from_list pairs, e.g. {"MODEL.RESNETS.DEPTH", "101"}
-  std::vector<std::string> out_features;     // among stem, res2 .. res5, e.g. {"res2", "res5"}; empty: the config's
+  // among stem, res2 .. res5, e.g. {"res2", "res5"}; with an FPN config its p-levels ("p2" .. "p6",
+  // RetinaNet "p3" .. "p7") and its bottom-up's outputs; empty: the config's (an FPN: every p-level)
+  std::vector<std::string> out_features;
   // Out features when there is no config file and out_features is empty (the element: res2..res5;
   // empty: detectron2's default, res4). config_overrides still override them.
   std::vector<std::string> default_out_features;
@@ -101,6 +109,7 @@ struct ModelWarning {
   enum class Kind {
     SeededWeights,   // no weights: the features are not those of a trained model
     DeviceFallback,  // engine and device "auto": CUDA is there but no engine ran on it; the CPU runs the model
+    SeededFpnWeights,  // the checkpoint lacks the FPN's own layers (an ImageNet ResNet): they are seeded
   };
   Kind kind;
   std::string message;
@@ -189,7 +198,7 @@ Device resolve_device(const std::string& engine, const std::string& device);
 std::vector<std::string> split_out_features(const std::string& comma_separated);
 
 // detectron2's naming of its ImageNet backbones from MODEL.RESNETS: "R-50", "X-101-32x8d", with
-// "-DC5" for RES5_DILATION 2.
+// "-DC5" for RES5_DILATION 2; "R-50-FPN" (build_resnet_fpn_backbone), "RetinaNet-R-50-FPN".
 std::string model_name(const Config& cfg);
 
 // ImageList.from_tensors: a resized height or width padded up to a multiple of size_divisibility

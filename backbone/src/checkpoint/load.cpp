@@ -27,18 +27,30 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 // Prefixes ("stem.conv1.norm.", "res2.0.conv1.norm.") of the model's FrozenBN layers.
-std::set<std::string> frozen_bn_prefixes(const ResNet& model) {
+std::set<std::string> frozen_bn_prefixes(const ResNet& model, const std::string& prefix = "") {
   std::set<std::string> out;
   for (const auto& [name, conv] : static_cast<const CNNBlockBase&>(model.stem()).convs())
-    if (conv->norm.kind == "FrozenBN") out.insert("stem." + name + ".norm.");
+    if (conv->norm.kind == "FrozenBN") out.insert(prefix + "stem." + name + ".norm.");
   const auto& stages = model.stages();
   const auto& names = model.stage_names();
   for (std::size_t s = 0; s < stages.size() && s < names.size(); ++s)
     for (std::size_t b = 0; b < stages[s].size(); ++b)
       for (const auto& [name, conv] : static_cast<const CNNBlockBase&>(*stages[s][b]).convs())
-        if (conv->norm.kind == "FrozenBN") out.insert(names[s] + "." + std::to_string(b) + "." + name + ".norm.");
+        if (conv->norm.kind == "FrozenBN")
+          out.insert(prefix + names[s] + "." + std::to_string(b) + "." + name + ".norm.");
   return out;
 }
+
+std::set<std::string> frozen_bn_prefixes(const FPN& model) {
+  std::set<std::string> out = frozen_bn_prefixes(model.bottom_up(), "bottom_up.");
+  if (model.norm() == "FrozenBN")
+    for (int stage : model.stages())
+      for (const char* conv : {"fpn_lateral", "fpn_output"}) out.insert(conv + std::to_string(stage) + ".norm.");
+  return out;
+}
+
+bool is_fpn_model(const ResNet&) { return false; }
+bool is_fpn_model(const FPN&) { return true; }
 
 }  // namespace
 
@@ -52,7 +64,11 @@ std::string LoadReport::summary() const {
   return s;
 }
 
-LoadReport load_checkpoint(ResNet& model, const std::string& path, bool strict) {
+namespace {
+
+template <typename Model>
+LoadReport load_checkpoint_into(Model& model, const std::string& path, bool strict) {
+  const bool fpn = is_fpn_model(model);
   const StateDict model_sd = model.state_dict();
   std::map<std::string, const Tensor*> slots;
   for (const auto& [n, t] : model_sd) slots[n] = &t;
@@ -77,7 +93,7 @@ LoadReport load_checkpoint(ResNet& model, const std::string& path, bool strict) 
       detail::open_checkpoint_bytes(detail::read_file_bytes(path), path, CheckpointFormat::Auto, budget);
   std::vector<std::string> names;
   for (const auto& t : lazy.tensors) names.push_back(t.name);
-  detail::NamePlan plan = detail::plan_detectron2_names(names, lazy.author);
+  detail::NamePlan plan = detail::plan_detectron2_names(names, lazy.author, fpn);
   LoadReport report;
   report.path = path;
   report.ignored = std::move(plan.ignored);
@@ -142,13 +158,25 @@ LoadReport load_checkpoint(ResNet& model, const std::string& path, bool strict) 
       continue;
     }
     report.missing.push_back(name);
-    fatal.push_back(name);
+    // An FPN's own layers absent from the file (an ImageNet ResNet checkpoint under an FPN config)
+    // keep their values, as detectron2 keeps their initialisation; only the caller's warning says so.
+    if (!(fpn && FPN::is_fpn_entry(name))) fatal.push_back(name);
   }
   if (strict && !fatal.empty())
     throw CheckpointError("checkpoint " + path + " lacks " + std::to_string(fatal.size()) + " entries of the model: " +
                           join_some(fatal) + " (load with strict=false to keep their current values)");
   model.load_state_dict(to_load);
   return report;
+}
+
+}  // namespace
+
+LoadReport load_checkpoint(ResNet& model, const std::string& path, bool strict) {
+  return load_checkpoint_into(model, path, strict);
+}
+
+LoadReport load_checkpoint(FPN& model, const std::string& path, bool strict) {
+  return load_checkpoint_into(model, path, strict);
 }
 
 }  // namespace backbone

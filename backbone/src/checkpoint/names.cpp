@@ -3,10 +3,12 @@
 // (convert_basic_c2_names) for Caffe2/MSRA names, tools/convert-torchvision-to-d2.py for
 // torchvision names, and the prefixes of detectron2's detectors (backbone.bottom_up., backbone.,
 // roi_heads.res5. of C4 models) removed.
+#include <algorithm>
 #include <map>
 #include <regex>
 
 #include "backbone/error.h"
+#include "backbone/fpn.h"
 #include "checkpoint/reader.h"
 
 namespace backbone::detail {
@@ -79,10 +81,30 @@ std::string convert_c2_name(const std::string& name) {
   replace_all(k, ".branch2a.", ".conv1.");
   replace_all(k, ".branch2b.", ".conv2.");
   replace_all(k, ".branch2c.", ".conv3.");
+  // fpn_map of convert_c2_detectron_names: lateral ("fpn.inner.res2.2.sum.lateral.weight") and output
+  // ("fpn.res2.2.sum.weight") convolutions.
+  const bool inner = starts_with(k, "fpn.inner.res"), output = starts_with(k, "fpn.res");
+  if (inner || output) {
+    std::vector<std::string> splits;
+    for (std::size_t b = 0;;) {
+      const std::size_t e = k.find('.', b);
+      splits.push_back(k.substr(b, e == std::string::npos ? std::string::npos : e - b));
+      if (e == std::string::npos) break;
+      b = e + 1;
+    }
+    const std::string& res = splits[inner ? 2 : 1];
+    std::string stage = res.substr(3);
+    const bool digits = !stage.empty() && stage.size() <= 2 && stage.find_first_not_of("0123456789") == std::string::npos;
+    if (digits) {
+      const bool norm = std::find(splits.begin(), splits.end(), "norm") != splits.end();
+      return (inner ? "fpn_lateral" : "fpn_output") + std::to_string(std::stoi(stage)) + (norm ? ".norm." : ".") +
+             splits.back();
+    }
+  }
   return k;
 }
 
-NamePlan plan_detectron2_names(const std::vector<std::string>& names, const std::string& author) {
+NamePlan plan_detectron2_names(const std::vector<std::string>& names, const std::string& author, bool fpn) {
   const bool caffe2 = author == "Caffe2";
   // fvcore's Checkpointer strips "module." (DistributedDataParallel) when every key has it.
   bool strip_module = !names.empty();
@@ -108,6 +130,7 @@ NamePlan plan_detectron2_names(const std::vector<std::string>& names, const std:
       }
       if (starts_with(k, "backbone.bottom_up.")) k = k.substr(19);
       else if (starts_with(k, "backbone.")) k = k.substr(9);
+      else if (starts_with(k, "bottom_up.")) k = k.substr(10);  // the FPN module's own state dict
       if (starts_with(k, "roi_heads.res5.")) k = k.substr(10);
       if (is_torchvision_name(k)) k = convert_torchvision_name(k);
     }
@@ -115,9 +138,13 @@ NamePlan plan_detectron2_names(const std::vector<std::string>& names, const std:
       m.ignored.push_back(orig);
       continue;
     }
-    if (!is_backbone_name(k)) {
+    if (fpn && FPN::is_fpn_entry(k)) {
+      // kept as it is
+    } else if (!is_backbone_name(k)) {
       m.skipped.push_back(orig);
       continue;
+    } else if (fpn) {
+      k = "bottom_up." + k;
     }
     auto [it, fresh] = origin.emplace(k, orig);
     if (!fresh)

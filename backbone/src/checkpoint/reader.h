@@ -80,8 +80,11 @@ struct NamePlan {
   std::vector<std::pair<std::string, std::size_t>> kept;  // detectron2 backbone name, index in `names`
   std::vector<std::string> ignored, skipped;
 };
-NamePlan plan_detectron2_names(const std::vector<std::string>& names, const std::string& author);
-// convert_basic_c2_names for one name.
+// `fpn`: the names are those of an FPN model (FPN::state_dict(): "bottom_up.res2...", "fpn_lateral2...",
+// "top_block.p6..."); otherwise of a ResNet ("res2...") with the FPN's entries skipped.
+NamePlan plan_detectron2_names(const std::vector<std::string>& names, const std::string& author, bool fpn = false);
+// convert_basic_c2_names for one name, then convert_c2_detectron_names' fpn_map
+// ("fpn_inner_res4_5_sum_lateral_w" -> "fpn_lateral4.weight", "fpn_res4_5_sum_gn_s" -> "fpn_output4.norm.weight").
 std::string convert_c2_name(const std::string& name);
 
 }  // namespace backbone::detail

@@ -45,7 +45,7 @@ bool starts_with(const std::string& s, const std::string& prefix) {
 }
 
 bool is_checked(const std::string& full_key) {
-  static const char* const kSections[] = {"INPUT", "MODEL.RESNETS", "MODEL.BACKBONE"};
+  static const char* const kSections[] = {"INPUT", "MODEL.RESNETS", "MODEL.BACKBONE", "MODEL.FPN"};
   static const char* const kLeaves[] = {"VERSION", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD",
                                         "MODEL.WEIGHTS", "MODEL.DEVICE"};
   for (const char* leaf : kLeaves)

@@ -7,6 +7,7 @@
 
 #include "backbone/config.h"
 #include "backbone/error.h"
+#include "backbone/fpn.h"
 #include "backbone/resnet.h"
 #include "core/model_limits.h"
 
@@ -40,11 +41,9 @@ ResNet build_resnet_backbone(const Config& cfg, const ShapeSpec& input_shape) {
   if (!input_shape.channels || *input_shape.channels <= 0)
     throw ConfigError("build_resnet_backbone: input_shape.channels must be set to a positive number");
   const std::string name = cfg.get_string("MODEL.BACKBONE.NAME");
-  if (name != "build_resnet_backbone" && name != "build_resnet_fpn_backbone" &&
-      name != "build_retinanet_resnet_fpn_backbone")
-    throw ConfigError("MODEL.BACKBONE.NAME is \"" + name +
-                      "\": this project builds ResNet bottom-ups (build_resnet_backbone, or the bottom_up of "
-                      "build_resnet_fpn_backbone / build_retinanet_resnet_fpn_backbone)");
+  if (name != "build_resnet_backbone" && !is_fpn_backbone_name(name))
+    throw ConfigError("MODEL.BACKBONE.NAME is \"" + name + "\": this project builds " + supported_backbone_names() +
+                      " (a ResNet, or an FPN on one)");
 
   // fmt: off
   const std::string norm               = cfg.get_string("MODEL.RESNETS.NORM");

@@ -14,7 +14,7 @@ namespace backbone {
 
 namespace {
 
-using Factory = std::unique_ptr<Engine> (*)(const ResNet&, const EngineOptions&);
+using Factory = std::unique_ptr<Engine> (*)(const ResNet&, const FPN*, const EngineOptions&);
 
 #if BACKBONE_HAVE_ONEDNN
 constexpr Factory kOnednnFactory = detail::create_onednn_engine;
@@ -161,7 +161,9 @@ FeatureMaps Engine::forward_frame(const FrameView& frame, const FramePreprocessO
   return features;
 }
 
-std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& options) {
+namespace {
+
+std::unique_ptr<Engine> create_engine_for(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
   if (options.num_threads < 0)
     throw Error("num_threads must be 0 (every core) or positive, got " + std::to_string(options.num_threads));
   if (options.engine == "auto") {
@@ -171,7 +173,7 @@ std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& 
     for (const auto& e : entries()) {
       if (!e.factory) continue;
       try {
-        return e.factory(model, options);
+        return e.factory(model, fpn, options);
       } catch (const DeviceError& err) {
         reasons += std::string(reasons.empty() ? "" : "; ") + e.info.name + ": " + err.what();
       } catch (const UnsupportedError& err) {
@@ -186,10 +188,39 @@ std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& 
     if (!e.factory)
       throw Error("engine '" + options.engine + "' is not built into this copy of libbackbone (configured with " +
                   e.option + "=OFF or without its library); this build has " + engine_list());
-    return e.factory(model, options);
+    return e.factory(model, fpn, options);
   }
   throw Error("unknown engine '" + options.engine + "': expected auto or one of this build's engines (" +
               engine_list() + ")");
 }
+
+}  // namespace
+
+std::unique_ptr<Engine> create_engine(const ResNet& model, const EngineOptions& options) {
+  return create_engine_for(model, nullptr, options);
+}
+
+std::unique_ptr<Engine> create_engine(const FPN& model, const EngineOptions& options) {
+  return create_engine_for(model.bottom_up(), &model, options);
+}
+
+namespace detail {
+
+void check_fpn_level_sizes(const FpnLevels& fpn, const std::vector<std::pair<int64_t, int64_t>>& lateral_hw) {
+  const auto& names = fpn.in_features;
+  for (size_t i = 0; i + 1 < lateral_hw.size() && i + 1 < names.size(); ++i) {
+    const auto [h, w] = lateral_hw[i];
+    const auto [hc, wc] = lateral_hw[i + 1];
+    if (h != 2 * hc || w != 2 * wc)
+      throw ShapeError("FPN: the top-down features of p" + std::to_string(fpn.stages[i + 1]) + " (" +
+                       std::to_string(hc) + "x" + std::to_string(wc) + ", upsampled 2x to " + std::to_string(2 * hc) +
+                       "x" + std::to_string(2 * wc) + ") do not match the lateral features of " + names[i] + " (" +
+                       std::to_string(h) + "x" + std::to_string(w) +
+                       "): pad the input to a multiple of the FPN's size_divisibility (" +
+                       std::to_string(fpn.size_divisibility) + ") as detectron2 does");
+  }
+}
+
+}  // namespace detail
 
 }  // namespace backbone

@@ -8,6 +8,7 @@
 
 #include "backbone/checkpoint.h"
 #include "backbone/engine_table.h"
+#include "backbone/fpn.h"
 #include "backbone/preprocess.h"
 #include "backbone/resnet.h"
 #include "frame/frame_internal.h"
@@ -48,6 +49,10 @@ void check_out_features(const std::vector<std::string>& names) {
   }
 }
 
+bool is_fpn_config(const Config& cfg) {
+  return cfg.has("MODEL.BACKBONE.NAME") && is_fpn_backbone_name(cfg.get_string("MODEL.BACKBONE.NAME"));
+}
+
 bool is_regular_file(const std::string& path) {
   std::error_code ec;
   return std::filesystem::is_regular_file(path, ec);
@@ -81,7 +86,9 @@ Config assemble_config(const ModelSpec& spec) {
       throw ModelConfigError(ModelStep::Config, std::string("config overrides: ") + e.what(), e.what());
     }
   }
-  if (!spec.out_features.empty()) {
+  // An FPN's out features (its p-levels, or outputs of its bottom-up) are chosen on the built FPN;
+  // MODEL.RESNETS.OUT_FEATURES stays the bottom-up's.
+  if (!spec.out_features.empty() && !is_fpn_config(cfg)) {
     try {
       check_out_features(spec.out_features);
       cfg.merge_from_list({"MODEL.RESNETS.OUT_FEATURES", list_literal(spec.out_features)});
@@ -93,8 +100,33 @@ Config assemble_config(const ModelSpec& spec) {
   return cfg;
 }
 
+std::string join_names(const std::vector<std::string>& names, size_t most = 6) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < most; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > most) s += ", ... (" + std::to_string(names.size() - most) + " more)";
+  return s;
+}
+
+// An FPN's own layers missing from the checkpoint keep detectron2's initialisation from spec.seed.
+void seed_missing(const ModelSpec&, ResNet&, Model&, const LoadReport&) {}
+void seed_missing(const ModelSpec& spec, FPN&, Model& m, const LoadReport& report) {
+  std::vector<std::string> fpn_missing;
+  for (const auto& n : report.missing)
+    if (FPN::is_fpn_entry(n)) fpn_missing.push_back(n);
+  if (fpn_missing.empty()) return;
+  m.warnings.push_back({ModelWarning::Kind::SeededFpnWeights,
+                        "weights \"" + report.path + "\" have no weights for " + std::to_string(fpn_missing.size()) +
+                            " entries of the FPN (" + join_names(fpn_missing) +
+                            "; an ImageNet ResNet checkpoint has none): they use detectron2's c2_xavier_fill "
+                            "initialisation with seed " + std::to_string(spec.seed) +
+                            ", so the p-levels are not those of a trained model"});
+}
+void seed_fpn(ResNet&, uint64_t) {}
+void seed_fpn(FPN& fpn, uint64_t seed) { fpn.init_fpn_weights(seed); }
+
 // Loads spec.weights, else MODEL.WEIGHTS, else seeds; fills the model's weights fields.
-void load_weights(const ModelSpec& spec, ResNet& net, Model& m) {
+template <typename Net>
+void load_weights(const ModelSpec& spec, Net& net, Model& m) {
   std::string weights = spec.weights;
   const bool from_config = weights.empty();
   if (from_config) weights = m.config.get_string("MODEL.WEIGHTS");
@@ -118,8 +150,11 @@ void load_weights(const ModelSpec& spec, ResNet& net, Model& m) {
     const std::string msg = "weights \"" + weights + "\" does not exist or is not a regular file" + origin;
     throw WeightsError(ModelStep::WeightsFile, msg, msg);
   }
+  seed_fpn(net, spec.seed);
   try {
-    m.load_report = load_checkpoint(net, weights, /*strict=*/true).summary();
+    const LoadReport report = load_checkpoint(net, weights, /*strict=*/true);
+    m.load_report = report.summary();
+    seed_missing(spec, net, m, report);
   } catch (const std::exception& e) {
     throw WeightsError(ModelStep::Weights, "weights \"" + weights + "\": " + e.what(), e.what());
   }
@@ -132,7 +167,8 @@ std::string built_engine_list() {
   return list.empty() ? std::string("none") : list;
 }
 
-void create_model_engine(const ModelSpec& spec, const ResNet& net, Model& m) {
+template <typename Net>
+void create_model_engine(const ModelSpec& spec, const Net& net, Model& m) {
   const bool auto_device = spec.device == "auto" || spec.device.empty();
   EngineOptions o;
   o.engine = spec.engine;
@@ -208,7 +244,7 @@ void create_model_engine(const ModelSpec& spec, const ResNet& net, Model& m) {
   }
 }
 
-FramePreprocessOptions preprocess_options(const ModelSpec& spec, const Config& cfg) {
+FramePreprocessOptions preprocess_options(const ModelSpec& spec, const Config& cfg, int64_t backbone_divisibility) {
   const PreprocessOverrides& s = spec.preprocess;
   const PreprocessOptions base = PreprocessOptions::from_config(cfg);
   FramePreprocessOptions p;
@@ -255,6 +291,16 @@ FramePreprocessOptions preprocess_options(const ModelSpec& spec, const Config& c
   if (s.size_divisibility < 0)
     throw ConfigError("size-divisibility must be >= 0, found " + std::to_string(s.size_divisibility));
   p.size_divisibility = s.size_divisibility;
+  // The backbone's size_divisibility (an FPN's: the stride of its last in-feature) where the caller
+  // set none, as detectron2's model pads (ImageList.from_tensors(images, backbone.size_divisibility)).
+  if (backbone_divisibility > 1) {
+    if (p.size_divisibility == 0) p.size_divisibility = backbone_divisibility;
+    if (p.size_divisibility % backbone_divisibility != 0)
+      throw ConfigError("size-divisibility " + std::to_string(p.size_divisibility) +
+                        " does not suit this FPN: its top-down levels need the input padded to a multiple of " +
+                        std::to_string(backbone_divisibility) +
+                        " (its size_divisibility, the stride of its last in-feature); use 0 for that, or a multiple");
+  }
   detail::check_frame_options(p);  // what preprocess_frame checks, so that the first frame cannot fail on them
   return p;
 }
@@ -275,9 +321,58 @@ const char* model_step_name(ModelStep step) {
   return "unknown";
 }
 
+namespace {
+
+void check_feature_maps_only(const ModelSpec& spec, const Model& m) {
+  if (spec.feature_maps_only)
+    for (const auto& [name, shape] : m.output_shape)
+      if (name == "linear") {
+        const std::string msg =
+            "out feature \"linear\" is not a feature map: the meta holds N,C,H,W maps (stem, res2 .. res5, p-levels)";
+        throw ModelBuildError(ModelStep::Build, msg, msg);
+      }
+}
+
+template <typename Net>
+void finish_model(const ModelSpec& spec, Net& net, int64_t divisibility, Model& m) {
+  load_weights(spec, net, m);
+  create_model_engine(spec, net, m);
+  try {
+    m.preprocess = preprocess_options(spec, m.config, divisibility);
+  } catch (const std::exception& e) {
+    throw PreprocessSettingsError(ModelStep::Preprocess, e.what(), e.what());
+  }
+}
+
+Model load_fpn_model(const ModelSpec& spec, Model m) {
+  const std::string name = m.config.get_string("MODEL.BACKBONE.NAME");
+  std::optional<FPN> fpn;
+  try {
+    fpn.emplace(name == "build_retinanet_resnet_fpn_backbone" ? build_retinanet_resnet_fpn_backbone(m.config)
+                                                               : build_resnet_fpn_backbone(m.config));
+  } catch (const std::exception& e) {
+    throw ModelBuildError(ModelStep::Build, std::string("cannot build the backbone (") + name + "): " + e.what(),
+                          e.what());
+  }
+  try {
+    fpn->set_out_features(spec.out_features);
+  } catch (const std::exception& e) {
+    throw ModelConfigError(ModelStep::Config, "out features " + list_text(spec.out_features) + ": " + e.what(),
+                           e.what());
+  }
+  m.output_shape = fpn->out_feature_shapes();
+  check_feature_maps_only(spec, m);
+  m.name = model_name(m.config);
+  finish_model(spec, *fpn, fpn->size_divisibility(), m);
+  return m;
+}
+
+}  // namespace
+
 Model load_model(const ModelSpec& spec) {
   Model m;
   m.config = assemble_config(spec);
+  if (is_fpn_config(m.config)) return load_fpn_model(spec, std::move(m));
 
   std::optional<ResNet> net;
   try {
@@ -286,23 +381,9 @@ Model load_model(const ModelSpec& spec) {
     throw ModelBuildError(ModelStep::Build, std::string("cannot build the backbone: ") + e.what(), e.what());
   }
   m.output_shape = net->output_shape();
-  if (spec.feature_maps_only)
-    for (const auto& [name, shape] : m.output_shape)
-      if (name == "linear") {
-        const std::string msg =
-            "out feature \"linear\" is not a feature map: the meta holds N,C,H,W maps (stem, res2 .. res5)";
-        throw ModelBuildError(ModelStep::Build, msg, msg);
-      }
+  check_feature_maps_only(spec, m);
   m.name = model_name(m.config);
-
-  load_weights(spec, *net, m);
-  create_model_engine(spec, *net, m);
-
-  try {
-    m.preprocess = preprocess_options(spec, m.config);
-  } catch (const std::exception& e) {
-    throw PreprocessSettingsError(ModelStep::Preprocess, e.what(), e.what());
-  }
+  finish_model(spec, *net, 0, m);
   return m;
 }
 
@@ -335,6 +416,9 @@ std::string model_name(const Config& cfg) {
                                       std::to_string(width) + "d"
                                 : "R-" + std::to_string(depth);
   if (cfg.get_int("MODEL.RESNETS.RES5_DILATION") == 2) name += "-DC5";
+  const std::string backbone = cfg.get_string("MODEL.BACKBONE.NAME");
+  if (backbone == "build_resnet_fpn_backbone") name += "-FPN";
+  if (backbone == "build_retinanet_resnet_fpn_backbone") name = "RetinaNet-" + name + "-FPN";
   return name;
 }
 

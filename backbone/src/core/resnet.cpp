@@ -9,6 +9,7 @@
 #include <set>
 
 #include "backbone/error.h"
+#include "core/layers.h"
 #include "core/model_limits.h"
 
 namespace backbone {
@@ -26,6 +27,27 @@ Tensor filled(int64_t n, float value) {
   std::fill_n(t.data_ptr<float>(), n, value);
   return t;
 }
+
+// Visits every named tensor slot of the model (so loading can replace them in place).
+template <typename F>
+void for_each_slot(ResNet& model, F&& f) {
+  auto conv_slots = [&](const std::string& prefix, Conv2d& c) { detail::for_each_conv_slot(prefix, c, f); };
+  for (auto& [name, conv] : model.stem().convs()) conv_slots("stem." + name, *conv);
+  for (size_t s = 0; s < model.stages().size(); ++s) {
+    const std::string stage = model.stage_names()[s];
+    for (size_t b = 0; b < model.stages()[s].size(); ++b)
+      for (auto& [name, conv] : model.stages()[s][b]->convs())
+        conv_slots(stage + "." + std::to_string(b) + "." + name, *conv);
+  }
+  if (model.num_classes()) {
+    f("linear.weight", model.linear_weight);
+    f("linear.bias", model.linear_bias);
+  }
+}
+
+}  // namespace
+
+namespace detail {
 
 Norm make_norm(const std::string& kind, int64_t channels) {
   check_norm_name(kind);
@@ -87,35 +109,7 @@ Conv2d make_conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad
   return c;
 }
 
-// Visits every named tensor slot of the model (so loading can replace them in place).
-template <typename F>
-void for_each_slot(ResNet& model, F&& f) {
-  auto conv_slots = [&](const std::string& prefix, Conv2d& c) {
-    f(prefix + ".weight", c.weight);
-    if (c.bias.defined()) f(prefix + ".bias", c.bias);
-    if (!c.norm.empty()) {
-      f(prefix + ".norm.weight", c.norm.weight);
-      f(prefix + ".norm.bias", c.norm.bias);
-      if (c.norm.is_batch_norm()) {
-        f(prefix + ".norm.running_mean", c.norm.running_mean);
-        f(prefix + ".norm.running_var", c.norm.running_var);
-      }
-    }
-  };
-  for (auto& [name, conv] : model.stem().convs()) conv_slots("stem." + name, *conv);
-  for (size_t s = 0; s < model.stages().size(); ++s) {
-    const std::string stage = model.stage_names()[s];
-    for (size_t b = 0; b < model.stages()[s].size(); ++b)
-      for (auto& [name, conv] : model.stages()[s][b]->convs())
-        conv_slots(stage + "." + std::to_string(b) + "." + name, *conv);
-  }
-  if (model.num_classes()) {
-    f("linear.weight", model.linear_weight);
-    f("linear.bias", model.linear_bias);
-  }
-}
-
-}  // namespace
+}  // namespace detail
 
 bool Norm::is_batch_norm() const {
   return kind == "BN" || kind == "SyncBN" || kind == "FrozenBN" || kind == "nnSyncBN" || kind == "naiveSyncBN" ||
@@ -143,15 +137,15 @@ std::vector<std::pair<std::string, const Conv2d*>> CNNBlockBase::convs() const {
 
 BasicStem::BasicStem(int64_t in_channels, int64_t out_channels, const std::string& norm)
     : CNNBlockBase(BlockKind::BasicStem, in_channels, out_channels, 4),
-      conv1(make_conv(in_channels, out_channels, 7, 2, 3, 1, 1, false, norm)) {}
+      conv1(detail::make_conv(in_channels, out_channels, 7, 2, 3, 1, 1, false, norm)) {}
 
 std::vector<std::pair<std::string, Conv2d*>> BasicStem::convs() { return {{"conv1", &conv1}}; }
 
 BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, const std::string& norm)
     : CNNBlockBase(BlockKind::BasicBlock, in_channels, out_channels, stride),
-      conv1(make_conv(in_channels, out_channels, 3, stride, 1, 1, 1, false, norm)),
-      conv2(make_conv(out_channels, out_channels, 3, 1, 1, 1, 1, false, norm)) {
-  if (in_channels != out_channels) shortcut = make_conv(in_channels, out_channels, 1, stride, 0, 1, 1, false, norm);
+      conv1(detail::make_conv(in_channels, out_channels, 3, stride, 1, 1, 1, false, norm)),
+      conv2(detail::make_conv(out_channels, out_channels, 3, 1, 1, 1, 1, false, norm)) {
+  if (in_channels != out_channels) shortcut = detail::make_conv(in_channels, out_channels, 1, stride, 0, 1, 1, false, norm);
 }
 
 std::vector<std::pair<std::string, Conv2d*>> BasicBlock::convs() {
@@ -171,15 +165,15 @@ BottleneckBlock::BottleneckBlock(BlockKind kind, int64_t in_channels, int64_t ou
     throw ConfigError("BottleneckBlock: bottleneck_channels must be positive, got " +
                       std::to_string(a.bottleneck_channels));
   if (in_channels != out_channels)
-    shortcut = make_conv(in_channels, out_channels, 1, a.stride, 0, 1, 1, false, a.norm);
+    shortcut = detail::make_conv(in_channels, out_channels, 1, a.stride, 0, 1, 1, false, a.norm);
   // The original MSRA ResNet models have stride in the first 1x1 conv; the subsequent
   // fb.torch.resnet and Caffe2 ResNe[X]t implementations have stride in the 3x3 conv.
   const int64_t stride_1x1 = a.stride_in_1x1 ? a.stride : 1;
   const int64_t stride_3x3 = a.stride_in_1x1 ? 1 : a.stride;
-  conv1 = make_conv(in_channels, a.bottleneck_channels, 1, stride_1x1, 0, 1, 1, false, a.norm);
-  conv2 = make_conv(a.bottleneck_channels, a.bottleneck_channels, 3, stride_3x3, a.dilation, a.dilation, a.num_groups,
+  conv1 = detail::make_conv(in_channels, a.bottleneck_channels, 1, stride_1x1, 0, 1, 1, false, a.norm);
+  conv2 = detail::make_conv(a.bottleneck_channels, a.bottleneck_channels, 3, stride_3x3, a.dilation, a.dilation, a.num_groups,
                     false, a.norm);
-  conv3 = make_conv(a.bottleneck_channels, out_channels, 1, 1, 0, 1, 1, false, a.norm);
+  conv3 = detail::make_conv(a.bottleneck_channels, out_channels, 1, 1, 0, 1, 1, false, a.norm);
 }
 
 std::vector<std::pair<std::string, Conv2d*>> BottleneckBlock::convs() {
@@ -201,7 +195,7 @@ DeformBottleneckBlock::DeformBottleneckBlock(int64_t in_channels, int64_t out_ch
   // offset channels are 2 or 3 (if with modulated) * kernel_size * kernel_size
   const int64_t offset_channels = a.deform_modulated ? 27 : 18;
   const int64_t stride_3x3 = a.stride_in_1x1 ? 1 : a.stride;
-  conv2_offset = make_conv(a.bottleneck_channels, offset_channels * a.deform_num_groups, 3, stride_3x3, a.dilation,
+  conv2_offset = detail::make_conv(a.bottleneck_channels, offset_channels * a.deform_num_groups, 3, stride_3x3, a.dilation,
                            a.dilation, 1, true, "");
 }
 

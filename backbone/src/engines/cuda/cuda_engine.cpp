@@ -142,7 +142,8 @@ class CudaEngine final : public Engine {
 
 }  // namespace
 
-std::unique_ptr<Engine> create_cuda_engine(const ResNet& model, const EngineOptions& options) {
+std::unique_ptr<Engine> create_cuda_engine(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
+  if (fpn) throw UnsupportedError("engine 'cuda' does not run FPN backbones yet");
   // Refused before anything is loaded, so that "auto" on the CPU moves on at no cost.
   if (!options.device.is_cuda())
     throw DeviceError("engine 'cuda' runs on CUDA devices: expected cuda:N, found " + options.device.str());

@@ -169,7 +169,7 @@ struct BlockOp {
 
 class LibTorchEngine final : public Engine {
  public:
-  LibTorchEngine(const ResNet& model, const EngineOptions& options) : device_(options.device) {
+  LibTorchEngine(const ResNet& model, const FPN* fpn, const EngineOptions& options) : device_(options.device) {
     if (options.precision != Precision::Float32)
       throw UnsupportedError(std::string("LibTorch engine: precision ") + precision_name(options.precision) +
                              " is not supported; use fp32, or engine onednn for bf16");
@@ -218,6 +218,24 @@ class LibTorchEngine final : public Engine {
     }
     stage_names_ = model.stage_names();
     out_features_ = model.out_features();
+    if (fpn) {
+      fpn_ = true;
+      fpn_geometry_ = FpnLevels(*fpn);
+      for (size_t i = 0; i < fpn->in_features().size(); ++i) {
+        laterals_.push_back(make_conv_op(fpn->lateral_convs[i], at_device_));
+        outputs_.push_back(make_conv_op(fpn->output_convs[i], at_device_));
+      }
+      if (fpn->top_block.kind == TopBlockKind::LastLevelP6P7) {
+        p6_ = make_conv_op(fpn->top_block.p6, at_device_);
+        p7_ = make_conv_op(fpn->top_block.p7, at_device_);
+      }
+      fpn_in_features_ = fpn->in_features();
+      for (const auto& [n, s] : fpn->output_shape()) fpn_levels_.push_back(n);
+      fpn_avg_ = fpn->fuse_type() == "avg";
+      top_block_ = fpn->top_block.kind;
+      // The bottom-up's maps every later step reads; the selection is fpn->out_features().
+      selection_ = fpn->out_features();
+    }
     if (model.num_classes()) {
       linear_weight_ = to_aten(model.linear_weight).clone().to(at_device_);
       linear_bias_ = to_aten(model.linear_bias).clone().to(at_device_);
@@ -253,11 +271,46 @@ class LibTorchEngine final : public Engine {
       x = at::linear(x, linear_weight_, linear_bias_);
       if (wanted("linear")) outputs.emplace_back("linear", x);
     }
+    if (fpn_) fpn_forward(outputs);
     FeatureMaps result;
-    for (const auto& name : out_features_)
+    for (const auto& name : fpn_ ? selection_ : out_features_)
       for (const auto& [n, t] : outputs)
         if (n == name) result.emplace_back(n, from_aten(t, device_));
     return result;
+  }
+
+  // detectron2's FPN.forward on the bottom-up's outputs; appends the p-levels to `maps`.
+  void fpn_forward(std::vector<std::pair<std::string, at::Tensor>>& maps) const {
+    auto find = [&](const std::string& name) {
+      for (const auto& [n, t] : maps)
+        if (n == name) return t;
+      throw Error("FPN: bottom-up output " + name + " was not computed");
+    };
+    const size_t levels = fpn_in_features_.size();
+    std::vector<std::pair<int64_t, int64_t>> hw;
+    for (const auto& f : fpn_in_features_) {
+      const at::Tensor t = find(f);
+      hw.emplace_back(t.size(2), t.size(3));
+    }
+    check_fpn_level_sizes(fpn_geometry_, hw);
+    std::vector<at::Tensor> results(levels);
+    at::Tensor prev = laterals_[levels - 1](find(fpn_in_features_[levels - 1]));
+    results[levels - 1] = outputs_[levels - 1](prev);
+    for (size_t i = levels - 1; i-- > 0;) {
+      at::Tensor top_down = at::upsample_nearest2d(prev, {prev.size(2) * 2, prev.size(3) * 2});
+      prev = laterals_[i](find(fpn_in_features_[i])).add_(top_down);
+      if (fpn_avg_) prev.div_(2);
+      results[i] = outputs_[i](prev);
+    }
+    if (top_block_ == TopBlockKind::LastLevelMaxPool) {
+      results.push_back(at::max_pool2d(results[levels - 1], {1, 1}, {2, 2}, {0, 0}));
+    } else if (top_block_ == TopBlockKind::LastLevelP6P7) {
+      at::Tensor p6 = p6_(find("res5"));
+      at::Tensor p7 = p7_(at::relu(p6));
+      results.push_back(p6);
+      results.push_back(p7);
+    }
+    for (size_t i = 0; i < results.size() && i < fpn_levels_.size(); ++i) maps.emplace_back(fpn_levels_[i], results[i]);
   }
 
  private:
@@ -267,14 +320,22 @@ class LibTorchEngine final : public Engine {
   std::vector<std::vector<BlockOp>> stages_;
   std::vector<std::string> stage_names_, out_features_;
   at::Tensor linear_weight_, linear_bias_;
+  // FPN (fpn_ set): its layers in in_features order, its top block and the selection returned.
+  bool fpn_ = false;
+  FpnLevels fpn_geometry_;
+  std::vector<ConvOp> laterals_, outputs_;
+  ConvOp p6_, p7_;
+  std::vector<std::string> fpn_in_features_, fpn_levels_, selection_;
+  bool fpn_avg_ = false;
+  TopBlockKind top_block_ = TopBlockKind::None;
   int64_t in_channels_ = 3;
   int threads_ = 1;
 };
 
 }  // namespace
 
-std::unique_ptr<Engine> create_libtorch_engine(const ResNet& model, const EngineOptions& options) {
-  return std::make_unique<LibTorchEngine>(model, options);
+std::unique_ptr<Engine> create_libtorch_engine(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
+  return std::make_unique<LibTorchEngine>(model, fpn, options);
 }
 
 }  // namespace backbone::detail

@@ -812,7 +812,8 @@ class OneDnnEngine final : public Engine {
 
 }  // namespace
 
-std::unique_ptr<Engine> create_onednn_engine(const ResNet& model, const EngineOptions& options) {
+std::unique_ptr<Engine> create_onednn_engine(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
+  if (fpn) throw UnsupportedError("engine 'onednn' does not run FPN backbones yet");
   return std::make_unique<OneDnnEngine>(model, options);
 }
 

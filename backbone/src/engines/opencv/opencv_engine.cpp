@@ -581,7 +581,8 @@ class OpenCVEngine final : public Engine {
 
 }  // namespace
 
-std::unique_ptr<Engine> create_opencv_engine(const ResNet& model, const EngineOptions& options) {
+std::unique_ptr<Engine> create_opencv_engine(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
+  if (fpn) throw UnsupportedError("engine 'opencv' does not run FPN backbones yet");
   return std::make_unique<OpenCVEngine>(model, options);
 }
 
