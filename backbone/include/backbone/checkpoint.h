@@ -54,7 +54,8 @@ RawCheckpoint read_checkpoint_file(const std::string& path, CheckpointFormat for
 // "backbone." (and "module." when every key has it, as fvcore strips it) removed,
 // "roi_heads.res5." mapped to "res5.", the keys detectron2 ignores (fc1000_*, conv1_b /
 // stem.conv1.bias, *_momentum, num_batches_tracked) dropped, and entries of other parts of a
-// detector (proposal_generator, roi_heads heads, backbone.fpn_*, pixel_mean, ...) left out.
+// detector (proposal_generator, roi_heads heads, backbone.fpn_*, pixel_mean, ...) left out. (An FPN
+// model's names, FPN's own layers included, are those of load_checkpoint(FPN&).)
 // Two entries that map to the same name are a CheckpointError.
 StateDict to_detectron2_names(const RawCheckpoint& raw);
 

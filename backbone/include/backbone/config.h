@@ -4,7 +4,7 @@
 // merge_from_list-style overrides ("MODEL.RESNETS.DEPTH", "101").
 //
 // Key checking follows detectron2 for the sections this project uses (MODEL.RESNETS,
-// MODEL.BACKBONE, MODEL.PIXEL_MEAN, MODEL.PIXEL_STD, MODEL.DEVICE, MODEL.WEIGHTS, INPUT): a key
+// MODEL.BACKBONE, MODEL.FPN, MODEL.PIXEL_MEAN, MODEL.PIXEL_STD, MODEL.DEVICE, MODEL.WEIGHTS, INPUT): a key
 // that detectron2's defaults do not have there is a ConfigError "Non-existent config key: KEY"
 // (from merge_from_list/set: yacs' "Non-existent key: KEY"), and a value whose type does not fit
 // is yacs' "Type mismatch" error; errors from a file start with "FILE: ". Every other section
