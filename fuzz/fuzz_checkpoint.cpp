@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backbone/error.h"
@@ -27,6 +28,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
       for (std::size_t k = 0; k < t.nbytes(); k += 4096) sink = sink ^ p[k];
       if (t.nbytes()) sink = sink ^ p[t.nbytes() - 1];
     }
+    // detectron2's renaming of whatever names the file holds, for a ResNet and for an FPN model.
+    std::vector<std::string> names;
+    for (const auto& [name, t] : raw.tensors) names.push_back(name);
+    for (bool fpn : {false, true}) (void)backbone::detail::plan_detectron2_names(names, raw.author, fpn);
   } catch (const backbone::CheckpointError&) {
   }
   return 0;

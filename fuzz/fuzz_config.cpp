@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
 #else
     if (size == 0) return 0;
     static const char* const keys[] = {"MODEL.RESNETS.OUT_FEATURES", "MODEL.PIXEL_MEAN", "MODEL.RESNETS.DEPTH",
-                                       "MODEL.RESNETS.NORM", "INPUT.MIN_SIZE_TEST", "MODEL.RESNETS.DEFORM_ON_PER_STAGE"};
+                                       "MODEL.RESNETS.NORM", "INPUT.MIN_SIZE_TEST", "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+                                       "MODEL.FPN.IN_FEATURES", "MODEL.FPN.OUT_CHANNELS", "MODEL.BACKBONE.NAME"};
     const char* key = keys[data[0] % (sizeof keys / sizeof keys[0])];
     cfg.merge_from_list({key, std::string(reinterpret_cast<const char*>(data + 1), size - 1)});
 #endif
