@@ -113,6 +113,25 @@ TEST(HostileYaml, TagsOutsideTheCoreSchemaAreRefusedNamingTheTag) {
   EXPECT_CONTAINS(config_error_of("SOLVER:\n  X: [1, !!python/tuple [2]]\n"), "key SOLVER.X[1]");
 }
 
+// detectron2's Base-RetinaNet.yaml: MODEL.ANCHOR_GENERATOR.SIZES: !!python/object/apply:eval ["..."].
+// In a section this project does not read, the expression is kept as text and never evaluated; in
+// the sections it reads, and in any other form, the tag is refused.
+TEST(HostileYaml, DetectronsEvalTagIsKeptAsTextOnlyWhereTheBackboneReadsNothing) {
+  Config cfg;
+  cfg.merge_from_string(
+      "MODEL:\n  ANCHOR_GENERATOR:\n    SIZES: !!python/object/apply:eval [\"[[x, x * 2**(1.0/3)] for x in [32, 64]]\"]\n");
+  EXPECT_EQ(cfg.repr("MODEL.ANCHOR_GENERATOR.SIZES"), "'[[x, x * 2**(1.0/3)] for x in [32, 64]]'");
+  EXPECT_CONTAINS(config_error_of("MODEL:\n  RESNETS:\n    DEPTH: !!python/object/apply:eval [\"50\"]\n"),
+                  "the YAML tag !!python/object/apply:eval");
+  EXPECT_CONTAINS(config_error_of("MODEL:\n  FPN:\n    IN_FEATURES: !!python/object/apply:eval [\"['res5']\"]\n"),
+                  "the YAML tag !!python/object/apply:eval");
+  EXPECT_CONTAINS(config_error_of("MODEL: !!python/object/apply:eval [\"{}\"]\n"), "the YAML tag !!python/object/apply:eval");
+  EXPECT_CONTAINS(config_error_of("SOLVER:\n  X: !!python/object/apply:eval [\"1\", \"2\"]\n"),
+                  "the YAML tag !!python/object/apply:eval");
+  EXPECT_CONTAINS(config_error_of("SOLVER:\n  X: !!python/object/apply:eval [[1]]\n"), "the YAML tag !!python/object/apply:eval");
+  EXPECT_CONTAINS(config_error_of("SOLVER:\n  X: !!python/object/apply:eval \"1\"\n"), "the YAML tag !!python/object/apply:eval");
+}
+
 TEST(HostileYaml, CoreSchemaTagsStayAccepted) {
   Config cfg;
   cfg.merge_from_string(

@@ -228,6 +228,17 @@ struct YamlReader {
         break;
       }
       case YAML::NodeType::Sequence: {
+        // detectron2's Base-RetinaNet.yaml computes MODEL.ANCHOR_GENERATOR.SIZES with
+        // `!!python/object/apply:eval ["<expression>"]`, which yaml.unsafe_load runs. In the
+        // sections this project does not read, that one form is kept as its expression text (an
+        // unevaluated str: nothing runs); everywhere else, and every other Python tag, is refused.
+        if (tag == std::string(kCoreTagPrefix) + "python/object/apply:eval" && !key.empty() && !is_checked_or_ancestor(key) &&
+            n.size() == 1 &&
+            n[0].IsScalar() && (n[0].Tag() == "!" || n[0].Tag() == "?" || n[0].Tag() == std::string(kCoreTagPrefix) + "str")) {
+          budget->bytes += n[0].Scalar().size();
+          v = PyValue::str(n[0].Scalar());
+          break;
+        }
         check_tag("seq");
         v.kind = PyKind::List;
         size_t index = 0;
