@@ -140,7 +140,8 @@ TEST_F(InferTool, FpnConfigWritesPLevelsAndPadsTo32) {
     const backbone::Tensor a = backbone::load_npy((dir_ / "a" / (std::string(name) + ".npy")).string());
     const backbone::Tensor b = backbone::load_npy((dir_ / "b" / (std::string(name) + ".npy")).string());
     ASSERT_EQ(a.shape(), b.shape()) << name;
-    EXPECT_EQ(backbone::test::max_abs_diff(a, b), 0.0) << name;
+    // the same input (the engine may order its work differently for another set of outputs)
+    EXPECT_LE(backbone::test::max_abs_diff(a, b), 1e-5 * max_abs(b)) << name;
   }
 
   Result bad = run(model + " --input " + (dir_ / "x.npy").string() + " --output-dir " + (dir_ / "c").string() +
