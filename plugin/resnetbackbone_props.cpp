@@ -445,8 +445,8 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
   /**
    * GstResnetBackbone:model-name:
    *
-   * The loaded model's name as the meta carries it ("R-50", "X-101-32x8d", "R-50-FPN", "RetinaNet-R-50-FPN"); empty before the
-   * model is loaded.
+   * The loaded model's name as the meta carries it ("R-50", "X-101-32x8d", "R-50-FPN",
+   * "RetinaNet-R-50-FPN"); empty before the model is loaded.
    */
   g_object_class_install_property (gobject_class, PROP_MODEL_NAME,
       g_param_spec_string ("model-name", "Model name",
