@@ -7,8 +7,9 @@
 
 Runs videotestsrc ! resnetbackbone ! fakesink and, in a buffer probe on resnetbackbone's source
 pad, prints for every frame the meta (model, unique-id, geometry), each level's shape and dtype,
-and a pooled embedding: the global average of one level (res5 by default) over H and W,
-L2-normalised, a [C] vector as retrieval and tracking re-identification use it.
+and a pooled embedding: the global average of one level (res5 by default; the meta's last level
+when it has no res5, e.g. p6 with an FPN config) over H and W, L2-normalised, a [C] vector as
+retrieval and tracking re-identification use it.
 
 Needs python3-gst-1.0, python3-numpy and the gstfeaturemeta module with its typelib (Debian
 packages python3-gstfeaturemeta, gir1.2-gstfeaturemeta-1.0). From a build tree:
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--config-file")
     p.add_argument("--weights")
     p.add_argument("--device", default="auto")
-    p.add_argument("--level", default="res5", help="level of the pooled embedding")
+    p.add_argument("--level", default="res5", help="level of the pooled embedding (e.g. res5, p5)")
     args = p.parse_args(argv)
 
     Gst.init(None)

@@ -78,7 +78,8 @@ set(CPACK_DEBIAN_BACKBONE_LIB_PACKAGE_NAME libbackbone0)
 set(CPACK_DEBIAN_BACKBONE_LIB_PACKAGE_SECTION libs)
 set(CPACK_COMPONENT_BACKBONE_LIB_DESCRIPTION "detectron2's ResNet backbone in C++ (shared library)
 libbackbone computes the feature maps of detectron2's ResNet backbones (R-18 .. R-152, ResNeXt,
-dilated and deformable stages) from detectron2's YAML configs and model-zoo checkpoints, on the
+dilated and deformable stages, and detectron2's FPN and RetinaNet pyramids on them) from detectron2's
+YAML configs and model-zoo checkpoints, on the
 CPU with its oneDNN engine (fp32 and bf16), LibTorch or OpenCV DNN. The CUDA module is in
 libbackbone-cuda0.")
 
@@ -164,7 +165,8 @@ set(CPACK_DEBIAN_CONFIGS_PACKAGE_NAME backbone-configs)
 set(CPACK_DEBIAN_CONFIGS_PACKAGE_SECTION science)
 set(CPACK_DEBIAN_CONFIGS_PACKAGE_ARCHITECTURE all)
 set(CPACK_COMPONENT_CONFIGS_DESCRIPTION "detectron2 backbone configs for gst-backbone
-YAML configs (R-18 .. R-152, X-101-32x8d, R-50-DC5, deformable R-50) in /usr/share/backbone/configs,
+YAML configs (R-18 .. R-152, X-101-32x8d, R-50-DC5, deformable R-50, and the FPN backbones
+R-50-FPN, R-101-FPN, X-101-32x8d-FPN, RetinaNet-R-50-FPN) in /usr/share/backbone/configs,
 in detectron2's format.")
 
 set(CPACK_DEBIAN_CUDA_MODULE_PACKAGE_NAME libbackbone-cuda0)

@@ -23,8 +23,8 @@
  *   (jet or inferno, as matplotlib samples them), blended as
  *   out = round ((1 - alpha) * pixel + alpha * colour) on R, G and B; alpha and padding bytes are
  *   kept.
- * - Level: #GstFeatureOverlay:level, or by default "res4" when present, else the coarsest level
- *   (largest stride) of the meta.
+ * - Level: #GstFeatureOverlay:level, or by default "res4" when present, else an FPN's "p4" (the
+ *   same stride, 16) when present, else the coarsest level (largest stride) of the meta.
  *
  * Frames without a matching meta, or whose meta lacks the named level, pass unchanged.
  *
@@ -384,12 +384,13 @@ gst_feature_overlay_class_init (GstFeatureOverlayClass * klass)
   /**
    * GstFeatureOverlay:level:
    *
-   * The level to draw ("stem", "res2" .. "res5"); empty picks "res4" when the meta has it, else
-   * the coarsest level (largest stride).
+   * The level to draw ("stem", "res2" .. "res5", an FPN's "p2" .. "p7"); empty picks "res4" when
+   * the meta has it, else "p4", else the coarsest level (largest stride).
    */
   g_object_class_install_property (gobject_class, PROP_LEVEL,
       g_param_spec_string ("level", "Level",
-          "Level to draw, e.g. \"res3\" (empty = res4 if present, else the coarsest level)",
+          "Level to draw, e.g. \"res3\" or \"p3\" (empty = res4 if present, else p4, else the "
+          "coarsest level)",
           DEFAULT_LEVEL, (GParamFlags) (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
               GST_PARAM_MUTABLE_PLAYING)));
   /**
@@ -565,13 +566,13 @@ gst_feature_overlay_before_transform (GstBaseTransform * trans, GstBuffer * buff
     gst_object_sync_values (GST_OBJECT (trans), stream_time);
 }
 
-/* res4 when present, else the level with the largest stride. */
+/* res4 when present, else an FPN's p4 (stride 16 both), else the level with the largest stride. */
 static const GstFeatureLevel *
 default_level (const GstFeatureMeta * meta)
 {
-  const GstFeatureLevel *res4 = gst_feature_meta_get_level (meta, "res4");
-  if (res4)
-    return res4;
+  for (const char *name : {"res4", "p4"})
+    if (const GstFeatureLevel * level = gst_feature_meta_get_level (meta, name))
+      return level;
   const GstFeatureLevel *best = nullptr;
   for (guint i = 0; i < meta->num_levels; ++i)
     if (!best || meta->levels[i].stride >= best->stride)

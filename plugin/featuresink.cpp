@@ -12,7 +12,7 @@
  * Files are named `<file-prefix>-00000.safetensors`, `<file-prefix>-00001.safetensors`, ... A new
  * file starts when the shape of any level changes (or the set of levels), when the source caps
  * change, at a new stream (stream-start), and after #GstFeatureSink:max-frames frames. Each file
- * holds one tensor per level, named by the level ("res2", ...) and shaped [frames, C, H, W] in
+ * holds one tensor per level, named by the level ("res2", "p3", ...) and shaped [frames, C, H, W] in
  * #GstFeatureSink:dtype, an int64 tensor `pts` (nanoseconds, -1 for GST_CLOCK_TIME_NONE), and
  * `__metadata__` with the model name, the producer's unique-id, the source caps, the frame
  * geometry (frame, input and padded sizes) and the level strides.
@@ -218,12 +218,13 @@ gst_feature_sink_class_init (GstFeatureSinkClass * klass)
   /**
    * GstFeatureSink:levels:
    *
-   * Comma-separated levels to write ("res4,res5"); empty writes every level of the meta. A listed
-   * level missing from a frame's meta is an error.
+   * Comma-separated levels to write ("res4,res5", or an FPN's "p3,p4,p5"); empty writes every
+   * level of the meta. A listed level missing from a frame's meta is an error.
    */
   g_object_class_install_property (gobject_class, PROP_LEVELS,
       g_param_spec_string ("levels", "Levels",
-          "Comma-separated levels to write, e.g. \"res4,res5\" (empty = every level of the meta)",
+          "Comma-separated levels to write, e.g. \"res4,res5\" or \"p3,p4\" (empty = every level of "
+          "the meta)",
           DEFAULT_LEVELS, (GParamFlags) (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
               GST_PARAM_MUTABLE_READY)));
   /**

@@ -17,6 +17,16 @@
  * res2 .. res5) to the buffer as a #GstFeatureMeta. The video itself is never modified: pixels,
  * timestamps, flags and every other meta pass through untouched.
  *
+ * With a config whose MODEL.BACKBONE.NAME is build_resnet_fpn_backbone (e.g. configs/R-50-FPN.yaml)
+ * or build_retinanet_resnet_fpn_backbone (configs/RetinaNet-R-50-FPN.yaml), the element runs
+ * detectron2's FPN on that ResNet and the levels are the pyramid's: p2 .. p6 (strides 4 .. 64;
+ * RetinaNet p3 .. p7, strides 8 .. 128), each with MODEL.FPN.OUT_CHANNELS channels, all of them by
+ * default (#GstResnetBackbone:out-features selects some, and may add outputs of the bottom-up such
+ * as res5). The frame is then padded to a multiple of the FPN's size_divisibility (32) as
+ * detectron2's model pads it, unless #GstResnetBackbone:size-divisibility sets another multiple of
+ * it. Weights of an ImageNet ResNet alone load the bottom-up; the FPN's own layers are then seeded
+ * and a warning says that the pyramid is not that of a trained model.
+ *
  * Each level's data is the backbone's own output storage wrapped in a read-only GstBuffer, without
  * a copy. Storage still referenced downstream is never reused. What downstream may hold at once
  * is bounded (#GstResnetBackbone:feature-memory-limit, 512 MiB by default, and optionally
@@ -64,6 +74,11 @@
  *     resnetbackbone config-file=configs/R-50.yaml weights=R-50.pkl resize=shortest-edge \
  *     min-size=480 ! queue ! featureoverlay ! autovideosink
  * ]| A camera with MSRA's ImageNet R-50, resized as detectron2 does at test time.
+ * |[
+ * gst-launch-1.0 filesrc location=clip.mp4 ! decodebin ! videoconvert ! \
+ *     resnetbackbone config-file=configs/R-50-FPN.yaml weights=model_final_280758.pkl \
+ *     resize=shortest-edge out-features=p3,p4,p5 ! featuresink location=features/
+ * ]| The pyramid of detectron2's Faster R-CNN R-50-FPN (model zoo), levels p3 .. p5 written to files.
  */
 
 #include "resnetbackbone.h"

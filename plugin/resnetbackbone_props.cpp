@@ -96,13 +96,14 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
   /**
    * GstResnetBackbone:config-file:
    *
-   * A detectron2 YAML config (with _BASE_ chains), e.g. configs/R-50.yaml. Without one the
-   * element builds detectron2's defaults (an R-50 with FrozenBN) with out features res2 .. res5.
+   * A detectron2 YAML config (with _BASE_ chains), e.g. configs/R-50.yaml, or an FPN config
+   * (configs/R-50-FPN.yaml: the levels are then the pyramid's p2 .. p6). Without one the element
+   * builds detectron2's defaults (an R-50 with FrozenBN) with out features res2 .. res5.
    */
   g_object_class_install_property (gobject_class, PROP_CONFIG_FILE,
       g_param_spec_string ("config-file", "Config file",
-          "detectron2 YAML config of the backbone (empty: detectron2's defaults, an R-50 with "
-          "out features res2..res5)", nullptr, flags));
+          "detectron2 YAML config of the backbone, ResNet or FPN (empty: detectron2's defaults, an "
+          "R-50 with out features res2..res5)", nullptr, flags));
 
   /**
    * GstResnetBackbone:weights:
@@ -120,13 +121,18 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
   /**
    * GstResnetBackbone:out-features:
    *
-   * Comma-separated feature maps to output, from stem, res2, res3, res4, res5 (the config's
-   * MODEL.RESNETS.OUT_FEATURES when empty). Stages after the last one requested are not built.
+   * Comma-separated feature maps to output, in that order. A ResNet config: among stem, res2, res3,
+   * res4, res5 (empty: the config's MODEL.RESNETS.OUT_FEATURES); stages after the last one
+   * requested are not built. An FPN config (MODEL.BACKBONE.NAME build_resnet_fpn_backbone or
+   * build_retinanet_resnet_fpn_backbone): among its p-levels (p2 .. p6; RetinaNet p3 .. p7) and its
+   * bottom-up's MODEL.RESNETS.OUT_FEATURES (empty: every p-level). Another name fails the start
+   * with an error listing the names the config has.
    */
   g_object_class_install_property (gobject_class, PROP_OUT_FEATURES,
       g_param_spec_string ("out-features", "Out features",
-          "Comma-separated outputs among stem,res2,res3,res4,res5 (empty: the config's "
-          "MODEL.RESNETS.OUT_FEATURES)", "", flags));
+          "Comma-separated outputs: among stem,res2,res3,res4,res5 (empty: the config's "
+          "MODEL.RESNETS.OUT_FEATURES); with an FPN config its p-levels p2..p6 (RetinaNet p3..p7) "
+          "and the bottom-up's outputs (empty: every p-level)", "", flags));
 
   /**
    * GstResnetBackbone:engine:
@@ -299,11 +305,13 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
    * GstResnetBackbone:size-divisibility:
    *
    * Zero padding at the bottom and right up to a multiple of this (detectron2's ImageList); 0 or
-   * 1 pads nothing. 32 suits an FPN on top.
+   * 1 pads nothing. With an FPN config, 0 pads to the FPN's size_divisibility (32, as detectron2's
+   * model does), and another value must be a multiple of it.
    */
   g_object_class_install_property (gobject_class, PROP_SIZE_DIVISIBILITY,
       g_param_spec_uint ("size-divisibility", "Size divisibility",
-          "Pad the network input at the bottom/right to a multiple of this (0 = no padding)", 0,
+          "Pad the network input at the bottom/right to a multiple of this (0 = no padding; with an "
+          "FPN config 0 = the FPN's 32)", 0,
           1024, DEFAULT_SIZE_DIVISIBILITY, flags));
 
   /**
@@ -437,8 +445,8 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
   /**
    * GstResnetBackbone:model-name:
    *
-   * The loaded model's name as the meta carries it ("R-50", "X-101-32x8d"); empty before the
-   * model is loaded.
+   * The loaded model's name as the meta carries it ("R-50", "X-101-32x8d", "R-50-FPN",
+   * "RetinaNet-R-50-FPN"); empty before the model is loaded.
    */
   g_object_class_install_property (gobject_class, PROP_MODEL_NAME,
       g_param_spec_string ("model-name", "Model name",

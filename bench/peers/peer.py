@@ -3,14 +3,19 @@
 """The Python side of backbone-bench (tools/bench): the shared weights, the ONNX export and the
 Python peers.
 
-  peer.py prepare --depth 50 --seed 0 --out W.pth
+  peer.py prepare --depth 50 [--fpn] --seed 0 --out W.pth
       torchvision's resnet<depth> (STRIDE_IN_1X1 False in detectron2's terms), seeded random
       initialisation plus random BatchNorm affine parameters and running statistics (so that
       folding BN into the convolutions matters), saved as a torchvision state dict without "fc.*".
-  peer.py export-onnx --depth 50 --weights W.pth --height H --width W --out X.onnx [--opset 13]
-      exports the body (stem .. layer4, outputs res2..res5) for one fixed input size, in eval mode
-      with constant folding (BN folded by the exporter), so the graph has static shapes.
-  peer.py worker --runner NAME --depth 50 --weights W.pth --onnx X.onnx --input X.npy --threads N [--device cuda:N]
+      With --fpn, also detectron2's FPN on it (build_resnet_fpn_backbone with FPN.IN_FEATURES
+      res2..res5, OUT_CHANNELS 256, NORM "", FUSE_TYPE sum): "fpn_lateral{2..5}.*" and
+      "fpn_output{2..5}.*" as detectron2's FPN module names them, weights by c2_xavier_fill
+      (kaiming_uniform_ with a=1) and seeded random biases (so that they matter).
+  peer.py export-onnx --depth 50 [--fpn] --weights W.pth --height H --width W --out X.onnx [--opset 13]
+      exports the body (stem .. layer4, outputs res2..res5; with --fpn the FPN's p2..p6) for one
+      fixed input size, in eval mode with constant folding (BN folded by the exporter), so the
+      graph has static shapes.
+  peer.py worker --runner NAME --depth 50 [--fpn] --weights W.pth --onnx X.onnx --input X.npy --threads N [--device cuda:N]
       one timed runner (see RUNNERS), driven by backbone-bench over a line protocol: commands on
       stdin, replies on file descriptor --reply-fd (default 3) so that whatever a library prints
       on stdout cannot corrupt them.
@@ -30,6 +35,8 @@ import time
 import traceback
 
 LEVELS = ["res2", "res3", "res4", "res5"]
+FPN_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
+FPN_OUT_CHANNELS = 256
 RUNNERS = ["torch-eager", "torch-compile", "onnxruntime", "openvino", "opencv"]
 # PyTorch eager on a CUDA device (--device cuda:N), backbone-bench's GPU section:
 #   torch-cuda-fp32         float32 with PyTorch's defaults (cuDNN may use TF32: torch.backends.cudnn.allow_tf32
@@ -71,16 +78,75 @@ def make_body(torch, model):
     return Body(model).eval()
 
 
-def load_body(depth, weights):
+def add_fpn(torch, model):
+    """detectron2's FPN (modeling/backbone/fpn.py) with build_resnet_fpn_backbone's settings on
+    torchvision's resnet, in plain torch: FPN.IN_FEATURES res2..res5, OUT_CHANNELS 256, NORM "" (the
+    convolutions have biases), FUSE_TYPE "sum", top block LastLevelMaxPool. Its layers are
+    attributes of `model` named as detectron2 registers them (fpn_lateral2 .. fpn_output5), so the
+    state dict holds torchvision's names and detectron2's FPN names side by side."""
+    in_channels = [model.layer1[-1].conv3.out_channels if hasattr(model.layer1[-1], "conv3")
+                   else model.layer1[-1].conv2.out_channels]
+    for layer in (model.layer2, model.layer3, model.layer4):
+        block = layer[-1]
+        in_channels.append(block.conv3.out_channels if hasattr(block, "conv3") else block.conv2.out_channels)
+    for stage, c in zip(range(2, 6), in_channels):
+        setattr(model, f"fpn_lateral{stage}", torch.nn.Conv2d(c, FPN_OUT_CHANNELS, kernel_size=1, bias=True))
+        setattr(model, f"fpn_output{stage}",
+                torch.nn.Conv2d(FPN_OUT_CHANNELS, FPN_OUT_CHANNELS, kernel_size=3, stride=1, padding=1, bias=True))
+    return model
+
+
+def make_fpn_body(torch, model):
+    import torch.nn.functional as F
+
+    class FpnBody(torch.nn.Module):
+        """torchvision's ResNet up to layer4 and detectron2's FPN.forward on res2..res5: from the
+        coarsest level, prev = lateral(C) + nearest 2x upsample of prev, out = output(prev); p6 =
+        max_pool2d(p5, kernel_size=1, stride=2, padding=0) (LastLevelMaxPool)."""
+
+        def __init__(self, m):
+            super().__init__()
+            self.conv1, self.bn1, self.relu, self.maxpool = m.conv1, m.bn1, m.relu, m.maxpool
+            self.layer1, self.layer2, self.layer3, self.layer4 = m.layer1, m.layer2, m.layer3, m.layer4
+            self.laterals = torch.nn.ModuleList([getattr(m, f"fpn_lateral{s}") for s in range(2, 6)])
+            self.outputs = torch.nn.ModuleList([getattr(m, f"fpn_output{s}") for s in range(2, 6)])
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            r2 = self.layer1(x)
+            r3 = self.layer2(r2)
+            r4 = self.layer3(r3)
+            r5 = self.layer4(r4)
+            feats = [r2, r3, r4, r5]
+            prev = self.laterals[3](r5)
+            results = [self.outputs[3](prev)]
+            for i in (2, 1, 0):
+                top_down = F.interpolate(prev, scale_factor=2.0, mode="nearest")
+                prev = self.laterals[i](feats[i]) + top_down
+                results.insert(0, self.outputs[i](prev))
+            results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2, padding=0))
+            return tuple(results)
+
+    return FpnBody(model).eval()
+
+
+def load_body(depth, weights, fpn=False):
     import torch
 
     model = torchvision_resnet(depth)
+    if fpn:
+        add_fpn(torch, model)
     state = torch.load(weights, map_location="cpu")
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise SystemExit(f"peer.py: {weights} does not fit resnet{depth}: missing {missing}, unexpected {unexpected}")
-    return make_body(torch, model)
+        what = f"resnet{depth}{' with an FPN' if fpn else ''}"
+        raise SystemExit(f"peer.py: {weights} does not fit {what}: missing {missing}, unexpected {unexpected}")
+    return make_fpn_body(torch, model) if fpn else make_body(torch, model)
+
+
+def levels(a):
+    return FPN_LEVELS if getattr(a, "fpn", False) else LEVELS
 
 
 def cmd_prepare(a):
@@ -97,26 +163,41 @@ def cmd_prepare(a):
                 m.bias.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    if a.fpn:
+        add_fpn(torch, model)
+        with torch.no_grad():
+            for stage in range(2, 6):
+                for kind in ("lateral", "output"):
+                    conv = getattr(model, f"fpn_{kind}{stage}")
+                    fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+                    bound = (3.0 / fan_in) ** 0.5  # c2_xavier_fill: kaiming_uniform_(a=1)
+                    conv.weight.copy_((torch.rand(conv.weight.shape, generator=g) * 2 - 1) * bound)
+                    conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     tmp = a.out + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, a.out)
-    print(f"peer.py: wrote {a.out} (torchvision resnet{a.depth}, seed {a.seed}, {len(state)} entries)")
+    print(f"peer.py: wrote {a.out} (torchvision resnet{a.depth}{' with an FPN' if a.fpn else ''}, seed {a.seed}, "
+          f"{len(state)} entries)")
 
 
 def cmd_export_onnx(a):
     import torch
 
-    body = load_body(a.depth, a.weights)
+    body = load_body(a.depth, a.weights, a.fpn)
     x = torch.zeros(1, 3, a.height, a.width)
     tmp = a.out + ".tmp"
-    kwargs = dict(opset_version=a.opset, do_constant_folding=True, input_names=["images"], output_names=LEVELS)
+    kwargs = dict(opset_version=a.opset, do_constant_folding=True, input_names=["images"], output_names=levels(a))
     if hasattr(torch.onnx, "TrainingMode"):
         kwargs["training"] = torch.onnx.TrainingMode.EVAL
     with torch.no_grad():
         torch.onnx.export(body, x, tmp, **kwargs)
     os.replace(tmp, a.out)
     print(f"peer.py: wrote {a.out} (opset {a.opset}, input 1x3x{a.height}x{a.width}, torch {torch.__version__})")
+
+
+def fpn_note(a):
+    return " + detectron2's FPN (p2..p6, plain torch)" if getattr(a, "fpn", False) else ""
 
 
 class Runner:
@@ -143,7 +224,7 @@ class TorchRunner(Runner):
         except RuntimeError:
             pass
         self.torch = torch
-        self.body = load_body(a.depth, a.weights)
+        self.body = load_body(a.depth, a.weights, a.fpn)
         self.fn = self.body
         if compiled:
             if not hasattr(torch, "compile"):
@@ -157,7 +238,7 @@ class TorchRunner(Runner):
             cap = f", CPU capability {torch.backends.cpu.get_cpu_capability()}"
         self.describe = (
             f"PyTorch {torch.__version__} {'torch.compile (inductor)' if compiled else 'eager'}, torchvision "
-            f"{torchvision.__version__} resnet{a.depth} body, inference_mode, {torch.get_num_threads()} threads, "
+            f"{torchvision.__version__} resnet{a.depth} body{fpn_note(a)}, inference_mode, {torch.get_num_threads()} threads, "
             f"oneDNN (mkldnn) {'on' if torch.backends.mkldnn.is_available() else 'off'}{cap}"
         )
 
@@ -205,7 +286,7 @@ class OpenVinoRunner(Runner):
         config = {"INFERENCE_NUM_THREADS": a.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         self.compiled = core.compile_model(core.read_model(a.onnx), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.outs = [self.compiled.output(n) for n in LEVELS]
+        self.outs = [self.compiled.output(n) for n in levels(a)]
         version = ov.get_version() if hasattr(ov, "get_version") else "?"
         cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
         prec = self.compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -239,7 +320,7 @@ class OpenCvRunner(Runner):
 
     def forward(self):
         self.net.setInput(self.x)
-        return self.net.forward(LEVELS)
+        return self.net.forward(levels(self.a))
 
     def outputs(self):
         return [o.copy() for o in self.forward()]
@@ -266,7 +347,7 @@ class TorchCudaRunner(Runner):
         if a.runner == "torch-cuda-fp32-notf32":
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        body = load_body(a.depth, a.weights).to(self.dev)
+        body = load_body(a.depth, a.weights, a.fpn).to(self.dev)
         tx = torch.from_numpy(x).to(self.dev)
         if a.runner == "torch-cuda-fp16-cl":
             body = body.half().to(memory_format=torch.channels_last)
@@ -276,7 +357,7 @@ class TorchCudaRunner(Runner):
         prop = torch.cuda.get_device_properties(self.dev)
         self.describe = (
             f"PyTorch {torch.__version__} eager (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), "
-            f"torchvision {torchvision.__version__} resnet{a.depth} body, inference_mode, on {a.device} ({prop.name}), "
+            f"torchvision {torchvision.__version__} resnet{a.depth} body{fpn_note(a)}, inference_mode, on {a.device} ({prop.name}), "
             f"{str(tx.dtype).replace('torch.', '')}"
             f"{', channels_last' if a.runner == 'torch-cuda-fp16-cl' else ''}, "
             f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
@@ -334,9 +415,10 @@ def cmd_worker(a):
         try:
             if parts[0] == "check":
                 outs = runner.to_numpy(runner.outputs())
-                if len(outs) != len(LEVELS):
-                    raise RuntimeError(f"expected {len(LEVELS)} outputs, got {len(outs)}")
-                for name, o in zip(LEVELS, outs):
+                names = levels(a)
+                if len(outs) != len(names):
+                    raise RuntimeError(f"expected {len(names)} outputs, got {len(outs)}")
+                for name, o in zip(names, outs):
                     np.save(os.path.join(parts[1], name + ".npy"), o)
                 say("ok")
             elif parts[0] == "run":
@@ -362,10 +444,12 @@ def main():
     pp = sub.add_parser("prepare")
     pp.add_argument("--depth", type=int, required=True)
     pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--fpn", action="store_true", help="add detectron2's FPN (p2..p6)")
     pp.add_argument("--out", required=True)
     pe = sub.add_parser("export-onnx")
     pe.add_argument("--depth", type=int, required=True)
     pe.add_argument("--weights", required=True)
+    pe.add_argument("--fpn", action="store_true", help="the body with detectron2's FPN: outputs p2..p6")
     pe.add_argument("--height", type=int, required=True)
     pe.add_argument("--width", type=int, required=True)
     pe.add_argument("--opset", type=int, default=13)
@@ -374,6 +458,7 @@ def main():
     pw.add_argument("--runner", required=True, choices=RUNNERS + CUDA_RUNNERS)
     pw.add_argument("--depth", type=int, required=True)
     pw.add_argument("--weights", required=True)
+    pw.add_argument("--fpn", action="store_true", help="the body with detectron2's FPN: outputs p2..p6")
     pw.add_argument("--onnx", default="")
     pw.add_argument("--input", required=True)
     pw.add_argument("--threads", type=int, required=True)

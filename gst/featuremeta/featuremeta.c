@@ -6,7 +6,7 @@
 /**
  * SECTION:gstfeaturemeta
  * @title: GstFeatureMeta
- * @short_description: backbone feature maps (stem, res2..res5) attached to a video buffer
+ * @short_description: backbone feature maps (stem, res2..res5, FPN p-levels) attached to a video buffer
  *
  * The resnetbackbone element adds one #GstFeatureMeta per frame it runs on (one per producer:
  * see #GstFeatureMeta.unique_id). Each #GstFeatureLevel describes one 4-D feature map (N, C, H, W
@@ -351,7 +351,7 @@ contiguous_strides (const gsize dims[4], gsize strides[4])
 /**
  * gst_feature_meta_add_level:
  * @meta: a #GstFeatureMeta
- * @name: the level's name ("stem", "res2" .. "res5"), unique within @meta
+ * @name: the level's name ("stem", "res2" .. "res5", "p2" .. "p7"), unique within @meta
  * @dtype: element type
  * @dims: (array fixed-size=4): N, C, H, W, each at least 1
  * @strides: (array fixed-size=4) (nullable): strides in elements for each of @dims; NULL for

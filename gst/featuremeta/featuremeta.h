@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  *
- * GstFeatureMeta: multi-level backbone feature maps (stem, res2..res5) attached to a video buffer.
+ * GstFeatureMeta: multi-level backbone feature maps (stem, res2..res5, or an FPN's p2..p6 / p3..p7)
+ * attached to a video buffer.
  * The only thing a downstream element or application needs to read them: plain C, GStreamer
  * alone, no LibTorch and no C++.
  *
@@ -84,12 +85,13 @@ typedef enum {
 
 /**
  * GstFeatureLevel:
- * @name: the level's name as a quark: "stem", "res2" .. "res5"
+ * @name: the level's name as a quark: "stem", "res2" .. "res5", an FPN's "p2" .. "p6"
+ *   (RetinaNet "p3" .. "p7")
  * @dtype: element type
  * @num_dims: always 4
  * @dims: N, C, H, W (N is 1 for one frame)
  * @strides: strides in elements for each of @dims
- * @stride: the level's stride in network-input pixels (4, 8, 16, 32)
+ * @stride: the level's stride in network-input pixels (4, 8, 16, 32; an FPN's p6 64, p7 128)
  * @device: where the data lives
  * @device_id: the N of cuda:N (0 on the CPU)
  * @data: the storage, one reference owned by the meta; shared (never copied) by every copy of

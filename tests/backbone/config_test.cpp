@@ -14,6 +14,8 @@
 
 #include "backbone/config.h"
 #include "backbone/error.h"
+#include "backbone/fpn.h"
+#include "backbone/model.h"
 #include "config/defaults_generated.h"
 #include "config/py_value.h"
 
@@ -242,6 +244,9 @@ struct ShippedExpectation {
   int64_t groups, width, res2, dilation;
   std::vector<bool> deform;
   bool modulated;
+  // FPN configs: MODEL.BACKBONE.NAME, RESNETS.OUT_FEATURES = FPN.IN_FEATURES
+  const char* backbone = "build_resnet_backbone";
+  std::vector<std::string> out_features = {"res2", "res3", "res4", "res5"};
 };
 
 TEST(ConfigShipped, EveryConfigLoadsAsInDetectron2) {
@@ -249,6 +254,8 @@ TEST(ConfigShipped, EveryConfigLoadsAsInDetectron2) {
   const std::vector<double> msra_std{1.0, 1.0, 1.0}, tv_std{58.395, 57.120, 57.375},
       fair_std{57.375, 57.120, 58.395};
   const std::vector<bool> no_deform(4, false), c3_c5{false, true, true, true};
+  const char* const fpn = "build_resnet_fpn_backbone";
+  const char* const retinanet = "build_retinanet_resnet_fpn_backbone";
   const std::vector<ShippedExpectation> table = {
       {"Base-ResNet.yaml", 50, "BGR", bgr_mean, msra_std, true, 1, 64, 256, 1, no_deform, false},
       {"R-18.yaml", 18, "RGB", rgb_mean, tv_std, false, 1, 64, 64, 1, no_deform, false},
@@ -260,6 +267,11 @@ TEST(ConfigShipped, EveryConfigLoadsAsInDetectron2) {
       {"R-50-DC5.yaml", 50, "BGR", bgr_mean, msra_std, true, 1, 64, 256, 2, no_deform, false},
       {"R-50-dconv-c3-c5.yaml", 50, "BGR", bgr_mean, msra_std, true, 1, 64, 256, 1, c3_c5, false},
       {"R-50-mdconv-c3-c5.yaml", 50, "BGR", bgr_mean, msra_std, true, 1, 64, 256, 1, c3_c5, true},
+      {"R-50-FPN.yaml", 50, "BGR", bgr_mean, msra_std, true, 1, 64, 256, 1, no_deform, false, fpn},
+      {"R-101-FPN.yaml", 101, "BGR", bgr_mean, msra_std, true, 1, 64, 256, 1, no_deform, false, fpn},
+      {"X-101-32x8d-FPN.yaml", 101, "BGR", bgr_mean, fair_std, false, 32, 8, 256, 1, no_deform, false, fpn},
+      {"RetinaNet-R-50-FPN.yaml", 50, "BGR", bgr_mean, msra_std, true, 1, 64, 256, 1, no_deform, false, retinanet,
+       {"res3", "res4", "res5"}},
   };
   // Every YAML file in configs/ is in the table and has a detectron2 dump.
   size_t files = 0;
@@ -288,15 +300,50 @@ TEST(ConfigShipped, EveryConfigLoadsAsInDetectron2) {
     EXPECT_EQ(cfg.get_int("MODEL.RESNETS.RES5_DILATION"), t.dilation);
     EXPECT_EQ(cfg.get_bool_list("MODEL.RESNETS.DEFORM_ON_PER_STAGE"), t.deform);
     EXPECT_EQ(cfg.get_bool("MODEL.RESNETS.DEFORM_MODULATED"), t.modulated);
-    EXPECT_EQ(cfg.get_string_list("MODEL.RESNETS.OUT_FEATURES"),
-              (std::vector<std::string>{"res2", "res3", "res4", "res5"}));
+    EXPECT_EQ(cfg.get_string_list("MODEL.RESNETS.OUT_FEATURES"), t.out_features);
     EXPECT_EQ(cfg.get_string("MODEL.WEIGHTS"), "");
-    EXPECT_EQ(cfg.get_string("MODEL.BACKBONE.NAME"), "build_resnet_backbone");
+    EXPECT_EQ(cfg.get_string("MODEL.BACKBONE.NAME"), t.backbone);
+    if (std::string(t.backbone) != "build_resnet_backbone") {
+      // detectron2's defaults for the rest of the FPN, as the model zoo's configs leave them
+      EXPECT_EQ(cfg.get_string_list("MODEL.FPN.IN_FEATURES"), t.out_features);
+      EXPECT_EQ(cfg.get_int("MODEL.FPN.OUT_CHANNELS"), 256);
+      EXPECT_EQ(cfg.get_string("MODEL.FPN.NORM"), "");
+      EXPECT_EQ(cfg.get_string("MODEL.FPN.FUSE_TYPE"), "sum");
+    }
     EXPECT_EQ(cfg.get_string("MODEL.RESNETS.NORM"), "FrozenBN");
     if (std::string(t.file) != "Base-ResNet.yaml") {
       const std::string text = read_text(path);
       EXPECT_TRUE(contains(text, "# Weights: ")) << "no comment naming the weights file";
     }
+  }
+}
+
+// The FPN configs build detectron2's pyramid: names, strides and channels of output_shape(), and
+// the padding they need. (R-101 and X-101 differ from R-50-FPN in the bottom-up only.)
+TEST(ConfigShipped, FpnConfigsBuildTheirPyramid) {
+  using Levels = std::vector<std::pair<std::string, int64_t>>;
+  const struct {
+    const char* file;
+    Levels levels;
+  } cases[] = {
+      {"R-50-FPN.yaml", {{"p2", 4}, {"p3", 8}, {"p4", 16}, {"p5", 32}, {"p6", 64}}},
+      {"RetinaNet-R-50-FPN.yaml", {{"p3", 8}, {"p4", 16}, {"p5", 32}, {"p6", 64}, {"p7", 128}}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.file);
+    const Config cfg = backbone::load_config(kConfigsDir + "/" + c.file);
+    const std::string name = cfg.get_string("MODEL.BACKBONE.NAME");
+    const backbone::FPN fpn = name == "build_retinanet_resnet_fpn_backbone"
+                                  ? backbone::build_retinanet_resnet_fpn_backbone(cfg)
+                                  : backbone::build_resnet_fpn_backbone(cfg);
+    Levels got;
+    for (const auto& [level, spec] : fpn.output_shape()) {
+      got.emplace_back(level, spec.stride.value_or(0));
+      EXPECT_EQ(spec.channels.value_or(0), 256) << level;
+    }
+    EXPECT_EQ(got, c.levels);
+    EXPECT_EQ(fpn.size_divisibility(), 32);
+    EXPECT_EQ(backbone::model_name(cfg), name == "build_retinanet_resnet_fpn_backbone" ? "RetinaNet-R-50-FPN" : "R-50-FPN");
   }
 }
 

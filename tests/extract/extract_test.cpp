@@ -354,6 +354,25 @@ TEST_F(ExtractTest, FpsSampling) {
   EXPECT_EQ(read_json(dir_ / "fast" / "clip.mp4" / "extract.json")["frames"], 10);
 }
 
+// An FPN config (detectron2's FPN on the narrow R-50): --out-features picks p-levels; the files and
+// extract.json name them with their strides; 64x48 frames are padded to 64x64.
+TEST_F(ExtractTest, FpnConfigWritesPLevels) {
+  const fs::path video = videos_ / "a" / "clip.avi";
+  Result r = run({video.string(), "-o", (dir_ / "out").string(), "--every", "5", "--out-features", "p6,p3", "--config-file",
+                  kData + "/narrow_fpn.yaml", "--weights", kWeights, "--threads", "1"},
+                 false);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const fs::path out = dir_ / "out" / "clip.avi";
+  const Json side = read_json(out / "extract.json");
+  EXPECT_EQ(side["model_name"], "R-50-FPN");
+  EXPECT_EQ(side["frames"], 2);
+  EXPECT_EQ(side["strides"], (Json{{"p3", 8}, {"p6", 64}}));
+  auto t = read_safetensors(out / side["files"][0].get<std::string>());
+  EXPECT_EQ(t.size(), 3u) << "p3, p6 and pts";
+  EXPECT_EQ(t["p3"].shape, (std::vector<int64_t>{2, 16, 8, 8}));
+  EXPECT_EQ(t["p6"].shape, (std::vector<int64_t>{2, 16, 1, 1}));
+}
+
 TEST_F(ExtractTest, ResumeAfterKillGivesEveryFileOnce) {
   const fs::path long_dir = dir_ / "long";
   for (int k = 0; k < 3; ++k) make_video(long_dir / ("v" + std::to_string(k) + ".avi"), "jpegenc ! avimux", 300);
@@ -612,7 +631,7 @@ TEST_F(ExtractTest, BadOptionsGetAMessageAndTheUsage) {
       {{v, "-o", o, "--size-divisibility", "-1"}, "--size-divisibility"},
       {{v, "-o", o, "--threads", "-2"}, "--threads"},
       {{v, "-o", o, "--max-frames-per-file", "0"}, "--max-frames-per-file must be at least 1, got 0"},
-      {{v, "-o", o, "--out-features", "res4,res6"}, "--out-features must be one of stem, res2, res3, res4, res5"},
+      {{v, "-o", o, "--out-features", "res4,res6"}, "--out-features must be one of stem, res2, res3, res4, res5, p2, p3, p4, p5, p6, p7"},
       {{v, "-o", o, "--config-file", "/nonexistent.yaml"}, "--config-file \"/nonexistent.yaml\": no such file"},
       {{v, "-o", o, "--weights", "/nonexistent.pth"}, "--weights \"/nonexistent.pth\": no such file"},
       {{"-o", o, "--list", "/nonexistent.txt"}, "--list \"/nonexistent.txt\": no such file"},

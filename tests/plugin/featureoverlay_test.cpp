@@ -379,6 +379,17 @@ TEST(FeatureOverlay, LevelChoice) {
   Frame c = run(in, with({res2, res5, res3}), dflt);
   EXPECT_EQ(c.bytes, run(in, with({res2, res5, res3}), level("res5")).bytes);
   EXPECT_NE(c.bytes, run(in, with({res2, res5, res3}), level("res3")).bytes);
+  // an FPN's pyramid: p4 (stride 16, as res4), not the coarsest p6
+  LevelDesc p3 = res3, p4 = kHotRes4, p5 = res5;
+  p3.name = "p3";
+  p4.name = "p4";
+  p5.name = "p5";
+  const LevelDesc p6 = {"p6", 2, 1, 1, 64, {{0, 0, {3.f, 0.f}}}};
+  Frame f = run(in, with({p3, p4, p5, p6}), dflt);
+  EXPECT_EQ(f.bytes, run(in, with({p3, p4, p5, p6}), level("p4")).bytes);
+  EXPECT_EQ(f.bytes, d.bytes) << "p4 draws as res4 did";
+  EXPECT_NE(f.bytes, run(in, with({p3, p4, p5, p6}), level("p6")).bytes);
+  EXPECT_NE(f.bytes, run(in, with({p3, p4, p5, p6}), level("p3")).bytes);
 }
 
 TEST(FeatureOverlay, FixedRange) {

@@ -658,4 +658,60 @@ TEST_F(FeatureSinkTest, EndToEndWithResnetBackbone) {
   EXPECT_FALSE(idx["model_name"].get<std::string>().empty());
 }
 
+// An FPN's pyramid (narrow_fpn.yaml: p2..p6 on the narrow R-50): levels=p3,p6 writes those p-levels,
+// with their strides in index.json and the file's metadata, values as the meta's.
+TEST_F(FeatureSinkTest, EndToEndWithAnFpnPyramid) {
+  GstElementFactory* f = gst_element_factory_find("resnetbackbone");
+  if (!f) GTEST_SKIP() << "resnetbackbone is not in the registry";
+  gst_object_unref(f);
+  const std::string launch = "resnetbackbone device=cpu config-file=" + plugin_data("narrow_fpn.yaml") +
+                             " weights=" + plugin_data("narrow.pth");
+  GstHarness* bb = gst_harness_new_parse(launch.c_str());
+  ASSERT_NE(bb, nullptr);
+  gst_harness_set_src_caps_str(bb, kCaps);
+  start([](GstElement* e) { g_object_set(e, "levels", "p6, p3", nullptr); });
+
+  std::map<std::string, std::vector<float>> expected;
+  std::map<std::string, backbone::Shape> shapes;
+  for (int i = 0; i < 2; ++i) {
+    GstBuffer* out = gst_harness_push_and_pull(bb, make_frame(pts_of(i)));
+    ASSERT_NE(out, nullptr);
+    const GstFeatureMeta* meta = gst_buffer_get_feature_meta(out);
+    ASSERT_NE(meta, nullptr);
+    ASSERT_EQ(meta->num_levels, 5u) << "every p-level by default";
+    for (const char* name : {"p3", "p6"}) {
+      const GstFeatureLevel* lv = gst_feature_meta_get_level(meta, name);
+      ASSERT_NE(lv, nullptr) << name;
+      shapes[name] = {2, int64_t(lv->dims[1]), int64_t(lv->dims[2]), int64_t(lv->dims[3])};
+      GstMapInfo lm;
+      ASSERT_TRUE(gst_feature_level_map(lv, &lm, GST_MAP_READ));
+      const float* p = reinterpret_cast<const float*>(lm.data);
+      expected[name].insert(expected[name].end(), p, p + gst_feature_level_n_elements(lv));
+      gst_feature_level_unmap(lv, &lm);
+    }
+    ASSERT_EQ(gst_harness_push(h_, out), GST_FLOW_OK);
+  }
+  gst_harness_teardown(bb);
+  eos();
+
+  // 64x48 padded to 64x64: p3 8x8, p6 1x1
+  EXPECT_EQ(shapes["p3"], (backbone::Shape{2, 16, 8, 8}));
+  EXPECT_EQ(shapes["p6"], (backbone::Shape{2, 16, 1, 1}));
+  auto t = read("features-00000.safetensors");
+  EXPECT_EQ(t.size(), 3u) << "p3, p6 and pts";
+  for (const auto& [name, values] : expected) {
+    SCOPED_TRACE(name);
+    ASSERT_EQ(t[name].dtype(), backbone::DType::Float32);
+    ASSERT_EQ(t[name].shape(), shapes[name]);
+    const float* got = t[name].data_ptr<float>();
+    for (std::size_t k = 0; k < values.size(); ++k) ASSERT_EQ(got[k], values[k]) << "element " << k;
+  }
+  json idx = index();
+  EXPECT_EQ(idx["model_name"], "R-50-FPN");
+  EXPECT_EQ(idx["files"][0]["strides"], (json{{"p3", 8}, {"p6", 64}}));
+  EXPECT_EQ(idx["files"][0]["shapes"], (json{{"p3", {2, 16, 8, 8}}, {"p6", {2, 16, 1, 1}}}));
+  EXPECT_EQ(json::parse(header("features-00000.safetensors")["__metadata__"]["strides"].get<std::string>()),
+            (json{{"p3", 8}, {"p6", 64}}));
+}
+
 }  // namespace

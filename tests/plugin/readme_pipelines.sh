@@ -34,4 +34,14 @@ launch uridecodebin uri="file://$out/clip.avi" ! videoconvert \
   ! featuresink location="$out/features/clip" dtype=float16 max-frames=256
 grep -q '"frames": 4' "$out/features/clip/index.json"
 test -s "$out/features/clip/features-00000.safetensors"
+# examples/README.md: a feature pyramid (configs/R-50-FPN.yaml; seeded weights here).
+configs=$(cd "$(dirname "$0")/../../configs" && pwd)
+launch filesrc location="$out/clip.avi" ! decodebin ! videoconvert \
+  ! resnetbackbone config-file="$configs/R-50-FPN.yaml" out-features=p3,p4,p5 \
+  ! tee name=t \
+  t. ! queue ! featuresink location="$out/features/fpn" dtype=float16 \
+  t. ! queue ! featureoverlay level=p4 ! videoconvert ! jpegenc ! avimux ! filesink location="$out/fpn-heatmap.avi"
+grep -q '"frames": 4' "$out/features/fpn/index.json"
+grep -q '"p4": 16' "$out/features/fpn/index.json"
+test -s "$out/fpn-heatmap.avi"
 echo "readme pipelines: all passed"

@@ -198,6 +198,24 @@ TEST(BenchFlops, MatchesTorchvisionsConvolutions) {
   EXPECT_LT(conv_flops(narrow_r50(true), 224, 224), conv_flops(narrow_r50(false), 224, 224));
 }
 
+// An FPN model: the bottom-up's FLOPs plus each level's 1x1 lateral (C_in x 256) and 3x3 output
+// (256 x 256 x 9) convolutions at H/stride x W/stride; LastLevelMaxPool costs none.
+TEST(BenchFlops, FpnAddsItsLateralAndOutputConvolutions) {
+  Config cfg;
+  cfg.merge_from_list(bench_config_overrides("R-50-FPN"));
+  const FPN fpn = build_resnet_fpn_backbone(cfg);
+  for (const auto& [h, w] : {std::pair<int64_t, int64_t>{224, 224}, {800, 1216}}) {
+    double macs = 0;
+    const int64_t channels[] = {256, 512, 1024, 2048};
+    for (int i = 0; i < 4; ++i) {
+      const int64_t s = int64_t{4} << i;
+      macs += double(h / s) * double(w / s) * (256.0 * channels[i] + 256.0 * 256.0 * 9.0);
+    }
+    EXPECT_DOUBLE_EQ(conv_flops(fpn, h, w), conv_flops(fpn.bottom_up(), h, w) + 2.0 * macs) << h << "x" << w;
+  }
+  EXPECT_DOUBLE_EQ(conv_flops(fpn.bottom_up(), 224, 224), 8174272512.0) << "the bottom-up is torchvision's resnet50";
+}
+
 TEST(BenchOptions, ParsesAndRejects) {
   const auto sizes = parse_sizes("224x224,800x1216");
   ASSERT_EQ(sizes.size(), 2u);
@@ -210,6 +228,11 @@ TEST(BenchOptions, ParsesAndRejects) {
   EXPECT_THROW(parse_threads("-1"), std::invalid_argument);
   EXPECT_EQ(model_depth("R-101"), 101);
   EXPECT_THROW(model_depth("R-51"), std::invalid_argument);
+  EXPECT_EQ(model_depth("R-50-FPN"), 50);
+  EXPECT_TRUE(is_fpn_model("R-101-FPN"));
+  EXPECT_FALSE(is_fpn_model("R-101"));
+  EXPECT_THROW(model_depth("R-51-FPN"), std::invalid_argument);
+  EXPECT_THROW(model_depth("-FPN"), std::invalid_argument);
   EXPECT_DOUBLE_EQ(median({3, 1, 2}), 2);
   EXPECT_DOUBLE_EQ(median({4, 1, 2, 3}), 2.5);
 }
@@ -503,6 +526,46 @@ TEST(BenchTool, TinyRunAgreesAndReports) {
   EXPECT_NE(r.output.find("| pytorch-eager |"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("GPU section"), std::string::npos) << "--cpu runs the CPU section only\n" << r.output;
   EXPECT_FALSE(j.contains("gpu"));
+  fs::remove_all(dir);
+}
+
+// The FPN workload: R-18-FPN at 64x64 (detectron2's FPN on the body, p2..p6): PyTorch eager running
+// the same graph in plain torch, and OpenCV DNN on its ONNX export, agree with this project's engine.
+TEST(BenchTool, TinyFpnRunAgreesWithItsPeers) {
+  if (std::system("/usr/bin/python3 -c 'import torch, torchvision' > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 lacks torch/torchvision (Debian's python3-torch, python3-torchvision)";
+  const fs::path dir = fs::temp_directory_path() / ("backbone-bench-fpn-test-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::vector<std::string> engines = available_engines();
+  // LibTorch runs the FPN since the FPN itself landed; the other engines as they gain it.
+  const std::string ours =
+      "ours-" + (std::find(engines.begin(), engines.end(), "libtorch") != engines.end() ? "libtorch" : first_cpu_engine());
+  std::string runners = ours + ",pytorch-eager";
+  if (run("--list-runners").output.find("opencv-dnn ") != std::string::npos) runners += ",opencv-dnn";
+  EXPECT_EQ(run("--cpu --models R-18-FPN --sizes 64x70").status, 2) << "FPN sizes are multiples of 32";
+  const Result r = run("--cpu --models R-18-FPN --sizes 64x64 --threads 1 --frames 1 --warmup 0 --rounds 1 --seconds 0.01 "
+                       "--runners " + runners + " --work-dir " + dir.string() + " --json " + (dir / "out.json").string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  std::ifstream in(dir / "out.json");
+  ASSERT_TRUE(in) << r.output;
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j["workloads"].size(), 1u);
+  const auto& w = j["workloads"][0];
+  EXPECT_EQ(w["model"], "R-18-FPN");
+  EXPECT_EQ(w["reference"], ours);
+  EXPECT_DOUBLE_EQ(w["gflop"].get<double>(), bench_flops("R-18-FPN", 64, 64) / 1e9);
+  EXPECT_EQ(w["runners"].size(), split_list(runners).size());
+  for (const auto& x : w["runners"]) {
+    EXPECT_EQ(x["status"], "ok") << x.dump();
+    EXPECT_TRUE(x["agreement"]["ok"].get<bool>()) << x.dump();
+    std::vector<std::string> levels;
+    for (const auto& l : x["agreement"]["levels"]) levels.push_back(l["name"]);
+    if (x["name"] != ours) {
+      EXPECT_EQ(levels, (std::vector<std::string>{"p2", "p3", "p4", "p5", "p6"})) << x.dump();
+    }
+  }
+  EXPECT_NE(r.output.find("detectron2's FPN"), std::string::npos) << r.output;
   fs::remove_all(dir);
 }
 

@@ -94,6 +94,62 @@ TEST_F(InferTool, WithoutWeightsUsesSeededInitialisationAndSaysSo) {
   EXPECT_EQ(res2.shape(), (backbone::Shape{1, 16, 200, 267}));
 }
 
+// An FPN config (the narrow R-50 with detectron2's FPN, ResNet-only weights): every p-level with its
+// stride in shapes.json, an odd --input zero-padded to 32 (the same maps as the input padded by
+// hand), --out-features choosing p-levels and bottom-up outputs, the seeded FPN reported.
+TEST_F(InferTool, FpnConfigWritesPLevelsAndPadsTo32) {
+  const std::string plugin = std::string(BACKBONE_TEST_DATA_DIR) + "/plugin/";
+  const std::string model = "--config-file " + plugin + "narrow_fpn.yaml --weights " + plugin + "narrow.pth --threads 1";
+  backbone::Tensor x = backbone::Tensor::empty({1, 3, 37, 50});
+  float* px = x.data_ptr<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) px[i] = static_cast<float>((i * 37) % 101) / 25.f - 2.f;
+  backbone::save_npy((dir_ / "x.npy").string(), x);
+  backbone::Tensor padded = backbone::Tensor::zeros({1, 3, 64, 64});
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < 37; ++y)
+      for (int64_t w = 0; w < 50; ++w)
+        padded.data_ptr<float>()[(c * 64 + y) * 64 + w] = px[(c * 37 + y) * 50 + w];
+  backbone::save_npy((dir_ / "padded.npy").string(), padded);
+
+  Result r = run(model + " --input " + (dir_ / "x.npy").string() + " --output-dir " + (dir_ / "a").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("entries of the FPN"), std::string::npos) << "the seeded FPN layers are reported: " << r.output;
+  EXPECT_NE(r.output.find("zero-padded to a multiple of 32"), std::string::npos) << r.output;
+  json shapes = json::parse(std::ifstream(dir_ / "a" / "shapes.json"));
+  const std::vector<std::pair<std::string, int>> levels = {{"p2", 4}, {"p3", 8}, {"p4", 16}, {"p5", 32}, {"p6", 64}};
+  ASSERT_EQ(shapes.size(), levels.size()) << shapes.dump();
+  for (size_t i = 0; i < levels.size(); ++i) {
+    const auto& [name, stride] = levels[i];
+    EXPECT_EQ(shapes[i]["name"], name);
+    EXPECT_EQ(shapes[i]["stride"], stride);
+    EXPECT_EQ(shapes[i]["channels"], 16);
+    EXPECT_EQ(shapes[i]["shape"], json({1, 16, (64 + stride - 1) / stride, (64 + stride - 1) / stride})) << name;
+  }
+
+  Result by_hand = run(model + " --input " + (dir_ / "padded.npy").string() + " --output-dir " + (dir_ / "b").string() +
+                       " --out-features p5,res4,p2");
+  ASSERT_EQ(by_hand.status, 0) << by_hand.output;
+  shapes = json::parse(std::ifstream(dir_ / "b" / "shapes.json"));
+  ASSERT_EQ(shapes.size(), 3u);
+  EXPECT_EQ(shapes[0]["name"], "p5");
+  EXPECT_EQ(shapes[1]["name"], "res4");
+  EXPECT_EQ(shapes[1]["stride"], 16);
+  EXPECT_EQ(shapes[1]["channels"], 64);
+  EXPECT_EQ(shapes[2]["name"], "p2");
+  for (const char* name : {"p2", "p5"}) {
+    const backbone::Tensor a = backbone::load_npy((dir_ / "a" / (std::string(name) + ".npy")).string());
+    const backbone::Tensor b = backbone::load_npy((dir_ / "b" / (std::string(name) + ".npy")).string());
+    ASSERT_EQ(a.shape(), b.shape()) << name;
+    // the same input (the engine may order its work differently for another set of outputs)
+    EXPECT_LE(backbone::test::max_abs_diff(a, b), 1e-5 * max_abs(b)) << name;
+  }
+
+  Result bad = run(model + " --input " + (dir_ / "x.npy").string() + " --output-dir " + (dir_ / "c").string() +
+                   " --out-features p7");
+  EXPECT_EQ(bad.status, 1) << bad.output;
+  EXPECT_NE(bad.output.find("unknown out feature \"p7\" of the FPN"), std::string::npos) << bad.output;
+}
+
 TEST_F(InferTool, ImageGoesThroughDetectron2Preprocessing) {
   // A 30x40 binary PPM (OpenCV reads it as BGR).
   const int h = 30, w = 40;

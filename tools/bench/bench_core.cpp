@@ -143,6 +143,23 @@ double conv_flops(const ResNet& model, int64_t height, int64_t width) {
   return 2.0 * macs;
 }
 
+double conv_flops(const FPN& model, int64_t height, int64_t width) {
+  double macs = 0;
+  for (size_t i = 0; i < model.lateral_convs.size(); ++i) {
+    // res<k> is ceil(H / 2^k) x ceil(W / 2^k): each stride-2 layer of the bottom-up rounds up
+    const int64_t s = int64_t{1} << model.stages()[i];
+    const int64_t h = (height + s - 1) / s, w = (width + s - 1) / s;
+    add_conv(model.lateral_convs[i], h, w, macs);
+    add_conv(model.output_convs[i], h, w, macs);
+  }
+  if (model.top_block.kind == TopBlockKind::LastLevelP6P7) {
+    const int64_t h5 = (height + 31) / 32, w5 = (width + 31) / 32;
+    auto [h6, w6] = add_conv(model.top_block.p6, h5, w5, macs);
+    add_conv(model.top_block.p7, h6, w6, macs);
+  }
+  return conv_flops(model.bottom_up(), height, width) + 2.0 * macs;
+}
+
 // ---- machine ---------------------------------------------------------------------------------
 
 std::string MachineInfo::flags_summary() const {
@@ -240,10 +257,32 @@ std::vector<int> parse_threads(const std::string& text) {
   return out;
 }
 
+bool is_fpn_model(const std::string& name) {
+  return name.size() > 4 && name.compare(name.size() - 4, 4, "-FPN") == 0;
+}
+
 int model_depth(const std::string& name) {
+  const std::string resnet = is_fpn_model(name) ? name.substr(0, name.size() - 4) : name;
   for (int d : {18, 34, 50, 101, 152})
-    if (name == "R-" + std::to_string(d)) return d;
-  throw std::invalid_argument("unknown model '" + name + "' (expected R-18, R-34, R-50, R-101 or R-152)");
+    if (resnet == "R-" + std::to_string(d)) return d;
+  throw std::invalid_argument("unknown model '" + name +
+                              "' (expected R-18, R-34, R-50, R-101 or R-152, each also with detectron2's FPN on it: "
+                              "R-50-FPN, ...)");
+}
+
+std::vector<std::string> bench_config_overrides(const std::string& model) {
+  std::vector<std::string> o = torchvision_config_overrides(model_depth(model));
+  if (is_fpn_model(model))
+    o.insert(o.end(), {"MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone", "MODEL.FPN.IN_FEATURES",
+                       "['res2', 'res3', 'res4', 'res5']", "MODEL.FPN.OUT_CHANNELS", "256"});  // NORM "", FUSE_TYPE sum
+  return o;
+}
+
+double bench_flops(const std::string& model, int64_t height, int64_t width) {
+  Config cfg;
+  cfg.merge_from_list(bench_config_overrides(model));
+  if (is_fpn_model(model)) return conv_flops(build_resnet_fpn_backbone(cfg), height, width);
+  return conv_flops(build_resnet_backbone(cfg, ShapeSpec{3}), height, width);
 }
 
 std::vector<std::string> torchvision_config_overrides(int depth) {

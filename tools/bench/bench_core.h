@@ -10,6 +10,7 @@
 
 #include "backbone/config.h"
 #include "backbone/engine.h"
+#include "backbone/fpn.h"
 #include "backbone/frame.h"
 #include "backbone/resnet.h"
 
@@ -51,6 +52,10 @@ Agreement check_agreement(const FeatureMaps& ref, const FeatureMaps& out, double
 // max-pool. Not counted: BatchNorm (folded), ReLU, the max-pool, residual additions, the
 // classifier. Only stages up to the last out_feature are built in the model, so only those count.
 double conv_flops(const ResNet& model, int64_t height, int64_t width);
+// The same for an FPN: its bottom-up, then each lateral (1x1) and output (3x3) convolution at its
+// level's size (ceil(H / stride)), and LastLevelP6P7's two convolutions. Not counted: the
+// upsampling, the additions, LastLevelMaxPool.
+double conv_flops(const FPN& model, int64_t height, int64_t width);
 
 // ---- FP32 peak -------------------------------------------------------------------------------
 
@@ -92,8 +97,16 @@ std::vector<Size> parse_sizes(const std::string& text);
 std::vector<int> parse_threads(const std::string& text);
 // "a,b,c" -> {"a","b","c"} (empty entries dropped).
 std::vector<std::string> split_list(const std::string& text);
-// "R-50" -> 50; throws std::invalid_argument.
+// "R-50" -> 50 (R-18, R-34, R-50, R-101, R-152; "R-50-FPN" -> 50 as well); throws std::invalid_argument.
 int model_depth(const std::string& name);
+// "R-50-FPN": detectron2's FPN (build_resnet_fpn_backbone, FPN.IN_FEATURES res2..res5, 256 channels,
+// no norm, sum; outputs p2..p6) on torchvision's resnet<depth> body.
+bool is_fpn_model(const std::string& name);
+// The config overrides of a benchmark model: torchvision_config_overrides(depth), plus for an FPN
+// model MODEL.BACKBONE.NAME build_resnet_fpn_backbone and its MODEL.FPN settings.
+std::vector<std::string> bench_config_overrides(const std::string& model);
+// conv_flops of the benchmark model (built from bench_config_overrides) on 1 x 3 x height x width.
+double bench_flops(const std::string& model, int64_t height, int64_t width);
 // The detectron2 config overrides of torchvision's resnet<depth> body: DEPTH, STRIDE_IN_1X1 False,
 // OUT_FEATURES res2..res5, RES2_OUT_CHANNELS 64 below depth 50 (configs/R-<depth>.yaml with
 // MODEL.RESNETS.STRIDE_IN_1X1 False gives the same network).

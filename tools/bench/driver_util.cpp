@@ -73,7 +73,7 @@ std::string one_line(const std::string& text, size_t max) {
 
 FeatureMaps load_levels(const fs::path& dir) {
   FeatureMaps maps;
-  for (const char* n : {"res2", "res3", "res4", "res5"}) {
+  for (const char* n : {"res2", "res3", "res4", "res5", "p2", "p3", "p4", "p5", "p6"}) {
     const fs::path p = dir / (std::string(n) + ".npy");
     if (fs::exists(p)) maps.emplace_back(n, load_npy(p.string()));
   }
@@ -191,15 +191,16 @@ void save_atomically(const fs::path& p, const Tensor& t) {
 }  // namespace
 
 fs::path ensure_weights(const fs::path& work, const fs::path& logs, const std::string& python,
-                        const std::string& peer_script, int depth, int seed) {
+                        const std::string& peer_script, int depth, int seed, bool fpn) {
   fs::create_directories(work / "weights");
-  const std::string tag = "resnet" + std::to_string(depth) + "-seed" + std::to_string(seed);
+  const std::string tag = "resnet" + std::to_string(depth) + (fpn ? "-fpn" : "") + "-seed" + std::to_string(seed);
   const fs::path p = work / "weights" / (tag + ".pth");
-  if (!fs::exists(p))
-    run_logged("making the weights " + p.string(),
-               {python, peer_script, "prepare", "--depth", std::to_string(depth), "--seed", std::to_string(seed), "--out",
-                p.string()},
-               (logs / ("prepare-" + tag + ".log")).string());
+  if (!fs::exists(p)) {
+    std::vector<std::string> argv = {python, peer_script, "prepare", "--depth", std::to_string(depth),
+                                     "--seed", std::to_string(seed), "--out", p.string()};
+    if (fpn) argv.push_back("--fpn");
+    run_logged("making the weights " + p.string(), argv, (logs / ("prepare-" + tag + ".log")).string());
+  }
   return p;
 }
 

@@ -24,7 +24,7 @@ std::string fixed(double v, int digits);
 std::string sci(double v);  // 1.2e-03
 // A message on one markdown line: newlines as " / ", at most `max` characters.
 std::string one_line(const std::string& text, size_t max);
-// DIR/res2.npy .. DIR/res5.npy, those that exist.
+// DIR/res2.npy .. DIR/res5.npy and DIR/p2.npy .. DIR/p6.npy (an FPN workload), those that exist.
 FeatureMaps load_levels(const std::filesystem::path& dir);
 // "times 1.2 3.4" -> {1.2, 3.4}; throws std::runtime_error for another reply.
 std::vector<double> parse_times(const std::string& reply);
@@ -35,10 +35,12 @@ std::string self_exe();
 // "2026-11-25 21:32:00 UTC"
 std::string now_utc();
 
-// WORK/weights/resnet<depth>-seed<seed>.pth, made by `peer.py prepare` with `python` when missing
-// (log in LOGS/prepare-....log).
+// WORK/weights/resnet<depth>-seed<seed>.pth (with `fpn`: resnet<depth>-fpn-seed<seed>.pth, holding
+// detectron2's FPN layers too), made by `peer.py prepare [--fpn]` with `python` when missing (log in
+// LOGS/prepare-....log).
 std::filesystem::path ensure_weights(const std::filesystem::path& work, const std::filesystem::path& logs,
-                                     const std::string& python, const std::string& peer_script, int depth, int seed);
+                                     const std::string& python, const std::string& peer_script, int depth, int seed,
+                                     bool fpn = false);
 // WORK/inputs/input-<H>x<W>-seed<seed>.npy (batch 1) or input-b<N>-<H>x<W>-seed<seed>.npy: float32
 // [batch, 3, H, W] of seeded N(0, 1) values (the scale of a normalised image), made when missing.
 // The first image of a batch is the batch-1 input of the same size and seed.

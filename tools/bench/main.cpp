@@ -49,8 +49,9 @@ const char* kUsage = R"(usage: backbone-bench [--models R-50,R-101] [--sizes 224
                       [--gpu-python PATH] [--quick]
 
 Times this project's engines, PyTorch eager and OpenCV DNN on the same weights (one seeded
-torchvision ResNet with random BatchNorm statistics), the same input and the same thread count,
-each runner in its own worker process. Before timing, every runner's res2..res5 are compared with
+torchvision ResNet with random BatchNorm statistics; for an FPN model, detectron2's FPN on it with
+seeded weights), the same input and the same thread count, each runner in its own worker process.
+Before timing, every runner's levels (res2..res5; an FPN model's p2..p6) are compared with
 this project's fp32 output: max|out - ref| <= 1e-3 * max|ref| per level (2e-2 for bf16). A runner
 that disagrees is reported and not timed. Prints a markdown report; --json writes every figure.
 
@@ -61,9 +62,14 @@ section; --gpu --cpu both, the GPU required.
 
 CPU section:
   --models LIST      R-18, R-34, R-50, R-101, R-152 (torchvision's resnet<N> = detectron2's
-                     R-<N> with STRIDE_IN_1X1 False)
+                     R-<N> with STRIDE_IN_1X1 False), each also as R-<N>-FPN: detectron2's FPN
+                     on it (build_resnet_fpn_backbone: FPN.IN_FEATURES res2..res5, 256 channels,
+                     no norm, sum; outputs p2..p6), which PyTorch eager runs as the same graph in
+                     plain torch (bench/peers/peer.py) and OpenCV DNN from its ONNX export; sizes
+                     must then be multiples of 32
   --sizes LIST       HxW input sizes, batch 1. Without --models and --sizes: R-50 at 224x224
-                     and 800x1216 and R-101 at 800x1216; with either, every model at every size
+                     and 800x1216, R-101 at 800x1216 and R-50-FPN at 800x1216; with either, every
+                     model at every size
   --threads LIST     thread counts; 0 = every core (default: 1,0)
   --runners LIST     which runners (default: every available one; --list-runners shows them)
   --frames N         at most N timed frames per runner and workload (default: 20)
@@ -289,22 +295,31 @@ Options parse_args(int argc, char** argv) {
 }
 
 struct Workload {
-  std::string model;
+  std::string model;  // "R-50", "R-50-FPN"
   int depth = 0;
   Size size;
+  bool fpn() const { return is_fpn_model(model); }
+  // the weights file's key: "50", "50-fpn"
+  std::string weights_key() const { return std::to_string(depth) + (fpn() ? "-fpn" : ""); }
 };
 
 std::vector<Workload> make_workloads(const Options& o) {
   std::vector<Workload> w;
   if (o.models.empty() && o.sizes.empty()) {
-    for (auto [m, h, wd] : {std::tuple{"R-50", 224, 224}, std::tuple{"R-50", 800, 1216}, std::tuple{"R-101", 800, 1216}})
+    for (auto [m, h, wd] : {std::tuple{"R-50", 224, 224}, std::tuple{"R-50", 800, 1216}, std::tuple{"R-101", 800, 1216},
+                            std::tuple{"R-50-FPN", 800, 1216}})
       w.push_back({m, model_depth(m), {h, wd}});
     return w;
   }
   const auto models = split_list(o.models.empty() ? "R-50" : o.models);
   const auto sizes = parse_sizes(o.sizes.empty() ? "224x224,800x1216" : o.sizes);
   for (const auto& m : models)
-    for (const auto& s : sizes) w.push_back({m, model_depth(m), s});
+    for (const auto& s : sizes) {
+      w.push_back({m, model_depth(m), s});
+      if (w.back().fpn() && (s.height % 32 != 0 || s.width % 32 != 0))
+        throw UsageError("--sizes: " + m + " needs sizes that are multiples of 32 (the FPN's size_divisibility), got " +
+                         std::to_string(s.height) + "x" + std::to_string(s.width));
+    }
   if (w.empty()) throw UsageError("--models: expected at least one model");
   return w;
 }
@@ -373,7 +388,7 @@ class Bench {
   fs::path work_, logs_;
   std::string peer_script_, venv_python_;
   std::vector<RunnerSpec> catalog_;
-  std::map<int, fs::path> weights_;
+  std::map<std::string, fs::path> weights_;  // by Workload::weights_key()
   std::map<std::string, fs::path> onnx_, inputs_;
   std::vector<WorkloadResult> results_;
   std::string started_;
@@ -402,17 +417,20 @@ void Bench::prepare_files(const std::vector<Workload>& workloads, const std::vec
   fs::create_directories(work_ / "inputs");
   const std::string seed = std::to_string(o_.seed);
   for (const auto& w : workloads) {
-    const std::string tag = "resnet" + std::to_string(w.depth) + "-seed" + seed;
-    if (!weights_.count(w.depth)) weights_[w.depth] = ensure_weights(work_, logs_, o_.python, peer_script_, w.depth, o_.seed);
+    const std::string tag = "resnet" + std::to_string(w.depth) + (w.fpn() ? "-fpn" : "") + "-seed" + seed;
+    const std::string wkey = w.weights_key();
+    if (!weights_.count(wkey))
+      weights_[wkey] = ensure_weights(work_, logs_, o_.python, peer_script_, w.depth, o_.seed, w.fpn());
     const std::string key = w.model + "@" + size_str(w.size);
     if (need_onnx && !onnx_.count(key)) {
       const fs::path p = work_ / "onnx" / (tag + "-" + size_str(w.size) + "-opset13.onnx");
-      if (!newer_than(p, weights_[w.depth]))
-        run_logged("exporting " + p.string(),
-                    {o_.python, peer_script_, "export-onnx", "--depth", std::to_string(w.depth), "--weights",
-                     weights_[w.depth].string(), "--height", std::to_string(w.size.height), "--width",
-                     std::to_string(w.size.width), "--opset", "13", "--out", p.string()},
-                    (logs_ / ("export-" + tag + "-" + size_str(w.size) + ".log")).string());
+      if (!newer_than(p, weights_[wkey])) {
+        std::vector<std::string> argv = {o_.python, peer_script_, "export-onnx", "--depth", std::to_string(w.depth),
+                                         "--weights", weights_[wkey].string(), "--height", std::to_string(w.size.height),
+                                         "--width", std::to_string(w.size.width), "--opset", "13", "--out", p.string()};
+        if (w.fpn()) argv.push_back("--fpn");
+        run_logged("exporting " + p.string(), argv, (logs_ / ("export-" + tag + "-" + size_str(w.size) + ".log")).string());
+      }
       onnx_[key] = p;
     }
     const std::string skey = size_str(w.size);
@@ -424,11 +442,7 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   WorkloadResult res;
   res.w = w;
   res.threads = threads;
-  {
-    Config cfg;
-    cfg.merge_from_list(torchvision_config_overrides(w.depth));
-    res.flops = conv_flops(build_resnet_backbone(cfg, ShapeSpec{3}), w.size.height, w.size.width);
-  }
+  res.flops = bench_flops(w.model, w.size.height, w.size.width);
   const std::string key = w.model + "@" + size_str(w.size);
   const std::string tag = w.model + "-" + size_str(w.size) + "-t" + std::to_string(threads);
   std::cerr << "backbone-bench: " << w.model << " " << size_str(w.size) << ", " << threads << " thread(s), "
@@ -441,11 +455,12 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
     std::vector<std::string> argv;
     if (spec->kind == RunnerKind::Python) {
       argv = {spec->venv ? venv_python_ : o_.python, peer_script_, "worker", "--runner", spec->py_runner, "--depth",
-              std::to_string(w.depth), "--weights", weights_.at(w.depth).string(), "--input",
+              std::to_string(w.depth), "--weights", weights_.at(w.weights_key()).string(), "--input",
               inputs_.at(size_str(w.size)).string(), "--threads", std::to_string(threads), "--reply-fd", "3"};
+      if (w.fpn()) argv.push_back("--fpn");
       if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
     } else {
-      argv = {self_exe(), "--worker", spec->name, "--model", w.model, "--weights", weights_.at(w.depth).string(),
+      argv = {self_exe(), "--worker", spec->name, "--model", w.model, "--weights", weights_.at(w.weights_key()).string(),
               "--input", inputs_.at(size_str(w.size)).string(), "--threads", std::to_string(threads)};
       if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
     }
@@ -719,9 +734,12 @@ std::string Bench::cpu_markdown() const {
   m << " bf16 rows can pass 100%: an AVX512_BF16 dot-product instruction does twice the multiply-adds of an fp32 FMA\n";
   m << "- Weights: torchvision resnet<N>, seed " << o_.seed
     << ", random BatchNorm statistics; our engines load the .pth (detectron2 R-<N>, STRIDE_IN_1X1 False, res2..res5); "
+       "R-<N>-FPN: detectron2's FPN on it (p2..p6, 256 channels, sum; fpn_* weights seeded in the same .pth), "
+       "PyTorch eager runs the same graph written in plain torch (bench/peers/peer.py); "
        "ONNX: the same model exported once per size (opset 13, constant folding, eval) by "
     << o_.python << "\n";
-  m << "- GFLOP: 2 x multiply-accumulates of every convolution (stem, blocks, projection shortcuts) for that input; "
+  m << "- GFLOP: 2 x multiply-accumulates of every convolution (stem, blocks, projection shortcuts; an FPN's lateral "
+       "and output convolutions) for that input; "
        "BN (folded), ReLU, max-pool, residual adds and the classifier are not counted\n";
   m << "- Each runner is its own process; after the agreement check and " << o_.warmup
     << " warm-up frames, up to " << o_.frames << " frames each (budget " << o_.seconds << " s), alternated over "

@@ -47,7 +47,7 @@ void wait_ready(const FeatureMaps& maps) {
 std::shared_ptr<Engine> make_our_engine(const WorkerOptions& o, const OursRunner& r) {
   if (!o.deform) {
     ModelSpec spec;
-    spec.config_overrides = torchvision_config_overrides(model_depth(o.model));
+    spec.config_overrides = bench_config_overrides(o.model);  // an FPN model: detectron2's FPN on it
     spec.weights = o.weights;
     spec.seed = o.seed;
     spec.engine = r.engine;
@@ -115,7 +115,8 @@ Job make_opencv_dnn_job(const WorkerOptions& o, const Tensor& input) {
   // The blob wraps the input tensor's memory (kept alive by the lambdas' copies of `input`).
   auto blob = std::make_shared<cv::Mat>(static_cast<int>(sizes.size()), sizes.data(), CV_32F,
                                         const_cast<void*>(input.data()));
-  const std::vector<cv::String> names = {"res2", "res3", "res4", "res5"};
+  const std::vector<cv::String> names = is_fpn_model(o.model) ? std::vector<cv::String>{"p2", "p3", "p4", "p5", "p6"}
+                                                              : std::vector<cv::String>{"res2", "res3", "res4", "res5"};
   auto outs = std::make_shared<std::vector<cv::Mat>>();
   Job job;
   job.describe = std::string("OpenCV ") + CV_VERSION + " DNN (C++ cv::dnn::readNetFromONNX, DNN_BACKEND_OPENCV, CPU), " +

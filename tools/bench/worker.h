@@ -10,8 +10,8 @@ namespace backbone::bench {
 
 struct WorkerOptions {
   std::string runner;   // "ours-onednn", "ours-onednn-bf16", "ours-cuda-fp16", "ours-libtorch", "opencv-dnn"
-  std::string model;    // "R-50"
-  std::string weights;  // torchvision .pth
+  std::string model;    // "R-50", "R-50-FPN" (detectron2's FPN on it: outputs p2..p6)
+  std::string weights;  // torchvision .pth (an FPN model's with detectron2's fpn_lateral*/fpn_output* too)
   std::string onnx;     // for opencv-dnn
   std::string input;    // .npy: float32 [N, 3, H, W], or with nv12 the uint8 [H * 3 / 2, W] NV12 frame
   std::string device = "cpu";  // EngineOptions::device of our engines ("cuda:N" for the cuda engine)

@@ -181,6 +181,9 @@ void process(Run& run, Entry& e, int slot) {
     sidecar["frames"] = index.value("frames", int64_t(0));
     sidecar["frames_decoded"] = index.value("frames_seen", int64_t(0));
     sidecar["frames_without_features"] = index.value("frames_without_features", int64_t(0));
+    // The levels written and their strides (res2..res5, or an FPN's p-levels), as the files have them.
+    const Json index_files = index.value("files", Json::array());
+    sidecar["strides"] = index_files.empty() ? Json::object() : index_files[0].value("strides", Json::object());
     Json files = Json::array();
     for (const auto& f : index.value("files", Json::array())) files.push_back(f.value("file", ""));
     sidecar["files"] = files;

@@ -35,12 +35,14 @@ po::options_description describe(Options* o, std::string* extensions) {
   po::options_description model("Model (as the resnetbackbone element's properties)");
   model.add_options()
       ("config-file,c", po::value(&o->config_file)->value_name("FILE"),
-       "detectron2 YAML config (default: detectron2's R-50, res2..res5)")
+       "detectron2 YAML config, a ResNet or an FPN (MODEL.BACKBONE.NAME build_resnet_fpn_backbone: levels "
+       "p2..p6; build_retinanet_resnet_fpn_backbone: p3..p7) (default: detectron2's R-50, res2..res5)")
       ("weights,w", po::value(&o->weights)->value_name("FILE"),
        "checkpoint (.pkl, .pth, .pt, .safetensors; default: the config's MODEL.WEIGHTS, else seeded "
        "weights with a warning)")
       ("out-features", po::value(&o->out_features)->value_name("LIST"),
-       "comma-separated levels among stem,res2,res3,res4,res5 (default: the config's)")
+       "comma-separated levels among stem,res2,res3,res4,res5, and with an FPN config its p-levels "
+       "(p2..p7) (default: the config's MODEL.RESNETS.OUT_FEATURES; an FPN config: every p-level)")
       ("device", po::value(&o->device)->value_name("DEV")->default_value("auto"),
        "cpu, cuda:N or auto (cuda:0 when a CUDA device is usable, else cpu); cuda:N runs engine cuda, and "
        "without a usable CUDA device every input fails with the reason")
@@ -195,7 +197,7 @@ bool parse_options(int argc, char** argv, Options* o, std::string* help_text) {
     std::stringstream ss(o->out_features);
     std::string f;
     while (std::getline(ss, f, ','))
-      check_choice("out-features", f, {"stem", "res2", "res3", "res4", "res5"});
+      check_choice("out-features", f, {"stem", "res2", "res3", "res4", "res5", "p2", "p3", "p4", "p5", "p6", "p7"});
   }
   static const std::regex device(R"(^(cpu|auto|cuda(:\d+)?)$)");
   if (!std::regex_match(o->device, device))

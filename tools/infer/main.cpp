@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// backbone-infer: run detectron2's ResNet backbone on one input and write every out_feature.
+// backbone-infer: run detectron2's ResNet backbone (or an FPN on it) on one input and write every
+// out feature.
 //
-//   backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]
+//   backbone-infer [--config-file FILE] [--weights FILE] [--out-features LIST] [--input X.npy | --image FILE]
 //                  [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]
 //                  [--engine NAME]
 //                  [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]
@@ -52,24 +53,33 @@ std::string usage() {
   const std::string fp16 = engines_with([](const EngineInfo& e) { return runs(e, backbone::Precision::Float16); });
   const std::string winograd = engines_with([](const EngineInfo& e) { return e.winograd; });
   const std::string tf32 = engines_with([](const EngineInfo& e) { return e.allow_tf32; });
-  return "usage: backbone-infer [--config-file FILE] [--weights FILE] [--input X.npy | --image FILE]\n"
+  return "usage: backbone-infer [--config-file FILE] [--weights FILE] [--out-features LIST]\n"
+         "                      [--input X.npy | --image FILE]\n"
          "                      [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]\n"
          "                      [--engine NAME]\n"
          "                      [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]\n"
          "                      [KEY VALUE ...]\n"
          "\n"
-         "Runs detectron2's ResNet backbone and writes DIR/<feature>.npy (float32, NCHW) for each\n"
-         "MODEL.RESNETS.OUT_FEATURES entry, and DIR/shapes.json (name, shape, stride, channels).\n"
+         "Runs detectron2's ResNet backbone, or the FPN on it that the config's MODEL.BACKBONE.NAME names\n"
+         "(build_resnet_fpn_backbone, build_retinanet_resnet_fpn_backbone), and writes DIR/<feature>.npy\n"
+         "(float32, NCHW) for each out feature: the p-levels of an FPN config (p2..p6, RetinaNet p3..p7),\n"
+         "else MODEL.RESNETS.OUT_FEATURES, or --out-features; and DIR/shapes.json (name, shape, stride,\n"
+         "channels).\n"
          "\n"
          "  --config-file FILE       detectron2 YAML config (_BASE_ chains allowed); default: detectron2's\n"
          "                           defaults, i.e. an MSRA R-50 with OUT_FEATURES res2..res5\n"
+         "  --out-features LIST      comma-separated outputs, in that order: among stem, res2..res5; with an\n"
+         "                           FPN config its p-levels and its bottom-up's MODEL.RESNETS.OUT_FEATURES\n"
+         "                           (default: every p-level of an FPN config, else MODEL.RESNETS.OUT_FEATURES)\n"
          "  --weights FILE           .pkl (detectron2/Caffe2), .pth/.pt or .safetensors; default:\n"
          "                           MODEL.WEIGHTS when it names a local file (a URL there is an\n"
          "                           error: download the file and pass it here, or override\n"
          "                           MODEL.WEIGHTS \"\" to run without weights); when MODEL.WEIGHTS\n"
          "                           is empty, detectron2's initialisation from --seed (a warning\n"
-         "                           says so)\n"
-         "  --input X.npy            already preprocessed float32 [N, C, H, W] array\n"
+         "                           says so). An FPN config with ResNet-only (ImageNet) weights: the\n"
+         "                           FPN's layers are seeded from --seed, with a warning\n"
+         "  --input X.npy            already preprocessed float32 [N, C, H, W] array (zero-padded at the\n"
+         "                           bottom/right to the size divisibility, when there is one)\n"
          "  --image FILE             an image, preprocessed as detectron2 does at test time (INPUT.FORMAT,\n"
          "                           ResizeShortestEdge MIN_SIZE_TEST/MAX_SIZE_TEST, PIXEL_MEAN/STD)\n"
          "                           default without --input/--image: a built-in 480x640 test pattern\n"
@@ -89,7 +99,9 @@ std::string usage() {
          "                           it (" + winograd + "): faster, about 1e-6 off the direct convolution\n"
          "  --tf32                   engine " + tf32 + ": let cuDNN use TF32 tensor cores for float32 convolutions\n"
          "                           (PyTorch's default; features about 1e-3 off); other engines ignore it\n"
-         "  --size-divisibility N    pad the preprocessed image to a multiple of N, 0 to 4096 (default: 0)\n"
+         "  --size-divisibility N    pad the preprocessed input to a multiple of N, 0 to 4096 (default: 0: no\n"
+         "                           padding; with an FPN config the FPN's size_divisibility, 32, as detectron2's\n"
+         "                           model pads; N must then be a multiple of it)\n"
          "  --seed N                 seed of the initialisation without weights (default: 0)\n"
          "  KEY VALUE                config overrides, e.g. MODEL.RESNETS.DEPTH 101\n";
 }
@@ -99,7 +111,8 @@ struct UsageError : std::runtime_error {
 };
 
 struct Options {
-  std::string config_file, weights, input, image, output_dir = "backbone-out", device = "cpu", engine = "auto";
+  std::string config_file, weights, out_features, input, image, output_dir = "backbone-out", device = "cpu",
+      engine = "auto";
   backbone::Precision precision = backbone::Precision::Float32;
   int threads = 0;
   bool winograd = false;
@@ -150,6 +163,7 @@ Options parse_args(int argc, char** argv) {
       };
       if (a == "--config-file") o.config_file = next();
       else if (a == "--weights") o.weights = next();
+      else if (a == "--out-features") o.out_features = next();
       else if (a == "--input") o.input = next();
       else if (a == "--image") o.image = next();
       else if (a == "--output-dir") o.output_dir = next();
@@ -201,6 +215,7 @@ int run(const Options& o) {
   ModelSpec spec;
   spec.config_file = o.config_file;
   spec.config_overrides = o.overrides;
+  spec.out_features = split_out_features(o.out_features);
   spec.weights = o.weights;
   spec.seed = o.seed;
   spec.engine = o.engine;
@@ -209,6 +224,7 @@ int run(const Options& o) {
   spec.num_threads = o.threads;
   spec.winograd = o.winograd;
   spec.allow_tf32 = o.tf32;
+  spec.preprocess.size_divisibility = o.size_divisibility;  // checked against an FPN's by load_model
   Model model;
   try {
     model = load_model(spec);
@@ -226,9 +242,17 @@ int run(const Options& o) {
     input = load_npy(o.input);
     if (input.dtype() != DType::Float32) input = input.to(DType::Float32);
     source = o.input;
+    // Zero padding as ImageList.from_tensors pads (an FPN's top-down levels need it).
+    const int64_t div = model.preprocess.size_divisibility;
+    if (div > 1 && input.dim() == 4 && (input.size(2) % div != 0 || input.size(3) % div != 0)) {
+      const std::vector<double> zero(static_cast<size_t>(input.size(1)), 0.0), one(zero.size(), 1.0);
+      const Shape before = input.shape();
+      input = normalize_and_pad(input, zero, one, div);
+      source += " (" + shape_str(before) + ", zero-padded to a multiple of " + std::to_string(div) + ")";
+    }
   } else {
     PreprocessOptions p = PreprocessOptions::from_config(model.config);
-    p.size_divisibility = o.size_divisibility;
+    p.size_divisibility = model.preprocess.size_divisibility;  // --size-divisibility, or an FPN's
     std::vector<uint8_t> pixels;
     ImageView view;
     if (!o.image.empty()) {

@@ -44,8 +44,14 @@ std::string list_text(const std::vector<std::string>& names) {
 void check_out_features(const std::vector<std::string>& names) {
   for (const auto& n : names) {
     if (n.empty()) throw ConfigError("an out feature is empty");
-    if (!is_feature_map_name(n))
-      throw ConfigError("unknown out feature \"" + n + "\" (expected stem, res2, res3, res4 or res5)");
+    if (!is_feature_map_name(n)) {
+      // A pyramid level asked of a plain ResNet: say where p-levels come from.
+      const bool p_level = n.size() == 2 && n[0] == 'p' && n[1] >= '2' && n[1] <= '7';
+      throw ConfigError("unknown out feature \"" + n + "\" (expected stem, res2, res3, res4 or res5" +
+                        (p_level ? std::string("; p-levels are the outputs of an FPN config, whose MODEL.BACKBONE.NAME is "
+                                               "build_resnet_fpn_backbone or build_retinanet_resnet_fpn_backbone)")
+                                 : std::string(")")));
+    }
   }
 }
 
