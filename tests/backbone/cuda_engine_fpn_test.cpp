@@ -3,7 +3,8 @@
 // hands to the module (lateral/output convolutions, top-down UPSAMPLE_ADD with the fuse type's
 // scale, LastLevelMaxPool as MAX_POOL 1/2/0, LastLevelP6P7 with its ReLU feeding p7 only, the
 // out_features selection), the module's buffer layout of it, and the description run through the
-// kernels' CPU twins against the LibTorch engine's FPN (itself checked against detectron2).
+// kernels' CPU twins against the LibTorch engine's FPN (itself checked against detectron2) and
+// against detectron2's FPN goldens (tests/data/fpn) where they are present.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include "build_config.h"
 #include "cuda/engine/layout.h"
 #include "engines/cuda/cuda_net.h"
+#include "fpn_golden_manifest.h"
 #include "seeded_model.h"
 #include "test_util.h"
 
@@ -274,6 +276,20 @@ TEST(CudaEngineFpnExecutorPrecision, UnpaddedInputIsAShapeError) {
   const auto hw = detail::cuda_net_value_sizes(net.desc(), 70, 64);
   EXPECT_EQ(hw[static_cast<size_t>(net.fpn_inputs[3])], (std::pair<int64_t, int64_t>{3, 2}));
   EXPECT_EQ(hw[static_cast<size_t>(net.fpn_inputs[2])], (std::pair<int64_t, int64_t>{5, 4}));
+}
+
+// detectron2's FPN goldens through the description and the CPU twins (fp32), every case of the
+// manifest: both builders, norms, fuse types, in_features variants, deformable and X bottom-ups.
+TEST(CudaEngineFpnGolden, ExecutorMatchesDetectron2) {
+  const auto cases = test::fpn_golden::load_cases();
+  if (cases.empty()) GTEST_SKIP() << "no " << test::fpn_golden::dir() << "manifest.json";
+  for (const auto& c : cases) {
+    const FPN model = test::fpn_golden::build_case(c);
+    const detail::CudaNet net = detail::build_cuda_net(model.bottom_up(), &model);
+    expect_well_formed(net);
+    test::fpn_golden::expect_matches(
+        detail::run_cuda_net_on_cpu(net, test::fpn_golden::input_of(c), Precision::Float32), c);
+  }
 }
 
 }  // namespace

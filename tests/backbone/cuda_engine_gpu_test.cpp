@@ -3,7 +3,8 @@
 // device): CUDA graphs against eager runs, the output pool (outputs held across later forwards keep
 // their values), plans beyond max_plans, host and device inputs, frames preprocessed on the device,
 // out-of-memory, two threads on one engine, and the engine's features against its CPU executor;
-// detectron2's FPN (both builders, sum/avg, norms) against the LibTorch engine on the CPU.
+// detectron2's FPN (both builders, sum/avg, norms) against the LibTorch engine on the CPU and
+// against detectron2's FPN goldens (tests/data/fpn).
 // detectron2's goldens on the GPU are golden_test's Golden/GoldenCudaPrecision cases.
 #include <gtest/gtest.h>
 
@@ -15,6 +16,7 @@
 #include "build_config.h"
 #include "cuda/loader.h"
 #include "engines/cuda/cuda_net.h"
+#include "fpn_golden_manifest.h"
 #include "seeded_model.h"
 #include "test_util.h"
 
@@ -399,6 +401,21 @@ TEST(CudaEngineGpuFpn, UnpaddedInputIsAShapeError) {
     EXPECT_NE(std::string(err.what()).find("size_divisibility (32)"), std::string::npos) << err.what();
   }
   expect_identical(e->forward(x), ref, "after the refused input");
+}
+
+// detectron2's FPN goldens on the GPU (fp32, TF32 off): every case of the manifest within its
+// tolerance, eager and replayed.
+TEST(CudaEngineGpuFpn, MatchesDetectron2Goldens) {
+  SKIP_WITHOUT_CUDA();
+  const auto cases = test::fpn_golden::load_cases();
+  if (cases.empty()) GTEST_SKIP() << "no " << test::fpn_golden::dir() << "manifest.json";
+  for (const auto& c : cases) {
+    const FPN model = test::fpn_golden::build_case(c);
+    auto e = cuda_engine(model);
+    const Tensor x = test::fpn_golden::input_of(c);
+    test::fpn_golden::expect_matches(e->forward(x), c);
+    test::fpn_golden::expect_matches(e->forward(x), c);
+  }
 }
 
 }  // namespace

@@ -9,5 +9,6 @@ backbone_add_test(cuda_engine_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/cuda_engine
   ${PROJECT_SOURCE_DIR}/backbone/src/cuda/engine/layout.cpp
   LIBS nlohmann_json::nlohmann_json)
 if(BACKBONE_HAVE_CUDA)
-  backbone_add_test(cuda_engine_gpu_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/cuda_engine_gpu_test.cpp LABELS gpu)
+  backbone_add_test(cuda_engine_gpu_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/cuda_engine_gpu_test.cpp LABELS gpu
+    LIBS nlohmann_json::nlohmann_json)
 endif()
