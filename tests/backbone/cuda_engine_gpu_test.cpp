@@ -2,7 +2,9 @@
 // engine=cuda on a GPU (label gpu; every test skips with the loader's reason where there is no CUDA
 // device): CUDA graphs against eager runs, the output pool (outputs held across later forwards keep
 // their values), plans beyond max_plans, host and device inputs, frames preprocessed on the device,
-// out-of-memory, two threads on one engine, and the engine's features against its CPU executor.
+// out-of-memory, two threads on one engine, and the engine's features against its CPU executor;
+// detectron2's FPN (both builders, sum/avg, norms) against the LibTorch engine on the CPU and
+// against detectron2's FPN goldens (tests/data/fpn).
 // detectron2's goldens on the GPU are golden_test's Golden/GoldenCudaPrecision cases.
 #include <gtest/gtest.h>
 
@@ -11,8 +13,10 @@
 #include <thread>
 
 #include "backbone/backbone.h"
+#include "build_config.h"
 #include "cuda/loader.h"
 #include "engines/cuda/cuda_net.h"
+#include "fpn_golden_manifest.h"
 #include "seeded_model.h"
 #include "test_util.h"
 
@@ -38,13 +42,21 @@ Tensor make_input(int64_t n, int64_t h, int64_t w, float phase = 0.0f) {
   return x;
 }
 
-std::unique_ptr<Engine> cuda_engine(const ResNet& m, Precision p = Precision::Float32, bool graphs = true) {
+EngineOptions cuda_options(Precision p, bool graphs) {
   EngineOptions o;
   o.engine = "cuda";
   o.device = Device::cuda(0);
   o.precision = p;
   o.cuda_graphs = graphs;
-  return create_engine(m, o);
+  return o;  // allow_tf32 stays off
+}
+
+std::unique_ptr<Engine> cuda_engine(const ResNet& m, Precision p = Precision::Float32, bool graphs = true) {
+  return create_engine(m, cuda_options(p, graphs));
+}
+
+std::unique_ptr<Engine> cuda_engine(const FPN& m, Precision p = Precision::Float32, bool graphs = true) {
+  return create_engine(m, cuda_options(p, graphs));
 }
 
 FeatureMaps to_cpu(const FeatureMaps& f) {
@@ -272,6 +284,138 @@ TEST(CudaEngineGpu, TwoThreadsOnOneEngine) {
   tb.join();
   for (const auto& f : got_a) expect_identical(f, ref_a, "thread a");
   for (const auto& f : got_b) expect_identical(f, ref_b, "thread b");
+}
+
+// ---------------------------------------------------------------------------------------------
+// detectron2's FPN: seeded R-50 FPNs at full width (OUT_CHANNELS 256).
+
+struct FpnCase {
+  bool retinanet;
+  const char* norm;
+  const char* fuse;
+};
+
+std::string fpn_case_name(const FpnCase& c) {
+  return std::string(c.retinanet ? "retinanet" : "resnet_fpn") + " norm '" + c.norm + "' " + c.fuse;
+}
+
+FPN make_fpn(const FpnCase& c) { return test::make_seeded_fpn("R-50.yaml", c.retinanet, c.norm, c.fuse, 256); }
+
+// The CPU reference: the LibTorch engine's FPN (checked against detectron2) where this build has it,
+// else the description through the kernels' CPU twins.
+FeatureMaps cpu_reference(const FPN& m, const Tensor& x, const char** which) {
+#if BACKBONE_HAVE_LIBTORCH
+  EngineOptions o;
+  o.engine = "libtorch";
+  *which = "libtorch engine";
+  return create_engine(m, o)->forward(x);
+#else
+  *which = "cuda engine's CPU executor";
+  return detail::run_cuda_net_on_cpu(detail::build_cuda_net(m.bottom_up(), &m), x, Precision::Float32);
+#endif
+}
+
+// fp32 with TF32 off against the CPU: 1e-4 of max |ref| per level, every builder, fuse type and norm.
+TEST(CudaEngineGpuFpn, MatchesTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  const FpnCase cases[] = {{false, "", "sum"}, {false, "BN", "avg"}, {false, "GN", "sum"}, {false, "FrozenBN", "avg"},
+                           {true, "", "sum"},  {true, "LN", "avg"},  {true, "GN", "avg"}};
+  const Tensor x = make_input(2, 128, 160);
+  for (const FpnCase& c : cases) {
+    SCOPED_TRACE(fpn_case_name(c));
+    const FPN m = make_fpn(c);
+    const char* which = "";
+    const FeatureMaps ref = cpu_reference(m, x, &which);
+    auto e = cuda_engine(m);
+    const FeatureMaps out = e->forward(x);
+    ASSERT_EQ(out.size(), m.out_features().size());
+    for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i].first, m.out_features()[i]);
+    expect_close(out, ref, 1e-4, std::string("fp32 (TF32 off) against the ") + which);
+    expect_close(e->forward(x), ref, 1e-4, "replayed graph");  // the graph includes the FPN
+    const std::string d = e->describe();
+    EXPECT_NE(d.find(c.retinanet ? "FPN: 2 top-down sums" : "FPN: 3 top-down sums"), std::string::npos) << d;
+    EXPECT_EQ(d.find("capture failed"), std::string::npos) << d;
+  }
+  // The description through the CPU twins agrees as well (one case: the executor is slow).
+  const FPN m = make_fpn({false, "GN", "avg"});
+  expect_close(cuda_engine(m)->forward(x),
+               detail::run_cuda_net_on_cpu(detail::build_cuda_net(m.bottom_up(), &m), x, Precision::Float32), 1e-4,
+               "against the CPU executor");
+}
+
+// The selection may name bottom-up outputs, in any order.
+TEST(CudaEngineGpuFpn, OutFeaturesWithBottomUpOutputs) {
+  SKIP_WITHOUT_CUDA();
+  FPN m = make_fpn({true, "", "sum"});
+  m.set_out_features({"p7", "res5", "p3", "res2"});
+  const Tensor x = make_input(1, 96, 128);
+  const char* which = "";
+  const FeatureMaps ref = cpu_reference(m, x, &which);
+  const FeatureMaps out = cuda_engine(m)->forward(x);
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[1].first, "res5");
+  expect_close(out, ref, 1e-4, which);
+}
+
+// A replayed graph of the FPN computes what the eager run computes, bit for bit.
+TEST(CudaEngineGpuFpn, GraphsOnEqualGraphsOff) {
+  SKIP_WITHOUT_CUDA();
+  const FPN m = make_fpn({false, "GN", "avg"});
+  const Tensor x = make_input(1, 96, 160);
+  auto eager = cuda_engine(m, Precision::Float32, false);
+  auto graphed = cuda_engine(m, Precision::Float32, true);
+  const FeatureMaps ref = to_cpu(eager->forward(x));
+  expect_identical(to_cpu(graphed->forward(x)), ref, "graphs: first (eager) run");
+  expect_identical(to_cpu(graphed->forward(x)), ref, "graphs: replay");
+  EXPECT_NE(graphed->describe().find("CUDA graphs on (1 shape captured"), std::string::npos) << graphed->describe();
+}
+
+TEST(CudaEngineGpuFpn, ReducedPrecisions) {
+  SKIP_WITHOUT_CUDA();
+  const FPN m = make_fpn({true, "", "avg"});
+  const Tensor x = make_input(1, 96, 128);
+  const FeatureMaps f32 = to_cpu(cuda_engine(m)->forward(x));
+  for (const Precision p : {Precision::Float16, Precision::BFloat16}) {
+    SCOPED_TRACE(precision_name(p));
+    std::unique_ptr<Engine> e;
+    try {
+      e = cuda_engine(m, p);
+    } catch (const UnsupportedError& err) {
+      GTEST_SKIP() << err.what();  // bf16 before sm_80
+    }
+    expect_close(e->forward(x), f32, p == Precision::Float16 ? 1e-2 : 6e-2, precision_name(p));
+  }
+}
+
+// An input not padded to size_divisibility is refused before any launch, and the engine goes on.
+TEST(CudaEngineGpuFpn, UnpaddedInputIsAShapeError) {
+  SKIP_WITHOUT_CUDA();
+  const FPN m = make_fpn({false, "", "sum"});
+  auto e = cuda_engine(m);
+  const Tensor x = make_input(1, 64, 64);
+  const FeatureMaps ref = to_cpu(e->forward(x));
+  try {
+    e->forward(make_input(1, 70, 64));
+    FAIL() << "an input of 70x64 ran";
+  } catch (const ShapeError& err) {
+    EXPECT_NE(std::string(err.what()).find("size_divisibility (32)"), std::string::npos) << err.what();
+  }
+  expect_identical(e->forward(x), ref, "after the refused input");
+}
+
+// detectron2's FPN goldens on the GPU (fp32, TF32 off): every case of the manifest within its
+// tolerance, eager and replayed.
+TEST(CudaEngineGpuFpn, MatchesDetectron2Goldens) {
+  SKIP_WITHOUT_CUDA();
+  const auto cases = test::fpn_golden::load_cases();
+  if (cases.empty()) GTEST_SKIP() << "no " << test::fpn_golden::dir() << "manifest.json";
+  for (const auto& c : cases) {
+    const FPN model = test::fpn_golden::build_case(c);
+    auto e = cuda_engine(model);
+    const Tensor x = test::fpn_golden::input_of(c);
+    test::fpn_golden::expect_matches(e->forward(x), c);
+    test::fpn_golden::expect_matches(e->forward(x), c);
+  }
 }
 
 }  // namespace

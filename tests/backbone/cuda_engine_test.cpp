@@ -18,6 +18,7 @@
 #include "cuda/engine/layout.h"
 #include "cuda/loader.h"
 #include "engines/cuda/cuda_net.h"
+#include "seeded_model.h"
 #include "test_util.h"
 
 using namespace backbone;
@@ -582,11 +583,45 @@ TEST(CudaEngineModule, CreateChecksTheDescriptionFirst) {
     it->modulated = 1;
     expect_refused(n, "(DEFORM_CONV): aux: expected 27 offset+mask channels, found 18");
   }
-  // A valid description passes the checks: what follows needs the device (here: none, or the engine).
-  const auto [status, msg] = create_status(*api, good.desc());
-  EXPECT_NE(status, BACKBONE_CUDA_ERROR_ARGUMENT) << msg;
-  if (status != BACKBONE_CUDA_OK) {
-    EXPECT_NE(msg.find("cudaGetDeviceCount"), std::string::npos) << msg;
+  // The FPN's layers: the top-down sum reads a coarser level of the lateral's channels with a
+  // scale; the ReLU of LastLevelP6P7 has no residual.
+  const FPN fpn = test::make_seeded_fpn("R-18.yaml", true);
+  const detail::CudaNet fpn_good = detail::build_cuda_net(fpn.bottom_up(), &fpn);
+  const auto first_of = [](detail::CudaNet& n, int32_t kind) {
+    return std::find_if(n.layers.begin(), n.layers.end(), [&](const auto& l) { return l.kind == kind; });
+  };
+  {
+    detail::CudaNet n = fpn_good;
+    auto it = first_of(n, BACKBONE_CUDA_LAYER_UPSAMPLE_ADD);
+    ASSERT_NE(it, n.layers.end());
+    it->aux = n.fpn_inputs.back();  // res5: 512 channels
+    expect_refused(n, "(UPSAMPLE_ADD): aux: expected 64 channels (the lateral's), found 512 (value " +
+                          std::to_string(n.fpn_inputs.back()) + ")");
+    it->aux = -1;
+    expect_refused(n, "(UPSAMPLE_ADD): aux: expected the coarser level, a value computed before, found -1");
+  }
+  {
+    detail::CudaNet n = fpn_good;
+    first_of(n, BACKBONE_CUDA_LAYER_UPSAMPLE_ADD)->scale = 0.0;
+    expect_refused(n, "(UPSAMPLE_ADD): scale: expected 1 (fuse_type sum) or 0.5 (avg), found 0");
+  }
+  {
+    detail::CudaNet n = fpn_good;
+    first_of(n, BACKBONE_CUDA_LAYER_RELU)->residual = 1;
+    expect_refused(n, "(RELU): residual: expected -1, found 1");
+  }
+  {
+    detail::CudaNet n = fpn_good;
+    first_of(n, BACKBONE_CUDA_LAYER_RELU)->kind = 8;
+    expect_refused(n, "(unknown): kind: expected 0..7, found 8");
+  }
+  // Valid descriptions pass the checks: what follows needs the device (here: none, or the engine).
+  for (const detail::CudaNet* valid : {&good, &fpn_good}) {
+    const auto [status, msg] = create_status(*api, valid->desc());
+    EXPECT_NE(status, BACKBONE_CUDA_ERROR_ARGUMENT) << msg;
+    if (status != BACKBONE_CUDA_OK) {
+      EXPECT_NE(msg.find("cudaGetDeviceCount"), std::string::npos) << msg;
+    }
   }
 }
 

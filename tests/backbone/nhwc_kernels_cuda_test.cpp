@@ -267,6 +267,21 @@ TEST(NhwcKernelsHost, RejectsBadArgumentsWithoutTouchingTheDevice) {
   a.out_w = 4;
   a.input = nullptr;
   EXPECT_THROW(cuda_module::launch_deform_conv_nhwc(StorageType::Float32, a, s), ModuleError);
+  // The FPN's upsample + add: even sizes (twice the coarser level's), no aliasing, non-null arrays.
+  try {
+    cuda_module::launch_upsample2x_add_nhwc(StorageType::Float32, p, {1, 3, 4, 2}, p, 1.0f, dummy + 32, s);
+    ADD_FAILURE() << "an odd height was accepted";
+  } catch (const ModuleError& e) {
+    EXPECT_EQ(e.status(), BACKBONE_CUDA_ERROR_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("expected an even height and width"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cuda_module::launch_upsample2x_add_nhwc(StorageType::Float16, p, {1, 4, 4, 2}, dummy + 32, 1.0f, p, s),
+               ModuleError);  // out aliases x
+  EXPECT_THROW(cuda_module::launch_upsample2x_add_nhwc(StorageType::Float16, p, {1, 4, 4, 2}, nullptr, 1.0f,
+                                                       dummy + 32, s),
+               ModuleError);
+  EXPECT_NO_THROW(cuda_module::launch_upsample2x_add_nhwc(StorageType::BFloat16, nullptr, {0, 4, 4, 2}, nullptr, 0.5f,
+                                                          nullptr, s));
   // Nothing to do: returns without a launch (and without a device).
   a.n = 0;
   EXPECT_NO_THROW(cuda_module::launch_deform_conv_nhwc(StorageType::Float32, a, s));
@@ -285,8 +300,9 @@ TEST_F(NhwcKernelsCuda, MaxPool) {
     NhwcShape s;
     int k, stride, pad;
   };
+  // The stem's 3/2/1, others, and LastLevelMaxPool's 1/2/0 (p6 = p5[:, :, ::2, ::2]) on odd and even sizes.
   const Case cases[] = {{{2, 9, 11, 5}, 3, 2, 1}, {{1, 7, 8, 67}, 2, 2, 0}, {{1, 6, 5, 3}, 3, 1, 1},
-                        {{1, 65, 33, 64}, 3, 2, 1}};
+                        {{1, 65, 33, 64}, 3, 2, 1}, {{2, 25, 38, 64}, 1, 2, 0}, {{1, 4, 7, 256}, 1, 2, 0}};
   for (StorageType t : kTypes)
     for (const Case& c : cases) {
       std::mt19937 rng(1);
@@ -303,6 +319,30 @@ TEST_F(NhwcKernelsCuda, MaxPool) {
       EXPECT_EQ(max_abs_diff_of(download(t, d_out->get(), ref.size()), ref), 0.0)
           << cuda_module::storage_name(t) << " c " << c.s.c << " k " << c.k;
     }
+}
+
+// The FPN's top-down step: the same float32 sum and product as the twin, rounded once: identical
+// to the twin's result rounded to the storage type.
+TEST_F(NhwcKernelsCuda, Upsample2xAdd) {
+  const NhwcShape shapes[] = {{2, 8, 10, 19}, {1, 2, 2, 64}, {1, 50, 76, 256}, {3, 14, 6, 5}};
+  for (StorageType t : kTypes)
+    for (const NhwcShape& s : shapes)
+      for (const float scale : {1.0f, 0.5f}) {
+        std::mt19937 rng(static_cast<unsigned>(s.h * 7 + s.c));
+        const NhwcShape cs{s.n, s.h / 2, s.w / 2, s.c};
+        Vec x = random_vec(s.numel(), rng, 3.0f), coarse = random_vec(cs.numel(), rng, 3.0f);
+        round_to(t, x);
+        round_to(t, coarse);
+        Vec ref(x.size());
+        nhwc::upsample2x_add(x.data(), twin_shape(s), coarse.data(), scale, ref.data());
+        round_to(t, ref);
+        auto d_x = upload(t, x), d_coarse = upload(t, coarse);
+        auto d_out = poisoned(t, x.size());
+        cuda_module::launch_upsample2x_add_nhwc(t, d_x->get(), s, d_coarse->get(), scale, d_out->get(), stream_);
+        sync();
+        EXPECT_EQ(max_abs_diff_of(download(t, d_out->get(), ref.size()), ref), 0.0)
+            << cuda_module::storage_name(t) << " " << s.n << "x" << s.h << "x" << s.w << "x" << s.c << " scale " << scale;
+      }
 }
 
 TEST_F(NhwcKernelsCuda, BiasResidualAct) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, on a machine with an NVIDIA GPU: build for the card present, run
 # every GPU test (ctest -L gpu: kernels against their CPU twins, the preprocessing kernel, the cuda
-# engine, the element on cudaupload frames; then the cuda cases of the golden, bench and tool
-# suites) and the GPU section
+# engine with and without detectron2's FPN, the element on cudaupload frames; then the cuda cases of
+# the golden, bench and tool suites) and the GPU section
 # of backbone-bench. Logs, JSON and the markdown report go to $OUT (default ./gpu-check-out).
 # On this workplace's lent machine: bash tests/gpu/prepare.sh here first, carry .gpu, then
 #   source .gpu/env.sh && bash tests/gpu/check.sh
@@ -31,6 +31,12 @@ echo "check.sh: built in $(( $(date +%s) - start )) s"
 ctest --test-dir "$build" -L gpu --output-on-failure -j 4 --timeout 300 > "$out/ctest-gpu.log" 2>&1
 test_rc=$?
 grep -E "tests passed|Failed|\*\*\*" "$out/ctest-gpu.log" | head -60
+# The FPN on the GPU (CudaEngineGpuFpn: seeded FPNs against the CPU and detectron2's FPN goldens;
+# the upsample + add kernel and LastLevelMaxPool's max pool against their twins), counted apart.
+fpn_lines=$(grep -E "Test +#[0-9]+: (CudaEngineGpuFpn|NhwcKernelsCuda\.(Upsample2xAdd|MaxPool))" "$out/ctest-gpu.log")
+fpn_total=$(grep -c . <<<"$fpn_lines"); fpn_passed=$(grep -c " Passed" <<<"$fpn_lines")
+fpn_skipped=$(grep -c "Skipped" <<<"$fpn_lines")
+echo "check.sh: FPN on the GPU: $fpn_passed passed, $((fpn_total - fpn_passed - fpn_skipped)) failed, $fpn_skipped skipped"
 # GPU cases that live in suites labelled otherwise: the cuda engine on every golden case, the tools.
 ctest --test-dir "$build" -R "Golden.*[Cc]uda|GpuSection|InferTool.CudaEngine|ExtractTest.CudaEngine" \
   --output-on-failure -j 4 --timeout 300 > "$out/ctest-gpu-more.log" 2>&1 || test_rc=1

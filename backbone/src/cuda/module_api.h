@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define BACKBONE_CUDA_API_VERSION 2u
+#define BACKBONE_CUDA_API_VERSION 3u
 #define BACKBONE_CUDA_ENTRY_POINT "backbone_cuda_module_api"
 
 enum BackboneCudaStatus {
@@ -63,7 +63,10 @@ typedef struct BackboneDeformConv2dArgs {
  * libbackbone describes the network as a list of layers in execution order over numbered values
  * (activations). Value 0 is the network input; every layer writes one new value. Weights are host
  * float32 arrays, BN already folded into weight and bias; the module converts them to its layout and
- * precision and uploads them once in engine_create (the arrays may be freed afterwards). */
+ * precision and uploads them once in engine_create (the arrays may be freed afterwards). A ResNet
+ * with detectron2's FPN on top is one such list: lateral and output convolutions as CONV (norms as
+ * the ResNet's), the top-down sum as UPSAMPLE_ADD, LastLevelMaxPool as MAX_POOL 1/2/0, LastLevelP6P7
+ * as CONV, RELU, CONV. */
 enum BackboneCudaPrecision { BACKBONE_CUDA_FP32 = 0, BACKBONE_CUDA_FP16 = 1, BACKBONE_CUDA_BF16 = 2 };
 
 enum BackboneCudaLayerKind {
@@ -73,15 +76,22 @@ enum BackboneCudaLayerKind {
    * conv2_offset layer (channels [2*G*k*k offsets (dy, dx) per tap] then, modulated, [G*k*k mask
    * logits], sigmoid applied by the kernel), then bias, residual and activation as CONV */
   BACKBONE_CUDA_LAYER_DEFORM_CONV = 1,
-  /* max_pool2d(kernel_size, stride, padding) (the stem's 3, 2, 1) */
+  /* max_pool2d(kernel_size, stride, padding) (the stem's 3, 2, 1; LastLevelMaxPool's 1, 2, 0) */
   BACKBONE_CUDA_LAYER_MAX_POOL = 2,
   /* GroupNorm(num_groups, channels, eps) with weight/bias = gamma/beta, then residual and act */
   BACKBONE_CUDA_LAYER_GROUP_NORM = 3,
   /* detectron2's channel LayerNorm (over C per pixel, eps), gamma/beta, then residual and act */
   BACKBONE_CUDA_LAYER_LAYER_NORM = 4,
   /* adaptive_avg_pool2d(1) + flatten + linear: weight [classes, channels], bias [classes] */
-  BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR = 5
+  BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR = 5,
+  /* FPN top-down step: output = (input + nearest_upsample_2x(aux)) * scale, where input is the
+   * lateral convolution's output and aux the coarser level (exactly half its height and width);
+   * scale 1 (fuse_type "sum") or 0.5 ("avg"). No residual, no activation. */
+  BACKBONE_CUDA_LAYER_UPSAMPLE_ADD = 6,
+  /* output = relu(input) into a new value (LastLevelP6P7: p7 = conv(relu(p6)), p6 kept) */
+  BACKBONE_CUDA_LAYER_RELU = 7
 };
+#define BACKBONE_CUDA_LAYER_KIND_LAST BACKBONE_CUDA_LAYER_RELU
 
 /* "CONV", "DEFORM_CONV", ... for messages on both sides of the interface. */
 static inline const char* backbone_cuda_layer_kind_name(int32_t kind) {
@@ -92,6 +102,8 @@ static inline const char* backbone_cuda_layer_kind_name(int32_t kind) {
     case BACKBONE_CUDA_LAYER_GROUP_NORM: return "GROUP_NORM";
     case BACKBONE_CUDA_LAYER_LAYER_NORM: return "LAYER_NORM";
     case BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR: return "AVGPOOL_LINEAR";
+    case BACKBONE_CUDA_LAYER_UPSAMPLE_ADD: return "UPSAMPLE_ADD";
+    case BACKBONE_CUDA_LAYER_RELU: return "RELU";
     default: return "unknown";
   }
 }
@@ -101,7 +113,7 @@ typedef struct BackboneCudaLayer {
   int32_t input;    /* value read */
   int32_t output;   /* value written (new) */
   int32_t residual; /* value added before the activation (same shape as output), or -1 */
-  int32_t aux;      /* DEFORM_CONV: the offset value; otherwise -1 */
+  int32_t aux;      /* DEFORM_CONV: the offset value; UPSAMPLE_ADD: the coarser level; otherwise -1 */
   int32_t relu;     /* 1: ReLU last; 0: identity */
   int64_t in_channels, out_channels; /* norms: both = channels; AVGPOOL_LINEAR: channels, classes */
   int64_t kernel_size, stride, padding, dilation, groups; /* CONV, DEFORM_CONV, MAX_POOL */
@@ -111,6 +123,7 @@ typedef struct BackboneCudaLayer {
   double eps;                        /* GROUP_NORM, LAYER_NORM */
   const float* weight; /* CONV/DEFORM_CONV [out, in/groups, k, k]; norms gamma [C]; linear [classes, C] */
   const float* bias;   /* [out] / beta [C] / [classes], or NULL (zero) */
+  double scale;        /* UPSAMPLE_ADD: the sum's factor (1 or 0.5); unused otherwise (since version 3) */
 } BackboneCudaLayer;
 
 typedef struct BackboneCudaNetDesc {

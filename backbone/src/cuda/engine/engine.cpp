@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The CUDA module's engine (engine=cuda): a ResNet described by libbackbone as a list of layers
-// (module_api.h), run with NHWC activations of one storage type (fp32, fp16 or bf16).
+// The CUDA module's engine (engine=cuda): a ResNet (alone or under detectron2's FPN) described by
+// libbackbone as a list of layers (module_api.h), run with NHWC activations of one storage type
+// (fp32, fp16 or bf16). The FPN-only layer kinds are checked and launched by fpn.cpp.
 //
 //  - Weights are converted once in engine_create: OIHW float32 -> [O][kh][kw][I/g] (cuDNN's NHWC
 //    filter layout) in the storage type; biases as float32 (this project's kernels) and in the
@@ -29,6 +30,7 @@
 //    after the last of them is released).
 //  - Every call on an engine is serialised by its mutex; engine_release_output takes only the pool's.
 #include "cuda/engine/engine.h"
+#include "cuda/engine/fpn.h"
 #include "cuda/engine/layout.h"
 
 #include <algorithm>
@@ -223,8 +225,9 @@ void validate(const BackboneCudaNetDesc& net, std::vector<int64_t>& channels, st
   auto defined = [&](int32_t v) { return v >= 0 && v < net.num_values && channels[static_cast<size_t>(v)] >= 0; };
   for (int32_t i = 0; i < net.num_layers; ++i) {
     const BackboneCudaLayer& l = net.layers[i];
-    if (l.kind < BACKBONE_CUDA_LAYER_CONV || l.kind > BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR)
-      bad_layer(i, l.kind, "kind: expected 0..5, found " + std::to_string(l.kind));
+    if (l.kind < BACKBONE_CUDA_LAYER_CONV || l.kind > BACKBONE_CUDA_LAYER_KIND_LAST)
+      bad_layer(i, l.kind, "kind: expected 0.." + std::to_string(BACKBONE_CUDA_LAYER_KIND_LAST) + ", found " +
+                               std::to_string(l.kind));
     if (!defined(l.input)) bad_layer(i, l.kind, "input: expected a value computed before, found " + std::to_string(l.input));
     if (l.output <= 0 || l.output >= net.num_values || channels[static_cast<size_t>(l.output)] >= 0)
       bad_layer(i, l.kind, "output: expected a new value in [1, " + std::to_string(net.num_values) + "), found " +
@@ -259,8 +262,12 @@ void validate(const BackboneCudaNetDesc& net, std::vector<int64_t>& channels, st
       if (have != need)
         bad_layer(i, l.kind, "aux: expected " + std::to_string(need) + " offset" + (l.modulated ? "+mask" : "") +
                                  " channels, found " + std::to_string(have) + " (value " + std::to_string(l.aux) + ")");
-    } else if (l.aux != -1) {
+    } else if (l.aux != -1 && l.kind != BACKBONE_CUDA_LAYER_UPSAMPLE_ADD) {
       bad_layer(i, l.kind, "aux: expected -1, found " + std::to_string(l.aux));
+    }
+    if (is_fpn_layer(l.kind)) {
+      const std::string why = check_fpn_layer(l, channels);
+      if (!why.empty()) bad_layer(i, l.kind, why);
     }
     if (l.kind == BACKBONE_CUDA_LAYER_MAX_POOL || l.kind == BACKBONE_CUDA_LAYER_GROUP_NORM ||
         l.kind == BACKBONE_CUDA_LAYER_LAYER_NORM) {
@@ -505,7 +512,14 @@ std::unique_ptr<Plan> build_plan(Engine& e, int64_t n, int64_t h, int64_t w) {
                               ", expected the output's " + std::to_string(y.h) + "x" + std::to_string(y.w));
     };
     if (l.residual >= 0) check_same(l.residual, "residual");
-    if (l.aux >= 0) check_same(l.aux, "offset");
+    if (l.kind == BACKBONE_CUDA_LAYER_DEFORM_CONV) check_same(l.aux, "offset");
+    if (is_fpn_layer(l.kind)) {
+      const std::string why = check_fpn_layer_shapes(l, x, l.aux >= 0 ? p.shapes[static_cast<size_t>(l.aux)] : x);
+      if (!why.empty())
+        throw ModuleError(BACKBONE_CUDA_ERROR_ARGUMENT, "engine_forward: input " + shape_text(n, e.channels[0], h, w) +
+                                                            ": layer " + std::to_string(i) + " (" + kind_name(l.kind) +
+                                                            "): " + why);
+    }
     p.shapes[static_cast<size_t>(l.output)] = y;
   }
 
@@ -665,6 +679,10 @@ void run_layers(Engine& e, Plan& p, cudaStream_t stream, bool warm_up) {
         launch_avgpool_linear_nhwc(e.type, p.ptr(d.input), xs, static_cast<const float*>(l.gamma.get()),
                                    static_cast<const float*>(l.bias.get()), d.out_channels,
                                    static_cast<float*>(p.ptr(d.output)), stream);
+        break;
+      case BACKBONE_CUDA_LAYER_UPSAMPLE_ADD:
+      case BACKBONE_CUDA_LAYER_RELU:
+        run_fpn_layer(e.type, d, p.ptr(d.input), xs, d.aux >= 0 ? p.ptr(d.aux) : nullptr, p.ptr(d.output), stream);
         break;
       default:
         break;
@@ -843,6 +861,7 @@ void update_description(Engine& e) {
     o << "; algorithms:";
     for (const auto& [name, count] : algos) o << " " << name << " x" << count;
   }
+  o << describe_fpn_layers(e.descs);
   e.description = o.str();
 }
 

@@ -31,7 +31,13 @@ std::vector<int64_t> stored_channels(const BackboneCudaNetDesc& net, const std::
     const BackboneCudaLayer& l = net.layers[i];
     plain_read[static_cast<size_t>(l.input)] = true;
     if (l.residual >= 0) plain_read[static_cast<size_t>(l.residual)] = true;
-    if (l.aux >= 0) aux_read[static_cast<size_t>(l.aux)] = true;
+    // Only a deformable convolution reads its aux (the offsets) with extra channels ignored; the FPN's
+    // UPSAMPLE_ADD reads the coarser level channel for channel with its input.
+    if (l.aux >= 0) {
+      const bool offsets = l.kind == BACKBONE_CUDA_LAYER_DEFORM_CONV;
+      (offsets ? aux_read : plain_read)[static_cast<size_t>(l.aux)] = true;
+      if (!offsets) pad_input_ok[static_cast<size_t>(l.aux)] = false;
+    }
     // Zero channels added to an input are harmless only for an ungrouped convolution (zero weights).
     if (!(l.kind == BACKBONE_CUDA_LAYER_CONV && l.groups == 1) || l.residual == l.input)
       pad_input_ok[static_cast<size_t>(l.input)] = false;

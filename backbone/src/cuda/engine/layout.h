@@ -21,7 +21,8 @@ std::vector<int32_t> last_reads(const BackboneCudaNetDesc& net);
 // input) rounded up to `align` when only ungrouped convolutions read it and never as a residual (the
 // stem: 3 -> 4 or 8, zero weights on the extra channels), and the output of a convolution without a
 // residual read only as a deformable convolution's offsets (its extra channels are zero: zero weights
-// and bias; the kernel ignores them).
+// and bias; the kernel ignores them). Values an UPSAMPLE_ADD reads (input and coarser level) keep
+// their channels.
 std::vector<int64_t> stored_channels(const BackboneCudaNetDesc& net, const std::vector<int64_t>& channels,
                                      int64_t align);
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// engine=cuda, libbackbone's side: describes the ResNet as the module's layer list (cuda_net.h),
+// engine=cuda, libbackbone's side: describes the ResNet (alone or under detectron2's FPN) as the
+// module's layer list (cuda_net.h),
 // hands it to the separately loaded CUDA module (cuda/loader.h: no CUDA header here) and wraps the
 // module's outputs as Tensors on cuda:N.
 //
@@ -52,8 +53,9 @@ constexpr int32_t kMaxPlans = 4;
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(const ResNet& model, const EngineOptions& options) : device_(options.device), precision_(options.precision) {
-    net_ = build_cuda_net(model);
+  CudaEngine(const ResNet& model, const FPN* fpn, const EngineOptions& options)
+      : device_(options.device), precision_(options.precision) {
+    net_ = build_cuda_net(model, fpn);
     BackboneCudaEngineOptions o{};
     o.device = device_.index;
     o.precision = module_precision(precision_);
@@ -85,6 +87,7 @@ class CudaEngine final : public Engine {
     Tensor in = images;
     if (in.device().is_cuda() && in.device() != device_) in = in.to(Device::cpu());
     in = in.contiguous();
+    check_cuda_net_fpn_sizes(net_, in.size(2), in.size(3));  // before anything is planned or launched
     if (in.device().is_cuda()) cuda_wait_ready(in);  // e.g. another engine's output, not yet complete
     std::vector<BackboneCudaOutput> outs(net_.outputs.size());
     {
@@ -100,6 +103,7 @@ class CudaEngine final : public Engine {
       throw DeviceError("engine 'cuda' on " + device_.str() + ": expected a frame in host memory or on " +
                         device_.str() + ", found one on " + frame.device.str());
     CudaFrameArgs args = make_cuda_frame_args(frame, options);
+    check_cuda_net_fpn_sizes(net_, args.args.padded_height, args.args.padded_width);
     std::vector<BackboneCudaOutput> outs(net_.outputs.size());
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -143,14 +147,13 @@ class CudaEngine final : public Engine {
 }  // namespace
 
 std::unique_ptr<Engine> create_cuda_engine(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
-  if (fpn) throw UnsupportedError("engine 'cuda' does not run FPN backbones yet");
   // Refused before anything is loaded, so that "auto" on the CPU moves on at no cost.
   if (!options.device.is_cuda())
     throw DeviceError("engine 'cuda' runs on CUDA devices: expected cuda:N, found " + options.device.str());
   std::string why;
   if (!cuda_available(&why))
     throw DeviceError("engine 'cuda' on " + options.device.str() + ": CUDA is not available: " + why);
-  return std::make_unique<CudaEngine>(model, options);
+  return std::make_unique<CudaEngine>(model, fpn, options);
 }
 
 }  // namespace backbone::detail

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The cuda engine's network description (BN folded) and its CPU executor over the NHWC CPU twins.
+// The cuda engine's network description (BN folded; ResNet and FPN) and its CPU executor over the
+// NHWC CPU twins.
 #include "engines/cuda/cuda_net.h"
 
 #include <algorithm>
@@ -41,6 +42,7 @@ class Builder {
     l.groups = 1;
     l.deformable_groups = 1;
     l.num_groups = 1;
+    l.scale = 1.0;
     return l;
   }
 
@@ -134,12 +136,28 @@ class Builder {
     return push(l);
   }
 
-  int32_t max_pool(int32_t input, int64_t channels) {
+  int32_t max_pool(int32_t input, int64_t channels, int64_t kernel = 3, int64_t stride = 2, int64_t padding = 1) {
     BackboneCudaLayer l = base(BACKBONE_CUDA_LAYER_MAX_POOL, input);
     l.in_channels = l.out_channels = channels;
-    l.kernel_size = 3;
-    l.stride = 2;
-    l.padding = 1;
+    l.kernel_size = kernel;
+    l.stride = stride;
+    l.padding = padding;
+    return push(l);
+  }
+
+  // The FPN's top-down sum: (lateral + nearest_upsample_2x(coarse)) * scale.
+  int32_t upsample_add(int32_t lateral, int32_t coarse, int64_t channels, double scale) {
+    BackboneCudaLayer l = base(BACKBONE_CUDA_LAYER_UPSAMPLE_ADD, lateral);
+    l.in_channels = l.out_channels = channels;
+    l.aux = coarse;
+    l.scale = scale;
+    return push(l);
+  }
+
+  int32_t relu(int32_t input, int64_t channels) {
+    BackboneCudaLayer l = base(BACKBONE_CUDA_LAYER_RELU, input);
+    l.in_channels = l.out_channels = channels;
+    l.relu = 1;
     return push(l);
   }
 
@@ -171,7 +189,56 @@ BackboneCudaNetDesc CudaNet::desc() const {
 
 const char* cuda_layer_kind_name(int32_t kind) { return backbone_cuda_layer_kind_name(kind); }
 
-CudaNet build_cuda_net(const ResNet& model) {
+namespace {
+
+using Named = std::vector<std::pair<std::string, int32_t>>;
+
+int32_t find_named(const Named& named, const std::string& name, const char* what) {
+  const auto it = std::find_if(named.begin(), named.end(), [&](const auto& p) { return p.first == name; });
+  if (it == named.end()) throw Error(std::string("engine 'cuda': ") + what + " '" + name + "' is not produced by the model");
+  return it->second;
+}
+
+// detectron2's FPN.forward on the bottom-up's values; appends the p-levels to `named`.
+void build_fpn(Builder& b, const FPN& fpn, CudaNet& net, Named& named) {
+  const auto& in = fpn.in_features();
+  const size_t levels = in.size();
+  if (fpn.lateral_convs.size() != levels || fpn.output_convs.size() != levels)
+    throw Error("engine 'cuda': the FPN has " + std::to_string(fpn.lateral_convs.size()) + " lateral and " +
+                std::to_string(fpn.output_convs.size()) + " output convolutions for " + std::to_string(levels) +
+                " in_features");
+  net.fpn = true;
+  net.fpn_levels = FpnLevels(fpn);
+  for (const auto& f : in) net.fpn_inputs.push_back(find_named(named, f, "FPN in_feature"));
+  const double scale = fpn.fuse_type() == "avg" ? 0.5 : 1.0;
+  std::vector<int32_t> results(levels);
+  int32_t prev = b.conv(fpn.lateral_convs[levels - 1], net.fpn_inputs[levels - 1], -1, false);
+  results[levels - 1] = b.conv(fpn.output_convs[levels - 1], prev, -1, false);
+  for (size_t i = levels - 1; i-- > 0;) {
+    const int32_t lateral = b.conv(fpn.lateral_convs[i], net.fpn_inputs[i], -1, false);
+    prev = b.upsample_add(lateral, prev, fpn.lateral_convs[i].out_channels, scale);
+    results[i] = b.conv(fpn.output_convs[i], prev, -1, false);
+  }
+  const TopBlock& top = fpn.top_block;
+  if (top.kind == TopBlockKind::LastLevelMaxPool) {
+    // max_pool2d(p5, kernel_size=1, stride=2, padding=0)
+    results.push_back(b.max_pool(results[levels - 1], fpn.output_convs[levels - 1].out_channels, 1, 2, 0));
+  } else if (top.kind == TopBlockKind::LastLevelP6P7) {
+    const int32_t p6 = b.conv(top.p6, find_named(named, top.in_feature, "top block in_feature"), -1, false);
+    results.push_back(p6);
+    results.push_back(b.conv(top.p7, b.relu(p6, top.p6.out_channels), -1, false));
+  }
+  const auto levels_out = fpn.output_shape();
+  if (levels_out.size() != results.size())
+    throw Error("engine 'cuda': the FPN names " + std::to_string(levels_out.size()) + " levels, its network computes " +
+                std::to_string(results.size()));
+  for (size_t i = 0; i < results.size(); ++i) named.emplace_back(levels_out[i].first, results[i]);
+}
+
+}  // namespace
+
+CudaNet build_cuda_net(const ResNet& model, const FPN* fpn) {
+  if (fpn && &fpn->bottom_up() != &model) throw Error("engine 'cuda': the FPN's bottom_up is not the model given");
   CudaNet net;
   net.in_channels = model.stem().in_channels();
   Builder b(net);
@@ -209,16 +276,51 @@ CudaNet build_cuda_net(const ResNet& model) {
     }
     named.emplace_back(model.stage_names()[si], x);
   }
-  const auto& wanted = model.out_features();
-  if (model.num_classes() && std::find(wanted.begin(), wanted.end(), "linear") != wanted.end())
+  const auto& resnet_wanted = model.out_features();
+  if (model.num_classes() && std::find(resnet_wanted.begin(), resnet_wanted.end(), "linear") != resnet_wanted.end())
     named.emplace_back("linear", b.avgpool_linear(x, model, channels));
-  for (const auto& name : wanted) {
-    const auto it = std::find_if(named.begin(), named.end(), [&](const auto& p) { return p.first == name; });
-    if (it == named.end()) throw Error("engine 'cuda': out_feature '" + name + "' is not produced by the model");
+  if (fpn) build_fpn(b, *fpn, net, named);
+  for (const auto& name : fpn ? fpn->out_features() : resnet_wanted) {
     net.output_names.push_back(name);
-    net.outputs.push_back(it->second);
+    net.outputs.push_back(find_named(named, name, "out_feature"));
   }
   return net;
+}
+
+std::vector<std::pair<int64_t, int64_t>> cuda_net_value_sizes(const BackboneCudaNetDesc& net, int64_t h, int64_t w) {
+  std::vector<std::pair<int64_t, int64_t>> hw(static_cast<size_t>(std::max(net.num_values, 1)), {0, 0});
+  hw[0] = {h, w};
+  for (int32_t i = 0; i < net.num_layers; ++i) {
+    const BackboneCudaLayer& l = net.layers[i];
+    if (l.input < 0 || l.input >= net.num_values || l.output < 0 || l.output >= net.num_values) continue;
+    auto [y, x] = hw[static_cast<size_t>(l.input)];
+    switch (l.kind) {
+      case BACKBONE_CUDA_LAYER_CONV:
+      case BACKBONE_CUDA_LAYER_DEFORM_CONV:
+        y = conv_out_size(y, l.kernel_size, l.stride, l.padding, l.dilation);
+        x = conv_out_size(x, l.kernel_size, l.stride, l.padding, l.dilation);
+        break;
+      case BACKBONE_CUDA_LAYER_MAX_POOL:
+        y = conv_out_size(y, l.kernel_size, l.stride, l.padding, 1);
+        x = conv_out_size(x, l.kernel_size, l.stride, l.padding, 1);
+        break;
+      case BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR:
+        y = x = 1;
+        break;
+      default:
+        break;
+    }
+    hw[static_cast<size_t>(l.output)] = {y, x};
+  }
+  return hw;
+}
+
+void check_cuda_net_fpn_sizes(const CudaNet& net, int64_t h, int64_t w) {
+  if (!net.fpn) return;
+  const auto hw = cuda_net_value_sizes(net.desc(), h, w);
+  std::vector<std::pair<int64_t, int64_t>> lateral_hw;
+  for (int32_t v : net.fpn_inputs) lateral_hw.push_back(hw[static_cast<size_t>(v)]);
+  check_fpn_level_sizes(net.fpn_levels, lateral_hw);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,6 +462,28 @@ std::vector<Tensor> run_cuda_net_on_cpu(const BackboneCudaNetDesc& net, const Te
                            l.relu != 0, out.data.data());
         break;
       }
+      case BACKBONE_CUDA_LAYER_UPSAMPLE_ADD: {
+        const Value& coarse = get(li, l, l.aux, "coarser level");
+        if (x.shape.c != l.in_channels || coarse.shape.c != l.in_channels)
+          bad_layer(li, l, "expected " + std::to_string(l.in_channels) + " channels, found " +
+                               std::to_string(x.shape.c) + " (lateral) and " + std::to_string(coarse.shape.c) +
+                               " (coarser level)");
+        if (coarse.shape.n != x.shape.n || 2 * coarse.shape.h != x.shape.h || 2 * coarse.shape.w != x.shape.w)
+          throw ShapeError("cuda net: layer " + std::to_string(li) + " (UPSAMPLE_ADD): the coarser level (" +
+                           std::to_string(coarse.shape.h) + "x" + std::to_string(coarse.shape.w) + ", upsampled 2x to " +
+                           std::to_string(2 * coarse.shape.h) + "x" + std::to_string(2 * coarse.shape.w) +
+                           ") does not match the lateral features (" + std::to_string(x.shape.h) + "x" +
+                           std::to_string(x.shape.w) + "): pad the input to a multiple of the FPN's size_divisibility");
+        out.shape = x.shape;
+        out.data.resize(x.data.size());
+        nhwc::upsample2x_add(x.data.data(), x.shape, coarse.data.data(), static_cast<float>(l.scale), out.data.data());
+        break;
+      }
+      case BACKBONE_CUDA_LAYER_RELU:
+        out.shape = x.shape;
+        out.data.resize(x.data.size());
+        nhwc::bias_residual_act(x.data.data(), x.shape, nullptr, nullptr, true, out.data.data());
+        break;
       case BACKBONE_CUDA_LAYER_AVGPOOL_LINEAR: {
         if (x.shape.c != l.in_channels)
           bad_layer(li, l, "expected " + std::to_string(l.in_channels) + " channels, found " + std::to_string(x.shape.c));
@@ -393,6 +517,7 @@ std::vector<Tensor> run_cuda_net_on_cpu(const BackboneCudaNetDesc& net, const Te
 }
 
 FeatureMaps run_cuda_net_on_cpu(const CudaNet& net, const Tensor& images, Precision precision) {
+  if (images.dim() == 4) check_cuda_net_fpn_sizes(net, images.size(2), images.size(3));
   std::vector<Tensor> outs = run_cuda_net_on_cpu(net.desc(), images, precision);
   FeatureMaps result;
   for (size_t i = 0; i < outs.size(); ++i) result.emplace_back(net.output_names[i], std::move(outs[i]));

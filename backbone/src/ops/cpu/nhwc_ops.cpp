@@ -236,6 +236,21 @@ void bias_residual_act(const float* x, Shape s, const float* bias, const float* 
   }
 }
 
+void upsample2x_add(const float* x, Shape s, const float* coarse, float scale, float* out) {
+  require(s.h % 2 == 0 && s.w % 2 == 0,
+          "upsample2x_add: expected an even height and width (twice the coarser level's), found " +
+              std::to_string(s.h) + "x" + std::to_string(s.w));
+  const int64_t ch = s.h / 2, cw = s.w / 2;
+  for (int64_t b = 0; b < s.n; ++b)
+    for (int64_t y = 0; y < s.h; ++y)
+      for (int64_t xx = 0; xx < s.w; ++xx)
+        for (int64_t c = 0; c < s.c; ++c) {
+          const int64_t i = ((b * s.h + y) * s.w + xx) * s.c + c;
+          const float up = coarse[((b * ch + y / 2) * cw + xx / 2) * s.c + c];
+          out[i] = (x[i] + up) * scale;
+        }
+}
+
 void nchw_to_nhwc(const float* in, int64_t n, int64_t c, int64_t h, int64_t w, int64_t c_padded, float* out) {
   require(c_padded >= c, "nchw_to_nhwc: expected c_padded >= c (" + std::to_string(c) + "), found " +
                              std::to_string(c_padded));

@@ -62,6 +62,12 @@ void layer_norm(const float* in, Shape shape, double eps, const float* gamma, co
 // out = act(x + bias[c] + residual) (bias, residual may be nullptr; out may be x).
 void bias_residual_act(const float* x, Shape shape, const float* bias, const float* residual, bool relu, float* out);
 
+// detectron2's FPN top-down step: out = (x + nearest_upsample_2x(coarse)) * scale, x NHWC `shape`,
+// coarse NHWC [n, shape.h / 2, shape.w / 2, c] (shape.h and shape.w must be even: the FPN's sizes
+// are exactly 2x, detail::check_fpn_level_sizes); scale 1 (sum) or 0.5 (avg). Sum and product in
+// float32, in this order (PyTorch's add_ then div_(2) computes the same value).
+void upsample2x_add(const float* x, Shape shape, const float* coarse, float scale, float* out);
+
 // float32 NCHW -> NHWC with c_padded channels (extra zero), and NHWC [.., c_stored] -> NCHW (first c).
 void nchw_to_nhwc(const float* in, int64_t n, int64_t c, int64_t h, int64_t w, int64_t c_padded, float* out);
 void nhwc_to_nchw(const float* in, int64_t n, int64_t h, int64_t w, int64_t c_stored, int64_t c, float* out);

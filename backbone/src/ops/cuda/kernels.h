@@ -62,6 +62,14 @@ void launch_layer_norm_nhwc(StorageType t, const void* in, NhwcShape shape, doub
 void launch_bias_residual_act_nhwc(StorageType t, const void* x, NhwcShape shape, const float* bias,
                                    const void* residual, bool relu, void* out, cudaStream_t stream);
 
+// detectron2's FPN top-down step: out = (x + nearest_upsample_2x(coarse)) * scale over NHWC, with
+// coarse [n, shape.h / 2, shape.w / 2, c] (shape.h and shape.w even) and scale 1 (fuse_type sum) or
+// 0.5 (avg); the sum and the product in float32, rounded once. out must not alias x or coarse.
+// CPU twin: nhwc::upsample2x_add. (LastLevelMaxPool is launch_max_pool_nhwc with kernel 1, stride 2,
+// padding 0; LastLevelP6P7's ReLU is launch_bias_residual_act_nhwc without bias and residual.)
+void launch_upsample2x_add_nhwc(StorageType t, const void* x, NhwcShape shape, const void* coarse, float scale,
+                                void* out, cudaStream_t stream);
+
 // float32 NCHW [n, c, h, w] (host-visible layout, e.g. Engine::forward's input) -> NHWC storage type
 // with c_padded >= c channels (the extra ones zero).
 void launch_nchw_f32_to_nhwc(StorageType t, const float* in, int64_t n, int64_t c, int64_t h, int64_t w,
