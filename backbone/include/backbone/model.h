@@ -120,6 +120,9 @@ struct Model {
   Config config;                             // the merged config
   std::vector<std::pair<std::string, ShapeSpec>> output_shape;  // channels and stride per out feature
   FramePreprocessOptions preprocess;         // checked (preprocess_frame accepts them)
+  // The backbone's own size_divisibility (an FPN's: 32 for res5; 0 for a ResNet): preprocess pads to
+  // a multiple of it.
+  int64_t backbone_size_divisibility = 0;
   std::string name;                          // model_name(config): "R-50", "X-101-32x8d", "R-50-DC5"
   std::string description;                   // engine->describe() after loading
   std::string weights;                       // the checkpoint loaded; "" when seeded

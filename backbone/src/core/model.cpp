@@ -335,6 +335,7 @@ void check_feature_maps_only(const ModelSpec& spec, const Model& m) {
 
 template <typename Net>
 void finish_model(const ModelSpec& spec, Net& net, int64_t divisibility, Model& m) {
+  m.backbone_size_divisibility = divisibility;
   load_weights(spec, net, m);
   create_model_engine(spec, net, m);
   try {
