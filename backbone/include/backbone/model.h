@@ -187,6 +187,10 @@ class PreprocessSettingsError : public ModelError {  // Preprocess
 // Assembles the model (see the top of this file). Throws a ModelError subclass.
 Model load_model(const ModelSpec& spec);
 
+// Step 5 alone: the preprocessing `spec` asks for on the loaded `model` (its config and backbone),
+// e.g. for another user of a shared model whose resize settings differ. PreprocessSettingsError.
+FramePreprocessOptions model_preprocess(const ModelSpec& spec, const Model& model);
+
 // The device load_model() runs `engine` on first, for a device name: "cpu", "cuda", "cuda:N" as
 // Device::parse reads them; "auto" (or "") the named engine's kind of device (cuda:0 for a CUDA
 // engine, else the CPU), for engine "auto" cuda:0 where CUDA is available, else the CPU. (With

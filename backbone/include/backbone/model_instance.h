@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -103,6 +104,9 @@ class ModelInstance : public std::enable_shared_from_this<ModelInstance> {
   std::unique_ptr<Stream> open_stream(const FramePreprocessOptions& preprocess);
 
   InstanceStats stats() const;
+  // Runs `fn` on the engine while no batch runs (e.g. Engine::describe(), which may read state a
+  // forward writes). Exceptions from fn pass through.
+  void exclusive(const std::function<void(Engine&)>& fn);
 
   ModelInstance(const ModelInstance&) = delete;
   ModelInstance& operator=(const ModelInstance&) = delete;

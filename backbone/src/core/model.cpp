@@ -388,6 +388,14 @@ Model load_model(const ModelSpec& spec) {
   return m;
 }
 
+FramePreprocessOptions model_preprocess(const ModelSpec& spec, const Model& model) {
+  try {
+    return preprocess_options(spec, model.config, model.backbone_size_divisibility);
+  } catch (const std::exception& e) {
+    throw PreprocessSettingsError(ModelStep::Preprocess, e.what(), e.what());
+  }
+}
+
 Device resolve_device(const std::string& engine, const std::string& device) {
   if (device != "auto" && !device.empty()) return Device::parse(device);
   // A named engine runs on its kind of device; "auto" on cuda:0 where CUDA is available.

@@ -175,6 +175,24 @@ std::unique_ptr<ModelInstance::Stream> ModelInstance::open_stream(const FramePre
   return s;
 }
 
+void ModelInstance::exclusive(const std::function<void(Engine&)>& fn) {
+  std::unique_lock<std::mutex> lock(impl_->lock);
+  impl_->changed.wait(lock, [this] { return !impl_->engine_busy; });
+  impl_->engine_busy = true;
+  lock.unlock();
+  std::exception_ptr error;
+  try {
+    fn(*model_.engine);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  lock.lock();
+  impl_->engine_busy = false;
+  impl_->changed.notify_all();
+  lock.unlock();
+  if (error) std::rethrow_exception(error);
+}
+
 InstanceStats ModelInstance::stats() const {
   std::lock_guard<std::mutex> g(impl_->lock);
   InstanceStats s = impl_->stats;
