@@ -34,4 +34,12 @@ launch uridecodebin uri="file://$out/clip.avi" ! videoconvert \
   ! featuresink location="$out/features/clip" dtype=float16 max-frames=256
 grep -q '"frames": 4' "$out/features/clip/index.json"
 test -s "$out/features/clip/features-00000.safetensors"
+# examples/README.md: four cameras, one model (test sources instead of cameras).
+cams=""
+for k in 0 1 2 3; do
+  cams="$cams videotestsrc num-buffers=3 pattern=$k ! video/x-raw,width=160,height=120,framerate=10/1 ! videoconvert ! resnetbackbone model-instance-id=cams batch-size=4 batch-timeout=20000000 ! featuresink location=$out/cams/cam$k"
+done
+# shellcheck disable=SC2086
+launch $cams
+for k in 0 1 2 3; do grep -q '"frames": 3' "$out/cams/cam$k/index.json"; done
 echo "readme pipelines: all passed"
