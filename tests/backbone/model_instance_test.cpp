@@ -227,3 +227,44 @@ TEST(ModelInstance, StreamsMayPreprocessDifferentlyButNotBreakTheModel) {
 
 }  // namespace
 }  // namespace backbone
+
+namespace backbone {
+namespace {
+
+// Every CPU engine of this build runs a batch: each row equals the frame run alone.
+TEST(EngineBatch, EveryCpuEngineRunsABatchAsItsFramesAlone) {
+  for (const std::string& engine : available_engines()) {
+    if (engine == "cuda") continue;
+    SCOPED_TRACE(engine);
+    ModelSpec spec = narrow_spec();
+    spec.engine = engine;
+    spec.device = "cpu";
+    Model m = load_model(spec);
+    constexpr int64_t kN = 3;
+    Tensor batch = Tensor::empty({kN, 3, 64, 96});
+    float* p = batch.data_ptr<float>();
+    for (int64_t i = 0; i < batch.numel(); ++i) p[i] = static_cast<float>((i * 37) % 101) - 50.f;
+    const FeatureMaps all = m.engine->forward(batch);
+    const int64_t one = batch.numel() / kN;
+    for (int64_t n = 0; n < kN; ++n) {
+      Tensor single = Tensor::empty({1, 3, 64, 96});
+      std::copy(p + n * one, p + (n + 1) * one, single.data_ptr<float>());
+      const FeatureMaps alone = m.engine->forward(single);
+      ASSERT_EQ(alone.size(), all.size());
+      for (size_t l = 0; l < all.size(); ++l) {
+        const Tensor& b = all[l].second;
+        ASSERT_EQ(b.size(0), kN);
+        const Tensor c = b.contiguous();
+        Shape shape = c.shape();
+        shape[0] = 1;
+        const int64_t per = c.numel() / kN;
+        Tensor row = Tensor::empty(shape);
+        std::copy(c.data_ptr<float>() + n * per, c.data_ptr<float>() + (n + 1) * per, row.data_ptr<float>());
+        EXPECT_LT(max_rel_diff(row, alone[l].second), 1e-5) << all[l].first << " row " << n;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace backbone
