@@ -177,6 +177,26 @@ TEST(ResnetBackboneShared, OneStreamEndingOrFlushingNeverStallsTheOthers) {
   gst_buffer_unref(out);
 }
 
+// The instance goes with the last element that used it: the id then loads afresh, with any settings.
+TEST(ResnetBackboneShared, TheInstanceIsFreedWithItsLastElement) {
+  const std::string caps = caps_string("RGB", kW, kH);
+  {
+    Harness a(shared_props("freed", {{"num-threads", "1"}}));
+    Harness b(shared_props("freed", {{"num-threads", "1"}}));
+    gst_harness_set_src_caps_str(a.h, caps.c_str());
+    gst_harness_set_src_caps_str(b.h, caps.c_str());
+    GstBuffer* out = push_pull(b, info_of(caps), 1, 0);
+    gst_buffer_unref(out);
+    EXPECT_EQ(gst_element_set_state(a.element, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  }  // b goes too
+  Harness c(shared_props("freed", {{"num-threads", "2"}}));
+  gst_harness_set_src_caps_str(c.h, caps.c_str());
+  EXPECT_EQ(c.error_text(), "");
+  GstBuffer* out = push_pull(c, info_of(caps), 2, 0);
+  EXPECT_TRUE(has_meta(out));
+  gst_buffer_unref(out);
+}
+
 TEST(ResnetBackboneShared, TheLatencyIncludesTheBatchTimeout) {
   Harness a(shared_props("latency", {{"batch-size", "4"}, {"batch-timeout", "40000000"}}));
   gst_harness_set_src_caps_str(a.h, caps_string("RGB", kW, kH).c_str());
