@@ -253,7 +253,8 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
   model->cuda_device = model->engine->device ().index;
   if (model->cuda_engine)
     model->cuda = cuda;
-  model->cuda_frames = model->cuda_engine && model->cuda != nullptr;
+  /* A shared instance's batcher preprocesses frames on the host. */
+  model->cuda_frames = model->cuda_engine && model->cuda != nullptr && !model->stream;
   if (!model->cuda_engine && cuda)
     priv->cuda_sharing.clear ();  /* device=auto: the engine did not come to run on CUDA */
   priv->cuda_caps = model->cuda_frames ? 1 : 0;
@@ -293,6 +294,7 @@ gst_resnet_backbone_start (GstBaseTransform * trans)
     priv->qos_processed_at_flush = 0;
     priv->qos_dropped_at_flush = 0;
     priv->pool_stats = gstbackbone::FeaturePoolStats ();
+    priv->stream = model->stream;
   }
   std::lock_guard<std::mutex> engine_guard (priv->engine_lock);
   priv->model = std::move (model);
@@ -320,6 +322,9 @@ gst_resnet_backbone_stop (GstBaseTransform * trans)
     }
     /* Buffers still held downstream keep their storage (and the pool's shared state) alive. */
     priv->pool.reset ();
+    if (priv->stream)
+      priv->stream->set_flushing (true);
+    priv->stream.reset ();
   }
   std::unique_ptr<Model> model;
   {
@@ -351,6 +356,9 @@ gst_resnet_backbone_set_flushing (GstResnetBackbone * self, bool flushing)
   std::lock_guard<std::mutex> guard (self->priv->lock);
   if (self->priv->pool)
     self->priv->pool->set_flushing (flushing);
+  /* A frame waiting for its batch returns at once; the other streams' frames wait on. */
+  if (self->priv->stream)
+    self->priv->stream->set_flushing (flushing);
   if (!flushing) {
     self->priv->earliest_time = GST_CLOCK_TIME_NONE;
     /* QoS messages count "since the last state change to READY or a flushing operation". */
@@ -729,17 +737,26 @@ gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   const gint64 t0 = g_get_monotonic_time ();
   std::string failure;
   guint64 bytes = 0;
+  GstClockTime batch_wait = 0;
   try {
     const backbone::FrameView view = gst_resnet_backbone_frame_view (self, model, &frame, buf,
         on_device);
-    bytes = gst_resnet_backbone_infer (self, model, slot, view, on_device, buf, unique_id);
+    bytes = gst_resnet_backbone_infer (self, model, slot, view, on_device, buf, unique_id,
+        &batch_wait);
+  } catch (const FlushingInterrupt &) {
+    gst_video_frame_unmap (&frame);
+    GST_DEBUG_OBJECT (self, "flushing while the frame waited for its batch");
+    return GST_FLOW_FLUSHING;
   } catch (const std::exception &e) {
     failure = e.what ();
   } catch (...) {
     failure = "unknown exception";
   }
   gst_video_frame_unmap (&frame);
-  const GstClockTime took = (GstClockTime) (g_get_monotonic_time () - t0) * GST_USECOND;
+  /* A shared instance's wait for other frames is not inference time (the latency adds
+   * batch-timeout). */
+  const GstClockTime elapsed = (GstClockTime) (g_get_monotonic_time () - t0) * GST_USECOND;
+  const GstClockTime took = elapsed > batch_wait ? elapsed - batch_wait : 0;
   const bool redescribe = failure.empty () && priv->describe_pending;
   if (redescribe) {
     priv->describe_pending = FALSE;

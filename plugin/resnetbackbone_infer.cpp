@@ -20,11 +20,30 @@
 guint64
 gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
     const std::shared_ptr<gstbackbone::FeatureSlot> & slot, const backbone::FrameView & view,
-    bool on_device, GstBuffer * buf, guint unique_id)
+    bool on_device, GstBuffer * buf, guint unique_id, GstClockTime * batch_wait)
 {
+  *batch_wait = 0;
   gstbackbone::CudaContextScope scope (model.cuda);
   backbone::PreprocessResult info;
-  backbone::FeatureMaps maps = model.engine->forward_frame (view, model.preprocess, &info);
+  backbone::FeatureMaps maps;
+  if (model.stream) {
+    /* A shared instance: the frame waits for its batch (at most batch-timeout, plus the forwards
+     * queued before it) and gets its own rows of the batch's outputs. */
+    backbone::BatchResult r = model.stream->infer (view);
+    if (r.status == backbone::BatchResult::Status::Flushing)
+      throw FlushingInterrupt ();
+    maps = std::move (r.features);
+    info = std::move (r.info);
+    *batch_wait = static_cast<GstClockTime> (r.waited_ns);
+    std::lock_guard<std::mutex> guard (self->priv->lock);
+    Stats & st = self->priv->stats;
+    st.batched_frames++;
+    st.batch_size_total += static_cast<guint64> (r.batch_size);
+    st.batch_wait_total += static_cast<GstClockTime> (r.waited_ns);
+    st.batch_wait_max = MAX (st.batch_wait_max, static_cast<GstClockTime> (r.waited_ns));
+  } else {
+    maps = model.engine->forward_frame (view, model.preprocess, &info);
+  }
   /* A frame in host memory is copied (staged for the upload) before forward_frame returns; one in
    * CUDA memory is read by the engine's kernel later, on its stream. */
   const std::shared_ptr<gstbackbone::FrameMemories> frame_memories = on_device ?
@@ -113,11 +132,23 @@ gst_resnet_backbone_warm_up (GstResnetBackbone * self, Model & model, const GstV
     const backbone::FrameView view = gstbackbone::frame_view_from_video_frame (&frame);
     for (int run = 0; run < 2; ++run) {
       const gint64 t0 = g_get_monotonic_time ();
-      backbone::FeatureMaps maps = model.engine->forward_frame (view, model.preprocess, nullptr);
+      backbone::FeatureMaps maps;
+      gint64 waited_us = 0;
+      if (model.stream) {
+        /* Through the batcher, as the frames will go; its wait for other frames is not counted
+         * (the latency adds batch-timeout). */
+        backbone::BatchResult r = model.stream->infer (view);
+        if (r.status == backbone::BatchResult::Status::Flushing)
+          break;
+        maps = std::move (r.features);
+        waited_us = r.waited_ns / 1000;
+      } else {
+        maps = model.engine->forward_frame (view, model.preprocess, nullptr);
+      }
       /* Until the features are ready: an engine that only queues work (cuda) is waited for. */
       for (auto &level : maps)
         backbone::cuda_wait_ready (level.second);
-      took = (GstClockTime) (g_get_monotonic_time () - t0) * GST_USECOND;
+      took = (GstClockTime) MAX (g_get_monotonic_time () - t0 - waited_us, 0) * GST_USECOND;
     }
     GST_INFO_OBJECT (self, "warm-up on a %dx%d %s frame: %" GST_TIME_FORMAT " until the features "
         "are ready", GST_VIDEO_INFO_WIDTH (info), GST_VIDEO_INFO_HEIGHT (info),
@@ -138,7 +169,10 @@ gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model)
 {
   std::string description;
   try {
-    description = model.engine->describe ();
+    if (model.instance)
+      model.instance->exclusive ([&description](backbone::Engine & e) { description = e.describe (); });
+    else
+      description = model.engine->describe ();
   } catch (const std::exception &e) {
     GST_WARNING_OBJECT (self, "describing the engine failed: %s", e.what ());
     return;
@@ -161,11 +195,14 @@ gst_resnet_backbone_own_latency (GstResnetBackbone * self)
 {
   GST_OBJECT_LOCK (self);
   const GstClockTime fixed = self->priv->settings.latency;
+  /* A shared instance's frame may wait batch-timeout for others before its forward. */
+  const GstClockTime batch_wait = self->priv->settings.model_instance_id.empty ()? 0 :
+      self->priv->settings.batch_timeout;
   GST_OBJECT_UNLOCK (self);
   if (GST_CLOCK_TIME_IS_VALID (fixed))
     return fixed;
   std::lock_guard<std::mutex> guard (self->priv->lock);
-  return self->priv->posted_latency;
+  return self->priv->posted_latency + batch_wait;
 }
 
 /* Records a measured time; TRUE when the reported latency grew (by more than a quarter: not on
@@ -240,5 +277,11 @@ gst_resnet_backbone_stats_structure (GstResnetBackbone * self)
       "feature-bytes-held", G_TYPE_UINT64, ps.bytes_in_use,
       "peak-feature-bytes", G_TYPE_UINT64, ps.peak_bytes,
       "pool-waits", G_TYPE_UINT64, ps.waits,
-      "pool-timeouts", G_TYPE_UINT64, ps.timeouts, nullptr);
+      "pool-timeouts", G_TYPE_UINT64, ps.timeouts,
+      "batched-frames", G_TYPE_UINT64, st.batched_frames,
+      "mean-batch-size", G_TYPE_DOUBLE, st.batched_frames > 0 ?
+          (double) st.batch_size_total / (double) st.batched_frames : 0.0,
+      "mean-batch-wait", G_TYPE_UINT64, st.batched_frames > 0 ?
+          (guint64) (st.batch_wait_total / st.batched_frames) : (guint64) 0,
+      "max-batch-wait", G_TYPE_UINT64, (guint64) st.batch_wait_max, nullptr);
 }

@@ -83,19 +83,12 @@ error_code (backbone::ModelStep step)
   }
 }
 
-std::unique_ptr<Model>
-gst_resnet_backbone_load_model (GstResnetBackbone * self, const Settings & s)
+
+/* The library's warnings as the element's: seeded weights on the bus, the rest in the log. */
+static void
+post_warnings (GstResnetBackbone * self, const std::vector<backbone::ModelWarning> &warnings)
 {
-  const backbone::ModelSpec spec = model_spec (s);
-  backbone::Model loaded;
-  try {
-    loaded = backbone::load_model (spec);
-  } catch (const backbone::ModelError &e) {
-    throw StartError {GST_RESOURCE_ERROR, error_code (e.step ()), e.what ()};
-  }
-  if (loaded.load_report)
-    GST_INFO_OBJECT (self, "%s", loaded.load_report->c_str ());
-  for (const backbone::ModelWarning & w : loaded.warnings) {
+  for (const backbone::ModelWarning & w : warnings) {
     if (w.kind == backbone::ModelWarning::Kind::SeededWeights)
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
           ("No weights given: the backbone uses seeded initial weights, so its features are not "
@@ -111,9 +104,63 @@ gst_resnet_backbone_load_model (GstResnetBackbone * self, const Settings & s)
     else
       GST_INFO_OBJECT (self, "%s", w.message.c_str ());
   }
+}
+
+/* model-instance-id: the process's instance of that id (loaded by its first user) and a stream
+ * into its batcher with this element's preprocessing. */
+static std::unique_ptr<Model>
+load_shared_model (GstResnetBackbone * self, const Settings & s, const backbone::ModelSpec & spec)
+{
+  backbone::BatchOptions batch;
+  batch.batch_size = static_cast<int> (s.batch_size);
+  batch.batch_timeout_ns = static_cast<int64_t> (s.batch_timeout);
+  auto model = std::make_unique<Model> ();
+  try {
+    model->instance = backbone::ModelInstance::acquire (s.model_instance_id, spec, batch);
+    const backbone::Model & m = model->instance->model ();
+    model->preprocess = backbone::model_preprocess (spec, m);
+    model->stream = model->instance->open_stream (model->preprocess);
+    model->engine = m.engine.get ();
+    model->engine_description = m.description;
+    model->name = m.name;
+    for (const auto &[name, shape] : m.output_shape)
+      model->strides[name] = shape.stride.value_or (0);
+    post_warnings (self, m.warnings);
+  } catch (const backbone::ModelError &e) {
+    throw StartError {GST_RESOURCE_ERROR, error_code (e.step ()), e.what ()};
+  } catch (const backbone::InstanceMismatch &e) {
+    throw StartError {GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS, e.what ()};
+  }
+  GST_INFO_OBJECT (self, "model instance \"%s\" (%ld users): %s, batch-size %u, batch-timeout %"
+      GST_TIME_FORMAT ": %s", s.model_instance_id.c_str (), model->instance.use_count () - 1,
+      model->name.c_str (), s.batch_size, GST_TIME_ARGS (s.batch_timeout),
+      model->engine_description.c_str ());
+  return model;
+}
+
+std::unique_ptr<Model>
+gst_resnet_backbone_load_model (GstResnetBackbone * self, const Settings & s)
+{
+  const backbone::ModelSpec spec = model_spec (s);
+  if (!s.model_instance_id.empty ())
+    return load_shared_model (self, s, spec);
+  if (s.batch_size > 1 || s.batch_timeout > 0)
+    GST_WARNING_OBJECT (self, "batch-size %u and batch-timeout %" G_GUINT64_FORMAT " apply to a "
+        "shared model (model-instance-id): a private model runs each frame alone", s.batch_size,
+        s.batch_timeout);
+  backbone::Model loaded;
+  try {
+    loaded = backbone::load_model (spec);
+  } catch (const backbone::ModelError &e) {
+    throw StartError {GST_RESOURCE_ERROR, error_code (e.step ()), e.what ()};
+  }
+  if (loaded.load_report)
+    GST_INFO_OBJECT (self, "%s", loaded.load_report->c_str ());
+  post_warnings (self, loaded.warnings);
 
   auto model = std::make_unique<Model> ();
-  model->engine = std::move (loaded.engine);
+  model->own_engine = std::move (loaded.engine);
+  model->engine = model->own_engine.get ();
   model->engine_description = loaded.description;
   model->preprocess = loaded.preprocess;
   model->name = loaded.name;

@@ -21,6 +21,7 @@
 
 #include "backbone/engine.h"
 #include "backbone/frame.h"
+#include "backbone/model_instance.h"
 #include "featurepool.h"
 #include "resnetbackbone.h"
 #include "resnetbackbone_cuda.h"
@@ -71,6 +72,9 @@ typedef enum
 #define DEFAULT_MAX_ERRORS 10
 #define DEFAULT_LATENCY GST_CLOCK_TIME_NONE
 #define DEFAULT_TENSOR_META TRUE
+#define DEFAULT_BATCH_SIZE 1
+#define DEFAULT_BATCH_TIMEOUT 0
+#define MAX_BATCH_TIMEOUT (10 * GST_SECOND)
 
 #define MAX_IMAGE_SIZE 16384
 /* Inference times kept for the LATENCY query (the largest of them is reported). */
@@ -94,6 +98,9 @@ struct Settings {
   guint min_size = DEFAULT_MIN_SIZE, max_size = DEFAULT_MAX_SIZE;
   guint width = DEFAULT_WIDTH, height = DEFAULT_HEIGHT;
   guint size_divisibility = DEFAULT_SIZE_DIVISIBILITY;
+  std::string model_instance_id;  /* "": a private model */
+  guint batch_size = DEFAULT_BATCH_SIZE;
+  guint64 batch_timeout = DEFAULT_BATCH_TIMEOUT;
   /* Mutable while PLAYING. */
   guint inference_interval = DEFAULT_INFERENCE_INTERVAL;
   guint pool_size = DEFAULT_POOL_SIZE;
@@ -108,7 +115,11 @@ struct Settings {
 
 /* A loaded model, built in start() and freed in stop(). */
 struct Model {
-  std::unique_ptr<backbone::Engine> engine;
+  /* A shared instance (model-instance-id) and this element's stream into its batcher; or none. */
+  std::shared_ptr<backbone::ModelInstance> instance;
+  std::shared_ptr<backbone::ModelInstance::Stream> stream;
+  std::unique_ptr<backbone::Engine> own_engine;  /* a private model's */
+  backbone::Engine *engine = nullptr;            /* own_engine, or the instance's */
   bool cuda_engine = false;      /* engine "cuda": levels stay on the GPU */
   int cuda_device = 0;           /* its N of cuda:N */
   gstbackbone::CudaContextPtr cuda;  /* the context it runs in (GstCudaContext), or none */
@@ -130,6 +141,10 @@ struct Stats {
   guint64 errors = 0;            /* failed inferences tolerated (max-errors) */
   GstClockTime time_total = 0;   /* inference time of the inferred frames */
   GstClockTime time_max = 0;
+  /* Frames of a shared instance: the sizes of the batches they ran in, and their wait for one. */
+  guint64 batched_frames = 0;      /* frames through the instance's batcher */
+  guint64 batch_size_total = 0;    /* sum over them of their batch's size */
+  GstClockTime batch_wait_total = 0, batch_wait_max = 0;
 };
 
 struct GstResnetBackbonePrivate {
@@ -157,6 +172,9 @@ struct GstResnetBackbonePrivate {
 
   std::mutex lock;               /* guards pool, earliest_time, latency state, stats */
   std::shared_ptr<gstbackbone::FeaturePool> pool;
+  /* The model's stream into a shared instance (none for a private model): flushed without the
+   * engine lock, which the streaming thread holds while its frame waits for its batch. */
+  std::shared_ptr<backbone::ModelInstance::Stream> stream;
   GstClockTime earliest_time = GST_CLOCK_TIME_NONE;
   std::deque<GstClockTime> latencies;
   GstClockTime warmup_latency = GST_CLOCK_TIME_NONE;  /* measured at caps (or by the query) */
@@ -172,6 +190,10 @@ struct _GstResnetBackbone
   GstBaseTransform parent;
   GstResnetBackbonePrivate *priv;
 };
+
+/* Thrown by gst_resnet_backbone_infer when the element flushes while its frame waits for a batch
+ * of a shared instance. */
+struct FlushingInterrupt {};
 
 /* resnetbackbone_props.cpp */
 enum
@@ -207,6 +229,9 @@ enum
   PROP_ENGINE_DESCRIPTION,
   PROP_STATS,
   PROP_TENSOR_META,
+  PROP_MODEL_INSTANCE_ID,
+  PROP_BATCH_SIZE,
+  PROP_BATCH_TIMEOUT,
 };
 
 void gst_resnet_backbone_install_properties (GObjectClass * gobject_class);
@@ -250,7 +275,7 @@ std::unique_ptr<Model> gst_resnet_backbone_load_model (GstResnetBackbone * self,
  * Throws on failure. */
 guint64 gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
     const std::shared_ptr<gstbackbone::FeatureSlot> & slot, const backbone::FrameView & view,
-    bool on_device, GstBuffer * buf, guint unique_id);
+    bool on_device, GstBuffer * buf, guint unique_id, GstClockTime * batch_wait);
 /* One forward on a black frame of @info's size, discarded, timed until its features are ready
  * (a first one untimed: engines set up per shape). The time, or GST_CLOCK_TIME_NONE on failure. */
 GstClockTime gst_resnet_backbone_warm_up (GstResnetBackbone * self, Model & model,

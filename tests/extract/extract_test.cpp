@@ -505,9 +505,9 @@ TEST_F(ExtractTest, ShardsSplitEveryInputOnce) {
   for (const auto& rel : kGood) EXPECT_TRUE(fs::exists(out / rel / "extract.json")) << rel;
 }
 
-TEST_F(ExtractTest, ParallelJobsGiveTheSameFiles) {
+TEST_F(ExtractTest, ParallelJobsWithPrivateModelsGiveTheSameFiles) {
   Result r1 = run({videos_.string(), "-o", (dir_ / "j1").string(), "--jobs", "1"});
-  Result r2 = run({videos_.string(), "-o", (dir_ / "j2").string(), "--jobs", "2"});
+  Result r2 = run({videos_.string(), "-o", (dir_ / "j2").string(), "--jobs", "2", "--private-models"});
   EXPECT_EQ(r1.rc, 1) << r1.out;
   EXPECT_EQ(r2.rc, 1) << r2.out;
   EXPECT_NE(r2.out.find("6 inputs: 5 done, 0 skipped (already done), 1 failed"), std::string::npos) << r2.out;
@@ -515,6 +515,36 @@ TEST_F(ExtractTest, ParallelJobsGiveTheSameFiles) {
     const std::string f = "features-00000.safetensors";
     ASSERT_TRUE(fs::exists(dir_ / "j2" / rel / f)) << rel;
     EXPECT_EQ(read_text(dir_ / "j1" / rel / f), read_text(dir_ / "j2" / rel / f)) << rel;
+  }
+}
+
+// --jobs 4 shares one model whose batcher runs the four pipelines' frames together: the features
+// equal those of --jobs 1 within the fp32 tolerance (a batched forward may sum in another order).
+TEST_F(ExtractTest, ParallelJobsShareOneModelWithTheSameFeatures) {
+  Result r1 = run({videos_.string(), "-o", (dir_ / "j1").string(), "--jobs", "1"});
+  Result r4 = run({videos_.string(), "-o", (dir_ / "j4").string(), "--jobs", "4"});
+  EXPECT_EQ(r1.rc, 1) << r1.out;
+  EXPECT_EQ(r4.rc, 1) << r4.out;
+  EXPECT_NE(r4.out.find("6 inputs: 5 done, 0 skipped (already done), 1 failed"), std::string::npos) << r4.out;
+  for (const auto& rel : kGood) {
+    const std::string f = "features-00000.safetensors";
+    ASSERT_TRUE(fs::exists(dir_ / "j4" / rel / f)) << rel;
+    const auto a = read_safetensors(dir_ / "j1" / rel / f);
+    const auto b = read_safetensors(dir_ / "j4" / rel / f);
+    ASSERT_EQ(a.size(), b.size()) << rel;
+    for (const auto& [name, t] : a) {
+      ASSERT_TRUE(b.count(name)) << rel << " " << name;
+      const Tensor& u = b.at(name);
+      ASSERT_EQ(t.shape, u.shape) << rel << " " << name;
+      EXPECT_EQ(t.i, u.i) << rel << " " << name;
+      ASSERT_EQ(t.f.size(), u.f.size());
+      double diff = 0, ref = 0;
+      for (size_t k = 0; k < t.f.size(); ++k) {
+        diff = std::max(diff, static_cast<double>(std::fabs(t.f[k] - u.f[k])));
+        ref = std::max(ref, static_cast<double>(std::fabs(t.f[k])));
+      }
+      EXPECT_LE(diff, 1e-5 * std::max(ref, 1.0)) << rel << " " << name;
+    }
   }
 }
 

@@ -44,4 +44,12 @@ launch filesrc location="$out/clip.avi" ! decodebin ! videoconvert \
 grep -q '"frames": 4' "$out/features/fpn/index.json"
 grep -q '"p4": 16' "$out/features/fpn/index.json"
 test -s "$out/fpn-heatmap.avi"
+# examples/README.md: four cameras, one model (test sources instead of cameras).
+cams=""
+for k in 0 1 2 3; do
+  cams="$cams videotestsrc num-buffers=3 pattern=$k ! video/x-raw,width=160,height=120,framerate=10/1 ! videoconvert ! resnetbackbone model-instance-id=cams batch-size=4 batch-timeout=20000000 ! featuresink location=$out/cams/cam$k"
+done
+# shellcheck disable=SC2086
+launch $cams
+for k in 0 1 2 3; do grep -q '"frames": 3' "$out/cams/cam$k/index.json"; done
 echo "readme pipelines: all passed"

@@ -791,7 +791,7 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
                         "winograd", "allow-tf32", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
                         "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name",
                         "engine-description", "feature-memory-limit", "pool-timeout", "qos", "max-errors",
-                        "latency", "stats", "tensor-meta"})
+                        "latency", "stats", "tensor-meta", "model-instance-id", "batch-size", "batch-timeout"})
     EXPECT_TRUE(text.find(std::string("  ") + p + " ") != std::string::npos ||
                 text.find(std::string("  ") + p + ":") != std::string::npos)
         << p << " missing in:\n" << text;

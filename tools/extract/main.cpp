@@ -138,8 +138,9 @@ void process(Run& run, Entry& e, int slot) {
     return;
   }
   const std::string started = now_iso8601();
-  const int threads = o.threads > 0 ? o.threads
-                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.jobs);
+  // One shared model: one pool over every core; private models: the cores split between them.
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = o.threads > 0 ? o.threads : o.shared_model() ? cores : std::max(1, cores / o.jobs);
   RunResult r;
   try {
     r = run_pipeline(

@@ -56,7 +56,7 @@ po::options_description describe(Options* o, std::string* extensions) {
         "once per run and stored in extract.json")
            .c_str())
       ("threads", po::value(&o->threads)->value_name("N")->default_value(0),
-       "engine CPU threads per job (0: the cores divided by --jobs)");
+       "engine CPU threads (0: every core for the shared model; with --private-models the cores divided by --jobs)");
   po::options_description frames("Frames");
   frames.add_options()
       ("every", po::value(&o->every)->value_name("N")->default_value(1), "features of every Nth decoded frame (1: all)")
@@ -89,7 +89,13 @@ po::options_description describe(Options* o, std::string* extensions) {
        "file extensions taken from folders (case-insensitive)");
   po::options_description work("Work split and reporting");
   work.add_options()
-      ("jobs,j", po::value(&o->jobs)->value_name("N")->default_value(1), "pipelines run at the same time")
+      ("jobs,j", po::value(&o->jobs)->value_name("N")->default_value(1),
+       "pipelines run at the same time; they share one model (one thread pool of --threads, default every "
+       "core) that batches their frames, unless --private-models")
+      ("batch-size", po::value(&o->batch_size)->value_name("N")->default_value(0),
+       "most frames of the --jobs pipelines run in one forward of the shared model (0: --jobs)")
+      ("private-models", po::bool_switch(&o->private_models),
+       "one model per pipeline (each with the cores divided by --jobs), as before sharing; for comparison")
       ("num-shards", po::value(&o->num_shards)->value_name("N")->default_value(1), "number of shards")
       ("shard-index", po::value(&o->shard_index)->value_name("K")->default_value(0),
        "this shard, 0 .. N-1: inputs whose FNV-1a 64 hash of the relative path modulo N is K")
@@ -217,6 +223,8 @@ bool parse_options(int argc, char** argv, Options* o, std::string* help_text) {
   check_min("size-divisibility", o->size_divisibility, 0);
   check_min("max-frames-per-file", o->max_frames_per_file, 1);
   check_min("jobs", o->jobs, 1);
+  check_min("batch-size", o->batch_size, 0);
+  if (o->batch_size > 256) throw UsageError("--batch-size must be at most 256, found " + std::to_string(o->batch_size));
   check_min("num-shards", o->num_shards, 1);
   check_min("shard-index", o->shard_index, 0);
   if (o->shard_index >= o->num_shards)

@@ -39,6 +39,11 @@ struct Options {
 
   // Work split.
   int shard_index = 0, num_shards = 1, jobs = 1;
+  // With jobs > 1 the pipelines share one model instance (weights once, one thread pool) whose
+  // batcher runs up to batch_size of their frames in one forward; private_models: one model each.
+  int batch_size = 0;  // 0: --jobs
+  bool private_models = false;
+  bool shared_model() const { return jobs > 1 && !private_models; }
 
   // Reporting.
   bool quiet = false;

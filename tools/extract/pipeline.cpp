@@ -151,6 +151,9 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
                static_cast<guint>(threads), "inference-interval", static_cast<guint>(o.every), "size-divisibility",
                static_cast<guint>(o.size_divisibility), nullptr);
   gst_util_set_object_arg(G_OBJECT(backbone), "precision", o.precision.c_str());
+  if (o.shared_model())
+    g_object_set(backbone, "model-instance-id", "backbone-extract", "batch-size",
+                 static_cast<guint>(o.batch_size > 0 ? o.batch_size : o.jobs), nullptr);
   gst_util_set_object_arg(G_OBJECT(backbone), "resize", o.resize.c_str());
   if (o.resize == "shortest-edge")
     g_object_set(backbone, "min-size", static_cast<guint>(o.min_size), "max-size", static_cast<guint>(o.max_size),

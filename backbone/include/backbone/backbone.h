@@ -10,6 +10,7 @@
 #include "backbone/fpn.h"
 #include "backbone/frame.h"
 #include "backbone/model.h"
+#include "backbone/model_instance.h"
 #include "backbone/npy.h"
 #include "backbone/ops.h"
 #include "backbone/preprocess.h"

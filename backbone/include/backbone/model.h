@@ -120,6 +120,9 @@ struct Model {
   Config config;                             // the merged config
   std::vector<std::pair<std::string, ShapeSpec>> output_shape;  // channels and stride per out feature
   FramePreprocessOptions preprocess;         // checked (preprocess_frame accepts them)
+  // The backbone's own size_divisibility (an FPN's: 32 for res5; 0 for a ResNet): preprocess pads to
+  // a multiple of it.
+  int64_t backbone_size_divisibility = 0;
   std::string name;                          // model_name(config): "R-50", "X-101-32x8d", "R-50-DC5"
   std::string description;                   // engine->describe() after loading
   std::string weights;                       // the checkpoint loaded; "" when seeded
@@ -183,6 +186,10 @@ class PreprocessSettingsError : public ModelError {  // Preprocess
 
 // Assembles the model (see the top of this file). Throws a ModelError subclass.
 Model load_model(const ModelSpec& spec);
+
+// Step 5 alone: the preprocessing `spec` asks for on the loaded `model` (its config and backbone),
+// e.g. for another user of a shared model whose resize settings differ. PreprocessSettingsError.
+FramePreprocessOptions model_preprocess(const ModelSpec& spec, const Model& model);
 
 // The device load_model() runs `engine` on first, for a device name: "cpu", "cuda", "cuda:N" as
 // Device::parse reads them; "auto" (or "") the named engine's kind of device (cuda:0 for a CUDA

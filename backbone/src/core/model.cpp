@@ -341,6 +341,7 @@ void check_feature_maps_only(const ModelSpec& spec, const Model& m) {
 
 template <typename Net>
 void finish_model(const ModelSpec& spec, Net& net, int64_t divisibility, Model& m) {
+  m.backbone_size_divisibility = divisibility;
   load_weights(spec, net, m);
   create_model_engine(spec, net, m);
   try {
@@ -391,6 +392,14 @@ Model load_model(const ModelSpec& spec) {
   m.name = model_name(m.config);
   finish_model(spec, *net, 0, m);
   return m;
+}
+
+FramePreprocessOptions model_preprocess(const ModelSpec& spec, const Model& model) {
+  try {
+    return preprocess_options(spec, model.config, model.backbone_size_divisibility);
+  } catch (const std::exception& e) {
+    throw PreprocessSettingsError(ModelStep::Preprocess, e.what(), e.what());
+  }
 }
 
 Device resolve_device(const std::string& engine, const std::string& device) {
