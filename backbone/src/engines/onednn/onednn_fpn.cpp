@@ -114,7 +114,10 @@ void relu_step(Plan& p, const Act& a) {
 }  // namespace
 
 FpnW::FpnW(const FPN& fpn)
-    : levels(fpn), avg(fpn.fuse_type() == "avg"), top(fpn.top_block.kind), top_in_feature(fpn.top_block.in_feature) {
+    : levels(fpn),
+      avg(fpn.fuse_type() == "avg"),
+      f32_levels(fpn.norm() == "GN" || fpn.norm() == "LN"),
+      top(fpn.top_block.kind), top_in_feature(fpn.top_block.in_feature) {
   for (const auto& [name, shape] : fpn.output_shape()) names.push_back(name);
   const size_t n = fpn.lateral_convs.size();
   if (n == 0 || fpn.output_convs.size() != n || levels.in_features.size() != n)
@@ -175,12 +178,13 @@ void plan_fpn(Plan& p, const FpnW& f, const std::map<std::string, Act>& bottom_u
     if (need[i]) finest = i;
   }
 
+  auto level_act = [&](const memory::dims& d) { return f.f32_levels ? p.new_act(d, dt::f32) : p.new_act(d); };
   Act prev;
   bool have_prev = false;
   for (size_t i = n; finest < n && i-- > finest;) {
     const std::string& in_name = f.levels.in_features[i];
     const Act& c = input(in_name);
-    Act lat = p.new_act(Plan::conv_out_dims(c.dims, f.lateral[i]));
+    Act lat = level_act(Plan::conv_out_dims(c.dims, f.lateral[i]));
     if (!have_prev) {
       p.conv_step(f.lateral[i], c, lat, false, false);
     } else {
@@ -193,11 +197,11 @@ void plan_fpn(Plan& p, const FpnW& f, const std::map<std::string, Act>& bottom_u
     prev = lat;
     have_prev = true;
     if (!need[i]) continue;
-    Act out = p.new_act(Plan::conv_out_dims(lat.dims, f.output[i]));
+    Act out = level_act(Plan::conv_out_dims(lat.dims, f.output[i]));
     p.conv_step(f.output[i], lat, out, false, false);
     if (wanted(f.names[i])) p.emit(f.names[i], out);
     if (i + 1 == n && maxpool) {
-      Act pooled = p.new_act({out.dims[0], out.dims[1], fpn_maxpool_size(out.dims[2]), fpn_maxpool_size(out.dims[3])});
+      Act pooled = level_act({out.dims[0], out.dims[1], fpn_maxpool_size(out.dims[2]), fpn_maxpool_size(out.dims[3])});
       subsample_step(p, out, pooled);
       p.emit(f.names[n], pooled);
       p.release(pooled);

@@ -132,8 +132,8 @@ void scale_output(ConvW& w, float s) {
 // ---------------------------------------------------------------------------------------------
 // Plan.
 
-Plan::Act Plan::new_act(const memory::dims& d) {
-  Act a{d, -1, act_dt_};
+Plan::Act Plan::new_act(const memory::dims& d, dt dtype) {
+  Act a{d, -1, dtype};
   const size_t bytes = act_md(a).get_size();
   // Best fit among the free slots: the smallest one already large enough, else the largest (grown).
   int fit = -1, largest = -1;
@@ -257,7 +257,7 @@ void Plan::conv_step(const ConvW& w, const Act& src, const Act& dst, bool sum, b
   }
   if (src.dtype == dt::f32) {
     // Convolution into a temporary slot, then norm [+ sum] [+ ReLU] on plain float32 copies.
-    Act tmp = new_act(dst.dims);
+    Act tmp = new_act(dst.dims, dt::f32);
     conv_step(w_no_norm(w), src, tmp, false, false);
     to_plain(tmp, 0);
     release(tmp);

@@ -75,8 +75,10 @@ class Plan {
     dt dtype = dt::f32;
   };
 
-  // A slot-backed activation of dims d (a free slot, preferring one already large enough).
-  Act new_act(const memory::dims& d);
+  // A slot-backed activation of dims d (a free slot, preferring one already large enough), of the
+  // plan's activation data type or `dtype`.
+  Act new_act(const memory::dims& d) { return new_act(d, act_dt_); }
+  Act new_act(const memory::dims& d, dt dtype);
   // The slot is free for later activations, unless held.
   void release(const Act& a);
   // A held activation survives release() until unhold() (bottom-up maps the FPN reads later).
@@ -164,6 +166,10 @@ struct FpnW {
   std::vector<std::string> names;  // the p-levels of output_shape(), high to low resolution
   std::vector<ConvW> lateral, output;  // in in_features order; avg: lateral[0 .. n-2] pre-scaled by 0.5
   bool avg = false;
+  // GroupNorm/LayerNorm: the FPN's levels stay float32 whatever the precision. Convolutions followed
+  // by these norms run in float32 anyway (as the ResNet's in bf16); from float32 levels they use the
+  // blocked kernels instead of plain NCHW copies, and no bf16 rounding comes between the norms.
+  bool f32_levels = false;
   TopBlockKind top = TopBlockKind::None;
   std::string top_in_feature;  // LastLevelP6P7: the bottom-up map p6 reads ("res5")
   ConvW p6, p7;
