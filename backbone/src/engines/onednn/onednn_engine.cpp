@@ -134,9 +134,6 @@ class OneDnnEngine final : public Engine {
       << v->minor << "." << v->patch << ", ISA " << isa_name(isa_) << ", activations nChw16c "
       << (precision_ == Precision::BFloat16 ? "bf16" : "f32")
       << "; BN folded, weights pre-packed, conv+bias+sum+ReLU fused";
-    if (fpn_)
-      o << "; FPN (" << (fpn_->avg ? "avg" : "sum")
-        << "): each lateral 1x1 convolution sums into its level's nearest 2x upsampled top-down map";
     if (winograd_ && precision_ == Precision::Float32) {
       // oneDNN 3.x has no CPU Winograd kernels left: the convolutions fall back to direct.
       bool ran = false;
@@ -145,6 +142,9 @@ class OneDnnEngine final : public Engine {
       o << (last_plan_ && !ran ? ", Winograd 3x3 requested (no Winograd kernel in this oneDNN for these shapes: direct)"
                                : ", Winograd 3x3");
     }
+    if (fpn_)
+      o << "; FPN (" << (fpn_->avg ? "avg" : "sum")
+        << "): each lateral 1x1 convolution sums into its level's nearest 2x upsampled top-down map";
     if (last_plan_) {
       o << "; convolution kernels:";
       for (const auto& [impl, count] : last_plan_->impls_) o << " " << impl << " x" << count;
