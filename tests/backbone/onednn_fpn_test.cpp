@@ -106,21 +106,20 @@ class OneDnnFpn : public ::testing::Test {
     o.winograd = winograd;
     return create_engine(m, o);
   }
-  // The model's p-levels from the oneDNN engine (default, one thread, Winograd) against LibTorch's,
-  // on batch 2 and on an odd size padded to 32, each twice (the second replays the plan).
+  // The model's p-levels from the oneDNN engine against LibTorch's on batch 2 and on an odd size
+  // padded to 32, the first again (replaying its plan); on batch 2 also with one thread and Winograd.
   static void check(const FPN& m, const std::string& what) {
     auto ref = engine(m, "libtorch");
     auto one = engine(m, "onednn");
-    auto one_t1 = engine(m, "onednn", Precision::Float32, 1);
-    auto wino = engine(m, "onednn", Precision::Float32, 2, true);
-    for (const Tensor& x : {make_input(2, 64, 96, 64, 96), make_input(1, 93, 61, 96, 64), make_input(2, 64, 96, 64, 96)}) {
+    const Tensor batch2 = make_input(2, 64, 96, 64, 96);
+    for (const Tensor& x : {batch2, make_input(1, 93, 61, 96, 64), batch2}) {
       const FeatureMaps r = ref->forward(x);
       ASSERT_EQ(names(r), m.out_features()) << what;
-      const std::string s = what + " " + shape_str(x.shape());
-      expect_close(one->forward(x), r, 1e-4, s);
-      expect_close(one_t1->forward(x), r, 1e-4, s + " one thread");
-      expect_close(wino->forward(x), r, 1e-4, s + " Winograd");
+      expect_close(one->forward(x), r, 1e-4, what + " " + shape_str(x.shape()));
     }
+    const FeatureMaps r = ref->forward(batch2);
+    expect_close(engine(m, "onednn", Precision::Float32, 1)->forward(batch2), r, 1e-4, what + " one thread");
+    expect_close(engine(m, "onednn", Precision::Float32, 2, true)->forward(batch2), r, 1e-4, what + " Winograd");
     EXPECT_NE(one->describe().find("FPN"), std::string::npos) << one->describe();
   }
 };
@@ -130,9 +129,9 @@ TEST_F(OneDnnFpn, ResNetFpnSumMatchesLibTorch) {
 }
 
 TEST_F(OneDnnFpn, GroupNormAvgMatchesLibTorch) {
-  check(make_fpn("R-50.yaml", "build_resnet_fpn_backbone",
+  check(make_fpn("R-18.yaml", "build_resnet_fpn_backbone",
                  {"MODEL.FPN.OUT_CHANNELS", "64", "MODEL.FPN.NORM", "GN", "MODEL.FPN.FUSE_TYPE", "avg"}),
-        "R-50-FPN GN avg");
+        "R-18-FPN GN avg");
 }
 
 // RetinaNet's P6P7 top block on res3..res5, BN folded into the FPN's convolutions, 40 channels (the
@@ -154,14 +153,13 @@ TEST_F(OneDnnFpn, InFeaturesFromRes3LayerNormAvgMatchLibTorch) {
 }
 
 // bf16 within the bf16 bound of the engine's fp32 (2e-2 of max |fp32| per level) with the FPN's
-// convolutions in bf16: sum without norm, avg with BN folded (the sum post-op's scale 0.5 on bf16).
+// convolutions in bf16: avg with BN folded (the sum post-op's scale 0.5 on bf16).
 // With GroupNorm the levels stay float32 but the bf16 rounding of the bottom-up maps, divided by each
 // group's spread, reaches 2-3% on these seeded models: checked against a bound of 5e-2.
 TEST_F(OneDnnFpn, Bf16WithinBoundOfFp32) {
-  for (const auto& [norm, fuse, bound] : {std::tuple<std::string, std::string, double>{"", "sum", 2e-2},
-                                          {"BN", "avg", 2e-2},
-                                          {"GN", "avg", 5e-2}}) {
-    const FPN m = make_fpn("R-50.yaml", "build_resnet_fpn_backbone",
+  for (const auto& [norm, fuse, bound] :
+       {std::tuple<std::string, std::string, double>{"BN", "avg", 2e-2}, {"GN", "avg", 5e-2}}) {
+    const FPN m = make_fpn("R-18.yaml", "build_resnet_fpn_backbone",
                            {"MODEL.FPN.OUT_CHANNELS", "64", "MODEL.FPN.FUSE_TYPE", fuse, "MODEL.FPN.NORM", norm});
     std::unique_ptr<Engine> bf16;
     try {
@@ -169,7 +167,7 @@ TEST_F(OneDnnFpn, Bf16WithinBoundOfFp32) {
     } catch (const UnsupportedError& e) {
       GTEST_SKIP() << e.what();
     }
-    const Tensor x = make_input(1, 96, 128, 96, 128);
+    const Tensor x = make_input(1, 64, 96, 64, 96);
     const FeatureMaps f32 = engine(m, "onednn")->forward(x), b = bf16->forward(x);
     expect_close(b, f32, bound, "bf16 " + norm + " " + fuse);
     for (size_t i = 0; i < f32.size(); ++i)
@@ -199,7 +197,7 @@ TEST_F(OneDnnFpn, OutFeaturesSelection) {
   const Tensor x = make_input(1, 64, 96, 64, 96);
   const FeatureMaps all = engine(m, "libtorch")->forward(x);
   for (const std::vector<std::string>& sel : std::vector<std::vector<std::string>>{
-           {"p3", "res5"}, {"res5", "p6"}, {"p6"}, {"p2", "res2", "p5"}, {"res4"}}) {
+           {"p3", "res5"}, {"p6"}, {"p2", "res2", "p5"}, {"res4"}}) {
     m.set_out_features(sel);
     const FeatureMaps ref = engine(m, "libtorch")->forward(x);
     const FeatureMaps out = engine(m, "onednn")->forward(x);
