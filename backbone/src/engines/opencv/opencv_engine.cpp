@@ -9,6 +9,10 @@
 //     GEMM with the folded weights is then a grouped 1x1 "Convolution" layer of OpenCV's own.
 //   BackboneGroupNorm: GroupNorm (statistics in double).
 //   BackboneChannelLayerNorm: detectron2's LayerNorm over the channels of NCHW.
+// With an FPN (detectron2's fpn.py), its lateral and output convolutions, the top-down nearest 2x
+// upsampling (a "Resize" layer: cv::resize INTER_NEAREST, exactly F.interpolate's nearest) with
+// an "Eltwise" sum (avg: coefficients 0.5, 0.5) and the top block are layers of the same net
+// (add_fpn), whose outputs are fpn->out_features() (p-levels and bottom-up maps).
 //
 // OpenCV 4.6 quirks, checked against the LibTorch engine at 64x64, 224x224, 320x480 and 200x312
 // (tests/backbone/opencv_engine_test.cpp), and once by hand at 800x1216 and 801x1199:
@@ -21,6 +25,10 @@
 //    OpenCV 4.6.0 either, neither with torch 1.13 exports of torchvision's ResNet-50 (opsets 9-17,
 //    fixed or dynamic input size) nor of detectron2's R-50 (FrozenBN as Mul/Add): relative error
 //    <= 3e-6 at 64x64, 224x224 and 320x480.
+//  - FPN layers read the same way in OpenCV 4.10 (Debian 13; from its source, not run here):
+//    Resize nearest without half_pixel_centers is cv::resize INTER_NEAREST, Pooling's floor size
+//    formula, Eltwise's coefficients and the fusion guard for kept outputs are unchanged, and
+//    4.10's CPU Convolution+Add fusion takes operation "add" only (these are "sum").
 //  - cv::setNumThreads is process-wide (and with Debian's TBB build it rebuilds the task arena),
 //    so it is called only when the count differs from this engine's.
 #include <opencv2/core.hpp>
