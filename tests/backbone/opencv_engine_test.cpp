@@ -433,21 +433,25 @@ TEST_F(OpenCVvsLibTorch, FpnOutFeaturesSelectionIncludingRes5) {
 }
 
 // LastLevelMaxPool: p6 is exactly p5[:, :, ::2, ::2] (max_pool2d with kernel 1, stride 2, floor),
-// also where p5 has an odd size.
+// where p5 has an odd and an even size.
 TEST_F(OpenCVEngine, FpnMaxPoolP6IsEveryOtherPixelOfP5) {
   const FPN fpn = build_fpn({"build_resnet_fpn_backbone", "", "sum", "['res2', 'res3', 'res4', 'res5']"}, 50);
-  const FeatureMaps out = make(fpn, "opencv")->forward(random_input({2, 3, 96, 160}, 51));
-  ASSERT_EQ(names_of(out), "p2 p3 p4 p5 p6");
-  const Tensor p5 = out[3].second.contiguous(), p6 = out[4].second.contiguous();
-  ASSERT_EQ(shape_str(p5.shape()), "[2, 32, 3, 5]");
-  ASSERT_EQ(shape_str(p6.shape()), "[2, 32, 2, 3]");
-  const float* a = p5.data_ptr<float>();
-  const float* b = p6.data_ptr<float>();
-  int64_t mismatches = 0;
-  for (int64_t nc = 0; nc < 2 * 32; ++nc)
-    for (int64_t y = 0; y < 2; ++y)
-      for (int64_t x = 0; x < 3; ++x) mismatches += b[(nc * 2 + y) * 3 + x] != a[(nc * 3 + 2 * y) * 5 + 2 * x];
-  EXPECT_EQ(mismatches, 0);
+  auto engine = make(fpn, "opencv");
+  for (const Shape& shape : std::vector<Shape>{{2, 3, 96, 160}, {2, 3, 64, 128}}) {
+    const FeatureMaps out = engine->forward(random_input(shape, 51));
+    ASSERT_EQ(names_of(out), "p2 p3 p4 p5 p6");
+    const Tensor p5 = out[3].second.contiguous(), p6 = out[4].second.contiguous();
+    const int64_t h = shape[2] / 32, w = shape[3] / 32, h6 = (h - 1) / 2 + 1, w6 = (w - 1) / 2 + 1;
+    ASSERT_EQ(shape_str(p5.shape()), shape_str({2, 32, h, w}));
+    ASSERT_EQ(shape_str(p6.shape()), shape_str({2, 32, h6, w6}));
+    const float* a = p5.data_ptr<float>();
+    const float* b = p6.data_ptr<float>();
+    int64_t mismatches = 0;
+    for (int64_t nc = 0; nc < 2 * 32; ++nc)
+      for (int64_t y = 0; y < h6; ++y)
+        for (int64_t x = 0; x < w6; ++x) mismatches += b[(nc * h6 + y) * w6 + x] != a[(nc * h + 2 * y) * w + 2 * x];
+    EXPECT_EQ(mismatches, 0) << shape_str(shape);
+  }
 }
 
 // RetinaNet's LastLevelP6P7: p6 is returned without the ReLU that p7's input goes through, whether
