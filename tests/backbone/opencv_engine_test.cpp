@@ -26,9 +26,13 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
 // detectron2's initialisation, then random norm statistics and affine parameters (so that the BN
-// folding and the GN/LN affine are exercised), random offsets for deformable convs, random head.
-void randomize(ResNet& model, uint64_t seed) {
+// folding and the GN/LN affine are exercised), random offsets for deformable convs, random head,
+// and random biases of the FPN's own convolutions (c2_xavier_fill leaves them at 0).
+template <typename Model>
+void randomize(Model& model, uint64_t seed) {
   model.init_weights(seed);
   std::mt19937_64 rng(seed + 1);
   std::uniform_real_distribution<float> scale(0.5f, 1.5f);
@@ -46,12 +50,14 @@ void randomize(ResNet& model, uint64_t seed) {
         p[i] = (ends_with(name, "bias") ? 0.5f : 0.002f) * normal(rng);  // offsets of a pixel or so
       else if (name.find("linear") != std::string::npos)
         p[i] = 0.05f * normal(rng);
+      else if ((starts_with(name, "fpn_") || starts_with(name, "top_block.")) && ends_with(name, ".bias"))
+        p[i] = 0.1f * normal(rng);
       else
         continue;
     }
     t = v;
   }
-  const ResNet::LoadResult r = model.load_state_dict(state);
+  const auto r = model.load_state_dict(state);
   ASSERT_TRUE(r.missing.empty() && r.unexpected.empty());
 }
 
@@ -76,7 +82,8 @@ void expect_close(const FeatureMaps& out, const FeatureMaps& ref, double tol, co
   }
 }
 
-std::unique_ptr<Engine> make(const ResNet& model, const std::string& engine, int threads = 2) {
+template <typename Model>
+std::unique_ptr<Engine> make(const Model& model, const std::string& engine, int threads = 2) {
   EngineOptions o;
   o.engine = engine;
   o.num_threads = threads;
@@ -328,4 +335,161 @@ TEST_F(OpenCVEngine, EnginesBuiltConcurrently) {
   for (const auto& g : got) EXPECT_LE(test::max_abs_diff(g, expected), 1e-5 * test::max_abs(expected));
 }
 
+
+// FPN backbones (detectron2's fpn.py, checked against detectron2 through the LibTorch engine).
+
+struct FpnCase {
+  std::string builder;  // build_resnet_fpn_backbone or build_retinanet_resnet_fpn_backbone
+  std::string norm, fuse_type, in_features;
+};
+
+// An FPN from one of the builders on configs/R-50.yaml with `overrides`; narrow unless `full_width`.
+FPN build_fpn(const FpnCase& c, uint64_t seed, bool full_width = false, std::vector<std::string> overrides = {}) {
+  std::vector<std::string> o = {"MODEL.RESNETS.OUT_FEATURES", "['res2', 'res3', 'res4', 'res5']",
+                                "MODEL.FPN.IN_FEATURES",      c.in_features,
+                                "MODEL.FPN.NORM",             c.norm,
+                                "MODEL.FPN.FUSE_TYPE",        c.fuse_type,
+                                "MODEL.FPN.OUT_CHANNELS",     full_width ? "256" : "32"};
+  if (!full_width)
+    o.insert(o.end(), {"MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
+                       "MODEL.RESNETS.WIDTH_PER_GROUP", "2"});
+  o.insert(o.end(), overrides.begin(), overrides.end());
+  const Config cfg = load_config(std::string(BACKBONE_SOURCE_DIR) + "/configs/R-50.yaml", o);
+  FPN fpn = c.builder == "build_resnet_fpn_backbone" ? build_resnet_fpn_backbone(cfg, ShapeSpec{3})
+                                                     : build_retinanet_resnet_fpn_backbone(cfg, ShapeSpec{3});
+  randomize(fpn, seed);
+  return fpn;
+}
+
+std::string names_of(const FeatureMaps& maps) {
+  std::string out;
+  for (const auto& [n, t] : maps) out += (out.empty() ? "" : " ") + n;
+  return out;
+}
+
+// Both builders, every kind of FPN norm, sum and avg, in_features from res2 and from res3, batch 2
+// and 1 at sizes padded to 32, on one engine per model.
+TEST_F(OpenCVvsLibTorch, NarrowFpnsMatchLibTorch) {
+  const std::string res2_5 = "['res2', 'res3', 'res4', 'res5']", res3_5 = "['res3', 'res4', 'res5']";
+  const std::vector<FpnCase> cases = {
+      {"build_resnet_fpn_backbone", "", "sum", res2_5},
+      {"build_resnet_fpn_backbone", "GN", "avg", res2_5},
+      {"build_resnet_fpn_backbone", "FrozenBN", "sum", res3_5},
+      {"build_resnet_fpn_backbone", "BN", "avg", res2_5},
+      {"build_retinanet_resnet_fpn_backbone", "", "sum", res3_5},
+      {"build_retinanet_resnet_fpn_backbone", "GN", "sum", res3_5},
+      {"build_retinanet_resnet_fpn_backbone", "FrozenBN", "avg", res3_5},
+      {"build_retinanet_resnet_fpn_backbone", "LN", "avg", res2_5},
+  };
+  uint64_t seed = 20;
+  for (const auto& c : cases) {
+    const FPN fpn = build_fpn(c, ++seed);
+    const std::string what = c.builder + " norm '" + c.norm + "' " + c.fuse_type + " " + c.in_features;
+    auto engine = make(fpn, "opencv");
+    auto reference = make(fpn, "libtorch");
+    for (const Shape& shape : std::vector<Shape>{{2, 3, 64, 96}, {1, 3, 96, 160}}) {
+      const Tensor x = random_input(shape, seed);
+      const FeatureMaps out = engine->forward(x);
+      std::string levels;
+      for (const auto& [n, spec] : fpn.output_shape()) levels += (levels.empty() ? "" : " ") + n;
+      EXPECT_EQ(names_of(out), levels) << what;
+      expect_close(out, reference->forward(x), 1e-4, what + " " + shape_str(shape));
+    }
+  }
+}
+
+// The full-width R-50-FPN (256 channels, FrozenBN bottom-up) at two sizes, on a fresh and on a
+// reused engine (the top-down Resize layers follow a change of input size).
+TEST_F(OpenCVvsLibTorch, FullWidthR50FpnAtTwoSizes) {
+  const FPN fpn = build_fpn({"build_resnet_fpn_backbone", "", "sum", "['res2', 'res3', 'res4', 'res5']"}, 30, true);
+  auto reference = make(fpn, "libtorch");
+  auto reused = make(fpn, "opencv");
+  for (const Shape& shape : std::vector<Shape>{{1, 3, 128, 160}, {1, 3, 96, 64}}) {
+    const Tensor x = random_input(shape, 31);
+    const FeatureMaps ref = reference->forward(x);
+    expect_close(make(fpn, "opencv")->forward(x), ref, 1e-4, "R-50-FPN " + shape_str(shape) + " (fresh engine)");
+    expect_close(reused->forward(x), ref, 1e-4, "R-50-FPN " + shape_str(shape) + " (reused engine)");
+  }
+}
+
+// out_features may pick p-levels and bottom-up outputs in any order; the engine keeps running
+// after the FPN it was made from is destroyed (its weights are copied).
+TEST_F(OpenCVvsLibTorch, FpnOutFeaturesSelectionIncludingRes5) {
+  std::unique_ptr<Engine> engine, reference;
+  {
+    FPN fpn = build_fpn({"build_resnet_fpn_backbone", "GN", "sum", "['res2', 'res3', 'res4', 'res5']"}, 40);
+    fpn.set_out_features({"res5", "p3", "p6", "res2"});
+    engine = make(fpn, "opencv");
+    reference = make(fpn, "libtorch");
+  }
+  const Tensor x = random_input({2, 3, 64, 128}, 41);
+  const FeatureMaps out = engine->forward(x);
+  EXPECT_EQ(names_of(out), "res5 p3 p6 res2");
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(shape_str(out[0].second.shape()), "[2, 128, 2, 4]");  // narrow bottom-up: res5 has 16 * 8 channels
+  EXPECT_EQ(shape_str(out[1].second.shape()), "[2, 32, 8, 16]");
+  EXPECT_EQ(shape_str(out[2].second.shape()), "[2, 32, 1, 2]");
+  expect_close(out, reference->forward(x), 1e-4, "out_features res5 p3 p6 res2");
+}
+
+// LastLevelMaxPool: p6 is exactly p5[:, :, ::2, ::2] (max_pool2d with kernel 1, stride 2, floor),
+// where p5 has an odd and an even size.
+TEST_F(OpenCVEngine, FpnMaxPoolP6IsEveryOtherPixelOfP5) {
+  const FPN fpn = build_fpn({"build_resnet_fpn_backbone", "", "sum", "['res2', 'res3', 'res4', 'res5']"}, 50);
+  auto engine = make(fpn, "opencv");
+  for (const Shape& shape : std::vector<Shape>{{2, 3, 96, 160}, {2, 3, 64, 128}}) {
+    const FeatureMaps out = engine->forward(random_input(shape, 51));
+    ASSERT_EQ(names_of(out), "p2 p3 p4 p5 p6");
+    const Tensor p5 = out[3].second.contiguous(), p6 = out[4].second.contiguous();
+    const int64_t h = shape[2] / 32, w = shape[3] / 32, h6 = (h - 1) / 2 + 1, w6 = (w - 1) / 2 + 1;
+    ASSERT_EQ(shape_str(p5.shape()), shape_str({2, 32, h, w}));
+    ASSERT_EQ(shape_str(p6.shape()), shape_str({2, 32, h6, w6}));
+    const float* a = p5.data_ptr<float>();
+    const float* b = p6.data_ptr<float>();
+    int64_t mismatches = 0;
+    for (int64_t nc = 0; nc < 2 * 32; ++nc)
+      for (int64_t y = 0; y < h6; ++y)
+        for (int64_t x = 0; x < w6; ++x) mismatches += b[(nc * h6 + y) * w6 + x] != a[(nc * h + 2 * y) * w + 2 * x];
+    EXPECT_EQ(mismatches, 0) << shape_str(shape);
+  }
+}
+
+// RetinaNet's LastLevelP6P7: p6 is returned without the ReLU that p7's input goes through, whether
+// or not p6 is among the outputs (OpenCV fuses that ReLU into the p6 convolution only when p6's
+// own output is not kept).
+TEST_F(OpenCVvsLibTorch, RetinaNetP6IsNotReLUd) {
+  FPN fpn = build_fpn({"build_retinanet_resnet_fpn_backbone", "", "sum", "['res3', 'res4', 'res5']"}, 60);
+  const Tensor x = random_input({1, 3, 192, 256}, 61);
+  for (const std::vector<std::string>& selection :
+       std::vector<std::vector<std::string>>{{}, {"p6"}, {"p7"}, {"p7", "p6"}, {"p6", "res5"}}) {
+    fpn.set_out_features(selection);
+    const FeatureMaps out = make(fpn, "opencv")->forward(x);
+    const std::string what = "out_features [" + names_of(out) + "]";
+    for (const auto& [n, t] : out)
+      if (n == "p6") {
+        const Tensor c = t.contiguous();
+        EXPECT_LT(*std::min_element(c.data_ptr<float>(), c.data_ptr<float>() + c.numel()), 0.0f) << what;
+      }
+    expect_close(out, make(fpn, "libtorch")->forward(x), 1e-4, what);
+  }
+}
+
+// Inputs not padded to the FPN's size_divisibility are refused before the net runs, naming the
+// levels and the padding.
+TEST_F(OpenCVEngine, FpnRefusesUnpaddedInput) {
+  for (const std::string builder : {"build_resnet_fpn_backbone", "build_retinanet_resnet_fpn_backbone"}) {
+    const FPN fpn = build_fpn({builder, "", "sum", "['res3', 'res4', 'res5']"}, 70);
+    auto engine = make(fpn, "opencv");
+    for (const Shape& shape : std::vector<Shape>{{1, 3, 100, 96}, {1, 3, 64, 80}}) {
+      try {
+        engine->forward(Tensor::zeros(shape));
+        ADD_FAILURE() << builder << " " << shape_str(shape) << " was accepted";
+      } catch (const ShapeError& e) {
+        EXPECT_NE(std::string(e.what()).find("size_divisibility (32)"), std::string::npos) << e.what();
+      }
+    }
+    // A padded input still runs on the same engine.
+    EXPECT_EQ(engine->forward(Tensor::zeros({1, 3, 64, 96})).size(), fpn.out_features().size());
+  }
+}
 }  // namespace

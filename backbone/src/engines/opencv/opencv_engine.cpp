@@ -9,6 +9,10 @@
 //     GEMM with the folded weights is then a grouped 1x1 "Convolution" layer of OpenCV's own.
 //   BackboneGroupNorm: GroupNorm (statistics in double).
 //   BackboneChannelLayerNorm: detectron2's LayerNorm over the channels of NCHW.
+// With an FPN (detectron2's fpn.py), its lateral and output convolutions, the top-down nearest 2x
+// upsampling (a "Resize" layer: cv::resize INTER_NEAREST, exactly F.interpolate's nearest) with
+// an "Eltwise" sum (avg: coefficients 0.5, 0.5) and the top block are layers of the same net
+// (add_fpn), whose outputs are fpn->out_features() (p-levels and bottom-up maps).
 //
 // OpenCV 4.6 quirks, checked against the LibTorch engine at 64x64, 224x224, 320x480 and 200x312
 // (tests/backbone/opencv_engine_test.cpp), and once by hand at 800x1216 and 801x1199:
@@ -21,6 +25,10 @@
 //    OpenCV 4.6.0 either, neither with torch 1.13 exports of torchvision's ResNet-50 (opsets 9-17,
 //    fixed or dynamic input size) nor of detectron2's R-50 (FrozenBN as Mul/Add): relative error
 //    <= 3e-6 at 64x64, 224x224 and 320x480.
+//  - FPN layers read the same way in OpenCV 4.10 (Debian 13; from its source, not run here):
+//    Resize nearest without half_pixel_centers is cv::resize INTER_NEAREST, Pooling's floor size
+//    formula, Eltwise's coefficients and the fusion guard for kept outputs are unchanged, and
+//    4.10's CPU Convolution+Add fusion takes operation "add" only (these are "sum").
 //  - cv::setNumThreads is process-wide (and with Debian's TBB build it rebuilds the task arena),
 //    so it is called only when the count differs from this engine's.
 #include <opencv2/core.hpp>
@@ -286,8 +294,12 @@ class NetBuilder {
     params.type = type;
     const int id = net.addLayer(name, type, params);
     for (size_t i = 0; i < inputs.size(); ++i) net.connect(inputs[i], 0, id, static_cast<int>(i));
+    names_[id] = name;
     return id;
   }
+
+  // The name of the layer add() returned `id` for (what Net::forward takes as an output name).
+  const std::string& name_of(int id) const { return names_.at(id); }
 
   int relu(const std::string& name, int input) {
     LayerParams p;
@@ -382,7 +394,65 @@ class NetBuilder {
     out = add(name + ".add", "Eltwise", sum, {out, identity});
     return relu(name + ".relu", out);
   }
+
+ private:
+  std::map<int, std::string> names_;
 };
+
+// detectron2's FPN.forward as layers of the net, on the bottom-up outputs `features` (layer ids by
+// name); returns the layer of each p-level (fpn.output_shape() names, high to low resolution):
+//   prev = lateral[last](C_last); p_last = output[last](prev);
+//   for i = last-1 .. 0: prev = lateral[i](C_i) + upsample_nearest_2x(prev) (avg: both halved, which
+//     in float32 is exactly (a + b) / 2); p_i = output[i](prev)
+// then the top block: LastLevelMaxPool p6 = max_pool2d(p5, kernel 1, stride 2) (floor: (n-1)/2+1);
+// LastLevelP6P7 p6 = conv(res5), p7 = conv(relu(p6)). OpenCV fuses a ReLU into the convolution
+// before it, and runs an activation in place, only when that convolution's output is not one the
+// net returns (Net::Impl::fuseLayers skips pins to keep; BlobManager counts them as references),
+// so p6 comes out without the ReLU whenever it is an output.
+std::vector<int> add_fpn(NetBuilder& b, const FPN& fpn, const std::map<std::string, int>& features) {
+  auto feature = [&](const std::string& name) {
+    auto it = features.find(name);
+    if (it == features.end()) throw Error("OpenCV engine: FPN input " + name + " is not an output of the bottom-up");
+    return it->second;
+  };
+  const auto& in = fpn.in_features();
+  const size_t levels = in.size();
+  auto stage = [&](size_t i) { return std::to_string(fpn.stages()[i]); };
+  std::vector<int> results(levels);
+  int prev = b.conv("fpn_lateral" + stage(levels - 1), fpn.lateral_convs[levels - 1], feature(in[levels - 1]));
+  results[levels - 1] = b.conv("fpn_output" + stage(levels - 1), fpn.output_convs[levels - 1], prev);
+  for (size_t i = levels - 1; i-- > 0;) {
+    LayerParams up;
+    up.set("interpolation", "nearest");  // cv::resize INTER_NEAREST: source pixel floor(x / 2), as F.interpolate
+    up.set("zoom_factor", 2);
+    const int top_down = b.add("fpn_topdown" + stage(i) + ".upsample", "Resize", up, {prev});
+    const int lateral = b.conv("fpn_lateral" + stage(i), fpn.lateral_convs[i], feature(in[i]));
+    LayerParams sum;
+    sum.set("operation", "sum");
+    if (fpn.fuse_type() == "avg") {
+      const float halves[2] = {0.5f, 0.5f};
+      sum.set("coeff", cv::dnn::DictValue::arrayReal(halves, 2));
+    }
+    prev = b.add("fpn_topdown" + stage(i) + ".sum", "Eltwise", sum, {lateral, top_down});
+    results[i] = b.conv("fpn_output" + stage(i), fpn.output_convs[i], prev);
+  }
+  const TopBlock& top = fpn.top_block;
+  if (top.kind == TopBlockKind::LastLevelMaxPool) {
+    LayerParams pool;
+    pool.set("pool", "max");
+    pool.set("kernel_size", 1);
+    pool.set("stride", 2);
+    pool.set("pad", 0);
+    pool.set("ceil_mode", false);  // (n - 1) / 2 + 1, as max_pool2d
+    results.push_back(b.add("top_block.max_pool", "Pooling", pool, {results[levels - 1]}));
+  } else if (top.kind == TopBlockKind::LastLevelP6P7) {
+    const int source = top.in_feature == "p5" ? results[levels - 1] : feature(top.in_feature);
+    const int p6 = b.conv("top_block.p6", top.p6, source);
+    results.push_back(p6);
+    results.push_back(b.conv("top_block.p7", top.p7, b.relu("top_block.p6.relu", p6)));
+  }
+  return results;
+}
 
 std::string cpu_features() {
   // cv::getBuildInformation() lists the baseline and the dispatched CPU code paths.
@@ -439,7 +509,7 @@ std::string fusion_summary(const std::string& dot) {
 
 class OpenCVEngine final : public Engine {
  public:
-  OpenCVEngine(const ResNet& model, const EngineOptions& options) {
+  OpenCVEngine(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
     if (options.precision != Precision::Float32)
       throw UnsupportedError(std::string("OpenCV engine: precision ") + precision_name(options.precision) +
                              " is not supported (engine opencv runs fp32 only); use fp32, or engine onednn for bf16");
@@ -449,11 +519,11 @@ class OpenCVEngine final : public Engine {
     threads_ = engine_threads(options);
     register_custom_layers();
 
-    out_features_ = model.out_features();
+    out_features_ = fpn ? fpn->out_features() : model.out_features();
     auto wanted = [&](const std::string& n) {
       return std::find(out_features_.begin(), out_features_.end(), n) != out_features_.end();
     };
-    std::map<std::string, std::string> feature_layer;
+    std::map<std::string, int> feature_layer;  // layer id of each output by name
     NetBuilder b;
     try {
       int x = b.relu("stem.conv1.relu", b.conv("stem.conv1", model.stem().conv1, NetBuilder::kInput));
@@ -464,12 +534,24 @@ class OpenCVEngine final : public Engine {
       pool.set("pad", 1);
       pool.set("ceil_mode", false);  // PyTorch's floor; OpenCV (Caffe) defaults to ceil
       x = b.add("stem.pool", "Pooling", pool, {x});
-      feature_layer["stem"] = "stem.pool";
+      feature_layer["stem"] = x;
+      windows_.push_back({model.stem().conv1, {3, 2, 1, 1}});
       const auto& names = model.stage_names();
       for (size_t s = 0; s < model.stages().size(); ++s) {
-        for (size_t i = 0; i < model.stages()[s].size(); ++i)
-          x = b.block(names[s] + "." + std::to_string(i), *model.stages()[s][i], x);
-        feature_layer[names[s]] = names[s] + "." + std::to_string(model.stages()[s].size() - 1) + ".relu";
+        std::vector<Window> path;
+        for (size_t i = 0; i < model.stages()[s].size(); ++i) {
+          const CNNBlockBase& block = *model.stages()[s][i];
+          x = b.block(names[s] + "." + std::to_string(i), block, x);
+          if (block.kind() == BlockKind::BasicBlock) {
+            const auto& bb = static_cast<const BasicBlock&>(block);
+            path.insert(path.end(), {bb.conv1, bb.conv2});
+          } else {
+            const auto& bb = static_cast<const BottleneckBlock&>(block);
+            path.insert(path.end(), {bb.conv1, bb.conv2, bb.conv3});
+          }
+        }
+        feature_layer[names[s]] = x;
+        windows_.push_back(std::move(path));
       }
       if (model.num_classes() && wanted("linear")) {
         LayerParams gap;
@@ -484,8 +566,18 @@ class OpenCVEngine final : public Engine {
         cv::Mat weight(static_cast<int>(w.size(0)), static_cast<int>(w.size(1)), CV_32F);
         std::memcpy(weight.ptr<float>(), w.data_ptr<float>(), w.nbytes());
         fc.blobs = {weight, row_mat(model.linear_bias)};
-        b.add("linear", "InnerProduct", fc, {x});
-        feature_layer["linear"] = "linear";
+        feature_layer["linear"] = b.add("linear", "InnerProduct", fc, {x});
+      }
+      if (fpn) {
+        fpn_levels_ = FpnLevels(*fpn);
+        const std::vector<int> levels = add_fpn(b, *fpn, feature_layer);
+        const auto shapes = fpn->output_shape();
+        for (size_t i = 0; i < levels.size() && i < shapes.size(); ++i) feature_layer[shapes[i].first] = levels[i];
+        for (const auto& f : fpn->in_features()) {
+          const auto it = std::find(names.begin(), names.end(), f);
+          if (it == names.end()) throw Error("OpenCV engine: FPN in_feature " + f + " is not a stage of the bottom-up");
+          fpn_in_stages_.push_back(static_cast<size_t>(it - names.begin()) + 1);  // windows_[0] is the stem
+        }
       }
     } catch (const cv::Exception& e) {
       throw Error(std::string("OpenCV engine: building the network failed: ") + e.what());
@@ -493,7 +585,7 @@ class OpenCVEngine final : public Engine {
     for (const auto& f : out_features_) {
       auto it = feature_layer.find(f);
       if (it == feature_layer.end()) throw Error("OpenCV engine: the model has no layer for out_feature '" + f + "'");
-      out_layers_.push_back(it->second);
+      out_layers_.push_back(b.name_of(it->second));
     }
     net_ = b.net;
     folded_batch_norms_ = b.folded_batch_norms;
@@ -508,11 +600,13 @@ class OpenCVEngine final : public Engine {
       if (t == kDeformIm2colType) deformable_ = true;
     }
     // One forward of a small image sets the net up (OpenCV packs the weights and fuses layers
-    // then) so that describe() can name the fusions OpenCV made.
+    // then) so that describe() can name the fusions OpenCV made. 64 is a multiple of every FPN's
+    // size_divisibility on a ResNet (at most 32).
     std::vector<cv::Mat> outs;
     try {
       set_threads();
-      const int sizes[4] = {1, static_cast<int>(in_channels_), 64, 64};
+      const int side = static_cast<int>(std::max<int64_t>(64, 2 * fpn_levels_.size_divisibility));
+      const int sizes[4] = {1, static_cast<int>(in_channels_), side, side};
       net_.setInput(cv::Mat(4, sizes, CV_32F, cv::Scalar(0)));
       net_.forward(outs, out_layers_);
       fusions_ = fusion_summary(net_.dump());
@@ -538,6 +632,8 @@ class OpenCVEngine final : public Engine {
                           static_cast<int>(host.size(2)), static_cast<int>(host.size(3))};
     const cv::Mat blob(4, sizes, CV_32F, const_cast<void*>(host.data()));
 
+    if (!fpn_in_stages_.empty()) check_fpn_level_sizes(fpn_levels_, lateral_sizes(host.size(2), host.size(3)));
+
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<cv::Mat> outs;
     try {
@@ -562,6 +658,29 @@ class OpenCVEngine final : public Engine {
   }
 
  private:
+  // A convolution's or pooling's window: the output size floor((n + 2p - d(k - 1) - 1) / s) + 1.
+  struct Window {
+    int64_t kernel = 1, stride = 1, padding = 0, dilation = 1;
+    Window(int64_t k, int64_t s, int64_t p, int64_t d) : kernel(k), stride(s), padding(p), dilation(d) {}
+    Window(const Conv2d& c) : Window(c.kernel_size, c.stride, c.padding, c.dilation) {}  // NOLINT: implicit
+    int64_t out(int64_t n) const { return (n + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1; }
+  };
+
+  // The height and width of each FPN in_feature for an input of h x w (the bottom-up's main path).
+  std::vector<std::pair<int64_t, int64_t>> lateral_sizes(int64_t h, int64_t w) const {
+    std::vector<std::pair<int64_t, int64_t>> sizes;
+    size_t done = 0;
+    for (const size_t stage : fpn_in_stages_) {
+      for (; done <= stage; ++done)
+        for (const Window& window : windows_[done]) {
+          h = window.out(h);
+          w = window.out(w);
+        }
+      sizes.emplace_back(h, w);
+    }
+    return sizes;
+  }
+
   // cv::setNumThreads is process-wide (with TBB it rebuilds the task arena): set it only when
   // someone else changed it.
   void set_threads() const {
@@ -576,14 +695,18 @@ class OpenCVEngine final : public Engine {
   std::string layer_counts_, fusions_;
   bool deformable_ = false;
   int folded_batch_norms_ = 0;
+  // FPN: the windows along the bottom-up (stem, then each stage) and the index there of each
+  // in_feature, to check the level sizes before the net runs.
+  std::vector<std::vector<Window>> windows_;
+  std::vector<size_t> fpn_in_stages_;
+  FpnLevels fpn_levels_;
   std::mutex mutex_;
 };
 
 }  // namespace
 
 std::unique_ptr<Engine> create_opencv_engine(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
-  if (fpn) throw UnsupportedError("engine 'opencv' does not run FPN backbones yet");
-  return std::make_unique<OpenCVEngine>(model, options);
+  return std::make_unique<OpenCVEngine>(model, fpn, options);
 }
 
 }  // namespace backbone::detail
