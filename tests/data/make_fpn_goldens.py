@@ -275,6 +275,58 @@ def one_storage(sd):
     return out
 
 
+def legacy_keys_deterministic(path):
+    """torch.save's legacy format names each storage by its memory address (str(storage._cdata)) and
+    writes the storages in the sorted order of those names: renames them 0000, 0001, ... in the order
+    the object references them and writes their data in that order, so that the file is the same on
+    every run."""
+    import io
+    import pickletools
+
+    with open(path, "rb") as fh:
+        data = fh.read()
+    f = io.BytesIO(data)
+    for _ in range(3):  # magic number, protocol version, sys info
+        for _op in pickletools.genops(f):
+            pass
+    # The object: each storage's persistent id is ("storage", GLOBAL torch.<Type>Storage, key, "cpu", numel, None).
+    # (GLOBALs are memoised: a BINPUT after the GLOBAL, then BINGETs.)
+    seen, last_global, memo, prev = [], None, {}, None
+    for op, arg, _pos in pickletools.genops(f):
+        if op.name == "GLOBAL":
+            last_global = arg
+        elif op.name in ("BINPUT", "LONG_BINPUT") and prev == "GLOBAL":
+            memo[arg] = last_global
+        elif op.name in ("BINGET", "LONG_BINGET"):
+            last_global = memo.get(arg)
+        elif op.name == "BINUNICODE" and last_global and last_global.endswith("Storage") and arg.isdigit():
+            if arg not in [k for k, _ in seen]:
+                seen.append((arg, last_global.split()[-1]))
+            last_global = None
+        prev = op.name
+    object_end = f.tell()
+    keys = pickle.load(f)  # a list of str, sorted: the order of the data
+    header_end = f.tell()
+    assert sorted(k for k, _ in seen) == keys, (seen, keys)
+    elem = {"FloatStorage": 4, "LongStorage": 8}
+    types = dict(seen)
+    blobs, pos = {}, header_end
+    for k in keys:
+        n = struct.unpack("<q", data[pos:pos + 8])[0]
+        size = 8 + n * elem[types[k]]
+        blobs[k] = data[pos:pos + size]
+        pos += size
+    assert pos == len(data)
+    header = data[:object_end]
+    for rank, (k, _) in enumerate(seen):
+        old = b"X" + struct.pack("<I", len(k)) + k.encode()
+        assert header.count(old) == 1, k  # the storage's persistent id (memoised after)
+        header = header.replace(old, b"X" + struct.pack("<I", 4) + f"{rank:04d}".encode())
+    new_keys = pickle.dumps([f"{rank:04d}" for rank in range(len(seen))], protocol=2)
+    with open(path, "wb") as out:
+        out.write(header + new_keys + b"".join(blobs[k] for k, _ in seen))
+
+
 def save_weights(d, kind, model, cfg, shared_storage):
     """Writes the case's checkpoint; returns (file name, a state dict of the FPN module rebuilt from
     the file as detectron2 would read it, for the round-trip check)."""
@@ -291,6 +343,7 @@ def save_weights(d, kind, model, cfg, shared_storage):
     if kind == "fpn_state_dict_pth":
         # the legacy (pre-1.6, non-zip) torch.save format
         torch.save(sd, os.path.join(d, "fpn_state_dict.pth"), _use_new_zipfile_serialization=False)
+        legacy_keys_deterministic(os.path.join(d, "fpn_state_dict.pth"))
         return "fpn_state_dict.pth", torch.load(os.path.join(d, "fpn_state_dict.pth"))
     if kind == "safetensors":
         write_safetensors(os.path.join(d, "weights.safetensors"),
@@ -418,6 +471,10 @@ def make_case(out_root, spec):
             assert tuple(y.shape) == (x.shape[0], c, -(-x.shape[2] // s), -(-x.shape[3] // s)), (name, k, y.shape)
     tol = 2e-3 if deformable else 1e-4
     mg.write_config_yaml(os.path.join(d, "config.yaml"), cfg, spec["overrides"], name)
+    with open(os.path.join(d, "config.yaml")) as f:
+        text = f.read()
+    with open(os.path.join(d, "config.yaml"), "w") as f:
+        f.write(text.replace("(tests/data/make_goldens.py)", "(tests/data/make_fpn_goldens.py)", 1))
     weights_file, weights_sd = save_weights(d, spec["weights"], model, cfg, spec.get("shared_storage", False))
     mg.save_array(os.path.join(d, "input.npy"), x)
     entry.update({"weights": f"{name}/{weights_file}", "input": f"{name}/input.npy", "input_shape": list(x.shape),
