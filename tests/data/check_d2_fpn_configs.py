@@ -13,7 +13,10 @@ runs
     <build>/bin/backbone-infer --config-file <the yaml, unchanged> --weights w.pth --input x.npy --engine E
 
 for each engine, comparing every p-level: max |out - ref| <= 1e-4 * max |ref| (2e-3 with deformable
-stages). Prints a table (config, engine, max relative error, pass/fail) and a summary.
+stages). With --float64, detectron2 also runs in float64: a level that misses the bound against the
+float32 reference but is as close to the float64 result as detectron2's own float32 run (deep
+deformable networks with random offsets, e.g. X-152 dconv, amplify float32 rounding past 2e-3) passes,
+and the note says so. Prints a table (config, engine, max relative error, pass/fail) and a summary.
 LazyConfig .py files and YAMLs whose _BASE_ chain leaves configs/ are listed as skipped with the reason.
 
     /work/venv-d2/bin/python tests/data/check_d2_fpn_configs.py --detectron2 /work/d2 --build build \
@@ -73,8 +76,9 @@ def backbone_key(cfg):
                        "fpn": dict(cfg.MODEL.FPN)}, sort_keys=True, default=str)
 
 
-def make_reference(cfg, key, work):
-    """detectron2's backbone from `cfg`, randomised; writes w.pth and x.npy, returns (refs, tolerance)."""
+def make_reference(cfg, key, work, float64=False):
+    """detectron2's backbone from `cfg`, randomised; writes w.pth and x.npy, returns (refs, tolerance,
+    deformable, the references' own rounding error: max over levels of |f32 - f64| / max |f64|, or None)."""
     seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100003
     model = mf.syncbn_as_bn(mf.build(cfg))
     mg.randomize_(model, seed)
@@ -86,7 +90,12 @@ def make_reference(cfg, key, work):
     torch.save({"model": collections.OrderedDict(("backbone." + k, v) for k, v in model.state_dict().items())},
                os.path.join(work, "w.pth"))
     np.save(os.path.join(work, "x.npy"), x.numpy())
-    return {k: v.numpy() for k, v in refs.items()}, (2e-3 if deformable else 1e-4), deformable
+    own, ref64 = None, None
+    if float64:
+        r64 = mf.run(model.double(), x.double())
+        own = max(float((refs[k].double() - v).abs().max() / v.abs().max()) for k, v in r64.items())
+        ref64 = {k: v.numpy() for k, v in r64.items()}
+    return {k: v.numpy() for k, v in refs.items()}, (2e-3 if deformable else 1e-4), deformable, (own, ref64)
 
 
 def run_infer(infer, yaml_path, work, engine, threads):
@@ -136,7 +145,16 @@ def compare(out, refs, tol):
         if y.shape != ref.shape:
             problems.append(f"{k} shape {y.shape} != {ref.shape}")
             continue
-        err = float(np.abs(y.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
+        if not np.isfinite(ref).all():
+            problems.append(f"{k}: detectron2's reference is not finite")
+            continue
+        if not np.abs(ref).max() > 0:
+            problems.append(f"{k}: detectron2's reference is all zeros")
+            continue
+        if not np.isfinite(y).all():
+            problems.append(f"{k}: output not finite")
+            continue
+        err = float(np.abs(y.astype(np.float64) - ref).max() / np.abs(ref).max())
         worst = max(worst, err)
         if err > tol:
             problems.append(f"{k} rel err {err:.2e} > {tol:g}")
@@ -153,6 +171,8 @@ def main():
     ap.add_argument("--engines", default="libtorch,onednn,opencv")
     ap.add_argument("--filter", default="", help="only configs whose path matches this regex")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--float64", action="store_true",
+                    help="also run detectron2 in float64 and report the float32 references' own error")
     args = ap.parse_args()
     torch.set_num_threads(max(1, args.threads))
     mf.install(args.detectron2)
@@ -192,11 +212,13 @@ def main():
 
     rows, t0 = [], time.time()
     with tempfile.TemporaryDirectory(prefix="d2-fpn-configs-") as work:
-        current_key, refs, tol, deformable = None, None, None, False
+        current_key, refs, tol, deformable, own, ref64 = None, None, None, False, None, None
         for key, rel, path, cfg in candidates:
             if key != current_key:
                 try:
-                    refs, tol, deformable = make_reference(cfg, key, work)
+                    refs, tol, deformable, (own, ref64) = make_reference(cfg, key, work, args.float64)
+                    if own is not None:
+                        print(f"  {rel}: detectron2 float32 vs float64: {own:.2e}", file=sys.stderr, flush=True)
                     current_key = key
                 except Exception as e:  # noqa: BLE001
                     for engine in engines:
@@ -223,8 +245,15 @@ def main():
                     rows.append((rel, engine, None, False, err))
                     continue
                 worst, problems = compare(out, refs, tol)
-                rows.append((rel, engine, worst, not problems, "; ".join(problems)
-                             + (" (deformable: tol 2e-3)" if deformable and not problems else "")))
+                note = "; ".join(problems)
+                if problems and ref64 is not None:
+                    # As close to the exact (float64) result as detectron2's own float32 run is: passes.
+                    w64, p64 = compare(out, ref64, max(tol, own))
+                    note += (f"; vs detectron2 in float64: {w64:.2e} (detectron2's float32 vs float64: {own:.2e})"
+                             + ("; as accurate as detectron2's float32: pass" if not p64 else ""))
+                    problems = p64
+                rows.append((rel, engine, worst, not problems,
+                             note + (" (deformable: tol 2e-3)" if deformable and not problems else "")))
             print(f"  [{time.time() - t0:6.0f}s] {rel}: " + ", ".join(
                 f"{r[1]} {'pass' if r[3] else 'FAIL'}" for r in rows[-len(engines):]), file=sys.stderr, flush=True)
 
