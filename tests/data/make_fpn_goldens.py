@@ -90,7 +90,7 @@ def fpn(in_features, out_channels=16, norm="", fuse="sum"):
 
 CASES = [
     dict(name="fpn_r50_sum", input=(1, 3, 32, 64), weights="d2_model_pth",
-         overrides=[*FPN_NAME, *TINY, *fpn(R2_5)],
+         overrides=[*FPN_NAME, *TINY, *fpn(R2_5, out_channels=12)],
          description="build_resnet_fpn_backbone on a tiny R-50 (FrozenBN), res2-res5 -> p2-p6, no norm "
                      "(convs with bias), sum; detectron2 model .pth (backbone.* names, detector entries skipped)"),
     dict(name="fpn_bn_avg_batch2", input=(2, 3, 32, 32), weights="fpn_state_dict_pth",
@@ -111,7 +111,7 @@ CASES = [
     dict(name="fpn_ln_res4_avg", input=(1, 3, 32, 64), weights="fpn_state_dict_pth",
          overrides=[*FPN_NAME, *TINY, *fpn(R4_5, out_channels=8, norm="LN", fuse="avg")],
          description="FPN.NORM LN (detectron2's channel LayerNorm), IN_FEATURES res4-res5 -> p4-p6, avg"),
-    dict(name="retinanet_r50", input=(1, 3, 64, 64), weights="d2_model_pth", shared_storage=True,
+    dict(name="retinanet_r50", input=(1, 3, 32, 64), weights="d2_model_pth", shared_storage=True,
          overrides=[*RETINA_NAME, *TINY, *fpn(R3_5, out_channels=8)],
          description="build_retinanet_resnet_fpn_backbone: res3-res5 -> p3-p7 (LastLevelP6P7 on res5), no norm; "
                      "model .pth whose tensors are views of one storage"),
@@ -119,18 +119,18 @@ CASES = [
          overrides=[*RETINA_NAME, *TINY, *fpn(R4_5, out_channels=8, norm="BN", fuse="avg")],
          description="RetinaNet FPN on res4-res5 -> p4-p7, BN (laterals and outputs without bias, p6/p7 with), "
                      "avg; .safetensors"),
-    dict(name="fpn_deform_v2", input=(1, 3, 64, 64), weights="d2_model_pth", shared_storage=True,
+    dict(name="fpn_deform_v2", input=(1, 3, 32, 64), weights="d2_model_pth", shared_storage=True,
          overrides=[*FPN_NAME, *TINY, "MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False, True, True, True]",
                     "MODEL.RESNETS.DEFORM_MODULATED", "True", "MODEL.RESNETS.DEFORM_NUM_GROUPS", "1",
                     *fpn(R2_5, out_channels=8)],
          description="deformable bottom-up: modulated deformable conv in res3-res5, 1 deformable group"),
-    dict(name="fpn_x50_odd_33x45", input=(1, 3, 33, 45), weights="d2_model_pth", shared_storage=True,
+    dict(name="fpn_x50_odd_17x29", input=(1, 3, 17, 29), weights="d2_model_pth", shared_storage=True,
          overrides=[*FPN_NAME, "MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", "8",
                     "MODEL.RESNETS.RES2_OUT_CHANNELS", "8", "MODEL.RESNETS.NUM_GROUPS", "2",
                     "MODEL.RESNETS.WIDTH_PER_GROUP", "1", "MODEL.RESNETS.STRIDE_IN_1X1", "False",
                     *fpn(R2_5, out_channels=8, fuse="avg")],
-         description="ResNeXt-50 2x1d (grouped 3x3, stride in 3x3), odd 33x45 input zero-padded "
-                     "to 64x64 as ImageList.from_tensors pads it (input.npy padded, input_unpadded.npy not)"),
+         description="ResNeXt-50 2x1d (grouped 3x3, stride in 3x3), odd 17x29 input zero-padded "
+                     "to 32x32 as ImageList.from_tensors pads it (input.npy padded, input_unpadded.npy not)"),
     dict(name="fpn_image", input=None, image=(45, 61), weights="d2_model_pth", shared_storage=True,
          overrides=[*FPN_NAME, *TINY, *fpn(R2_5, out_channels=8), "INPUT.MIN_SIZE_TEST", "24", "INPUT.MAX_SIZE_TEST", "40"],
          description="a 45x61 BGR uint8 image (image.npy, HWC) through detectron2's test-time path: "
