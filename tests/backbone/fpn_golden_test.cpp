@@ -8,7 +8,8 @@
 // Two routes per engine: load_model (config file + weights, its preprocessing for the image case)
 // and build_* + load_checkpoint + create_engine. The model's output_shape() and state_dict() are
 // compared with detectron2's.
-// The oneDNN engine's bf16 is compared with its own fp32: max |bf16 - fp32| <= 2e-2 * max |fp32|.
+// The oneDNN engine's bf16 is compared with its own fp32: max |bf16 - fp32| <= bound * max |fp32|, the
+// bound 2e-2 (golden_test's) or twice PyTorch's own bf16 error on the case where that is more.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -237,7 +238,7 @@ TEST_P(FpnGolden, BuildLoadCheckpointCreateEngineMatchesDetectron2) {
   expect_matches(engine->forward(input), c, "create_engine + forward");
 }
 
-// bf16 against fp32 of the same engine on the same case (the bf16 bound of golden_test).
+// bf16 against fp32 of the same engine on the same case.
 class FpnGoldenBf16 : public ::testing::TestWithParam<Case> {};
 
 TEST_P(FpnGoldenBf16, WithinBoundOfFp32) {
@@ -265,13 +266,19 @@ TEST_P(FpnGoldenBf16, WithinBoundOfFp32) {
   }
   const FeatureMaps bf16 = engine->forward(input);
   ASSERT_EQ(bf16.size(), f32.size());
+  // The bf16 bound of golden_test, or twice what bf16 costs PyTorch on this case (the generator's
+  // emulation: bf16-rounded convolution weights, inputs and outputs; the largest over the case's
+  // levels) where that is more: these narrow random networks amplify bf16 rounding.
+  double bound = 2e-2;
+  for (const auto& [level, err] : c["pytorch_bf16_error"].items()) bound = std::max(bound, 2.0 * err.get<double>());
   for (size_t i = 0; i < f32.size(); ++i) {
     ASSERT_EQ(bf16[i].first, f32[i].first);
     ASSERT_EQ(bf16[i].second.shape(), f32[i].second.shape()) << f32[i].first;
     ASSERT_EQ(bf16[i].second.dtype(), DType::Float32) << "features are float32 whatever the precision";
     const double max_ref = test::max_abs(f32[i].second), err = test::max_abs_diff(bf16[i].second, f32[i].second);
     EXPECT_GT(err, 0.0) << f32[i].first << ": bf16 identical to fp32, bf16 did not run";
-    EXPECT_LE(err, 2e-2 * max_ref) << f32[i].first << ": max |bf16 - fp32| = " << err << ", max |fp32| = " << max_ref;
+    EXPECT_LE(err, bound * max_ref) << f32[i].first << ": max |bf16 - fp32| = " << err << ", max |fp32| = " << max_ref
+                                    << ", bound " << bound;
   }
 }
 
