@@ -171,10 +171,14 @@ def main():
     ap.add_argument("--engines", default="libtorch,onednn,opencv")
     ap.add_argument("--filter", default="", help="only configs whose path matches this regex")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--offset-px", type=float, default=mg.OFFSET_TARGET,
+                    help="std of the random deformable offsets in pixels (make_goldens' calibration; default "
+                         "%(default)s); the bias part is a quarter of it")
     ap.add_argument("--float64", action="store_true",
                     help="also run detectron2 in float64 and report the float32 references' own error")
     args = ap.parse_args()
     torch.set_num_threads(max(1, args.threads))
+    mg.OFFSET_TARGET, mg.OFFSET_B_STD = args.offset_px, args.offset_px / 4
     mf.install(args.detectron2)
     infer = os.path.join(os.path.abspath(args.build), "bin", "backbone-infer")
     if not os.access(infer, os.X_OK):
