@@ -532,7 +532,7 @@ TEST_F(ConfigInDataDir, UnusedSectionsInFilesAreAcceptedAndStored) {
   EXPECT_EQ(cfg.repr("MODEL.ROI_HEADS.MY_NEW_KEY"), "[1, 2]");
   EXPECT_EQ(cfg.get_int("MODEL.POINT_HEAD.TRAIN_NUM_POINTS"), 196);
   EXPECT_EQ(cfg.get_string_list("MODEL.POINT_HEAD.IN_FEATURES"), std::vector<std::string>{"p2"});
-  EXPECT_EQ(cfg.get_int("MODEL.FPN.NEW_THING.A"), 1);
+  EXPECT_EQ(cfg.get_int("MODEL.RPN.NEW_THING.A"), 1);
   EXPECT_EQ(cfg.get_string("MODEL.PIXEL_MEANS"), "typo under MODEL, not a key this project reads");
   EXPECT_DOUBLE_EQ(cfg.get_float("SOLVER.BASE_LR"), 0.01);  // the string "0.01", literal_eval'ed
   EXPECT_EQ(cfg.get_int("SOLVER.STEPS"), 5);
