@@ -579,32 +579,6 @@ gst_resnet_backbone_post_qos (GstResnetBackbone * self, GstBuffer * buf, GstCloc
   gst_element_post_message (GST_ELEMENT (self), msg);
 }
 
-/* The frame to infer on: the buffer's crop rectangle when it carries a GstVideoCropMeta (and the
- * crop fits the format), else the whole frame. */
-static backbone::FrameView
-gst_resnet_backbone_frame_view (GstResnetBackbone * self, const Model & model,
-    const GstVideoFrame * frame, GstBuffer * buf, bool on_device)
-{
-  backbone::FrameView view = gstbackbone::frame_view_from_video_frame (frame);
-  if (on_device)
-    view.device = backbone::Device::cuda (model.cuda_device);
-  const GstVideoCropMeta *crop = gst_buffer_get_video_crop_meta (buf);
-  if (crop && !(crop->x == 0 && crop->y == 0 && crop->width == (guint) view.width &&
-          crop->height == (guint) view.height)) {
-    if (!gstbackbone::crop_frame_view (&view, &frame->info, crop->x, crop->y, crop->width,
-            crop->height))
-      throw backbone::Error ("the buffer's crop meta (" + std::to_string (crop->x) + ", " +
-          std::to_string (crop->y) + ") " + std::to_string (crop->width) + "x" +
-          std::to_string (crop->height) + " does not fit the " +
-          std::to_string (view.width) + "x" + std::to_string (view.height) + " " +
-          gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&frame->info)) + " frame (or "
-          "starts between chroma samples)");
-    GST_LOG_OBJECT (self, "inferring on the crop (%u, %u) %ux%u", crop->x, crop->y, crop->width,
-        crop->height);
-  }
-  return view;
-}
-
 static GstFlowReturn
 gst_resnet_backbone_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
 {

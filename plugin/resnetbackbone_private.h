@@ -273,6 +273,9 @@ std::unique_ptr<Model> gst_resnet_backbone_load_model (GstResnetBackbone * self,
 /* resnetbackbone_infer.cpp */
 /* Runs the backbone on one mapped frame and adds the meta. Returns the bytes of the features.
  * Throws on failure. */
+/* The frame to infer on: the buffer's crop rectangle (GstVideoCropMeta) or the whole frame. */
+backbone::FrameView gst_resnet_backbone_frame_view (GstResnetBackbone * self, const Model & model,
+    const GstVideoFrame * frame, GstBuffer * buf, bool on_device);
 guint64 gst_resnet_backbone_infer (GstResnetBackbone * self, Model & model,
     const std::shared_ptr<gstbackbone::FeatureSlot> & slot, const backbone::FrameView & view,
     bool on_device, GstBuffer * buf, guint unique_id, GstClockTime * batch_wait);
