@@ -271,7 +271,8 @@ void Plan::conv_step(const ConvW& w, const Act& src, const Act& dst, bool sum, b
 }
 
 // A float32 convolution (no norm) between plain buffers.
-void Plan::plain_conv_step(const ConvW& w, const memory::dims& src_dims, int src, const memory::dims& dst_dims, int dst) {
+void Plan::plain_conv_step(const ConvW& w, const memory::dims& src_dims, int src, const memory::dims& dst_dims,
+                           int dst) {
   need_plain(plain_md(dst_dims).get_size());
   auto p = std::make_shared<ConvPrim>(
       make_conv(w_no_norm(w), plain_md(src_dims), plain_md(dst_dims), false, false, dt::f32));
