@@ -245,6 +245,7 @@ TEST(EngineBatch, EveryCpuEngineRunsABatchAsItsFramesAlone) {
     float* p = batch.data_ptr<float>();
     for (int64_t i = 0; i < batch.numel(); ++i) p[i] = static_cast<float>((i * 37) % 101) - 50.f;
     const FeatureMaps all = m.engine->forward(batch);
+    const std::string one_shape = m.engine->describe();
     const int64_t one = batch.numel() / kN;
     for (int64_t n = 0; n < kN; ++n) {
       Tensor single = Tensor::empty({1, 3, 64, 96});
@@ -262,6 +263,19 @@ TEST(EngineBatch, EveryCpuEngineRunsABatchAsItsFramesAlone) {
         std::copy(c.data_ptr<float>() + n * per, c.data_ptr<float>() + (n + 1) * per, row.data_ptr<float>());
         EXPECT_LT(max_rel_diff(row, alone[l].second), 1e-5) << all[l].first << " row " << n;
       }
+    }
+    if (engine == "onednn") {
+      // Two shapes planned (batch 3 and batch 1), one set of packed weights.
+      const std::string two_shapes = m.engine->describe();
+      EXPECT_NE(one_shape.find("1 input shape planned"), std::string::npos) << one_shape;
+      EXPECT_NE(two_shapes.find("2 input shapes planned"), std::string::npos) << two_shapes;
+      auto mib = [](const std::string& d) {
+        const size_t at = d.find(" KiB of packed weights");
+        const size_t from = d.rfind(' ', at - 1) + 1;
+        return d.substr(from, at - from);
+      };
+      EXPECT_EQ(mib(one_shape), mib(two_shapes)) << one_shape << "\n" << two_shapes;
+      EXPECT_GT(std::stol(mib(one_shape)), 0) << one_shape;
     }
   }
 }

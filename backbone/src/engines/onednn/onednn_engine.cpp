@@ -145,6 +145,9 @@ class OneDnnEngine final : public Engine {
     if (fpn_)
       o << "; FPN (" << (fpn_->avg ? "avg" : "sum")
         << "): each lateral 1x1 convolution sums into its level's nearest 2x upsampled top-down map";
+    if (!plans_.empty())
+      o << "; " << plans_.size() << " input shape" << (plans_.size() > 1 ? "s" : "") << " planned, sharing "
+        << (packed_.bytes() + 512) / 1024 << " KiB of packed weights";
     if (last_plan_) {
       o << "; convolution kernels:";
       for (const auto& [impl, count] : last_plan_->impls_) o << " " << impl << " x" << count;
@@ -213,7 +216,7 @@ class OneDnnEngine final : public Engine {
 
   std::unique_ptr<Plan> build(const Shape& shape) {
     const dt act_dt = precision_ == Precision::BFloat16 ? dt::bf16 : dt::f32;
-    auto plan = std::make_unique<Plan>(eng_, act_dt, act_tag_, winograd_);
+    auto plan = std::make_unique<Plan>(eng_, act_dt, act_tag_, winograd_, &packed_);
     Plan& p = *plan;
     using Act = Plan::Act;
 
@@ -368,6 +371,7 @@ class OneDnnEngine final : public Engine {
   std::optional<FpnW> fpn_;  // the FPN on top of the ResNet, when the engine runs one
 
   mutable std::mutex mutex_;
+  PackedWeights packed_;  // before plans_: plans hold its memory objects
   std::map<Shape, std::unique_ptr<Plan>> plans_;
   Plan* last_plan_ = nullptr;
   std::map<std::string, std::vector<std::pair<size_t, std::shared_ptr<void>>>> out_pool_;

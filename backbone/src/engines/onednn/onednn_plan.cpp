@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <string_view>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -159,6 +160,22 @@ void Plan::release(const Act& a) {
   if (!slot_held_.at(a.slot)) slot_busy_.at(a.slot) = false;
 }
 
+memory PackedWeights::get(const ConvW& w, const memory::desc& layout, const memory& user, const dnnl::engine& eng) {
+  const size_t hash = std::hash<std::string_view>()(
+      std::string_view(reinterpret_cast<const char*>(w.weight.data()), w.weight.size() * sizeof(float)));
+  std::lock_guard<std::mutex> guard(mutex_);
+  for (const Entry& e : entries_)
+    if (e.hash == hash && e.count == w.weight.size() && e.layout == layout) return e.packed;
+  memory packed(layout, eng);
+  dnnl::stream s(eng);
+  memory src = user;
+  dnnl::reorder(src, packed).execute(s, src, packed);
+  s.wait();
+  entries_.push_back({hash, w.weight.size(), layout, packed});
+  bytes_ += layout.get_size();
+  return packed;
+}
+
 void Plan::ConvPrim::run(dnnl::stream& s, const memory& src, const memory& dst, const memory& scratch) const {
   prim.execute(s, {{DNNL_ARG_SRC, src},
                    {DNNL_ARG_WEIGHTS, weights},
@@ -222,10 +239,14 @@ Plan::ConvPrim Plan::make_conv(const ConvW& w, const memory::desc& src_md, const
   // Pre-pack the weights once: user layout (f32 oihw/goihw) -> the kernel's layout.
   memory user_w(memory::desc(wdims, dt::f32, g == 1 ? tag::oihw : tag::goihw), eng_,
                 const_cast<float*>(w.weight.data()));
-  p.weights = memory(pd.weights_desc(), eng_);
-  dnnl::stream s(eng_);
-  dnnl::reorder(user_w, p.weights).execute(s, user_w, p.weights);
-  s.wait();
+  if (packed_) {
+    p.weights = packed_->get(w, pd.weights_desc(), user_w, eng_);
+  } else {
+    p.weights = memory(pd.weights_desc(), eng_);
+    dnnl::stream s(eng_);
+    dnnl::reorder(user_w, p.weights).execute(s, user_w, p.weights);
+    s.wait();
+  }
   p.bias = memory(b_md, eng_);
   std::memcpy(p.bias.get_data_handle(), w.bias.data(), w.bias.size() * sizeof(float));
   impls_[p.impl] += 1;

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +56,27 @@ struct BlockW {
 
 std::shared_ptr<void> aligned_alloc_shared(size_t bytes);
 
+// Each convolution's weights packed into the layouts its kernels asked for, shared by every plan
+// (one per input shape: batch size, frame size), so that a new shape packs nothing it has packed.
+class PackedWeights {
+ public:
+  // `w`'s weights in `layout` (packing them from `user` the first time).
+  memory get(const ConvW& w, const memory::desc& layout, const memory& user, const dnnl::engine& eng);
+  size_t bytes() const { return bytes_; }
+
+ private:
+  // Keyed by the weights' values (plans pack copies too, e.g. a GroupNorm conv's weights without
+  // the norm), their count and the layout.
+  struct Entry {
+    size_t hash, count;
+    memory::desc layout;
+    memory packed;
+  };
+  std::mutex mutex_;
+  std::vector<Entry> entries_;
+  size_t bytes_ = 0;
+};
+
 // A plan: every primitive and buffer for one input shape. Activations live in slots (buffers reused
 // layer after layer) in one layout (act_tag) and data type; steps are replayed for every frame.
 class Plan {
@@ -64,8 +86,9 @@ class Plan {
     memory::dims dims;  // N, C, H, W (or N, classes)
   };
 
-  Plan(const dnnl::engine& eng, dt act_dt, tag act_tag, bool winograd)
-      : winograd_(winograd), eng_(eng), act_dt_(act_dt), act_tag_(act_tag) {}
+  // `packed`: the engine's weight cache (outlives the plan); null packs each plan's own copy.
+  Plan(const dnnl::engine& eng, dt act_dt, tag act_tag, bool winograd, PackedWeights* packed = nullptr)
+      : winograd_(winograd), eng_(eng), act_dt_(act_dt), act_tag_(act_tag), packed_(packed) {}
 
   // Building ---------------------------------------------------------------------------------
 
@@ -144,6 +167,7 @@ class Plan {
   std::vector<Output> outputs_;
   std::map<std::string, int> impls_;  // kernel name -> count of convolutions using it
 
+  PackedWeights* packed_ = nullptr;
   bool winograd_;
   dnnl::engine eng_;
   dt act_dt_;  // the data type of the activations new_act() makes
