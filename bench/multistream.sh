@@ -11,10 +11,12 @@
 #
 #   GST_PLUGIN_PATH_1_0=$PWD/build/lib/gstreamer-1.0 bench/multistream.sh [--streams 4] [--frames 60]
 #       [--width 640] [--height 480] [--config configs/R-50.yaml] [--out-features res4]
-#       [--batch-timeout 0]
+#       [--batch-timeout 0] [--omp-passive]
+# --omp-passive runs every variant with OMP_WAIT_POLICY=passive (the README's advice for busy
+# machines); by default the environment is left as a user's is.
 set -eu
 
-streams=4 frames=60 width=640 height=480 config=configs/R-50.yaml out_features=res4 batch_timeout=0
+streams=4 frames=60 width=640 height=480 config=configs/R-50.yaml out_features=res4 batch_timeout=0 omp_env=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --streams) streams=$2; shift 2 ;;
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     --config) config=$2; shift 2 ;;
     --out-features) out_features=$2; shift 2 ;;
     --batch-timeout) batch_timeout=$2; shift 2 ;;
+    --omp-passive) omp_env="OMP_WAIT_POLICY=passive"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -44,7 +47,7 @@ pipeline() {
 run() {
   extra=$1 n=$2
   # shellcheck disable=SC2046
-  /usr/bin/time -f "%e %M" -o /tmp/multistream.$$ env OMP_WAIT_POLICY=passive gst-launch-1.0 -q $(pipeline "$extra" "$n") \
+  /usr/bin/time -f "%e %M" -o /tmp/multistream.$$ env $omp_env gst-launch-1.0 -q $(pipeline "$extra" "$n") \
     >/dev/null 2>/tmp/multistream.err.$$ || { cat /tmp/multistream.err.$$ >&2; exit 1; }
   tail -n 1 /tmp/multistream.$$
 }
@@ -61,7 +64,7 @@ measure() {
 }
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-echo "CPU: $cpu, $(nproc) cores; $streams streams of ${width}x$height RGB into $(basename "$config") (out-features $out_features, onednn fp32, pool-size 0, feature-memory-limit default), $frames frames each"
+echo "CPU: $cpu, $(nproc) cores; ${omp_env:-OMP_WAIT_POLICY unset}; $streams streams of ${width}x$height RGB into $(basename "$config") (out-features $out_features, onednn fp32, pool-size 0, feature-memory-limit default), $frames frames each"
 printf '%-44s %10s %14s\n' "variant" "frames/s" "peak RSS MiB"
 : > /tmp/multistream.rows.$$
 measure "(a) private models, num-threads=0" "num-threads=0"

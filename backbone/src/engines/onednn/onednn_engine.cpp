@@ -147,7 +147,8 @@ class OneDnnEngine final : public Engine {
         << "): each lateral 1x1 convolution sums into its level's nearest 2x upsampled top-down map";
     if (!plans_.empty())
       o << "; " << plans_.size() << " input shape" << (plans_.size() > 1 ? "s" : "") << " planned, sharing "
-        << (packed_.bytes() + 512) / 1024 << " KiB of packed weights";
+        << (packed_.bytes() + 512) / 1024 << " KiB of packed weights and one "
+        << (workspace_.size() + 512) / 1024 << " KiB workspace";
     if (last_plan_) {
       o << "; convolution kernels:";
       for (const auto& [impl, count] : last_plan_->impls_) o << " " << impl << " x" << count;
@@ -163,6 +164,7 @@ class OneDnnEngine final : public Engine {
     std::lock_guard<std::mutex> lock(mutex_);
     omp_set_num_threads(threads_);
     Plan& plan = plan_for(host.shape());
+    plan.bind();
     last_plan_ = &plan;
 
     // Output buffers: reuse the ones the caller has dropped.
@@ -179,6 +181,11 @@ class OneDnnEngine final : public Engine {
           break;
         }
       if (!owner) {
+        // Free buffers of other sizes (another batch or frame size) go: the pool holds what the
+        // current shapes reuse, not one set per shape ever seen.
+        pool.erase(std::remove_if(pool.begin(), pool.end(),
+                                  [bytes](const auto& o) { return o.first != bytes && o.second.use_count() == 1; }),
+                   pool.end());
         owner = aligned_alloc_shared(bytes);
         pool.emplace_back(bytes, owner);
         if (pool.size() > 8) pool.erase(pool.begin());  // callers that keep many frames: do not hoard
@@ -349,7 +356,7 @@ class OneDnnEngine final : public Engine {
         }
       });
     }
-    p.finalize();
+    p.finalize(&workspace_);
     return plan;
   }
 
@@ -372,6 +379,7 @@ class OneDnnEngine final : public Engine {
 
   mutable std::mutex mutex_;
   PackedWeights packed_;  // before plans_: plans hold its memory objects
+  Workspace workspace_;   // the running plan's buffers (one plan runs at a time)
   std::map<Shape, std::unique_ptr<Plan>> plans_;
   Plan* last_plan_ = nullptr;
   std::map<std::string, std::vector<std::pair<size_t, std::shared_ptr<void>>>> out_pool_;

@@ -389,8 +389,8 @@ void Plan::deform_step(const BlockW& b, const Act& src, const Act& dst) {
         for (int64_t j = 0; j < m; ++j) mask[j] = 1.0f / (1.0f + std::exp(-mask[j]));
       }
       detail::deformable_im2col(x + i * c * h * wd, offs, mask, c, h, wd, k, k, prm, ho, wo,
-                                static_cast<float*>(cols_.get()));
-      memory col(col_md, eng_, cols_.get()), dst(out_md, eng_, out + i * oc * hw);
+                                static_cast<float*>(cols_ptr()));
+      memory col(col_md, eng_, cols_ptr()), dst(out_md, eng_, out + i * oc * hw);
       p->run(s, col, dst, scratch_mem_);
       s.wait();
     }
@@ -399,13 +399,31 @@ void Plan::deform_step(const BlockW& b, const Act& src, const Act& dst) {
 }
 
 // Allocation, once the whole network is planned.
-void Plan::finalize() {
-  for (size_t bytes : slot_bytes_) slots_.push_back(aligned_alloc_shared(bytes));
-  for (int i = 0; i < 3; ++i) plain_.push_back(need_plain_bytes_ ? aligned_alloc_shared(need_plain_bytes_) : nullptr);
-  if (cols_bytes_) cols_ = aligned_alloc_shared(cols_bytes_);
-  scratch_ = aligned_alloc_shared(scratch_bytes_);
+void Plan::finalize(Workspace* workspace) {
+  // 64-byte aligned pieces one after the other.
+  size_t at = 0;
+  auto take = [&at](size_t bytes) {
+    const size_t off = at;
+    at += (bytes + 63) / 64 * 64;
+    return off;
+  };
+  slot_off_.clear();
+  for (size_t bytes : slot_bytes_) slot_off_.push_back(take(bytes));
+  plain_off_.clear();
+  for (int i = 0; i < 3; ++i) plain_off_.push_back(take(need_plain_bytes_));
+  cols_off_ = take(cols_bytes_);
+  scratch_off_ = take(std::max<size_t>(scratch_bytes_, 1));
+  total_bytes_ = at;
+  workspace_ = workspace ? workspace : &own_workspace_;
+  bind();
+}
+
+void Plan::bind() {
+  char* base = workspace_->reserve(total_bytes_);
+  if (base == base_) return;
+  base_ = base;
   scratch_mem_ = memory(memory::desc({static_cast<int64_t>(std::max<size_t>(scratch_bytes_, 1))}, dt::u8, tag::x),
-                        eng_, scratch_.get());
+                        eng_, base_ + scratch_off_);
 }
 
 void Plan::copy_step(const Act& src, const Act& dst) {

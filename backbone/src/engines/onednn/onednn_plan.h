@@ -77,6 +77,27 @@ class PackedWeights {
   size_t bytes_ = 0;
 };
 
+// The buffers of the plan that runs: activation slots, plain buffers, deformable columns and the
+// scratchpad, in one allocation the size of the largest plan's. Plans (one per input shape) run one
+// at a time under the engine's lock and bind to it before they run, so that planning more shapes
+// (batch sizes, frame sizes) adds no activation memory beyond the largest.
+class Workspace {
+ public:
+  // At least `bytes`; reallocated (contents not kept) when larger than before.
+  char* reserve(size_t bytes) {
+    if (bytes > size_ || !buffer_) {
+      buffer_ = aligned_alloc_shared(std::max<size_t>(bytes, 64));
+      size_ = bytes;
+    }
+    return static_cast<char*>(buffer_.get());
+  }
+  size_t size() const { return size_; }
+
+ private:
+  std::shared_ptr<void> buffer_;
+  size_t size_ = 0;
+};
+
 // A plan: every primitive and buffer for one input shape. Activations live in slots (buffers reused
 // layer after layer) in one layout (act_tag) and data type; steps are replayed for every frame.
 class Plan {
@@ -131,8 +152,9 @@ class Plan {
   // Steps record what to run; memory handles are resolved when slots are allocated (finalize).
   using Step = std::function<void(dnnl::stream&)>;
 
-  void* slot_ptr(int slot) { return slots_.at(slot).get(); }
-  void* plain_ptr(int i) { return plain_.at(i).get(); }
+  void* slot_ptr(int slot) { return base_ + slot_off_.at(slot); }
+  void* plain_ptr(int i) { return need_plain_bytes_ ? base_ + plain_off_.at(i) : nullptr; }
+  void* cols_ptr() { return base_ + cols_off_; }
   float* plain_f(int i) { return static_cast<float*>(plain_ptr(i)); }
   void need_plain(size_t bytes) { need_plain_bytes_ = std::max(need_plain_bytes_, bytes); }
 
@@ -160,8 +182,12 @@ class Plan {
   // The activation, as float32 NCHW, into the output buffer `name` of the frame.
   void emit(const std::string& name, const Act& a);
 
-  // Allocation, once the whole network is planned.
-  void finalize();
+  // The buffers' layout, once the whole network is planned: in `workspace` (shared with the engine's
+  // other plans; bind() before each run), or, without one, in the plan's own allocation.
+  void finalize(Workspace* workspace = nullptr);
+  // Points the plan's buffers into its workspace (grown if this plan needs more).
+  void bind();
+  size_t workspace_bytes() const { return total_bytes_; }
 
   std::vector<Step> steps_;
   std::vector<Output> outputs_;
@@ -174,8 +200,11 @@ class Plan {
   tag act_tag_;
   std::vector<bool> slot_busy_, slot_held_;
   std::vector<size_t> slot_bytes_;  // what each slot must hold (the largest activation it backs)
-  std::vector<std::shared_ptr<void>> slots_, plain_;
-  std::shared_ptr<void> cols_, scratch_;
+  std::vector<size_t> slot_off_, plain_off_;  // offsets in the workspace
+  size_t cols_off_ = 0, scratch_off_ = 0, total_bytes_ = 0;
+  Workspace own_workspace_;
+  Workspace* workspace_ = nullptr;
+  char* base_ = nullptr;
   size_t need_plain_bytes_ = 0, cols_bytes_ = 0, scratch_bytes_ = 0;
   memory scratch_mem_;
   // Output buffers of the current frame (bound by the engine before running the steps).
