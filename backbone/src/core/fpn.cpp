@@ -208,22 +208,14 @@ ResNet::LoadResult FPN::load_state_dict(const StateDict& state) {
       return;
     }
     const Tensor& src = *it->second;
-    if (src.shape() != slot.shape())
-      throw CheckpointError("shape mismatch for " + name + ": the model has " + shape_str(slot.shape()) +
-                            ", the state dict has " + shape_str(src.shape()));
-    if (src.device() != Device::cpu())
-      throw CheckpointError("state dict entry " + name + " is on " + src.device().str() + ", expected cpu");
+    detail::check_state_entry(name, slot, src);
     assign.emplace_back(&slot, &src);
     used.insert(name);
   });
   for (const auto& [n, t] : given)
     if (!used.count(n)) r.unexpected.push_back(n);
   const ResNet::LoadResult b = bottom_up_.load_state_dict(bottom);
-  for (const auto& [slot, src] : assign) {
-    Tensor t = Tensor::empty(slot->shape());
-    t.copy_(src->dtype() == DType::Float32 ? *src : src->to(DType::Float32));
-    *slot = t;
-  }
+  for (const auto& [slot, src] : assign) *slot = detail::float32_copy(*src);
   for (const auto& n : b.missing) r.missing.push_back(kBottomUp + n);
   for (const auto& n : b.unexpected) r.unexpected.push_back(kBottomUp + n);
   return r;

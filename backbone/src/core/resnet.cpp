@@ -401,14 +401,8 @@ ResNet::LoadResult ResNet::load_state_dict(const StateDict& state) {
       return;
     }
     const Tensor& src = *it->second;
-    if (src.shape() != slot.shape())
-      throw CheckpointError("shape mismatch for " + name + ": the model has " + shape_str(slot.shape()) +
-                            ", the state dict has " + shape_str(src.shape()));
-    if (src.device() != Device::cpu())
-      throw CheckpointError("state dict entry " + name + " is on " + src.device().str() + ", expected cpu");
-    Tensor t = Tensor::empty(slot.shape());
-    t.copy_(src.dtype() == DType::Float32 ? src : src.to(DType::Float32));
-    slot = t;
+    detail::check_state_entry(name, slot, src);
+    slot = detail::float32_copy(src);
     used.insert(name);
   });
   for (const auto& [n, t] : state)
