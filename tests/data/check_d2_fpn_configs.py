@@ -19,7 +19,7 @@ deformable networks with random offsets, e.g. X-152 dconv, amplify float32 round
 and the note says so. Prints a table (config, engine, max relative error, pass/fail) and a summary.
 LazyConfig .py files and YAMLs whose _BASE_ chain leaves configs/ are listed as skipped with the reason.
 
-    /work/venv-d2/bin/python tests/data/check_d2_fpn_configs.py --detectron2 /work/d2 --build build \
+    <venv with detectron2's deps>/bin/python tests/data/check_d2_fpn_configs.py --detectron2 <detectron2 checkout> --build build \
         [--engines libtorch,onednn,opencv] [--filter REGEX] [--threads N]
 """
 

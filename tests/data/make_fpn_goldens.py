@@ -4,7 +4,7 @@
 
 Run (from the repository root):
 
-    /work/venv-d2/bin/python tests/data/make_fpn_goldens.py --detectron2 /work/d2 --out tests/data/fpn
+    <venv with detectron2's deps>/bin/python tests/data/make_fpn_goldens.py --detectron2 <detectron2 checkout> --out tests/data/fpn
 
 --detectron2 is a detectron2 checkout. Nothing of it is copied into this repository: the script
 imports detectron2/modeling/backbone/fpn.py (build_resnet_fpn_backbone,
@@ -531,7 +531,7 @@ def write_readme(out_root, entries, commit, total):
         "`detectron2/structures` and `detectron2/checkpoint/c2_model_loading.py`:",
         "",
         "```",
-        "/work/venv-d2/bin/python tests/data/make_fpn_goldens.py --detectron2 /work/d2 --out tests/data/fpn",
+        "<venv with detectron2's deps>/bin/python tests/data/make_fpn_goldens.py --detectron2 <detectron2 checkout> --out tests/data/fpn",
         "```",
         "",
         f"- detectron2 commit: `{commit}`",
