@@ -5,6 +5,7 @@
 #include "backbone/error.h"
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 #include "build_config.h"
 #include "cuda/loader.h"
@@ -131,6 +132,35 @@ Tensor engine_input(const Tensor& images, int64_t in_channels) {
   if (images.dtype() != DType::Float32)
     throw ShapeError(std::string("ResNet input must be float32, found ") + dtype_name(images.dtype()));
   return (images.device().is_cpu() ? images : images.to(Device::cpu())).contiguous();
+}
+
+std::vector<double> to_doubles(const Tensor& t) {
+  const Tensor c = t.to(Device::cpu()).to(DType::Float64).contiguous();
+  const double* p = c.data_ptr<double>();
+  return std::vector<double>(p, p + c.numel());
+}
+
+FoldedConv fold_batch_norm(const Conv2d& c) {
+  FoldedConv f;
+  f.weight = to_doubles(c.weight);
+  f.bias = c.bias.defined() ? to_doubles(c.bias) : std::vector<double>(c.out_channels > 0 ? c.out_channels : 0, 0.0);
+  if (!c.norm.is_batch_norm()) return f;
+  const auto gamma = to_doubles(c.norm.weight), beta = to_doubles(c.norm.bias);
+  const auto mean = to_doubles(c.norm.running_mean), var = to_doubles(c.norm.running_var);
+  // (The ResNet API builds consistent layers; this guards the division and the indexing.)
+  const size_t out = c.out_channels > 0 ? static_cast<size_t>(c.out_channels) : 0;
+  if (out == 0 || f.weight.size() % out != 0 || f.bias.size() != out || gamma.size() != out || beta.size() != out ||
+      mean.size() != out || var.size() != out)
+    throw ShapeError("cannot fold the batch norm of a convolution with out_channels " +
+                     std::to_string(c.out_channels) + ", weights " + shape_str(c.weight.shape()) +
+                     " and norm weight " + shape_str(c.norm.weight.shape()));
+  const size_t per_out = f.weight.size() / out;
+  for (size_t o = 0; o < out; ++o) {
+    const double s = gamma[o] / std::sqrt(var[o] + c.norm.eps());
+    for (size_t i = 0; i < per_out; ++i) f.weight[o * per_out + i] *= s;
+    f.bias[o] = (f.bias[o] - mean[o]) * s + beta[o];
+  }
+  return f;
 }
 
 int engine_threads(const EngineOptions& options) {

@@ -41,6 +41,17 @@ inline int64_t fpn_maxpool_size(int64_t n) { return (n - 1) / 2 + 1; }
 // float32; ShapeError naming what was found otherwise), as a contiguous CPU tensor.
 Tensor engine_input(const Tensor& images, int64_t in_channels);
 
+// A tensor's values as doubles (any device, any floating dtype).
+std::vector<double> to_doubles(const Tensor& t);
+
+// A convolution's weight [out, ...] and bias [out] in double precision, with a BN-family norm folded
+// in (W' = W * s, b' = (b - mean) * s + beta with s = gamma / sqrt(var + eps)); the bias is zeros when
+// the convolution has none. ShapeError when the layer's sizes do not fit together.
+struct FoldedConv {
+  std::vector<double> weight, bias;
+};
+FoldedConv fold_batch_norm(const Conv2d& c);
+
 // The thread count an engine runs with: options.num_threads, or every core when it is 0.
 int engine_threads(const EngineOptions& options);
 

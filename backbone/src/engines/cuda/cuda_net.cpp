@@ -12,12 +12,6 @@
 namespace backbone::detail {
 namespace {
 
-std::vector<double> to_doubles(const Tensor& t) {
-  const Tensor c = t.to(Device::cpu()).to(DType::Float64).contiguous();
-  const double* p = c.data_ptr<double>();
-  return std::vector<double>(p, p + c.numel());
-}
-
 class Builder {
  public:
   explicit Builder(CudaNet& net) : net_(net) {}
@@ -54,26 +48,10 @@ class Builder {
 
   // The convolution's weight and bias with a BN-family norm folded in (double precision).
   void fold(const Conv2d& c, BackboneCudaLayer& l) {
-    std::vector<double> w = to_doubles(c.weight);
+    const FoldedConv folded = fold_batch_norm(c);
     const bool has_bias = c.bias.defined();
-    std::vector<double> b = has_bias ? to_doubles(c.bias) : std::vector<double>(c.out_channels, 0.0);
-    if (c.norm.is_batch_norm()) {
-      const auto gamma = to_doubles(c.norm.weight), beta = to_doubles(c.norm.bias);
-      const auto mean = to_doubles(c.norm.running_mean), var = to_doubles(c.norm.running_var);
-      // (The ResNet API builds consistent layers; this guards the division and the indexing.)
-      const size_t out = c.out_channels > 0 ? static_cast<size_t>(c.out_channels) : 0;
-      if (out == 0 || w.size() % out != 0 || b.size() != out || gamma.size() != out || beta.size() != out ||
-          mean.size() != out || var.size() != out)
-        throw ShapeError("cannot fold the batch norm of a convolution with out_channels " +
-                         std::to_string(c.out_channels) + ", weights " + shape_str(c.weight.shape()) +
-                         " and norm weight " + shape_str(c.norm.weight.shape()));
-      const size_t per_out = w.size() / out;
-      for (int64_t o = 0; o < c.out_channels; ++o) {
-        const double s = gamma[o] / std::sqrt(var[o] + c.norm.eps());
-        for (size_t i = 0; i < per_out; ++i) w[o * per_out + i] *= s;
-        b[o] = (b[o] - mean[o]) * s + beta[o];
-      }
-    }
+    const std::vector<double>& w = folded.weight;
+    const std::vector<double>& b = folded.bias;
     l.weight = keep(w);
     l.bias = (has_bias || c.norm.is_batch_norm()) ? keep(b) : nullptr;
   }

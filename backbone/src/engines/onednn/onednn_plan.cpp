@@ -19,12 +19,6 @@
 namespace backbone::detail::onednn {
 namespace {
 
-std::vector<double> to_doubles(const Tensor& t) {
-  const Tensor c = t.to(Device::cpu()).to(DType::Float64).contiguous();
-  const double* p = c.data_ptr<double>();
-  return std::vector<double>(p, p + c.numel());
-}
-
 // ---------------------------------------------------------------------------------------------
 // Plain NCHW float32 kernels for what oneDNN does not fold (run on copies).
 
@@ -79,34 +73,16 @@ ConvW fold(const Conv2d& c) {
   w.pad = c.padding;
   w.dilation = c.dilation;
   w.groups = c.groups;
-  std::vector<double> wt = to_doubles(c.weight);
-  std::vector<double> b = c.bias.defined() ? to_doubles(c.bias) : std::vector<double>(w.out, 0.0);
-  if (c.norm.is_batch_norm()) {
-    // W' = W * s, b' = (b - mean) * s + beta with s = gamma / sqrt(var + eps).
-    const auto gamma = to_doubles(c.norm.weight), beta = to_doubles(c.norm.bias);
-    const auto mean = to_doubles(c.norm.running_mean), var = to_doubles(c.norm.running_var);
-    // (The ResNet API builds consistent layers; this guards the division and the indexing.)
-    const size_t out = w.out > 0 ? static_cast<size_t>(w.out) : 0;
-    if (out == 0 || wt.size() % out != 0 || b.size() != out || gamma.size() != out || beta.size() != out ||
-        mean.size() != out || var.size() != out)
-      throw ShapeError("cannot fold the batch norm of a convolution with out_channels " +
-                       std::to_string(w.out) + ", weights " + shape_str(c.weight.shape()) +
-                       " and norm weight " + shape_str(c.norm.weight.shape()));
-    const size_t per_out = wt.size() / out;
-    for (int64_t o = 0; o < w.out; ++o) {
-      const double s = gamma[o] / std::sqrt(var[o] + c.norm.eps());
-      for (size_t i = 0; i < per_out; ++i) wt[o * per_out + i] *= s;
-      b[o] = (b[o] - mean[o]) * s + beta[o];
-    }
-  } else if (!c.norm.empty()) {
+  const FoldedConv folded = fold_batch_norm(c);  // the BN family folded in
+  if (!c.norm.empty() && !c.norm.is_batch_norm()) {
     w.norm = c.norm.kind;
     w.eps = c.norm.eps();
     w.num_groups = c.norm.num_groups();
     for (double v : to_doubles(c.norm.weight)) w.norm_weight.push_back(static_cast<float>(v));
     for (double v : to_doubles(c.norm.bias)) w.norm_bias.push_back(static_cast<float>(v));
   }
-  w.weight.assign(wt.begin(), wt.end());
-  w.bias.assign(b.begin(), b.end());
+  w.weight.assign(folded.weight.begin(), folded.weight.end());
+  w.bias.assign(folded.bias.begin(), folded.bias.end());
   return w;
 }
 

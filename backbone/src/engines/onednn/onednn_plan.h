@@ -193,11 +193,11 @@ class Plan {
   std::vector<Output> outputs_;
   std::map<std::string, int> impls_;  // kernel name -> count of convolutions using it
 
-  PackedWeights* packed_ = nullptr;
   bool winograd_;
   dnnl::engine eng_;
   dt act_dt_;  // the data type of the activations new_act() makes
   tag act_tag_;
+  PackedWeights* packed_ = nullptr;
   std::vector<bool> slot_busy_, slot_held_;
   std::vector<size_t> slot_bytes_;  // what each slot must hold (the largest activation it backs)
   std::vector<size_t> slot_off_, plain_off_;  // offsets in the workspace
