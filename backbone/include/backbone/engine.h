@@ -19,9 +19,32 @@
 
 namespace backbone {
 
-enum class Precision { Float32, Float16, BFloat16 };
-const char* precision_name(Precision p);               // "fp32", "fp16", "bf16"
-Precision precision_from_name(const std::string& name);  // accepts fp32/float32, fp16/float16, bf16/bfloat16
+// Auto: the fastest precision of the engine on this machine whose features stay within that
+// precision's documented bound of fp32 (bf16: 2e-2 * max |fp32| per level). The oneDNN engine
+// measures fp32 against bf16 on the model at each new input shape (once per CPU model, thread count
+// and shape: the measurements are cached, see tuning_cache_path()) and takes bf16 only where it is
+// faster and within that bound; the other engines run fp32.
+enum class Precision { Float32, Float16, BFloat16, Auto };
+const char* precision_name(Precision p);               // "fp32", "fp16", "bf16", "auto"
+// accepts fp32/float32, fp16/float16, bf16/bfloat16 and auto
+Precision precision_from_name(const std::string& name);
+
+// How float32 3x3 stride-1 convolutions run where the engine has Winograd kernels (onednn with
+// oneDNN 2.x on AVX-512): Auto (the default) times both algorithms on each such layer's shape once
+// per CPU model and thread count (cached, see tuning_cache_path()) and runs Winograd where it is
+// faster and the layer's output stays within 1e-6 of max |direct| (the network's features then stay
+// within 1e-5 of max |direct path|: checked on every golden case); Direct never uses Winograd;
+// Winograd uses it on every layer that has it. Other engines run direct convolutions.
+enum class ConvAlgorithm { Auto, Direct, Winograd };
+const char* conv_algorithm_name(ConvAlgorithm a);  // "auto", "direct", "winograd"
+ConvAlgorithm conv_algorithm_from_name(const std::string& name);
+
+// The file where engines keep their measurements per machine (oneDNN: Winograd or direct per layer
+// shape, fp32 against bf16 per model and input shape), one line each, keyed by the CPU model, the
+// oneDNN version and ISA and the thread count: $BACKBONE_CACHE_DIR/tuning.txt, else
+// $XDG_CACHE_HOME/backbone/tuning.txt, else ~/.cache/backbone/tuning.txt. BACKBONE_CACHE_DIR set
+// to an empty string or "none": no file (measured again by each process). Empty when none.
+std::string tuning_cache_path();
 
 struct EngineOptions {
   // "auto" or one of available_engines(); "auto" takes the first of available_engines() that runs
@@ -30,11 +53,9 @@ struct EngineOptions {
   Device device = Device::cpu();
   int num_threads = 0;  // 0: every core of the machine
   Precision precision = Precision::Float32;
-  // float32 3x3 stride-1 convolutions by Winograd's algorithm where the engine has it (onednn on
-  // AVX-512): about 1.2x faster on R-50, features about 1e-6 (relative to max |feature|) off the
-  // direct convolution, which is bit-identical to PyTorch's CPU path on most levels. Off by
-  // default, as numerics-changing fast paths are (PyTorch's TF32). Other engines ignore it.
-  bool winograd = false;
+  // float32 3x3 stride-1 convolutions: direct or Winograd per layer (see ConvAlgorithm). Other
+  // engines ignore it.
+  ConvAlgorithm conv_algorithm = ConvAlgorithm::Auto;
   // cuda: let cuDNN use TF32 tensor cores for float32 convolutions (PyTorch's default for cuDNN).
   // Off by default: TF32 rounds inputs to 10 mantissa bits (features ~1e-3 off detectron2).
   bool allow_tf32 = false;

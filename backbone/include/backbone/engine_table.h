@@ -20,7 +20,7 @@ struct EngineInfo {
   bool built = false;
   bool cuda_device = false;             // runs on CUDA devices (cuda:N) only; else on the CPU only
   std::vector<Precision> precisions;    // the precisions it runs, fp32 first
-  bool winograd = false;                // honours EngineOptions::winograd
+  bool winograd = false;                // has Winograd kernels (EngineOptions::conv_algorithm)
   bool allow_tf32 = false;              // honours EngineOptions::allow_tf32
 };
 

@@ -33,7 +33,7 @@
 //   spec.feature_maps_only = true;
 //   spec.weights = s.weights;                  // seed 0 (the default) without weights
 //   spec.engine = s.engine;  spec.device = s.device;  spec.precision = ...;
-//   spec.num_threads = s.num_threads;  spec.winograd = s.winograd;  spec.allow_tf32 = s.allow_tf32;
+//   spec.num_threads = s.num_threads;  spec.conv_algorithm = s.conv_algorithm;  spec.allow_tf32 = s.allow_tf32;
 //   spec.preprocess = {input_format ("" for "config"), pixel_mean, pixel_std, resize, min_size,
 //                      max_size, width, height, size_divisibility};
 //   try {
@@ -100,7 +100,7 @@ struct ModelSpec {
   std::string device = "auto";               // "auto", "cpu", "cuda" or "cuda:N"
   Precision precision = Precision::Float32;
   int num_threads = 0;                       // 0: every core
-  bool winograd = false;                     // EngineOptions::winograd
+  ConvAlgorithm conv_algorithm = ConvAlgorithm::Auto;  // EngineOptions::conv_algorithm
   bool allow_tf32 = false;                   // EngineOptions::allow_tf32
   PreprocessOverrides preprocess;
 };

@@ -82,7 +82,7 @@ class ModelInstance : public std::enable_shared_from_this<ModelInstance> {
 
   // The settings acquire() compares, as (name, value text) in this order: config-file,
   // config-overrides, weights, seed, out-features, engine, device, precision, num-threads,
-  // winograd, allow-tf32, input-format, pixel-mean, pixel-std, batch-size, batch-timeout. (The
+  // conv-algorithm, allow-tf32, input-format, pixel-mean, pixel-std, batch-size, batch-timeout. (The
   // resize settings and size-divisibility may differ: each stream preprocesses its own frames.)
   static std::vector<std::pair<std::string, std::string>> settings(const ModelSpec& spec, const BatchOptions& batch);
 

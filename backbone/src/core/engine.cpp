@@ -69,6 +69,7 @@ const char* precision_name(Precision p) {
     case Precision::Float32: return "fp32";
     case Precision::Float16: return "fp16";
     case Precision::BFloat16: return "bf16";
+    case Precision::Auto: return "auto";
   }
   return "unknown";
 }
@@ -77,7 +78,24 @@ Precision precision_from_name(const std::string& name) {
   if (name == "fp32" || name == "float32") return Precision::Float32;
   if (name == "fp16" || name == "float16") return Precision::Float16;
   if (name == "bf16" || name == "bfloat16") return Precision::BFloat16;
-  throw Error("unknown precision '" + name + "': expected fp32, fp16 or bf16");
+  if (name == "auto") return Precision::Auto;
+  throw Error("unknown precision '" + name + "': expected fp32, fp16, bf16 or auto");
+}
+
+const char* conv_algorithm_name(ConvAlgorithm a) {
+  switch (a) {
+    case ConvAlgorithm::Auto: return "auto";
+    case ConvAlgorithm::Direct: return "direct";
+    case ConvAlgorithm::Winograd: return "winograd";
+  }
+  return "unknown";
+}
+
+ConvAlgorithm conv_algorithm_from_name(const std::string& name) {
+  if (name == "auto") return ConvAlgorithm::Auto;
+  if (name == "direct") return ConvAlgorithm::Direct;
+  if (name == "winograd") return ConvAlgorithm::Winograd;
+  throw Error("unknown convolution algorithm '" + name + "': expected auto, direct or winograd");
 }
 
 std::vector<std::string> available_engines() {
@@ -193,6 +211,14 @@ FeatureMaps Engine::forward_frame(const FrameView& frame, const FramePreprocessO
 
 namespace {
 
+// precision auto: the oneDNN engine measures it; every other engine runs fp32 (cuda: fp32 until
+// its precisions are measured on GPUs; libtorch and opencv have no other).
+EngineOptions resolved_options(const EngineInfo& info, const EngineOptions& options) {
+  EngineOptions o = options;
+  if (o.precision == Precision::Auto && info.name != "onednn") o.precision = Precision::Float32;
+  return o;
+}
+
 std::unique_ptr<Engine> create_engine_for(const ResNet& model, const FPN* fpn, const EngineOptions& options) {
   if (options.num_threads < 0)
     throw Error("num_threads must be 0 (every core) or positive, got " + std::to_string(options.num_threads));
@@ -203,7 +229,7 @@ std::unique_ptr<Engine> create_engine_for(const ResNet& model, const FPN* fpn, c
     for (const auto& e : entries()) {
       if (!e.factory) continue;
       try {
-        return e.factory(model, fpn, options);
+        return e.factory(model, fpn, resolved_options(e.info, options));
       } catch (const DeviceError& err) {
         reasons += std::string(reasons.empty() ? "" : "; ") + e.info.name + ": " + err.what();
       } catch (const UnsupportedError& err) {
@@ -218,7 +244,7 @@ std::unique_ptr<Engine> create_engine_for(const ResNet& model, const FPN* fpn, c
     if (!e.factory)
       throw Error("engine '" + options.engine + "' is not built into this copy of libbackbone (configured with " +
                   e.option + "=OFF or without its library); this build has " + engine_list());
-    return e.factory(model, fpn, options);
+    return e.factory(model, fpn, resolved_options(e.info, options));
   }
   throw Error("unknown engine '" + options.engine + "': expected auto or one of this build's engines (" +
               engine_list() + ")");

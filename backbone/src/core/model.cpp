@@ -180,7 +180,7 @@ void create_model_engine(const ModelSpec& spec, const Net& net, Model& m) {
   o.engine = spec.engine;
   o.num_threads = spec.num_threads;
   o.precision = spec.precision;
-  o.winograd = spec.winograd;
+  o.conv_algorithm = spec.conv_algorithm;
   o.allow_tf32 = spec.allow_tf32;
   const EngineInfo* requested = find_engine(spec.engine);
   try {

@@ -99,7 +99,7 @@ std::vector<std::pair<std::string, std::string>> ModelInstance::settings(const M
       {"device", s.device},
       {"precision", precision_name(s.precision)},
       {"num-threads", std::to_string(s.num_threads)},
-      {"winograd", s.winograd ? "true" : "false"},
+      {"conv-algorithm", conv_algorithm_name(s.conv_algorithm)},
       {"allow-tf32", s.allow_tf32 ? "true" : "false"},
       {"input-format", p.input_format.empty() ? "config" : p.input_format},
       {"pixel-mean", p.pixel_mean.empty() ? "config" : join(p.pixel_mean)},

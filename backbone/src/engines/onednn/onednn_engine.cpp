@@ -62,7 +62,7 @@ class OneDnnEngine final : public Engine {
       : eng_(dnnl::engine::kind::cpu, 0),
         threads_(engine_threads(options)),
         precision_(options.precision),
-        winograd_(options.winograd) {
+        winograd_(options.conv_algorithm == ConvAlgorithm::Winograd) {
     if (!options.device.is_cpu())
       throw DeviceError("device " + options.device.str() + " is not available to the oneDNN engine: it runs on the cpu");
     isa_ = dnnl::get_effective_cpu_isa();

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: Apache-2.0
+// Measurements an engine makes once per machine (which convolution algorithm is faster for a layer
+// shape, which precision for a model and input shape) and keeps in tuning_cache_path(), so that a
+// later process makes the same choices without measuring: for a given machine and cache file the
+// choices are deterministic.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace backbone::detail {
+
+// The CPU's model name ("model name" of /proc/cpuinfo, else "unknown cpu"), for cache keys.
+std::string cpu_model_name();
+
+// One process-wide table, read from tuning_cache_path() at first use. Keys and values are single
+// lines without tabs. put() records a measurement and rewrites the file (a new file renamed over the
+// old one, so that readers never see half of it); a file that cannot be written leaves the value in
+// memory only.
+class TuningCache {
+ public:
+  static TuningCache& instance();
+  std::optional<std::string> get(const std::string& key);
+  void put(const std::string& key, const std::string& value);
+  // Forgets what was read and reads the file again (tests that change BACKBONE_CACHE_DIR).
+  void reload();
+
+ private:
+  TuningCache() = default;
+  void load_locked();
+  struct Impl;
+  Impl& impl();
+};
+
+}  // namespace backbone::detail
