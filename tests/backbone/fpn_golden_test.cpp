@@ -282,6 +282,49 @@ TEST_P(FpnGoldenBf16, WithinBoundOfFp32) {
   }
 }
 
+// The oneDNN engine's measured choices on the same cases (tests/backbone/onednn_tuning_test.cpp has
+// the cache and the ResNet cases): Winograd on every layer that has it within 1e-5 * max |direct|
+// (the bound under which conv algorithm auto may use it), auto likewise, precision auto within the
+// bf16 bound of fp32.
+class FpnGoldenTuning : public ::testing::TestWithParam<Case> {};
+
+TEST_P(FpnGoldenTuning, ChoicesStayWithinTheirBounds) {
+  const json& c = GetParam().c;
+  const auto engines = available_engines();
+  if (std::find(engines.begin(), engines.end(), "onednn") == engines.end())
+    GTEST_SKIP() << "the oneDNN engine is not built";
+  SCOPED_TRACE(c["description"].get<std::string>());
+  FPN model = build_case(c);
+  load_checkpoint(model, path_of(c, "weights"), /*strict=*/true);
+  const Tensor input = load_npy(path_of(c, "input"));
+  auto run = [&](ConvAlgorithm a, Precision p) {
+    EngineOptions o;
+    o.engine = "onednn";
+    o.conv_algorithm = a;
+    o.precision = p;
+    return create_engine(model, o)->forward(input);
+  };
+  auto expect_within = [](const FeatureMaps& out, const FeatureMaps& ref, double bound, const std::string& what) {
+    ASSERT_EQ(out.size(), ref.size()) << what;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double max_ref = test::max_abs(ref[i].second), err = test::max_abs_diff(out[i].second, ref[i].second);
+      EXPECT_LE(err, bound * max_ref) << what << " " << ref[i].first << ": max |out - ref| = " << err
+                                      << ", max |ref| = " << max_ref;
+    }
+  };
+  const FeatureMaps direct = run(ConvAlgorithm::Direct, Precision::Float32);
+  expect_within(run(ConvAlgorithm::Winograd, Precision::Float32), direct, 1e-5, "winograd everywhere");
+  const FeatureMaps a = run(ConvAlgorithm::Auto, Precision::Float32);
+  expect_within(a, direct, 1e-5, "conv algorithm auto");
+  if (c["deformable"].get<bool>()) {
+    expect_within(run(ConvAlgorithm::Auto, Precision::Auto), a, 0.0, "precision auto: fp32 with deformable convolutions");
+    return;
+  }
+  double bound = 2e-2;
+  for (const auto& [level, err] : c["pytorch_bf16_error"].items()) bound = std::max(bound, 2.0 * err.get<double>());
+  expect_within(run(ConvAlgorithm::Auto, Precision::Auto), a, bound, "precision auto");
+}
+
 std::string json_case_name(const ::testing::TestParamInfo<Case>& info) {
   return clean(info.param.c["name"].get<std::string>());
 }
@@ -295,6 +338,8 @@ INSTANTIATE_TEST_SUITE_P(Detectron2, FpnGolden, ::testing::ValuesIn(engine_cases
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(FpnGolden);
 INSTANTIATE_TEST_SUITE_P(Detectron2, FpnGoldenBf16, ::testing::ValuesIn(load_cases()), json_case_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(FpnGoldenBf16);
+INSTANTIATE_TEST_SUITE_P(Detectron2, FpnGoldenTuning, ::testing::ValuesIn(load_cases()), json_case_name);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(FpnGoldenTuning);
 
 TEST(FpnGoldenData, ManifestCoversBothBuildersEveryNormFuseTypeAndWeightNaming) {
   const auto cases = load_cases();

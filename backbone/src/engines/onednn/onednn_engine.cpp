@@ -21,11 +21,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <chrono>
+#include <cstdio>
 #include <mutex>
+#include <random>
 #include <sstream>
+#include <string_view>
 
 #include "backbone/error.h"
+#include "core/tuning_cache.h"
 #include "engines/onednn/onednn_plan.h"
+#include "engines/onednn/onednn_tune.h"
 
 namespace backbone::detail {
 namespace onednn {
@@ -62,7 +68,8 @@ class OneDnnEngine final : public Engine {
       : eng_(dnnl::engine::kind::cpu, 0),
         threads_(engine_threads(options)),
         precision_(options.precision),
-        winograd_(options.conv_algorithm == ConvAlgorithm::Winograd) {
+        algo_(options.conv_algorithm),
+        machine_(machine_key(threads_)) {
     if (!options.device.is_cpu())
       throw DeviceError("device " + options.device.str() + " is not available to the oneDNN engine: it runs on the cpu");
     isa_ = dnnl::get_effective_cpu_isa();
@@ -72,6 +79,7 @@ class OneDnnEngine final : public Engine {
       throw UnsupportedError(std::string("oneDNN engine: precision bf16 needs a CPU with AVX-512 (oneDNN ISA "
                                          "avx512_core or newer), found ") +
                              isa_name(isa_) + "; use fp32");
+    if (!has_avx512(isa_)) bf16_blocker_ = std::string("bf16 needs AVX-512, found ") + isa_name(isa_);
     stem_ = fold(model.stem().conv1);
     in_channels_ = model.stem().in_channels();
     for (const auto& stage : model.stages()) {
@@ -87,6 +95,7 @@ class OneDnnEngine final : public Engine {
         } else {
           const auto& bb = static_cast<const BottleneckBlock&>(*b);
           if (bw.kind == BlockKind::DeformBottleneckBlock) {
+            bf16_blocker_ = "not with deformable convolutions";
             if (precision_ == Precision::BFloat16)
               // Measured on the deformable goldens: bf16 activations move the sampling points enough
               // to put the features 2-5% (of max |fp32|) off fp32, even with the deformable stages and
@@ -121,6 +130,7 @@ class OneDnnEngine final : public Engine {
       linear_bias_.assign(lb.data_ptr<float>(), lb.data_ptr<float>() + lb.numel());
       num_classes_ = lb.numel();
     }
+    model_key_ = model_key();
   }
 
   std::string name() const override { return "onednn"; }
@@ -129,18 +139,25 @@ class OneDnnEngine final : public Engine {
   std::string describe() const override {
     std::lock_guard<std::mutex> lock(mutex_);
     const dnnl_version_t* v = dnnl_version();
+    const bool bf16 = last_plan_ ? last_plan_->act_dt_ == dt::bf16 : precision_ == Precision::BFloat16;
     std::ostringstream o;
-    o << "onednn " << precision_name(precision_) << " on cpu, " << threads_ << " threads (oneDNN " << v->major << "."
-      << v->minor << "." << v->patch << ", ISA " << isa_name(isa_) << ", activations nChw16c "
-      << (precision_ == Precision::BFloat16 ? "bf16" : "f32")
+    o << "onednn " << (last_plan_ || precision_ != Precision::Auto ? (bf16 ? "bf16" : "fp32") : "auto") << " on cpu, "
+      << threads_ << " threads (oneDNN " << v->major << "." << v->minor << "." << v->patch << ", ISA "
+      << isa_name(isa_) << ", activations nChw16c " << (bf16 ? "bf16" : "f32")
       << "; BN folded, weights pre-packed, conv+bias+sum+ReLU fused";
-    if (winograd_ && precision_ == Precision::Float32) {
+    o << precision_note();
+    if (!bf16 && algo_ == ConvAlgorithm::Winograd) {
       // oneDNN 3.x has no CPU Winograd kernels left: the convolutions fall back to direct.
-      bool ran = false;
-      if (last_plan_)
-        for (const auto& entry : last_plan_->impls_) ran = ran || entry.first.find("wino") != std::string::npos;
-      o << (last_plan_ && !ran ? ", Winograd 3x3 requested (no Winograd kernel in this oneDNN for these shapes: direct)"
-                               : ", Winograd 3x3");
+      o << (last_plan_ && last_plan_->winograd_used_ == 0
+                ? ", Winograd 3x3 requested (no Winograd kernel in this oneDNN for these shapes: direct)"
+                : ", Winograd 3x3");
+    }
+    if (!bf16 && algo_ == ConvAlgorithm::Auto && last_plan_) {
+      if (last_plan_->winograd_eligible_ == 0)
+        o << ", 3x3 convolutions direct (no Winograd kernel in this oneDNN for these shapes)";
+      else
+        o << ", Winograd 3x3 on " << last_plan_->winograd_used_ << " of the " << last_plan_->winograd_eligible_
+          << " layers that have it (measured faster per layer shape on this CPU, each within 1e-5 of the direct output)";
     }
     if (fpn_)
       o << "; FPN (" << (fpn_->avg ? "avg" : "sum")
@@ -169,7 +186,7 @@ class OneDnnEngine final : public Engine {
 
     // Output buffers: reuse the ones the caller has dropped.
     std::vector<std::shared_ptr<void>> owners;
-    plan.out_ptrs_.clear();
+    std::vector<float*> outs;
     for (size_t i = 0; i < plan.outputs_.size(); ++i) {
       size_t bytes = sizeof(float);
       for (auto d : plan.outputs_[i].dims) bytes *= static_cast<size_t>(d);
@@ -191,13 +208,9 @@ class OneDnnEngine final : public Engine {
         if (pool.size() > 8) pool.erase(pool.begin());  // callers that keep many frames: do not hoard
       }
       owners.push_back(owner);
-      plan.out_ptrs_.push_back(static_cast<float*>(owner.get()));
+      outs.push_back(static_cast<float*>(owner.get()));
     }
-    input_ptr_ = const_cast<void*>(host.data());
-    dnnl::stream s(eng_);
-    for (auto& step : plan.steps_) step(s);
-    s.wait();
-    input_ptr_ = nullptr;
+    run_plan(plan, host.data(), outs);
 
     FeatureMaps result;
     for (const auto& name : out_features_)
@@ -209,21 +222,194 @@ class OneDnnEngine final : public Engine {
   }
 
  private:
+  // Runs `plan` on `input` (float32 NCHW of the plan's shape) into `outs` (one per plan output).
+  void run_plan(Plan& plan, const void* input, const std::vector<float*>& outs) {
+    plan.bind();
+    plan.out_ptrs_ = outs;
+    input_ptr_ = const_cast<void*>(input);
+    dnnl::stream s(eng_);
+    for (auto& step : plan.steps_) step(s);
+    s.wait();
+    input_ptr_ = nullptr;
+  }
+
   Plan& plan_for(const Shape& shape) {
     auto it = plans_.find(shape);
     if (it != plans_.end()) return *it->second;
     if (plans_.size() >= 4) plans_.erase(plans_.begin());  // bound the memory of shape changes
-    auto plan = build(shape);
+    dt act = precision_ == Precision::BFloat16 ? dt::bf16 : dt::f32;
+    if ((precision_ == Precision::Auto || precision_ == Precision::BFloat16) && bf16_blocker_.empty()) {
+      const PrecisionChoice& c = precision_choice(shape);
+      if (precision_ == Precision::Auto) act = c.bf16 ? dt::bf16 : dt::f32;
+    }
+    auto plan = build(shape, act, &packed_, &workspace_);
     return *(plans_[shape] = std::move(plan));
+  }
+
+  // What the model is, for the tuning cache's keys: its layers' shapes and weights, its outputs.
+  std::string model_key() const {
+    size_t h = 0;
+    auto mix = [&h](size_t v) { h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
+    auto add = [&](const ConvW& w) {
+      for (int64_t x : {w.out, w.in, w.k, w.stride, w.pad, w.dilation, w.groups}) mix(static_cast<size_t>(x));
+      mix(std::hash<std::string_view>()(std::string_view(reinterpret_cast<const char*>(w.weight.data()),
+                                                         w.weight.size() * sizeof(float))));
+      mix(std::hash<std::string>()(w.norm));
+    };
+    size_t layers = 1;
+    add(stem_);
+    for (const auto& stage : stages_)
+      for (const BlockW& b : stage) {
+        for (const ConvW* w : {&b.conv1, &b.conv2, &b.conv3, &b.conv2_offset}) add(*w);
+        if (b.shortcut) add(*b.shortcut);
+        layers += b.kind == BlockKind::BasicBlock ? 2 : 3;
+      }
+    if (fpn_) {
+      for (const auto& w : fpn_->lateral) add(w);
+      for (const auto& w : fpn_->output) add(w);
+      add(fpn_->p6);
+      add(fpn_->p7);
+    }
+    for (const auto& n : out_features_) mix(std::hash<std::string>()(n));
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%zu layers %016zx", layers, h);
+    return buf;
+  }
+
+  struct PrecisionChoice {
+    bool bf16 = false;
+    double fp32_ms = 0, bf16_ms = 0, err = 0;
+    bool measured = false;
+  };
+
+  // fp32 against bf16 for the model at this input shape: from the tuning cache, else measured (both
+  // plans on the same seeded input, outputs compared, best of 2 each after a warm-up) and recorded.
+  // precision auto takes bf16 where it ran faster by kBf16MinGain and stayed within 2e-2 * max
+  // |fp32| on every output.
+  const PrecisionChoice& precision_choice(const Shape& shape) {
+    auto known = choices_.find(shape);
+    if (known != choices_.end()) return known->second;
+    const std::string key = "onednn precision|" + machine_ + "|" + model_key_ + "|input " + shape_str(shape);
+    PrecisionChoice c;
+    bool have = false;
+    if (auto v = TuningCache::instance().get(key)) {
+      std::istringstream in(*v);
+      std::string choice, field;
+      in >> choice;
+      if (choice == "bf16" || choice == "fp32") {
+        have = true;
+        c.bf16 = choice == "bf16";
+        while (in >> field) {
+          const size_t eq = field.find('=');
+          if (eq == std::string::npos) continue;
+          const double x = std::atof(field.c_str() + eq + 1);
+          const std::string name = field.substr(0, eq);
+          if (name == "fp32_ms") c.fp32_ms = x;
+          if (name == "bf16_ms") c.bf16_ms = x;
+          if (name == "err") c.err = x;
+        }
+      }
+    }
+    if (!have) {
+      c = measure_precisions(shape);
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%s fp32_ms=%.3f bf16_ms=%.3f err=%.2e", c.bf16 ? "bf16" : "fp32", c.fp32_ms,
+                    c.bf16_ms, c.err);
+      TuningCache::instance().put(key, buf);
+    }
+    return choices_[shape] = c;
+  }
+
+  PrecisionChoice measure_precisions(const Shape& shape) {
+    // Trial plans with their own weights and workspaces, freed after: the plan that runs is built
+    // afterwards into the engine's shared ones.
+    PackedWeights trial_packed;
+    Workspace ws32, ws16;
+    auto p32 = build(shape, dt::f32, &trial_packed, &ws32);
+    auto p16 = build(shape, dt::bf16, &trial_packed, &ws16);
+    size_t n = 1;
+    for (int64_t d : shape) n *= static_cast<size_t>(d);
+    std::vector<float> input(n);
+    std::mt19937 gen(3);
+    std::normal_distribution<float> nd(0.0f, 50.0f);  // about the spread of a mean-subtracted image
+    for (float& x : input) x = nd(gen);
+    auto outputs = [](const Plan& p) {
+      std::vector<std::vector<float>> o;
+      for (const auto& out : p.outputs_) {
+        size_t k = 1;
+        for (auto d : out.dims) k *= static_cast<size_t>(d);
+        o.emplace_back(k);
+      }
+      return o;
+    };
+    auto o32 = outputs(*p32), o16 = outputs(*p16);
+    auto ptrs = [](std::vector<std::vector<float>>& o) {
+      std::vector<float*> v;
+      for (auto& x : o) v.push_back(x.data());
+      return v;
+    };
+    auto timed = [&](Plan& p, std::vector<std::vector<float>>& o) {
+      const auto t0 = std::chrono::steady_clock::now();
+      run_plan(p, input.data(), ptrs(o));
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    };
+    PrecisionChoice c;
+    c.measured = true;
+    timed(*p32, o32);  // warm-up (first touch of the buffers)
+    timed(*p16, o16);
+    for (size_t i = 0; i < o32.size(); ++i) {
+      double max_ref = 0, max_diff = 0;
+      for (size_t j = 0; j < o32[i].size(); ++j) {
+        max_ref = std::max(max_ref, static_cast<double>(std::fabs(o32[i][j])));
+        const double d = std::fabs(static_cast<double>(o32[i][j]) - o16[i][j]);
+        max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
+      }
+      c.err = std::max(c.err, max_ref > 0 ? max_diff / max_ref : max_diff);
+    }
+    c.fp32_ms = c.bf16_ms = INFINITY;
+    for (int r = 0; r < 2; ++r) {
+      if (r == 0) {
+        c.fp32_ms = std::min(c.fp32_ms, timed(*p32, o32));
+        c.bf16_ms = std::min(c.bf16_ms, timed(*p16, o16));
+      } else {
+        c.bf16_ms = std::min(c.bf16_ms, timed(*p16, o16));
+        c.fp32_ms = std::min(c.fp32_ms, timed(*p32, o32));
+      }
+    }
+    c.bf16 = c.bf16_ms < (1.0 - kBf16MinGain) * c.fp32_ms && c.err <= kBf16Bound;
+    return c;
+  }
+
+  // ", precision auto: bf16 at 1x3x224x224 (...)" / ", bf16 measured slower than fp32 ..." or "".
+  std::string precision_note() const {
+    if (precision_ != Precision::Auto && precision_ != Precision::BFloat16) return "";
+    if (!bf16_blocker_.empty())
+      return precision_ == Precision::Auto ? ", precision auto: fp32 (" + bf16_blocker_ + ")" : "";
+    if (!last_plan_) return precision_ == Precision::Auto ? ", precision auto: chosen per input shape at the first frame" : "";
+    const Shape* shape = nullptr;
+    for (const auto& [s, p] : plans_)
+      if (p.get() == last_plan_) shape = &s;
+    auto it = shape ? choices_.find(*shape) : choices_.end();
+    if (it == choices_.end()) return "";
+    const PrecisionChoice& c = it->second;
+    char figures[200];
+    std::snprintf(figures, sizeof figures, "fp32 %.1f ms, bf16 %.1f ms, bf16 off fp32 by %.1e of max |fp32|%s",
+                  c.fp32_ms, c.bf16_ms, c.err, c.measured ? ", measured now" : ", from the tuning cache");
+    if (precision_ == Precision::Auto)
+      return std::string(", precision auto: ") + (c.bf16 ? "bf16" : "fp32") + " at " + shape_str(*shape) + " (" +
+             figures + ")";
+    if (c.bf16_ms >= c.fp32_ms)
+      return ", bf16 measured slower than fp32 on this CPU at " + shape_str(*shape) + " (" + figures +
+             "): precision auto would run fp32";
+    return "";
   }
 
   bool wanted(const std::string& n) const {
     return std::find(out_features_.begin(), out_features_.end(), n) != out_features_.end();
   }
 
-  std::unique_ptr<Plan> build(const Shape& shape) {
-    const dt act_dt = precision_ == Precision::BFloat16 ? dt::bf16 : dt::f32;
-    auto plan = std::make_unique<Plan>(eng_, act_dt, act_tag_, winograd_, &packed_);
+  std::unique_ptr<Plan> build(const Shape& shape, dt act_dt, PackedWeights* packed, Workspace* workspace) {
+    auto plan = std::make_unique<Plan>(eng_, act_dt, act_tag_, algo_, machine_, packed);
     Plan& p = *plan;
     using Act = Plan::Act;
 
@@ -356,14 +542,21 @@ class OneDnnEngine final : public Engine {
         }
       });
     }
-    p.finalize(&workspace_);
+    p.finalize(workspace);
     return plan;
   }
 
   dnnl::engine eng_;
   int threads_;
-  Precision precision_;
-  bool winograd_;
+  Precision precision_;  // as asked: fp32, bf16 or auto (chosen per input shape)
+  ConvAlgorithm algo_;
+  std::string machine_;    // machine_key(): the tuning cache's keys
+  std::string model_key_;  // model_key()
+  std::string bf16_blocker_;  // why bf16 cannot run this model here ("" when it can)
+  // precision auto: bf16 within this bound of max |fp32| on every output (bf16's documented bound),
+  // and faster than fp32 by this fraction.
+  static constexpr double kBf16Bound = 2e-2;
+  static constexpr double kBf16MinGain = 0.05;
   dnnl::cpu_isa isa_;
   // nChw16c: oneDNN's direct AVX-512 kernels (jit, jit_1x1) read and write it, and the stem takes
   // its 3-channel plain source. (nhwc was measured 40x slower here: oneDNN 2.6 has no optimised
@@ -381,6 +574,7 @@ class OneDnnEngine final : public Engine {
   PackedWeights packed_;  // before plans_: plans hold its memory objects
   Workspace workspace_;   // the running plan's buffers (one plan runs at a time)
   std::map<Shape, std::unique_ptr<Plan>> plans_;
+  std::map<Shape, PrecisionChoice> choices_;  // bf16 and auto: fp32 against bf16 per input shape
   Plan* last_plan_ = nullptr;
   std::map<std::string, std::vector<std::pair<size_t, std::shared_ptr<void>>>> out_pool_;
   void* input_ptr_ = nullptr;

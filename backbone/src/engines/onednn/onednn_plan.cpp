@@ -14,6 +14,7 @@
 
 #include "backbone/error.h"
 #include "backbone/ops.h"
+#include "engines/onednn/onednn_tune.h"
 #include "ops/cpu/deform_conv2d_kernel.h"
 
 namespace backbone::detail::onednn {
@@ -194,17 +195,29 @@ Plan::ConvPrim Plan::make_conv(const ConvW& w, const memory::desc& src_md, const
     return dnnl::convolution_forward::primitive_desc(desc, attr, eng_);
 #endif
   };
-  // float32 3x3 stride-1 convolutions, when EngineOptions::winograd asks for it: Winograd where
-  // oneDNN has it for the shape (measured 1.2x on R-50 at one thread, features ~1e-6 relative off
-  // the direct path; convolution_auto never picked it here), else direct.
+  // float32 3x3 stride-1 convolutions: Winograd where oneDNN has it for the shape and the
+  // algorithm asks for it (Auto: where measured faster and within the layer bound, onednn_tune.h).
   dnnl::convolution_forward::primitive_desc pd;
   bool have = false;
-  if (winograd_ && weights_dt == dt::f32 && w.k == 3 && w.stride == 1 && w.dilation == 1 && w.groups == 1) {
+  if (algo_ != ConvAlgorithm::Direct && weights_dt == dt::f32 && w.k == 3 && w.stride == 1 && w.dilation == 1 &&
+      w.groups == 1) {
     try {
       pd = make_pd(dnnl::algorithm::convolution_winograd);
       have = true;
     } catch (const dnnl::error&) {
       // not implemented for this shape or layout: direct below
+    }
+    if (have) {
+      ++winograd_eligible_;
+      if (algo_ == ConvAlgorithm::Auto) {
+        const auto direct = make_pd(dnnl::algorithm::convolution_direct);
+        const WinogradChoice c = choose_winograd(eng_, machine_, w, direct, pd, sum, relu);
+        if (c.measured) ++winograd_measured_;
+        if (!c.winograd) pd = direct;
+        if (c.winograd) ++winograd_used_;
+      } else {
+        ++winograd_used_;
+      }
     }
   }
   if (!have) pd = make_pd(dnnl::algorithm::convolution_direct);

@@ -108,8 +108,11 @@ class Plan {
   };
 
   // `packed`: the engine's weight cache (outlives the plan); null packs each plan's own copy.
-  Plan(const dnnl::engine& eng, dt act_dt, tag act_tag, bool winograd, PackedWeights* packed = nullptr)
-      : winograd_(winograd), eng_(eng), act_dt_(act_dt), act_tag_(act_tag), packed_(packed) {}
+  // `algo`: how float32 3x3 stride-1 convolutions run (Auto: measured per layer shape under
+  // `machine`, see onednn_tune.h).
+  Plan(const dnnl::engine& eng, dt act_dt, tag act_tag, ConvAlgorithm algo, std::string machine,
+       PackedWeights* packed = nullptr)
+      : algo_(algo), machine_(std::move(machine)), eng_(eng), act_dt_(act_dt), act_tag_(act_tag), packed_(packed) {}
 
   // Building ---------------------------------------------------------------------------------
 
@@ -193,7 +196,11 @@ class Plan {
   std::vector<Output> outputs_;
   std::map<std::string, int> impls_;  // kernel name -> count of convolutions using it
 
-  bool winograd_;
+  ConvAlgorithm algo_;
+  std::string machine_;
+  // float32 3x3 stride-1 convolutions that have a Winograd kernel here, those that run it, and
+  // those whose choice was measured in this plan (not read from the cache).
+  int winograd_eligible_ = 0, winograd_used_ = 0, winograd_measured_ = 0;
   dnnl::engine eng_;
   dt act_dt_;  // the data type of the activations new_act() makes
   tag act_tag_;
