@@ -209,6 +209,10 @@ gst_resnet_backbone_redescribe (GstResnetBackbone * self, Model & model)
   GST_INFO_OBJECT (self, "engine after the first frame of %dx%d: %s",
       GST_VIDEO_INFO_WIDTH (&self->priv->info), GST_VIDEO_INFO_HEIGHT (&self->priv->info),
       description.c_str ());
+  /* precision=bf16 where this CPU runs it slower than fp32 (the engine measured both). */
+  if (description.find ("measured slower than fp32") != std::string::npos)
+    GST_WARNING_OBJECT (self, "precision bf16 runs slower than fp32 on this CPU (precision=auto would "
+        "run fp32): %s", description.c_str ());
   GST_OBJECT_LOCK (self);
   self->priv->engine_description = description;
   GST_OBJECT_UNLOCK (self);
