@@ -319,16 +319,28 @@ TEST(BenchGpuRunners, OursNames) {
   EXPECT_EQ(r.engine, "cuda");
   EXPECT_EQ(r.precision, "fp32");
   EXPECT_TRUE(r.tf32);
+  EXPECT_EQ(r.conv_algorithm, "auto");
   ASSERT_TRUE(parse_ours_runner("ours-onednn-winograd", r));
   EXPECT_EQ(r.engine, "onednn");
-  EXPECT_TRUE(r.winograd);
+  EXPECT_EQ(r.conv_algorithm, "winograd");
+  EXPECT_EQ(r.precision, "fp32");
   EXPECT_FALSE(r.tf32);
+  ASSERT_TRUE(parse_ours_runner("ours-onednn-direct", r));
+  EXPECT_EQ(r.engine, "onednn");
+  EXPECT_EQ(r.conv_algorithm, "direct");
+  EXPECT_EQ(r.precision, "fp32");
+  ASSERT_TRUE(parse_ours_runner("ours-onednn-auto", r));
+  EXPECT_EQ(r.engine, "onednn");
+  EXPECT_EQ(r.precision, "auto");
+  EXPECT_EQ(r.conv_algorithm, "auto");
   ASSERT_TRUE(parse_ours_runner("ours-onednn-bf16", r));
   EXPECT_EQ(r.precision, "bf16");
   ASSERT_TRUE(parse_ours_runner("ours-onednn", r));
   EXPECT_EQ(r.engine, "onednn");
   EXPECT_EQ(r.precision, "fp32");
+  EXPECT_EQ(r.conv_algorithm, "auto");
   EXPECT_FALSE(parse_ours_runner("ours-cuda-tf32-fp16", r));  // TF32 is a float32 mode
+  EXPECT_FALSE(parse_ours_runner("ours-auto", r));             // no engine name
   EXPECT_FALSE(parse_ours_runner("pytorch-cuda-fp32", r));
   EXPECT_FALSE(parse_ours_runner("ours-", r));
 }

@@ -52,8 +52,9 @@ Times this project's engines, PyTorch eager and OpenCV DNN on the same weights (
 torchvision ResNet with random BatchNorm statistics; for an FPN model, detectron2's FPN on it with
 seeded weights), the same input and the same thread count, each runner in its own worker process.
 Before timing, every runner's levels (res2..res5; an FPN model's p2..p6) are compared with
-this project's fp32 output: max|out - ref| <= 1e-3 * max|ref| per level (2e-2 for bf16). A runner
-that disagrees is reported and not timed. Prints a markdown report; --json writes every figure.
+this project's fp32 output: max|out - ref| <= 1e-3 * max|ref| per level (2e-2 for bf16 and
+precision=auto). A runner that disagrees is reported and not timed. Prints a markdown report, with
+the CPU speed targets judged from this run at its end (met / NOT met); --json writes every figure.
 
 Sections: without --gpu or --cpu, the CPU section and then the GPU section, which is skipped with
 one line ("GPU section skipped: <why>") when no usable CUDA device is there; --gpu runs only the
@@ -65,13 +66,20 @@ CPU section:
                      R-<N> with STRIDE_IN_1X1 False), each also as R-<N>-FPN: detectron2's FPN
                      on it (build_resnet_fpn_backbone: FPN.IN_FEATURES res2..res5, 256 channels,
                      no norm, sum; outputs p2..p6), which PyTorch eager runs as the same graph in
-                     plain torch (bench/peers/peer.py) and OpenCV DNN from its ONNX export; sizes
-                     must then be multiples of 32
-  --sizes LIST       HxW input sizes, batch 1. Without --models and --sizes: R-50 at 224x224
-                     and 800x1216, R-101 at 800x1216 and R-50-FPN at 800x1216; with either, every
-                     model at every size
+                     plain torch (bench/peers/peer.py) and OpenCV DNN from its ONNX export; at a
+                     size that is not a multiple of 32 every runner gets the input zero-padded to
+                     the next multiples, as detectron2 pads it; the workload's title says so,
+                     e.g. R-50-FPN 720x1280 (padded to 736x1280)
+  --sizes LIST       HxW input sizes, batch 1. Without --models and --sizes: R-50 at 224x224,
+                     480x640, 720x1280 and 800x1216, R-101 at 800x1216 and 480x640, R-50-FPN at
+                     480x640 and 800x1216; with either, every model at every size
   --threads LIST     thread counts; 0 = every core (default: 1,0)
-  --runners LIST     which runners (default: every available one; --list-runners shows them)
+  --runners LIST     which runners (default: every available one; --list-runners shows them):
+                     ours-<engine> runs the defaults (fp32; onednn: conv algorithm auto), and for
+                     a CPU engine with more precisions or Winograd kernels also -bf16, -auto
+                     (precision=auto), -direct (no Winograd) and -winograd (Winograd on every
+                     3x3 layer that has it); venv-openvino-bf16 (OpenVINO with
+                     INFERENCE_PRECISION_HINT bf16) runs only on CPUs with AVX512_BF16 or AMX
   --frames N         at most N timed frames per runner and workload (default: 20)
   --seconds S        timing budget per runner and workload: frames = S / (time of one frame),
                      between min(3, --frames) and --frames (default: 6)
@@ -178,24 +186,40 @@ struct RunnerSpec {
   bool onnx = false;      // runs the ONNX export
   std::string what;       // one line for --list-runners and the report
   bool is_ours() const { return kind == RunnerKind::Ours; }
-  bool is_low_precision() const { return name.size() > 5 && (name.rfind("-bf16") == name.size() - 5 || name.rfind("-fp16") == name.size() - 5); }
+  bool bf16_hardware = false;  // runs only where the CPU has AVX512_BF16 or AMX
+  // bf16, fp16 or precision=auto (which may run bf16): checked against the bf16 bound
+  bool is_low_precision() const {
+    for (const char* s : {"-bf16", "-fp16", "-auto"})
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, s) == 0) return true;
+    return false;
+  }
 };
 
 std::vector<RunnerSpec> runner_catalog(const Options& o) {
   std::vector<RunnerSpec> c;
-  // Each engine of this build at fp32; a CPU engine also at its other precisions and with its
-  // opt-in Winograd (the GPU section times the cuda engine's variants).
+  // Each engine of this build with its defaults (fp32, conv algorithm auto); a CPU engine also at
+  // its other precisions, at precision=auto, and with the convolution algorithm forced either way
+  // where it has Winograd kernels (the GPU section times the cuda engine's variants).
   for (const auto& e : available_engines()) {
-    c.push_back({"ours-" + e, RunnerKind::Ours, "", false, false, "this project, engine " + e + ", fp32"});
     const EngineInfo* info = find_engine(e);
-    if (!info || info->cuda_device) continue;
+    const bool cpu = info && !info->cuda_device;
+    c.push_back({"ours-" + e, RunnerKind::Ours, "", false, false,
+                 "this project, engine " + e + ", fp32" + (cpu && info->winograd ? ", conv algorithm auto (the defaults)" : "")});
+    if (!cpu) continue;
     for (const Precision p : info->precisions)
       if (p != Precision::Float32)
         c.push_back({"ours-" + e + "-" + precision_name(p), RunnerKind::Ours, "", false, false,
                      "this project, engine " + e + ", " + precision_name(p)});
-    if (info->winograd)
+    if (info->precisions.size() > 1)
+      c.push_back({"ours-" + e + "-auto", RunnerKind::Ours, "", false, false,
+                   "this project, engine " + e + ", precision auto (the engine measures fp32 against " +
+                       precision_name(info->precisions[1]) + "), conv algorithm auto"});
+    if (info->winograd) {
+      c.push_back({"ours-" + e + "-direct", RunnerKind::Ours, "", false, false,
+                   "this project, engine " + e + ", fp32, conv algorithm direct (no Winograd)"});
       c.push_back({"ours-" + e + "-winograd", RunnerKind::Ours, "", false, false,
-                   "this project, engine " + e + ", fp32 with EngineOptions::winograd (opt-in)"});
+                   "this project, engine " + e + ", fp32, conv algorithm winograd (every 3x3 layer that has it)"});
+    }
   }
   c.push_back({"pytorch-eager", RunnerKind::Python, "torch-eager", false, false,
                "PyTorch eager (" + o.python + ": Debian's torch), torchvision's model"});
@@ -206,6 +230,9 @@ std::vector<RunnerSpec> runner_catalog(const Options& o) {
   c.push_back({"venv-torch-compile", RunnerKind::Python, "torch-compile", true, false, "PyTorch 2.x torch.compile (--peers-venv)"});
   c.push_back({"venv-onnxruntime", RunnerKind::Python, "onnxruntime", true, true, "ONNX Runtime on the ONNX export (--peers-venv)"});
   c.push_back({"venv-openvino", RunnerKind::Python, "openvino", true, true, "OpenVINO on the ONNX export (--peers-venv)"});
+  c.push_back({"venv-openvino-bf16", RunnerKind::Python, "openvino-bf16", true, true,
+               "OpenVINO with INFERENCE_PRECISION_HINT bf16 on the ONNX export (--peers-venv; CPUs with AVX512_BF16 or AMX)",
+               true});
   c.push_back({"venv-opencv-dnn", RunnerKind::Python, "opencv", true, true, "current OpenCV DNN (python cv2) on the ONNX export (--peers-venv)"});
   return c;
 }
@@ -294,35 +321,9 @@ Options parse_args(int argc, char** argv) {
   return o;
 }
 
-struct Workload {
-  std::string model;  // "R-50", "R-50-FPN"
-  int depth = 0;
-  Size size;
-  bool fpn() const { return is_fpn_model(model); }
-  // the weights file's key: "50", "50-fpn"
-  std::string weights_key() const { return std::to_string(depth) + (fpn() ? "-fpn" : ""); }
-};
+using Workload = CpuWorkload;
 
-std::vector<Workload> make_workloads(const Options& o) {
-  std::vector<Workload> w;
-  if (o.models.empty() && o.sizes.empty()) {
-    for (auto [m, h, wd] : {std::tuple{"R-50", 224, 224}, std::tuple{"R-50", 800, 1216}, std::tuple{"R-101", 800, 1216},
-                            std::tuple{"R-50-FPN", 800, 1216}})
-      w.push_back({m, model_depth(m), {h, wd}});
-    return w;
-  }
-  const auto models = split_list(o.models.empty() ? "R-50" : o.models);
-  const auto sizes = parse_sizes(o.sizes.empty() ? "224x224,800x1216" : o.sizes);
-  for (const auto& m : models)
-    for (const auto& s : sizes) {
-      w.push_back({m, model_depth(m), s});
-      if (w.back().fpn() && (s.height % 32 != 0 || s.width % 32 != 0))
-        throw UsageError("--sizes: " + m + " needs sizes that are multiples of 32 (the FPN's size_divisibility), got " +
-                         std::to_string(s.height) + "x" + std::to_string(s.width));
-    }
-  if (w.empty()) throw UsageError("--models: expected at least one model");
-  return w;
-}
+std::vector<Workload> make_workloads(const Options& o) { return cpu_workloads(o.models, o.sizes); }
 
 // ---- files -----------------------------------------------------------------------------------
 
@@ -342,6 +343,8 @@ std::string find_peer_script(const Options& o) {
 }
 
 std::string size_str(const Size& s) { return std::to_string(s.height) + "x" + std::to_string(s.width); }
+// inputs_'s key: the size asked, and the size run when padded
+std::string input_key(const Workload& w) { return size_str(w.asked) + (w.padded() ? "-" + size_str(w.size) : ""); }
 
 // ---- results ---------------------------------------------------------------------------------
 
@@ -379,6 +382,7 @@ class Bench {
   void measure_peaks(const std::vector<int>& thread_counts);
   std::string report_markdown() const;
   std::string cpu_markdown() const;
+  std::vector<CpuRow> cpu_rows() const;  // the figures the CPU targets are judged from
   json report_json() const;
 
   Options o_;
@@ -433,8 +437,9 @@ void Bench::prepare_files(const std::vector<Workload>& workloads, const std::vec
       }
       onnx_[key] = p;
     }
-    const std::string skey = size_str(w.size);
-    if (!inputs_.count(skey)) inputs_[skey] = ensure_input(work_, 1, w.size.height, w.size.width, o_.seed);
+    const std::string skey = input_key(w);
+    if (!inputs_.count(skey))
+      inputs_[skey] = ensure_input(work_, 1, w.asked.height, w.asked.width, o_.seed, w.size.height, w.size.width);
   }
 }
 
@@ -445,23 +450,30 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   res.flops = bench_flops(w.model, w.size.height, w.size.width);
   const std::string key = w.model + "@" + size_str(w.size);
   const std::string tag = w.model + "-" + size_str(w.size) + "-t" + std::to_string(threads);
-  std::cerr << "backbone-bench: " << w.model << " " << size_str(w.size) << ", " << threads << " thread(s), "
+  std::cerr << "backbone-bench: " << w.title() << ", " << threads << " thread(s), "
             << fixed(res.flops / 1e9, 2) << " GFLOP per frame\n";
 
   // Start every worker.
   for (const auto* spec : runners) {
     RunnerResult r;
     r.spec = spec;
+    if (spec->bf16_hardware && !machine_.avx512_bf16 && !machine_.amx_bf16) {
+      r.status = "unsupported";
+      r.message = "this CPU has neither AVX512_BF16 nor AMX (" + machine_.flags_summary() + "): not run";
+      std::cerr << "backbone-bench:   " << spec->name << " does not run here: " << r.message << "\n";
+      res.runners.push_back(std::move(r));
+      continue;
+    }
     std::vector<std::string> argv;
     if (spec->kind == RunnerKind::Python) {
       argv = {spec->venv ? venv_python_ : o_.python, peer_script_, "worker", "--runner", spec->py_runner, "--depth",
               std::to_string(w.depth), "--weights", weights_.at(w.weights_key()).string(), "--input",
-              inputs_.at(size_str(w.size)).string(), "--threads", std::to_string(threads), "--reply-fd", "3"};
+              inputs_.at(input_key(w)).string(), "--threads", std::to_string(threads), "--reply-fd", "3"};
       if (w.fpn()) argv.push_back("--fpn");
       if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
     } else {
       argv = {self_exe(), "--worker", spec->name, "--model", w.model, "--weights", weights_.at(w.weights_key()).string(),
-              "--input", inputs_.at(size_str(w.size)).string(), "--threads", std::to_string(threads)};
+              "--input", inputs_.at(input_key(w)).string(), "--threads", std::to_string(threads)};
       if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
     }
     const std::string t = std::to_string(threads);
@@ -754,7 +766,7 @@ std::string Bench::cpu_markdown() const {
     const RunnerResult* ours = wr.find(wr.reference);
     const double ours_ms = ours ? ours->median_ms() : 0;
     const double peak = peaks_.count(wr.threads) ? peaks_.at(wr.threads).gflops : 0;
-    m << "#### " << wr.w.model << " " << size_str(wr.w.size) << ", batch 1, " << wr.threads << " thread"
+    m << "#### " << wr.w.title() << ", batch 1, " << wr.threads << " thread"
       << (wr.threads > 1 ? "s" : "") << " (" << fixed(wr.flops / 1e9, 2) << " GFLOP per frame)\n\n";
     m << "| runner | ms/frame | frames/s | GFLOP/s | % FP32 peak | time / ours | peak mem MiB | RSS MiB | rel. error | frames |\n";
     m << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -771,7 +783,9 @@ std::string Bench::cpu_markdown() const {
         << (ours_ms > 0 ? fixed(ms / ours_ms, 2) : "-") << " | " << fixed(mib(r.at_end.vm_hwm_kb), 0) << " | "
         << fixed(mib(r.after_warmup.vm_rss_kb), 0) << " -> " << fixed(mib(r.at_end.vm_rss_kb), 0) << " | " << err << " | "
         << r.times_ms.size() << " |\n";
-      if (!r.spec->is_ours() && std::find(peers.begin(), peers.end(), r.spec->name) == peers.end())
+      // bf16 peers: beside ours bf16 in the targets table, not against our fp32 here
+      if (!r.spec->is_ours() && !r.spec->is_low_precision() &&
+          std::find(peers.begin(), peers.end(), r.spec->name) == peers.end())
         peers.push_back(r.spec->name);
     }
     m << "\n";
@@ -793,7 +807,7 @@ std::string Bench::cpu_markdown() const {
   for (const auto& wr : results_) {
     const RunnerResult* ours = wr.find(wr.reference);
     const double ours_ms = ours && ours->status == "ok" && !ours->times_ms.empty() ? ours->median_ms() : 0;
-    m << "| " << wr.w.model << " " << size_str(wr.w.size) << " | " << wr.threads << " | " << wr.reference << " |";
+    m << "| " << wr.w.title() << " | " << wr.threads << " | " << wr.reference << " |";
     for (const auto& p : peers) {
       const RunnerResult* r = wr.find(p);
       if (r && r->status == "ok" && !r->times_ms.empty() && ours_ms > 0)
@@ -816,7 +830,29 @@ std::string Bench::cpu_markdown() const {
       m << " - |\n";
   }
   m << "\n";
+  m << cpu_targets_markdown(cpu_rows());
   return m.str();
+}
+
+std::vector<CpuRow> Bench::cpu_rows() const {
+  std::vector<CpuRow> rows;
+  for (const auto& wr : results_) {
+    CpuRow row;
+    row.workload = wr.w.title();
+    row.at_224 = wr.w.asked.height == 224 && wr.w.asked.width == 224;
+    row.threads = wr.threads;
+    row.all_cores = wr.threads == machine_.cores;
+    row.flops = wr.flops;
+    row.peak_gflops = peaks_.count(wr.threads) ? peaks_.at(wr.threads).gflops : 0;
+    OursRunner ref;
+    if (parse_ours_runner(wr.reference, ref)) row.engine = ref.engine;
+    for (const auto& r : wr.runners) {
+      row.describe[r.spec->name] = r.describe;
+      if (r.status == "ok" && !r.times_ms.empty()) row.median_ms[r.spec->name] = r.median_ms();
+    }
+    rows.push_back(row);
+  }
+  return rows;
 }
 
 json Bench::report_json() const {
@@ -845,6 +881,7 @@ json Bench::report_json() const {
     const double ours_ms = ours && !ours->times_ms.empty() ? ours->median_ms() : 0;
     const double peak = peaks_.count(wr.threads) ? peaks_.at(wr.threads).gflops : 0;
     json w = {{"model", wr.w.model},    {"height", wr.w.size.height}, {"width", wr.w.size.width}, {"batch", 1},
+              {"title", wr.w.title()},  {"asked_height", wr.w.asked.height}, {"asked_width", wr.w.asked.width},
               {"threads", wr.threads},  {"gflop", wr.flops / 1e9},    {"reference", wr.reference}};
     json rs = json::array();
     for (const auto& r : wr.runners) {
@@ -876,6 +913,12 @@ json Bench::report_json() const {
     wl.push_back(w);
   }
   j["workloads"] = wl;
+  if (run_cpu_) {
+    json targets = json::array();
+    for (const auto& v : evaluate_cpu_targets(cpu_rows()))
+      targets.push_back({{"target", v.target}, {"measured", v.measured}, {"verdict", v.verdict}});
+    j["cpu_targets"] = targets;
+  }
   j["sections"] = {{"cpu", run_cpu_}, {"gpu", gpu_ != nullptr}};
   if (gpu_)
     j["gpu"] = gpu_->to_json();
