@@ -33,12 +33,25 @@ model_spec (const Settings & s)
     case GST_RESNET_BACKBONE_PRECISION_BF16:
       spec.precision = backbone::Precision::BFloat16;
       break;
+    case GST_RESNET_BACKBONE_PRECISION_AUTO:
+      spec.precision = backbone::Precision::Auto;
+      break;
     default:
       spec.precision = backbone::Precision::Float32;
       break;
   }
   spec.num_threads = static_cast<int> (s.num_threads);
-  spec.winograd = s.winograd;
+  switch (s.conv_algorithm) {
+    case GST_RESNET_BACKBONE_CONV_ALGORITHM_DIRECT:
+      spec.conv_algorithm = backbone::ConvAlgorithm::Direct;
+      break;
+    case GST_RESNET_BACKBONE_CONV_ALGORITHM_WINOGRAD:
+      spec.conv_algorithm = backbone::ConvAlgorithm::Winograd;
+      break;
+    default:
+      spec.conv_algorithm = backbone::ConvAlgorithm::Auto;
+      break;
+  }
   spec.allow_tf32 = s.allow_tf32;
   backbone::PreprocessOverrides &p = spec.preprocess;
   if (s.input_format == GST_RESNET_BACKBONE_INPUT_FORMAT_BGR)
@@ -166,8 +179,9 @@ gst_resnet_backbone_load_model (GstResnetBackbone * self, const Settings & s)
   model->name = loaded.name;
   for (const auto &[name, spec] : loaded.output_shape)
     model->strides[name] = spec.stride.value_or (0);
-  GST_INFO_OBJECT (self, "engine (engine=%s precision=%s num-threads=%u): %s", s.engine.c_str (),
-      backbone::precision_name (spec.precision), s.num_threads,
+  GST_INFO_OBJECT (self, "engine (engine=%s precision=%s num-threads=%u conv-algorithm=%s): %s",
+      s.engine.c_str (), backbone::precision_name (spec.precision), s.num_threads,
+      backbone::conv_algorithm_name (spec.conv_algorithm),
       model->engine_description.c_str ());
   GST_INFO_OBJECT (self, "loaded %s on %s (engine %s), %zu out features, input %s, mean %g,%g,%g, "
       "std %g,%g,%g", model->name.c_str (), model->engine->device ().str ().c_str (),

@@ -25,10 +25,34 @@ gst_resnet_backbone_precision_get_type (void)
     {GST_RESNET_BACKBONE_PRECISION_FP32, "32-bit float", "fp32"},
     {GST_RESNET_BACKBONE_PRECISION_FP16, "16-bit float (engines that support it)", "fp16"},
     {GST_RESNET_BACKBONE_PRECISION_BF16, "bfloat16 (engines that support it)", "bf16"},
+    {GST_RESNET_BACKBONE_PRECISION_AUTO,
+        "The engine's fastest precision within its documented bound (onednn measures fp32 against "
+          "bf16; other engines fp32)", "auto"},
     {0, nullptr, nullptr},
   };
   if (g_once_init_enter (&type)) {
     GType t = g_enum_register_static ("GstResnetBackbonePrecision", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+#define GST_TYPE_RESNET_BACKBONE_CONV_ALGORITHM (gst_resnet_backbone_conv_algorithm_get_type ())
+static GType
+gst_resnet_backbone_conv_algorithm_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_RESNET_BACKBONE_CONV_ALGORITHM_AUTO,
+        "Winograd per layer where measured faster and within 1e-6 of the direct convolution",
+        "auto"},
+    {GST_RESNET_BACKBONE_CONV_ALGORITHM_DIRECT, "Direct convolutions only", "direct"},
+    {GST_RESNET_BACKBONE_CONV_ALGORITHM_WINOGRAD,
+        "Winograd on every layer that has it", "winograd"},
+    {0, nullptr, nullptr},
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstResnetBackboneConvAlgorithm", values);
     g_once_init_leave (&type, t);
   }
   return type;
@@ -174,11 +198,20 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
    * fp32 runs on every engine, bf16 on "onednn", fp16 on none of the CPU engines. With
    * engine=auto the first engine that runs the precision is taken; a named engine that does not
    * run it fails the start with an error naming the engine and the precision.
+   *
+   * auto takes the engine's fastest precision whose features stay within that precision's
+   * documented bound of fp32 (bf16: 2e-2 of max |fp32| per level): the onednn engine measures
+   * fp32 against bf16 on the model once per CPU model, thread count and input shape (the
+   * measurements are cached per machine, see the README's "Engines") and runs bf16 only where it
+   * is faster; the other engines run fp32. The engine description says which it chose. The
+   * default stays fp32.
    */
   g_object_class_install_property (gobject_class, PROP_PRECISION,
       g_param_spec_enum ("precision", "Precision",
           "Arithmetic precision of the engine (fp32: every engine; bf16: onednn; an engine that "
-          "does not run it fails the start)",
+          "does not run it fails the start; auto: the fastest within its documented bound, onednn "
+          "measures fp32 against bf16 once per CPU model, thread count and input shape (cached), "
+          "other engines fp32)",
           GST_TYPE_RESNET_BACKBONE_PRECISION, DEFAULT_PRECISION, flags));
 
   /**
@@ -191,16 +224,32 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
           "CPU threads of the engine (0 = every core)", 0, 1024, DEFAULT_NUM_THREADS, flags));
 
   /**
+   * GstResnetBackbone:conv-algorithm:
+   *
+   * How float32 3x3 stride-1 convolutions run where the engine has Winograd kernels (the onednn
+   * engine with oneDNN 2.x on AVX-512 CPUs). auto (the default): each such layer's shape is timed
+   * with both algorithms once per CPU model and thread count (cached per machine) and runs
+   * Winograd where it is faster and the layer's output stays within 1e-6 of max |direct| (the
+   * features then stay within 1e-5 of max |direct path|). direct: never Winograd. winograd:
+   * Winograd on every layer that has it (features about 1e-6, relative, off the direct path).
+   * Other engines run direct convolutions whatever the value.
+   */
+  g_object_class_install_property (gobject_class, PROP_CONV_ALGORITHM,
+      g_param_spec_enum ("conv-algorithm", "Convolution algorithm",
+          "Float32 3x3 convolutions where the engine has Winograd kernels (onednn): auto (Winograd "
+          "per layer where measured faster and within 1e-6 of direct), direct, or winograd (every "
+          "such layer)", GST_TYPE_RESNET_BACKBONE_CONV_ALGORITHM, DEFAULT_CONV_ALGORITHM, flags));
+
+  /**
    * GstResnetBackbone:winograd:
    *
-   * Run float32 3x3 stride-1 convolutions with Winograd's algorithm where the engine has it (the
-   * onednn engine on AVX-512 CPUs): about 1.2x faster on R-50, features about 1e-6 (relative)
-   * off the direct convolution. Other engines ignore it.
+   * Deprecated alias of #GstResnetBackbone:conv-algorithm: TRUE sets conv-algorithm=winograd,
+   * FALSE conv-algorithm=direct; reads TRUE when conv-algorithm is winograd.
    */
   g_object_class_install_property (gobject_class, PROP_WINOGRAD,
       g_param_spec_boolean ("winograd", "Winograd",
-          "Float32 3x3 convolutions by Winograd's algorithm where the engine has it (onednn): "
-          "faster, about 1e-6 off the direct convolution", DEFAULT_WINOGRAD, flags));
+          "Deprecated: use conv-algorithm (TRUE: conv-algorithm=winograd, FALSE: "
+          "conv-algorithm=direct)", FALSE, (GParamFlags) (flags | G_PARAM_DEPRECATED)));
 
   /**
    * GstResnetBackbone:allow-tf32:
@@ -322,7 +371,7 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
    * loaded once, one engine and one thread pool), and batch their frames (see
    * #GstResnetBackbone:batch-size). The first element to start loads the model; the others must
    * agree on its settings (config-file, weights, out-features, engine, device, precision,
-   * num-threads, winograd, allow-tf32, input-format, pixel-mean, pixel-std, batch-size,
+   * num-threads, conv-algorithm, allow-tf32, input-format, pixel-mean, pixel-std, batch-size,
    * batch-timeout): a mismatch fails their start with an error naming the property and both
    * values. Resize settings and size-divisibility may differ per element. The model lives while
    * any of them runs; a state change, error, flush or EOS of one never blocks the others. Frames
@@ -533,6 +582,7 @@ gst_resnet_backbone_install_properties (GObjectClass * gobject_class)
           (GParamFlags) (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
 
   gst_type_mark_as_plugin_api (GST_TYPE_RESNET_BACKBONE_PRECISION, (GstPluginAPIFlags) 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_RESNET_BACKBONE_CONV_ALGORITHM, (GstPluginAPIFlags) 0);
   gst_type_mark_as_plugin_api (GST_TYPE_RESNET_BACKBONE_INPUT_FORMAT, (GstPluginAPIFlags) 0);
   gst_type_mark_as_plugin_api (GST_TYPE_RESNET_BACKBONE_RESIZE, (GstPluginAPIFlags) 0);
 }

@@ -121,8 +121,13 @@ gst_resnet_backbone_set_property (GObject * object, guint prop_id, const GValue 
     case PROP_NUM_THREADS:
       s.num_threads = g_value_get_uint (value);
       break;
+    case PROP_CONV_ALGORITHM:
+      s.conv_algorithm = (GstResnetBackboneConvAlgorithm) g_value_get_enum (value);
+      break;
     case PROP_WINOGRAD:
-      s.winograd = g_value_get_boolean (value);
+      /* deprecated alias of conv-algorithm */
+      s.conv_algorithm = g_value_get_boolean (value) ? GST_RESNET_BACKBONE_CONV_ALGORITHM_WINOGRAD :
+          GST_RESNET_BACKBONE_CONV_ALGORITHM_DIRECT;
       break;
     case PROP_ALLOW_TF32:
       s.allow_tf32 = g_value_get_boolean (value);
@@ -247,8 +252,12 @@ gst_resnet_backbone_get_property (GObject * object, guint prop_id, GValue * valu
     case PROP_NUM_THREADS:
       g_value_set_uint (value, s.num_threads);
       break;
+    case PROP_CONV_ALGORITHM:
+      g_value_set_enum (value, s.conv_algorithm);
+      break;
     case PROP_WINOGRAD:
-      g_value_set_boolean (value, s.winograd);
+      g_value_set_boolean (value,
+          s.conv_algorithm == GST_RESNET_BACKBONE_CONV_ALGORITHM_WINOGRAD);
       break;
     case PROP_ALLOW_TF32:
       g_value_set_boolean (value, s.allow_tf32);

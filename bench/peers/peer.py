@@ -20,8 +20,9 @@ Python peers.
       stdin, replies on file descriptor --reply-fd (default 3) so that whatever a library prints
       on stdout cannot corrupt them.
 
-Protocol (one line each): the worker first answers "ready <json>" ({"describe": ...}) or
-"error <message>"; then, per command:
+Protocol (one line each): the worker first answers "ready <json>" ({"describe": ...}),
+"unsupported <why>" (the runner does not run on this machine) or "error <message>"; then, per
+command:
   check DIR  -> runs the input once, writes DIR/<level>.npy (float32, NCHW), answers "ok"
   run N      -> runs the input N times, answers "times <ms> <ms> ..." (each frame timed alone; the
                 CUDA runners synchronise the device after each frame, inside its time)
@@ -37,7 +38,9 @@ import traceback
 LEVELS = ["res2", "res3", "res4", "res5"]
 FPN_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
 FPN_OUT_CHANNELS = 256
-RUNNERS = ["torch-eager", "torch-compile", "onnxruntime", "openvino", "opencv"]
+# openvino-bf16: OpenVINO with INFERENCE_PRECISION_HINT bf16 (backbone-bench starts it only on CPUs
+# with AVX512_BF16 or AMX; where OpenVINO still compiles f32, the worker answers "unsupported").
+RUNNERS = ["torch-eager", "torch-compile", "onnxruntime", "openvino", "openvino-bf16", "opencv"]
 # PyTorch eager on a CUDA device (--device cuda:N), backbone-bench's GPU section:
 #   torch-cuda-fp32         float32 with PyTorch's defaults (cuDNN may use TF32: torch.backends.cudnn.allow_tf32
 #                           is True by default)
@@ -275,15 +278,19 @@ class OrtRunner(Runner):
         return self.forward()
 
 
+class Unsupported(Exception):
+    """The runner does not run on this machine (answered "unsupported <why>", not an error)."""
+
+
 class OpenVinoRunner(Runner):
-    def __init__(self, a, x):
+    def __init__(self, a, x, precision="f32"):
         super().__init__(a, x)
         try:
             import openvino as ov
         except ImportError:
             import openvino.runtime as ov
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": a.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config = {"INFERENCE_NUM_THREADS": a.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         self.compiled = core.compile_model(core.read_model(a.onnx), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.outs = [self.compiled.output(n) for n in levels(a)]
@@ -291,6 +298,8 @@ class OpenVinoRunner(Runner):
         cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
         prec = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         prec = prec.get_type_name() if hasattr(prec, "get_type_name") else prec
+        if precision != "f32" and precision not in str(prec):
+            raise Unsupported(f"OpenVINO compiled the model at precision {prec}, not {precision}: this CPU has no native {precision}")
         self.describe = (
             f"OpenVINO {version} CPU plugin ({cpu}), {a.threads} threads, precision {prec}, "
             f"PERFORMANCE_HINT LATENCY, ONNX export {os.path.basename(a.onnx)}"
@@ -384,6 +393,8 @@ def make_runner(a, x):
         return OrtRunner(a, x)
     if a.runner == "openvino":
         return OpenVinoRunner(a, x)
+    if a.runner == "openvino-bf16":
+        return OpenVinoRunner(a, x, precision="bf16")
     if a.runner == "opencv":
         return OpenCvRunner(a, x)
     if a.runner in CUDA_RUNNERS:
@@ -404,6 +415,9 @@ def cmd_worker(a):
         x = np.ascontiguousarray(np.load(a.input).astype(np.float32))
         runner = make_runner(a, x)
         say("ready " + json.dumps({"describe": runner.describe, "python": sys.version.split()[0]}))
+    except Unsupported as e:
+        say(f"unsupported {e}")
+        return 0
     except Exception as e:  # reported to the driver, which shows it and skips this runner
         traceback.print_exc()
         say(f"error {type(e).__name__}: {e}")

@@ -72,7 +72,7 @@ TEST_F(OneDnnEngine, FullWidthR50MatchesLibTorch) {
   auto one_t1 = engine(m, "onednn", Precision::Float32, 1);
   EngineOptions wo;
   wo.engine = "onednn";
-  wo.winograd = true;
+  wo.conv_algorithm = ConvAlgorithm::Winograd;
   auto wino = create_engine(m, wo);
   // Sizes that are and are not multiples of 32, batch 1 and 2; each twice (the second replays the plan).
   for (auto [n, h, w] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 96}, {2, 72, 88}, {1, 61, 83}, {1, 64, 96}}) {

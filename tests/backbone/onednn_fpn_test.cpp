@@ -103,7 +103,7 @@ class OneDnnFpn : public ::testing::Test {
     o.engine = name;
     o.precision = p;
     o.num_threads = threads;
-    o.winograd = winograd;
+    o.conv_algorithm = winograd ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct;
     return create_engine(m, o);
   }
   // The model's p-levels from the oneDNN engine against LibTorch's on batch 2 and on an odd size

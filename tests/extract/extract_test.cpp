@@ -622,6 +622,7 @@ TEST_F(ExtractTest, HelpAndQuiet) {
   // Engine and precision defaults.
   EXPECT_NE(r.out.find("--engine NAME (=auto)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("--precision P (=fp32)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--conv-algorithm A (=auto)"), std::string::npos) << r.out;
   r = run({videos_.string(), "-o", (dir_ / "q").string(), "-q"});
   EXPECT_EQ(r.rc, 1);
   // Quiet: only the failure.
@@ -650,7 +651,9 @@ TEST_F(ExtractTest, BadOptionsGetAMessageAndTheUsage) {
       {{v, "-o", o, "--fps", "fast"}, "--fps must be a positive number"},
       {{v, "-o", o, "--fps", "1/0"}, "--fps must be a positive rate"},
       {{v, "-o", o, "--dtype", "float64"}, "--dtype must be one of float32, float16, got \"float64\""},
-      {{v, "-o", o, "--precision", "fp8"}, "--precision must be one of fp32, fp16, bf16, got \"fp8\""},
+      {{v, "-o", o, "--precision", "fp8"}, "--precision must be one of fp32, fp16, bf16, auto, got \"fp8\""},
+      {{v, "-o", o, "--conv-algorithm", "fast"},
+       "--conv-algorithm must be one of auto, direct, winograd, got \"fast\""},
       {{v, "-o", o, "--device", "gpu"}, "--device must be cpu, cuda:N or auto, got \"gpu\""},
       {{v, "-o", o, "--engine", "tensorrt"}, "--engine must be auto, " + backbone::engine_names() + ", got \"tensorrt\""},
       {{v, "-o", o, "--resize", "half"}, "--resize must be one of none, shortest-edge, fixed"},
@@ -705,6 +708,7 @@ TEST_F(ExtractTest, EngineAndPrecision) {
     const Json side = read_json(out / rel / "extract.json");
     EXPECT_EQ(side["settings"]["engine"], "auto") << rel;
     EXPECT_EQ(side["settings"]["precision"], "fp32") << rel;
+    EXPECT_EQ(side["settings"]["conv_algorithm"], "auto") << rel;
     EXPECT_EQ(side["engine"], description) << rel;
   }
 

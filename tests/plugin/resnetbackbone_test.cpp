@@ -788,14 +788,15 @@ TEST(ResnetBackbone, GstInspectShowsEveryProperty) {
   g_free(out);
   g_free(errout);
   for (const char* p : {"config-file", "weights", "out-features", "engine", "device", "precision", "num-threads",
-                        "winograd", "allow-tf32", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
+                        "conv-algorithm", "winograd", "allow-tf32", "input-format", "pixel-mean", "pixel-std", "resize", "min-size", "max-size", "width",
                         "height", "size-divisibility", "inference-interval", "pool-size", "unique-id", "model-name",
                         "engine-description", "feature-memory-limit", "pool-timeout", "qos", "max-errors",
                         "latency", "stats", "tensor-meta", "model-instance-id", "batch-size", "batch-timeout"})
     EXPECT_TRUE(text.find(std::string("  ") + p + " ") != std::string::npos ||
                 text.find(std::string("  ") + p + ":") != std::string::npos)
         << p << " missing in:\n" << text;
-  for (const char* s : {"\"GstResnetBackbonePrecision\"", "(1): shortest-edge", "Range: 0 - 1048576 Default: 0",
+  for (const char* s : {"\"GstResnetBackbonePrecision\"", "\"GstResnetBackboneConvAlgorithm\"", "(3): auto",
+                        "(2): winograd", "(1): shortest-edge", "Range: 0 - 1048576 Default: 0",
                         "Range: 1 - 2147483647 Default: 1", "String. Default: \"auto\"",
                         "auto (the first of this build's engines", "; onednn (", "; libtorch (", "; opencv (",
                         "; cuda (", "Default: 536870912", "Range: -1 - 2147483647 Default: 10",
@@ -896,6 +897,44 @@ TEST(ResnetBackbone, PropertyDefaultsAndRoundTrip) {
   gst_object_unref(e);
 }
 
+// conv-algorithm defaults to auto; the deprecated winograd property is its alias (TRUE: winograd,
+// FALSE: direct; reads TRUE only for winograd). precision takes auto.
+TEST(ResnetBackbone, ConvAlgorithmAndItsWinogradAlias) {
+  GstElement* e = gst_element_factory_make("resnetbackbone", nullptr);
+  ASSERT_NE(e, nullptr);
+  GParamSpec* w = g_object_class_find_property(G_OBJECT_GET_CLASS(e), "winograd");
+  ASSERT_NE(w, nullptr);
+  EXPECT_TRUE(w->flags & G_PARAM_DEPRECATED);
+  auto conv_algorithm = [e]() {
+    gint v = -1;
+    g_object_get(e, "conv-algorithm", &v, nullptr);
+    return v;
+  };
+  auto winograd = [e]() {
+    gboolean v = 2;
+    g_object_get(e, "winograd", &v, nullptr);
+    return v;
+  };
+  EXPECT_EQ(conv_algorithm(), 0);  // auto
+  EXPECT_FALSE(winograd());
+  g_object_set(e, "winograd", TRUE, nullptr);
+  EXPECT_EQ(conv_algorithm(), 2);  // winograd
+  EXPECT_TRUE(winograd());
+  g_object_set(e, "winograd", FALSE, nullptr);
+  EXPECT_EQ(conv_algorithm(), 1);  // direct
+  EXPECT_FALSE(winograd());
+  gst_util_set_object_arg(G_OBJECT(e), "conv-algorithm", "winograd");
+  EXPECT_TRUE(winograd());
+  gst_util_set_object_arg(G_OBJECT(e), "conv-algorithm", "auto");
+  EXPECT_EQ(conv_algorithm(), 0);
+  EXPECT_FALSE(winograd());
+  gst_util_set_object_arg(G_OBJECT(e), "precision", "auto");
+  gint precision = -1;
+  g_object_get(e, "precision", &precision, nullptr);
+  EXPECT_EQ(precision, 3);
+  gst_object_unref(e);
+}
+
 }  // namespace
 
 namespace {
@@ -988,7 +1027,7 @@ TEST(ResnetBackbone, AutoEngineDescribesItself) {
 
   // The debug log's lines: at start, and after the first frame when the description changed.
   const auto lines = log.lines();
-  const std::string want = "engine (engine=auto precision=fp32 num-threads=1): " + description;
+  const std::string want = "engine (engine=auto precision=fp32 num-threads=1 conv-algorithm=auto): " + description;
   EXPECT_EQ(std::count(lines.begin(), lines.end(), want), 1) << "no INFO line \"" << want << "\"";
   const std::string want_after = "engine after the first frame of 32x24: " + after;
   EXPECT_EQ(std::count(lines.begin(), lines.end(), want_after), after == description ? 0 : 1)
@@ -1000,16 +1039,23 @@ TEST(ResnetBackbone, AutoEngineDescribesItself) {
   EXPECT_EQ(string_property(hh.element, "engine-description"), after);
 }
 
-// winograd reaches the engine: the oneDNN engine says so in its description (and not without it).
-TEST(ResnetBackbone, WinogradReachesTheEngine) {
+// conv-algorithm reaches the engine: forced Winograd (also by the deprecated winograd=true) is in
+// the oneDNN engine's description, direct (also winograd=false) is not.
+TEST(ResnetBackbone, ConvAlgorithmReachesTheEngine) {
   const auto engines = backbone::available_engines();
   if (std::find(engines.begin(), engines.end(), "onednn") == engines.end()) GTEST_SKIP() << "oneDNN engine not built";
-  for (const bool on : {false, true}) {
-    Harness hh(narrow_props({{"engine", "onednn"}, {"winograd", on ? "true" : "false"}}));
+  const std::vector<std::pair<Props, bool>> cases = {{{{"conv-algorithm", "direct"}}, false},
+                                                     {{{"conv-algorithm", "winograd"}}, true},
+                                                     {{{"winograd", "false"}}, false},
+                                                     {{{"winograd", "true"}}, true}};
+  for (const auto& [extra, winograd] : cases) {
+    Props props = narrow_props({{"engine", "onednn"}});
+    props.insert(props.end(), extra.begin(), extra.end());
+    Harness hh(props);
     const std::string caps = caps_string("RGB", 32, 24);
     gst_harness_set_src_caps_str(hh.h, caps.c_str());
     const std::string d = string_property(hh.element, "engine-description");
-    EXPECT_EQ(d.find("Winograd 3x3") != std::string::npos, on) << d;
+    EXPECT_EQ(d.find("Winograd 3x3") != std::string::npos, winograd) << extra[0].first << "=" << extra[0].second << ": " << d;
     EXPECT_EQ(hh.error_text(), "");
   }
 }
@@ -1172,6 +1218,29 @@ TEST(ResnetBackbone, Bf16OnOneDnnIsCloseToFp32) {
     EXPECT_GT(diff, 0.0) << "bf16 gave exactly the fp32 features";
     std::printf("[ INFO     ] %s: max |bf16 - fp32| = %.3g = %.3g * max |fp32|\n", kFeatures[k], diff,
                 scale > 0 ? diff / scale : 0.0);
+  }
+}
+
+// precision=auto reaches the engine and stays within bf16's bound of fp32 (2e-2 * max |fp32| per
+// level), whichever precision the oneDNN engine measures faster on this machine.
+TEST(ResnetBackbone, PrecisionAutoOnOneDnnIsWithinTheBf16Bound) {
+  if (!has_engine("onednn")) GTEST_SKIP() << "the oneDNN engine is not built (BACKBONE_WITH_ONEDNN=OFF or no libdnnl-dev)";
+  const std::string caps = caps_string("RGB", 64, 48);
+  std::string d32, dauto;
+  const auto fp32 = element_levels(narrow_props({{"engine", "onednn"}, {"precision", "fp32"}}), caps, 11, &d32);
+  const auto autop = element_levels(narrow_props({{"engine", "onednn"}, {"precision", "auto"}}), caps, 11, &dauto);
+  ASSERT_EQ(fp32.size(), 4u);
+  ASSERT_EQ(autop.size(), 4u) << dauto;
+  for (size_t k = 0; k < 4; ++k) {
+    SCOPED_TRACE(kFeatures[k]);
+    ASSERT_EQ(autop[k].size(), fp32[k].size());
+    double diff = 0.0, scale = 0.0;
+    for (size_t i = 0; i < fp32[k].size(); ++i) {
+      diff = std::max(diff, std::fabs(double(autop[k][i]) - double(fp32[k][i])));
+      scale = std::max(scale, std::fabs(double(fp32[k][i])));
+    }
+    EXPECT_GT(scale, 0.0);
+    EXPECT_LE(diff, 2e-2 * scale) << dauto;
   }
 }
 

@@ -196,7 +196,8 @@ TEST_F(InferTool, UsageErrorsExitWith2) {
   for (const std::string args : {"--bogus", "--threads", "--threads -1", "--threads x", "MODEL.RESNETS.DEPTH",
                                  "--input a.npy --image b.png", "--output-dir=", "--precision", "--engine=",
                                  "--max-image-pixels 0", "--max-image-pixels -5", "--threads 4294967297",
-                                 "--size-divisibility 9223372036854775807", "--seed 99999999999999999999"}) {
+                                 "--size-divisibility 9223372036854775807", "--seed 99999999999999999999",
+                                 "--conv-algorithm", "--conv-algorithm fast", "--conv-algorithm=Winograd"}) {
     Result r = run(args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find("usage: backbone-infer"), std::string::npos) << args;
@@ -208,8 +209,13 @@ TEST_F(InferTool, UsageErrorsExitWith2) {
             std::string::npos)
       << help.output;
   EXPECT_NE(help.output.find("--tf32                   engine cuda: let cuDNN use TF32"), std::string::npos) << help.output;
-  EXPECT_NE(help.output.find("--precision P            fp32, fp16 or bf16 (default: fp32)"), std::string::npos)
+  EXPECT_NE(help.output.find("--precision P            fp32, fp16, bf16 or auto (default: fp32)"), std::string::npos)
       << help.output;
+  EXPECT_NE(help.output.find("--conv-algorithm A       auto, direct or winograd (default: auto)"), std::string::npos)
+      << help.output;
+  Result bad = run("--conv-algorithm fast");
+  EXPECT_NE(bad.output.find("--conv-algorithm expects auto, direct or winograd, got 'fast'"), std::string::npos)
+      << bad.output;
 }
 
 TEST_F(InferTool, PrecisionOption) {
@@ -217,7 +223,7 @@ TEST_F(InferTool, PrecisionOption) {
   for (const std::string bad : {"fp8", "FP32", "half", ""}) {
     Result r = run("--precision=" + bad + " --output-dir " + dir_.string());
     EXPECT_EQ(r.status, 2) << bad << "\n" << r.output;
-    EXPECT_NE(r.output.find("--precision expects fp32, fp16 or bf16, got '" + bad + "'"), std::string::npos)
+    EXPECT_NE(r.output.find("--precision expects fp32, fp16, bf16 or auto, got '" + bad + "'"), std::string::npos)
         << r.output;
   }
   // A precision the engine does not run: a runtime error naming both, and no output written.
@@ -257,11 +263,16 @@ TEST_F(InferTool, PrintsTheEngineDescription) {
   EXPECT_NE(std::find(engines.begin(), engines.end(), d.substr(0, d.find(' '))), engines.end()) << d;
   EXPECT_NE(d.find("fp32"), std::string::npos) << d;
   EXPECT_NE(d.find("1 thread"), std::string::npos) << d;
-  // --winograd reaches the oneDNN engine.
+  // --conv-algorithm winograd (and its alias --winograd) reaches the oneDNN engine; direct does not
+  // run Winograd.
   if (std::find(engines.begin(), engines.end(), "onednn") != engines.end()) {
-    Result w = run("--input " + in + " --engine onednn --winograd --output-dir " + (dir_ / "wino").string() + kNarrow);
-    ASSERT_EQ(w.status, 0) << w.output;
-    EXPECT_NE(description_of(w.output).find("Winograd 3x3"), std::string::npos) << w.output;
+    for (const std::string arg : {"--conv-algorithm winograd", "--winograd", "--conv-algorithm=direct"}) {
+      SCOPED_TRACE(arg);
+      Result w = run("--input " + in + " --engine onednn " + arg + " --output-dir " + (dir_ / "wino").string() + kNarrow);
+      ASSERT_EQ(w.status, 0) << w.output;
+      EXPECT_EQ(description_of(w.output).find("Winograd 3x3") != std::string::npos, arg.find("direct") == std::string::npos)
+          << w.output;
+    }
   }
   // Each engine by name, and bf16 where the build has oneDNN: its features within 2e-2 * max of fp32.
   for (const auto& engine : engines) {
@@ -284,6 +295,15 @@ TEST_F(InferTool, PrintsTheEngineDescription) {
       const double diff = backbone::test::max_abs_diff(bf16, fp32);
       EXPECT_LE(diff, 2e-2 * max_abs(fp32)) << level;
       EXPECT_GT(diff, 0.0) << "bf16 gave exactly the fp32 features";
+    }
+    // auto: fp32 or bf16, whichever the engine measures faster here; within bf16's bound either way.
+    r = run("--input " + in + " --engine onednn --precision auto --output-dir " + out + "-auto" + kNarrow + kLevels);
+    ASSERT_EQ(r.status, 0) << r.output;
+    for (const char* level : {"res2", "res3", "res4", "res5"}) {
+      backbone::Tensor fp32 = backbone::load_npy(out + "/" + level + ".npy");
+      backbone::Tensor autop = backbone::load_npy(out + "-auto/" + level + ".npy");
+      ASSERT_EQ(autop.shape(), fp32.shape());
+      EXPECT_LE(backbone::test::max_abs_diff(autop, fp32), 2e-2 * max_abs(fp32)) << level;
     }
   }
 }

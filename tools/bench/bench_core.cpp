@@ -540,13 +540,17 @@ bool parse_ours_runner(const std::string& runner, OursRunner& parsed) {
     }
     return false;
   };
-  for (const char* p : {"fp32", "bf16", "fp16"})
+  for (const char* p : {"fp32", "bf16", "fp16", "auto"})
     if (strip(std::string("-") + p)) {
       r.precision = p;
       break;
     }
-  r.winograd = strip("-winograd");
-  if (!r.winograd) r.tf32 = strip("-tf32");
+  for (const char* a : {"direct", "winograd"})
+    if (strip(std::string("-") + a)) {
+      r.conv_algorithm = a;
+      break;
+    }
+  if (r.conv_algorithm == "auto") r.tf32 = strip("-tf32");
   if (r.tf32 && r.precision != "fp32") return false;  // TF32 is a float32 mode
   if (r.engine.empty()) return false;
   parsed = r;

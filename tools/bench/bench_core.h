@@ -187,16 +187,62 @@ struct TargetVerdict {
 // ours-cuda-fp32/fp16/bf16: deform time <= 1.25x its b1 time.
 std::vector<TargetVerdict> evaluate_gpu_targets(const GpuTimes& times);
 
-// "ours-<engine>[-winograd|-tf32][-fp32|-bf16|-fp16]", e.g. "ours-onednn-bf16", "ours-cuda-fp16",
-// "ours-cuda-tf32" (fp32 with EngineOptions::allow_tf32).
+// "ours-<engine>[-direct|-winograd|-tf32][-fp32|-bf16|-fp16|-auto]", e.g. "ours-onednn" (the
+// defaults: fp32, conv algorithm auto), "ours-onednn-direct" (ConvAlgorithm::Direct),
+// "ours-onednn-winograd" (ConvAlgorithm::Winograd), "ours-onednn-auto" (Precision::Auto),
+// "ours-onednn-bf16", "ours-cuda-fp16", "ours-cuda-tf32" (fp32 with EngineOptions::allow_tf32).
 struct OursRunner {
   std::string engine;
-  std::string precision = "fp32";
-  bool winograd = false;
+  std::string precision = "fp32";        // fp32, bf16, fp16 or auto
+  std::string conv_algorithm = "auto";   // auto, direct or winograd (conv_algorithm_name)
   bool tf32 = false;
 };
 // False for names that are not ours-<engine>...
 bool parse_ours_runner(const std::string& runner, OursRunner& parsed);
+
+// ---- CPU workloads and targets (cpu_targets.cpp) ----------------------------------------------
+
+// One CPU workload: `model` at `asked` (HxW). An FPN model at a size that is not a multiple of 32
+// (the FPN's size_divisibility) runs zero-padded at the bottom/right to the next multiples, as
+// detectron2's ImageList pads it: `size` is what every runner gets.
+struct CpuWorkload {
+  std::string model;  // "R-50", "R-50-FPN"
+  int depth = 0;
+  Size asked, size;
+  bool fpn() const { return is_fpn_model(model); }
+  bool padded() const { return asked.height != size.height || asked.width != size.width; }
+  std::string weights_key() const;  // "50", "50-fpn"
+  std::string title() const;        // "R-50 224x224", "R-50-FPN 720x1280 (padded to 736x1280)"
+};
+// `models` x `sizes` (each a comma list; "" for the default of each); both empty: the default set,
+// R-50 at 224x224, 480x640, 720x1280 and 800x1216, R-101 at 800x1216 and 480x640, R-50-FPN at
+// 480x640 and 800x1216. Throws std::invalid_argument naming a bad model or size.
+std::vector<CpuWorkload> cpu_workloads(const std::string& models, const std::string& sizes);
+
+// One workload at one thread count, as measured: the median ms of each runner that agreed and was
+// timed, and every runner's description.
+struct CpuRow {
+  std::string workload;  // CpuWorkload::title()
+  bool at_224 = false;   // asked 224x224 (the % of peak target's size)
+  int threads = 0;
+  bool all_cores = false;
+  double flops = 0;        // of one frame
+  double peak_gflops = 0;  // the FMA-loop peak at this thread count; 0 when unknown
+  std::string engine;      // ours-<engine> is the default fp32 runner, e.g. "onednn"
+  std::map<std::string, double> median_ms;
+  std::map<std::string, std::string> describe;
+};
+// "bf16" or "fp32" where a precision=auto engine's description says "auto: bf16" / "auto: fp32",
+// else "".
+std::string auto_precision_choice(const std::string& describe);
+// The CPU speed targets over every row: 1. the default fp32 runner (ours-<engine>) at least 1.1x
+// ONNX Runtime and OpenVINO fp32 (venv-onnxruntime, venv-openvino) on all cores, 2. at least 1.0x
+// on one thread, 3. at least 75% of the FMA-loop peak at 224x224 on all cores, 4. precision=auto
+// (ours-<engine>-auto) never slower than the default fp32 (time ratio <= 1.0).
+std::vector<TargetVerdict> evaluate_cpu_targets(const std::vector<CpuRow>& rows);
+// The "targets" markdown: a table per row (the figures behind the targets, the bf16 speed-up and
+// OpenVINO bf16 over ours bf16), then one line per target ending in met / NOT met / not measured.
+std::string cpu_targets_markdown(const std::vector<CpuRow>& rows);
 
 // Median of a non-empty list.
 double median(std::vector<double> values);

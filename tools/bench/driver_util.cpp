@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
@@ -204,18 +205,25 @@ fs::path ensure_weights(const fs::path& work, const fs::path& logs, const std::s
   return p;
 }
 
-fs::path ensure_input(const fs::path& work, int batch, int64_t height, int64_t width, int seed) {
+fs::path ensure_input(const fs::path& work, int batch, int64_t height, int64_t width, int seed, int64_t padded_height,
+                      int64_t padded_width) {
   fs::create_directories(work / "inputs");
+  const int64_t ph = std::max(padded_height, height), pw = std::max(padded_width, width);
+  const bool padded = ph != height || pw != width;
   const std::string size = std::to_string(height) + "x" + std::to_string(width);
   const fs::path p = work / "inputs" /
                      ((batch == 1 ? "input-" : "input-b" + std::to_string(batch) + "-") + size + "-seed" +
-                      std::to_string(seed) + ".npy");
+                      std::to_string(seed) +
+                      (padded ? "-padded-" + std::to_string(ph) + "x" + std::to_string(pw) : std::string()) + ".npy");
   if (!fs::exists(p)) {
-    Tensor x = Tensor::empty({batch, 3, height, width});
+    // The values of the unpadded input (the same draws, in the same order), zeros in the padding.
+    Tensor x = Tensor::zeros({batch, 3, ph, pw});
     std::mt19937 gen(static_cast<uint32_t>(seed) * 7919u + 17u);
     std::normal_distribution<float> dist(0.f, 1.f);
     float* d = x.data_ptr<float>();
-    for (int64_t i = 0; i < x.numel(); ++i) d[i] = dist(gen);
+    for (int64_t plane = 0; plane < batch * 3; ++plane)
+      for (int64_t y = 0; y < height; ++y)
+        for (int64_t xx = 0; xx < width; ++xx) d[(plane * ph + y) * pw + xx] = dist(gen);
     save_atomically(p, x);
   }
   return p;

@@ -43,8 +43,12 @@ std::filesystem::path ensure_weights(const std::filesystem::path& work, const st
                                      bool fpn = false);
 // WORK/inputs/input-<H>x<W>-seed<seed>.npy (batch 1) or input-b<N>-<H>x<W>-seed<seed>.npy: float32
 // [batch, 3, H, W] of seeded N(0, 1) values (the scale of a normalised image), made when missing.
-// The first image of a batch is the batch-1 input of the same size and seed.
-std::filesystem::path ensure_input(const std::filesystem::path& work, int batch, int64_t height, int64_t width, int seed);
+// The first image of a batch is the batch-1 input of the same size and seed. With padded_height/
+// width above height/width (an FPN at a size that is not a multiple of 32):
+// input-<H>x<W>-seed<seed>-padded-<PH>x<PW>.npy, the same values at the top left and zeros at the
+// bottom and right (detectron2's ImageList padding).
+std::filesystem::path ensure_input(const std::filesystem::path& work, int batch, int64_t height, int64_t width, int seed,
+                                   int64_t padded_height = 0, int64_t padded_width = 0);
 // WORK/inputs/nv12-<W>x<H>-seed<seed>.npy: make_nv12_frame, made when missing.
 std::filesystem::path ensure_nv12_frame(const std::filesystem::path& work, int64_t height, int64_t width, int seed);
 

@@ -28,6 +28,7 @@
 
 #include "backbone/backbone.h"
 #include "bench_core.h"
+#include "cli.h"
 #include "driver_util.h"
 #include "gpu_section.h"
 #include "process.h"
@@ -38,133 +39,6 @@ using nlohmann::json;
 
 namespace backbone::bench {
 namespace {
-
-const char* kUsage = R"(usage: backbone-bench [--models R-50,R-101] [--sizes 224x224,800x1216] [--threads 1,0]
-                      [--runners LIST] [--frames 20] [--warmup 2] [--seconds 6] [--rounds 5]
-                      [--json FILE] [--markdown FILE] [--work-dir DIR] [--peers-venv DIR]
-                      [--python /usr/bin/python3] [--peers-dir DIR] [--seed 0] [--timeout 1800]
-                      [--list-runners]
-                      [--gpu] [--cpu] [--device cuda:0] [--gpu-workloads b1,b8,deform,nv12]
-                      [--gpu-runners LIST] [--gpu-frames 100] [--gpu-warmup 10] [--gpu-seconds 2]
-                      [--gpu-python PATH] [--quick]
-
-Times this project's engines, PyTorch eager and OpenCV DNN on the same weights (one seeded
-torchvision ResNet with random BatchNorm statistics; for an FPN model, detectron2's FPN on it with
-seeded weights), the same input and the same thread count, each runner in its own worker process.
-Before timing, every runner's levels (res2..res5; an FPN model's p2..p6) are compared with
-this project's fp32 output: max|out - ref| <= 1e-3 * max|ref| per level (2e-2 for bf16). A runner
-that disagrees is reported and not timed. Prints a markdown report; --json writes every figure.
-
-Sections: without --gpu or --cpu, the CPU section and then the GPU section, which is skipped with
-one line ("GPU section skipped: <why>") when no usable CUDA device is there; --gpu runs only the
-GPU section and fails (exit status 4) without a usable CUDA device; --cpu runs only the CPU
-section; --gpu --cpu both, the GPU required.
-
-CPU section:
-  --models LIST      R-18, R-34, R-50, R-101, R-152 (torchvision's resnet<N> = detectron2's
-                     R-<N> with STRIDE_IN_1X1 False), each also as R-<N>-FPN: detectron2's FPN
-                     on it (build_resnet_fpn_backbone: FPN.IN_FEATURES res2..res5, 256 channels,
-                     no norm, sum; outputs p2..p6), which PyTorch eager runs as the same graph in
-                     plain torch (bench/peers/peer.py) and OpenCV DNN from its ONNX export; sizes
-                     must then be multiples of 32
-  --sizes LIST       HxW input sizes, batch 1. Without --models and --sizes: R-50 at 224x224
-                     and 800x1216, R-101 at 800x1216 and R-50-FPN at 800x1216; with either, every
-                     model at every size
-  --threads LIST     thread counts; 0 = every core (default: 1,0)
-  --runners LIST     which runners (default: every available one; --list-runners shows them)
-  --frames N         at most N timed frames per runner and workload (default: 20)
-  --seconds S        timing budget per runner and workload: frames = S / (time of one frame),
-                     between min(3, --frames) and --frames (default: 6)
-  --warmup N         untimed frames after the agreement check, whose frame is the first warm-up
-                     frame (default: 2; 1 for runners whose check frame took more than S/3)
-  --rounds N         the timed frames of each runner are spread over N rounds; each round runs
-                     every runner in turn, starting with a different one (default: 5; both sections)
-  --json FILE        write the results as JSON (the GPU section under "gpu")
-  --markdown FILE    also write the markdown report to FILE
-  --work-dir DIR     weights, ONNX exports, inputs and worker logs (default:
-                     $XDG_CACHE_HOME/backbone-bench or ~/.cache/backbone-bench)
-  --peers-venv DIR   a virtual environment made by bench/peers/setup-venv.sh: adds PyTorch 2.x
-                     eager and torch.compile, ONNX Runtime, OpenVINO and current OpenCV (python)
-  --setup-peers      make (or update) the --peers-venv DIR first with setup-venv.sh, next to
-                     peer.py (PyPI must be reachable; DIR defaults to WORK_DIR/venv)
-  --python PATH      the Python with PyTorch and torchvision that makes the weights and the ONNX
-                     export and runs pytorch-eager (default: /usr/bin/python3, Debian's torch)
-  --peers-dir DIR    where peer.py is (default: found next to the installed tool or in the source)
-  --seed N           seed of the weights and of the input (default: 0)
-  --timeout S        a worker that does not answer a command within S seconds is killed and
-                     reported as failed (default: 1800; both sections)
-
-GPU section (--gpu): this project's engine "cuda" against PyTorch eager on the same GPU, with
-the same weights (torchvision resnet50, seed N) and the same input, already in GPU memory.
-  Runners (--gpu-runners, default all):
-    ours-cuda-fp32            engine cuda, fp32, TF32 off (EngineOptions::allow_tf32 false)
-    ours-cuda-tf32            engine cuda, fp32 with EngineOptions::allow_tf32 (cuDNN's TF32)
-    ours-cuda-fp16            engine cuda, fp16
-    ours-cuda-bf16            engine cuda, bf16
-    pytorch-cuda-fp32         PyTorch eager fp32 with PyTorch's defaults (cuDNN may use TF32)
-    pytorch-cuda-fp32-notf32  torch.backends.cudnn.allow_tf32 = cuda.matmul.allow_tf32 = False
-    pytorch-cuda-fp16-cl      model.half().to(memory_format=torch.channels_last), input likewise
-  Workloads (--gpu-workloads, default all):
-    b1      R-50 at 800x1216, batch 1 (every runner)
-    b8      R-50 at 800x1216, batch 8 (every runner)
-    deform  R-50 with deformable convolutions in res3-res5 (DEFORM_ON_PER_STAGE [False, True,
-            True, True], DEFORM_MODULATED False, DEFORM_NUM_GROUPS 1; offset convolutions drawn
-            from the seed) at 800x1216, batch 1 (ours-cuda-* only: no PyTorch counterpart)
-    nv12    a 1920x1080 NV12 frame uploaded once into CUDA memory, Engine::forward_frame with a
-            FrameView on the device and ShortestEdge 800/1333 (750x1333), preprocessing timed
-            with the network (ours-cuda-* only)
-  A frame's time runs from the call to its finished outputs: ours waits with
-  backbone::cuda_wait_ready on every level, PyTorch with torch.cuda.synchronize(). Agreement
-  before timing against this project's first CPU engine (fp32, every core, checked only, never
-  timed), else pytorch-cuda-fp32-notf32: 1e-3 * max|ref| for ours-cuda-fp32 and
-  pytorch-cuda-fp32-notf32, 2e-2 for fp16, bf16 and the TF32 runners. Reports ms, images/s,
-  GFLOP/s, the fraction of the GPU's dense fp16 tensor peak (SMs x peak SM clock x FLOP/clk/SM
-  of its compute capability), speed-ups over PyTorch and the speed targets, each
-  marked met / not met from this run's medians.
-  --gpu              run the GPU section (only it, unless --cpu is given too); exit status 4 when
-                     no usable CUDA device is there, with the reason
-  --cpu              run the CPU section (only it, unless --gpu is given too)
-  --device cuda:N    the GPU (default: cuda:0)
-  --gpu-workloads L  some of b1,b8,deform,nv12, or all (default: all)
-  --gpu-runners L    some of the runners above (default: all)
-  --gpu-frames N     at most N timed frames per runner and workload (default: 100)
-  --gpu-seconds S    timing budget per runner and workload (default: 2)
-  --gpu-warmup N     untimed frames after the agreement check (default: 10)
-  --gpu-python PATH  the Python with a CUDA build of PyTorch and torchvision for the
-                     pytorch-cuda-* runners (default: --python when given, else the first
-                     python3 on PATH)
-  --quick            GPU section: --gpu-frames 30 --gpu-seconds 0.5 --gpu-warmup 3 --rounds 3
-                     unless given
-Exit status: 0 when every runner agreed and ran (or does not support this CPU/GPU; also when the
-GPU section was skipped without --gpu), 3 when one disagreed or failed, 2 on a usage error, 4 when
---gpu was given and no usable CUDA device is there, 1 on any other error.
-)";
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// --gpu without a usable CUDA device: exit status 4.
-struct GpuUnavailableError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-struct Options {
-  std::string models, sizes, threads = "1,0", runners;
-  int frames = 20, warmup = 2, rounds = 5;
-  double seconds = 6;
-  double timeout = 1800;
-  std::string json_path, markdown_path, work_dir, peers_venv, python = "/usr/bin/python3", peers_dir;
-  int seed = 0;
-  bool list_runners = false;
-  bool setup_peers = false;
-  bool python_given = false;
-  // GPU section
-  bool gpu = false, cpu = false, quick = false;
-  std::string device = "cuda:0", gpu_workloads = "all", gpu_runners, gpu_python;
-  std::optional<int> gpu_frames, gpu_warmup, rounds_given;
-  std::optional<double> gpu_seconds;
-};
 
 // ---- runners ---------------------------------------------------------------------------------
 
@@ -178,24 +52,43 @@ struct RunnerSpec {
   bool onnx = false;      // runs the ONNX export
   std::string what;       // one line for --list-runners and the report
   bool is_ours() const { return kind == RunnerKind::Ours; }
-  bool is_low_precision() const { return name.size() > 5 && (name.rfind("-bf16") == name.size() - 5 || name.rfind("-fp16") == name.size() - 5); }
+  bool bf16_hardware = false;  // runs only where the CPU has AVX512_BF16 or AMX
+  // bf16, fp16 or precision=auto (which may run bf16): checked against the bf16 bound
+  bool is_low_precision() const {
+    for (const char* s : {"-bf16", "-fp16", "-auto"})
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, s) == 0) return true;
+    return false;
+  }
 };
 
 std::vector<RunnerSpec> runner_catalog(const Options& o) {
   std::vector<RunnerSpec> c;
-  // Each engine of this build at fp32; a CPU engine also at its other precisions and with its
-  // opt-in Winograd (the GPU section times the cuda engine's variants).
+  // Each engine of this build with its defaults (fp32, conv algorithm auto); a CPU engine also at
+  // its other precisions, at precision=auto, and with the convolution algorithm forced either way
+  // where it has Winograd kernels (the GPU section times the cuda engine's variants).
   for (const auto& e : available_engines()) {
-    c.push_back({"ours-" + e, RunnerKind::Ours, "", false, false, "this project, engine " + e + ", fp32"});
     const EngineInfo* info = find_engine(e);
-    if (!info || info->cuda_device) continue;
+    const bool cpu = info && !info->cuda_device;
+    c.push_back({"ours-" + e, RunnerKind::Ours, "", false, false,
+                 "this project, engine " + e + ", fp32" + (cpu && info->winograd ? ", conv algorithm auto (the defaults)" : "")});
+    if (!cpu) continue;
+    std::string lower;  // the precisions auto measures against fp32
     for (const Precision p : info->precisions)
-      if (p != Precision::Float32)
+      if (p != Precision::Float32 && p != Precision::Auto) {
         c.push_back({"ours-" + e + "-" + precision_name(p), RunnerKind::Ours, "", false, false,
                      "this project, engine " + e + ", " + precision_name(p)});
-    if (info->winograd)
+        lower += (lower.empty() ? "" : ", ") + std::string(precision_name(p));
+      }
+    if (!lower.empty())
+      c.push_back({"ours-" + e + "-auto", RunnerKind::Ours, "", false, false,
+                   "this project, engine " + e + ", precision auto (the engine measures fp32 against " + lower +
+                       "), conv algorithm auto"});
+    if (info->winograd) {
+      c.push_back({"ours-" + e + "-direct", RunnerKind::Ours, "", false, false,
+                   "this project, engine " + e + ", fp32, conv algorithm direct (no Winograd)"});
       c.push_back({"ours-" + e + "-winograd", RunnerKind::Ours, "", false, false,
-                   "this project, engine " + e + ", fp32 with EngineOptions::winograd (opt-in)"});
+                   "this project, engine " + e + ", fp32, conv algorithm winograd (every 3x3 layer that has it)"});
+    }
   }
   c.push_back({"pytorch-eager", RunnerKind::Python, "torch-eager", false, false,
                "PyTorch eager (" + o.python + ": Debian's torch), torchvision's model"});
@@ -206,123 +99,16 @@ std::vector<RunnerSpec> runner_catalog(const Options& o) {
   c.push_back({"venv-torch-compile", RunnerKind::Python, "torch-compile", true, false, "PyTorch 2.x torch.compile (--peers-venv)"});
   c.push_back({"venv-onnxruntime", RunnerKind::Python, "onnxruntime", true, true, "ONNX Runtime on the ONNX export (--peers-venv)"});
   c.push_back({"venv-openvino", RunnerKind::Python, "openvino", true, true, "OpenVINO on the ONNX export (--peers-venv)"});
+  c.push_back({"venv-openvino-bf16", RunnerKind::Python, "openvino-bf16", true, true,
+               "OpenVINO with INFERENCE_PRECISION_HINT bf16 on the ONNX export (--peers-venv; CPUs with AVX512_BF16 or AMX)",
+               true});
   c.push_back({"venv-opencv-dnn", RunnerKind::Python, "opencv", true, true, "current OpenCV DNN (python cv2) on the ONNX export (--peers-venv)"});
   return c;
 }
 
-// ---- options ---------------------------------------------------------------------------------
+using Workload = CpuWorkload;
 
-int parse_int(const std::string& flag, const std::string& v, int lo) {
-  char* end = nullptr;
-  errno = 0;
-  const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0 || x < lo || x > 1000000)
-    throw UsageError(flag + " expects an integer >= " + std::to_string(lo) + ", got '" + v + "'");
-  return static_cast<int>(x);
-}
-
-double parse_seconds(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !(x > 0) || !std::isfinite(x))
-    throw UsageError(flag + " expects a positive number, got '" + v + "'");
-  return x;
-}
-
-Options parse_args(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    }
-    if (a == "--version") {
-      std::cout << "backbone-bench " << version() << "\n";
-      std::exit(0);
-    }
-    if (a == "--list-runners") {
-      o.list_runners = true;
-      continue;
-    }
-    if (a == "--gpu" || a == "--cpu" || a == "--quick") {
-      (a == "--gpu" ? o.gpu : a == "--cpu" ? o.cpu : o.quick) = true;
-      continue;
-    }
-    std::string value;
-    bool inline_value = false;
-    if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      inline_value = true;
-    }
-    auto next = [&]() -> std::string {
-      if (inline_value) return value;
-      if (i + 1 >= argc) throw UsageError(a + " expects a value");
-      return argv[++i];
-    };
-    if (a == "--models") o.models = next();
-    else if (a == "--sizes") o.sizes = next();
-    else if (a == "--threads") o.threads = next();
-    else if (a == "--runners") o.runners = next();
-    else if (a == "--frames") o.frames = parse_int(a, next(), 1);
-    else if (a == "--warmup") o.warmup = parse_int(a, next(), 0);
-    else if (a == "--rounds") o.rounds = *(o.rounds_given = parse_int(a, next(), 1));
-    else if (a == "--seconds") o.seconds = parse_seconds(a, next());
-    else if (a == "--gpu-seconds") o.gpu_seconds = parse_seconds(a, next());
-    else if (a == "--gpu-frames") o.gpu_frames = parse_int(a, next(), 1);
-    else if (a == "--gpu-warmup") o.gpu_warmup = parse_int(a, next(), 0);
-    else if (a == "--device") o.device = next();
-    else if (a == "--gpu-workloads") o.gpu_workloads = next();
-    else if (a == "--gpu-runners") o.gpu_runners = next();
-    else if (a == "--gpu-python") o.gpu_python = next();
-    else if (a == "--timeout") {
-      o.timeout = parse_int(a, next(), 1);
-    } else if (a == "--json") o.json_path = next();
-    else if (a == "--markdown") o.markdown_path = next();
-    else if (a == "--work-dir") o.work_dir = next();
-    else if (a == "--peers-venv") o.peers_venv = next();
-    else if (a == "--setup-peers") o.setup_peers = true;
-    else if (a == "--python") {
-      o.python = next();
-      o.python_given = true;
-    }
-    else if (a == "--peers-dir") o.peers_dir = next();
-    else if (a == "--seed") o.seed = parse_int(a, next(), 0);
-    else throw UsageError("unknown option " + a + " (see --help)");
-  }
-  return o;
-}
-
-struct Workload {
-  std::string model;  // "R-50", "R-50-FPN"
-  int depth = 0;
-  Size size;
-  bool fpn() const { return is_fpn_model(model); }
-  // the weights file's key: "50", "50-fpn"
-  std::string weights_key() const { return std::to_string(depth) + (fpn() ? "-fpn" : ""); }
-};
-
-std::vector<Workload> make_workloads(const Options& o) {
-  std::vector<Workload> w;
-  if (o.models.empty() && o.sizes.empty()) {
-    for (auto [m, h, wd] : {std::tuple{"R-50", 224, 224}, std::tuple{"R-50", 800, 1216}, std::tuple{"R-101", 800, 1216},
-                            std::tuple{"R-50-FPN", 800, 1216}})
-      w.push_back({m, model_depth(m), {h, wd}});
-    return w;
-  }
-  const auto models = split_list(o.models.empty() ? "R-50" : o.models);
-  const auto sizes = parse_sizes(o.sizes.empty() ? "224x224,800x1216" : o.sizes);
-  for (const auto& m : models)
-    for (const auto& s : sizes) {
-      w.push_back({m, model_depth(m), s});
-      if (w.back().fpn() && (s.height % 32 != 0 || s.width % 32 != 0))
-        throw UsageError("--sizes: " + m + " needs sizes that are multiples of 32 (the FPN's size_divisibility), got " +
-                         std::to_string(s.height) + "x" + std::to_string(s.width));
-    }
-  if (w.empty()) throw UsageError("--models: expected at least one model");
-  return w;
-}
+std::vector<Workload> make_workloads(const Options& o) { return cpu_workloads(o.models, o.sizes); }
 
 // ---- files -----------------------------------------------------------------------------------
 
@@ -342,6 +128,8 @@ std::string find_peer_script(const Options& o) {
 }
 
 std::string size_str(const Size& s) { return std::to_string(s.height) + "x" + std::to_string(s.width); }
+// inputs_'s key: the size asked, and the size run when padded
+std::string input_key(const Workload& w) { return size_str(w.asked) + (w.padded() ? "-" + size_str(w.size) : ""); }
 
 // ---- results ---------------------------------------------------------------------------------
 
@@ -379,6 +167,7 @@ class Bench {
   void measure_peaks(const std::vector<int>& thread_counts);
   std::string report_markdown() const;
   std::string cpu_markdown() const;
+  std::vector<CpuRow> cpu_rows() const;  // the figures the CPU targets are judged from
   json report_json() const;
 
   Options o_;
@@ -433,8 +222,9 @@ void Bench::prepare_files(const std::vector<Workload>& workloads, const std::vec
       }
       onnx_[key] = p;
     }
-    const std::string skey = size_str(w.size);
-    if (!inputs_.count(skey)) inputs_[skey] = ensure_input(work_, 1, w.size.height, w.size.width, o_.seed);
+    const std::string skey = input_key(w);
+    if (!inputs_.count(skey))
+      inputs_[skey] = ensure_input(work_, 1, w.asked.height, w.asked.width, o_.seed, w.size.height, w.size.width);
   }
 }
 
@@ -445,23 +235,30 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   res.flops = bench_flops(w.model, w.size.height, w.size.width);
   const std::string key = w.model + "@" + size_str(w.size);
   const std::string tag = w.model + "-" + size_str(w.size) + "-t" + std::to_string(threads);
-  std::cerr << "backbone-bench: " << w.model << " " << size_str(w.size) << ", " << threads << " thread(s), "
+  std::cerr << "backbone-bench: " << w.title() << ", " << threads << " thread(s), "
             << fixed(res.flops / 1e9, 2) << " GFLOP per frame\n";
 
   // Start every worker.
   for (const auto* spec : runners) {
     RunnerResult r;
     r.spec = spec;
+    if (spec->bf16_hardware && !machine_.avx512_bf16 && !machine_.amx_bf16) {
+      r.status = "unsupported";
+      r.message = "this CPU has neither AVX512_BF16 nor AMX (" + machine_.flags_summary() + "): not run";
+      std::cerr << "backbone-bench:   " << spec->name << " does not run here: " << r.message << "\n";
+      res.runners.push_back(std::move(r));
+      continue;
+    }
     std::vector<std::string> argv;
     if (spec->kind == RunnerKind::Python) {
       argv = {spec->venv ? venv_python_ : o_.python, peer_script_, "worker", "--runner", spec->py_runner, "--depth",
               std::to_string(w.depth), "--weights", weights_.at(w.weights_key()).string(), "--input",
-              inputs_.at(size_str(w.size)).string(), "--threads", std::to_string(threads), "--reply-fd", "3"};
+              inputs_.at(input_key(w)).string(), "--threads", std::to_string(threads), "--reply-fd", "3"};
       if (w.fpn()) argv.push_back("--fpn");
       if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
     } else {
       argv = {self_exe(), "--worker", spec->name, "--model", w.model, "--weights", weights_.at(w.weights_key()).string(),
-              "--input", inputs_.at(size_str(w.size)).string(), "--threads", std::to_string(threads)};
+              "--input", inputs_.at(input_key(w)).string(), "--threads", std::to_string(threads)};
       if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
     }
     const std::string t = std::to_string(threads);
@@ -754,7 +551,7 @@ std::string Bench::cpu_markdown() const {
     const RunnerResult* ours = wr.find(wr.reference);
     const double ours_ms = ours ? ours->median_ms() : 0;
     const double peak = peaks_.count(wr.threads) ? peaks_.at(wr.threads).gflops : 0;
-    m << "#### " << wr.w.model << " " << size_str(wr.w.size) << ", batch 1, " << wr.threads << " thread"
+    m << "#### " << wr.w.title() << ", batch 1, " << wr.threads << " thread"
       << (wr.threads > 1 ? "s" : "") << " (" << fixed(wr.flops / 1e9, 2) << " GFLOP per frame)\n\n";
     m << "| runner | ms/frame | frames/s | GFLOP/s | % FP32 peak | time / ours | peak mem MiB | RSS MiB | rel. error | frames |\n";
     m << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -771,7 +568,9 @@ std::string Bench::cpu_markdown() const {
         << (ours_ms > 0 ? fixed(ms / ours_ms, 2) : "-") << " | " << fixed(mib(r.at_end.vm_hwm_kb), 0) << " | "
         << fixed(mib(r.after_warmup.vm_rss_kb), 0) << " -> " << fixed(mib(r.at_end.vm_rss_kb), 0) << " | " << err << " | "
         << r.times_ms.size() << " |\n";
-      if (!r.spec->is_ours() && std::find(peers.begin(), peers.end(), r.spec->name) == peers.end())
+      // bf16 peers: beside ours bf16 in the targets table, not against our fp32 here
+      if (!r.spec->is_ours() && !r.spec->is_low_precision() &&
+          std::find(peers.begin(), peers.end(), r.spec->name) == peers.end())
         peers.push_back(r.spec->name);
     }
     m << "\n";
@@ -793,7 +592,7 @@ std::string Bench::cpu_markdown() const {
   for (const auto& wr : results_) {
     const RunnerResult* ours = wr.find(wr.reference);
     const double ours_ms = ours && ours->status == "ok" && !ours->times_ms.empty() ? ours->median_ms() : 0;
-    m << "| " << wr.w.model << " " << size_str(wr.w.size) << " | " << wr.threads << " | " << wr.reference << " |";
+    m << "| " << wr.w.title() << " | " << wr.threads << " | " << wr.reference << " |";
     for (const auto& p : peers) {
       const RunnerResult* r = wr.find(p);
       if (r && r->status == "ok" && !r->times_ms.empty() && ours_ms > 0)
@@ -816,7 +615,29 @@ std::string Bench::cpu_markdown() const {
       m << " - |\n";
   }
   m << "\n";
+  m << cpu_targets_markdown(cpu_rows());
   return m.str();
+}
+
+std::vector<CpuRow> Bench::cpu_rows() const {
+  std::vector<CpuRow> rows;
+  for (const auto& wr : results_) {
+    CpuRow row;
+    row.workload = wr.w.title();
+    row.at_224 = wr.w.asked.height == 224 && wr.w.asked.width == 224;
+    row.threads = wr.threads;
+    row.all_cores = wr.threads == machine_.cores;
+    row.flops = wr.flops;
+    row.peak_gflops = peaks_.count(wr.threads) ? peaks_.at(wr.threads).gflops : 0;
+    OursRunner ref;
+    if (parse_ours_runner(wr.reference, ref)) row.engine = ref.engine;
+    for (const auto& r : wr.runners) {
+      row.describe[r.spec->name] = r.describe;
+      if (r.status == "ok" && !r.times_ms.empty()) row.median_ms[r.spec->name] = r.median_ms();
+    }
+    rows.push_back(row);
+  }
+  return rows;
 }
 
 json Bench::report_json() const {
@@ -845,6 +666,7 @@ json Bench::report_json() const {
     const double ours_ms = ours && !ours->times_ms.empty() ? ours->median_ms() : 0;
     const double peak = peaks_.count(wr.threads) ? peaks_.at(wr.threads).gflops : 0;
     json w = {{"model", wr.w.model},    {"height", wr.w.size.height}, {"width", wr.w.size.width}, {"batch", 1},
+              {"title", wr.w.title()},  {"asked_height", wr.w.asked.height}, {"asked_width", wr.w.asked.width},
               {"threads", wr.threads},  {"gflop", wr.flops / 1e9},    {"reference", wr.reference}};
     json rs = json::array();
     for (const auto& r : wr.runners) {
@@ -876,36 +698,18 @@ json Bench::report_json() const {
     wl.push_back(w);
   }
   j["workloads"] = wl;
+  if (run_cpu_) {
+    json targets = json::array();
+    for (const auto& v : evaluate_cpu_targets(cpu_rows()))
+      targets.push_back({{"target", v.target}, {"measured", v.measured}, {"verdict", v.verdict}});
+    j["cpu_targets"] = targets;
+  }
   j["sections"] = {{"cpu", run_cpu_}, {"gpu", gpu_ != nullptr}};
   if (gpu_)
     j["gpu"] = gpu_->to_json();
   else if (!gpu_skipped_.empty())
     j["gpu"] = {{"skipped", gpu_skipped_}};
   return j;
-}
-
-WorkerOptions parse_worker_args(int argc, char** argv) {
-  WorkerOptions w;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError(a + " expects a value");
-      return argv[++i];
-    };
-    if (a == "--worker") w.runner = next();
-    else if (a == "--model") w.model = next();
-    else if (a == "--weights") w.weights = next();
-    else if (a == "--onnx") w.onnx = next();
-    else if (a == "--input") w.input = next();
-    else if (a == "--threads") w.threads = parse_int(a, next(), 1);
-    else if (a == "--reply-fd") w.reply_fd = parse_int(a, next(), 0);
-    else if (a == "--device") w.device = next();
-    else if (a == "--seed") w.seed = static_cast<uint64_t>(parse_int(a, next(), 0));
-    else if (a == "--deform") w.deform = true;
-    else if (a == "--nv12") w.nv12 = true;
-    else throw UsageError("unknown worker option " + a);
-  }
-  return w;
 }
 
 }  // namespace

@@ -54,7 +54,7 @@ std::shared_ptr<Engine> make_our_engine(const WorkerOptions& o, const OursRunner
     spec.device = Device::parse(o.device).str();
     spec.num_threads = o.threads;
     spec.precision = precision_from_name(r.precision);
-    spec.winograd = r.winograd;
+    spec.conv_algorithm = conv_algorithm_from_name(r.conv_algorithm);
     spec.allow_tf32 = r.tf32;
     Model m = load_model(spec);
     std::cerr << "backbone-bench worker: "
@@ -69,7 +69,7 @@ std::shared_ptr<Engine> make_our_engine(const WorkerOptions& o, const OursRunner
   eo.device = Device::parse(o.device);
   eo.num_threads = o.threads;
   eo.precision = precision_from_name(r.precision);
-  eo.winograd = r.winograd;
+  eo.conv_algorithm = conv_algorithm_from_name(r.conv_algorithm);
   eo.allow_tf32 = r.tf32;
   return create_engine(model, eo);
 }
@@ -155,7 +155,7 @@ Job make_job(const WorkerOptions& o, const Tensor& input) {
     throw UnsupportedError("opencv-dnn: this backbone-bench was built without OpenCV's dnn module");
 #endif
   }
-  throw Error("unknown C++ runner '" + o.runner + "' (expected ours-<engine>[-winograd|-tf32][-fp32|-fp16|-bf16] or opencv-dnn)");
+  throw Error("unknown C++ runner '" + o.runner + "' (expected ours-<engine>[-direct|-winograd|-tf32][-fp32|-fp16|-bf16|-auto] or opencv-dnn)");
 }
 
 }  // namespace

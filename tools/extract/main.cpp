@@ -82,13 +82,13 @@ void report_engine(Run& run, const std::string& description) {
 }
 
 // What decides the features (not the threads nor where the files are): compared on resume.
-// "engine" and "precision" are the options as given: with --engine auto a later run on a build
+// "engine", "precision" and "conv_algorithm" are the options as given: with --engine auto a later run on a build
 // with another first engine resumes without redoing finished outputs (every engine gives the same
-// fp32 features within the backbone tests' tolerance); a change of --precision or of a named
-// --engine is reported. The engine that ran is the sidecar's "engine" (not compared).
+// fp32 features within the backbone tests' tolerance); a change of --precision, --conv-algorithm or
+// of a named --engine is reported (a sidecar without conv_algorithm ran direct convolutions). The engine that ran is the sidecar's "engine" (not compared).
 Json settings_json(const Options& o) {
   return {{"out_features", o.out_features}, {"engine", o.engine}, {"device", o.device},
-          {"precision", o.precision}, {"dtype", o.dtype}, {"every", o.every},
+          {"precision", o.precision}, {"conv_algorithm", o.conv_algorithm}, {"dtype", o.dtype}, {"every", o.every},
           {"fps", o.fps.empty() ? Json(nullptr) : Json(o.fps)}, {"resize", o.resize}, {"min_size", o.min_size},
           {"max_size", o.max_size}, {"width", o.width}, {"height", o.height},
           {"size_divisibility", o.size_divisibility}, {"max_frames_per_file", o.max_frames_per_file}};
@@ -119,6 +119,7 @@ void process(Run& run, Entry& e, int slot) {
         e.frames = old.value("frames", int64_t(0));
         Json settings = old.value("settings", Json::object());
         settings.erase("threads");
+        if (!settings.contains("conv_algorithm")) settings["conv_algorithm"] = "direct";  // before the option
         const std::string config = old["config"].value("sha256", Json(nullptr)).is_string()
                                        ? old["config"]["sha256"].get<std::string>() : "";
         const std::string weights = old["weights"].value("sha256", Json(nullptr)).is_string()

@@ -47,9 +47,15 @@ po::options_description describe(Options* o, std::string* extensions) {
        "cpu, cuda:N or auto (cuda:0 when a CUDA device is usable, else cpu); cuda:N runs engine cuda, and "
        "without a usable CUDA device every input fails with the reason")
       ("precision", po::value(&o->precision)->value_name("P")->default_value("fp32"),
-       ("fp32, fp16 or bf16 (fp16: " + engines_running(backbone::Precision::Float16) +
-        "; bf16: " + engines_running(backbone::Precision::BFloat16) + "; an engine that does not run P fails)")
+       ("fp32, fp16, bf16 or auto (fp16: " + engines_running(backbone::Precision::Float16) +
+        "; bf16: " + engines_running(backbone::Precision::BFloat16) + "; an engine that does not run P fails; "
+        "auto: the engine's fastest precision within its documented bound, onednn measures fp32 against bf16 "
+        "once per CPU model, thread count and input shape, cached; other engines fp32)")
            .c_str())
+      ("conv-algorithm", po::value(&o->conv_algorithm)->value_name("A")->default_value("auto"),
+       "float32 3x3 convolutions where the engine has Winograd kernels (onednn): auto (Winograd per layer "
+       "where measured faster and within 1e-6 of the direct convolution; measured once per CPU model and "
+       "thread count, cached), direct or winograd (every such layer)")
       ("engine", po::value(&o->engine)->value_name("NAME")->default_value("auto"),
        ("auto or " + backbone::engine_names() +
         " (auto: the first engine of this build, in that order, that runs the device and precision); printed "
@@ -208,7 +214,8 @@ bool parse_options(int argc, char** argv, Options* o, std::string* help_text) {
   static const std::regex device(R"(^(cpu|auto|cuda(:\d+)?)$)");
   if (!std::regex_match(o->device, device))
     throw UsageError("--device must be cpu, cuda:N or auto, got \"" + o->device + "\"");
-  check_choice("precision", o->precision, {"fp32", "fp16", "bf16"});
+  check_choice("precision", o->precision, {"fp32", "fp16", "bf16", "auto"});
+  check_choice("conv-algorithm", o->conv_algorithm, {"auto", "direct", "winograd"});
   if (o->engine != "auto" && !backbone::is_known_engine(o->engine))
     throw UsageError("--engine must be auto, " + backbone::engine_names() + ", got \"" + o->engine + "\"");
   check_choice("dtype", o->dtype, {"float32", "float16"});

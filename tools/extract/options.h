@@ -22,7 +22,8 @@ struct Options {
 
   // Model: the element's properties.
   std::string config_file, weights, out_features, engine = "auto", device = "auto";
-  std::string precision = "fp32";  // fp32, fp16 or bf16 (the element's precision)
+  std::string precision = "fp32";  // fp32, fp16, bf16 or auto (the element's precision)
+  std::string conv_algorithm = "auto";  // auto, direct or winograd (the element's conv-algorithm)
   int threads = 0;  // engine threads per job; 0: the machine's cores divided by --jobs
 
   // Frames.

@@ -151,6 +151,7 @@ RunResult run_pipeline(const std::string& uri, const std::string& location, cons
                static_cast<guint>(threads), "inference-interval", static_cast<guint>(o.every), "size-divisibility",
                static_cast<guint>(o.size_divisibility), nullptr);
   gst_util_set_object_arg(G_OBJECT(backbone), "precision", o.precision.c_str());
+  gst_util_set_object_arg(G_OBJECT(backbone), "conv-algorithm", o.conv_algorithm.c_str());
   if (o.shared_model())
     g_object_set(backbone, "model-instance-id", "backbone-extract", "batch-size",
                  static_cast<guint>(o.batch_size > 0 ? o.batch_size : o.jobs), nullptr);

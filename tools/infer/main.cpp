@@ -5,7 +5,8 @@
 //   backbone-infer [--config-file FILE] [--weights FILE] [--out-features LIST] [--input X.npy | --image FILE]
 //                  [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]
 //                  [--engine NAME]
-//                  [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]
+//                  [--precision fp32|fp16|bf16|auto] [--conv-algorithm auto|direct|winograd] [--tf32]
+//                  [--size-divisibility N] [--seed N]
 //                  [KEY VALUE ...]
 //
 // Writes DIR/<name>.npy (float32, NCHW) per out_feature and DIR/shapes.json, and prints the
@@ -57,7 +58,8 @@ std::string usage() {
          "                      [--input X.npy | --image FILE]\n"
          "                      [--max-image-pixels N] [--output-dir DIR] [--device cpu|cuda:N] [--threads N]\n"
          "                      [--engine NAME]\n"
-         "                      [--precision fp32|fp16|bf16] [--winograd] [--tf32] [--size-divisibility N] [--seed N]\n"
+         "                      [--precision fp32|fp16|bf16|auto] [--conv-algorithm auto|direct|winograd] [--tf32]\n"
+         "                      [--size-divisibility N] [--seed N]\n"
          "                      [KEY VALUE ...]\n"
          "\n"
          "Runs detectron2's ResNet backbone, or the FPN on it that the config's MODEL.BACKBONE.NAME names\n"
@@ -92,11 +94,18 @@ std::string usage() {
          "  --threads N              CPU threads, 0 to 4096 (default: 0 = every core)\n"
          "  --engine NAME            auto, " + backbone::engine_names() + " (default: auto, the first engine\n"
          "                           of this build that runs the device and precision, in that order)\n"
-         "  --precision P            fp32, fp16 or bf16 (default: fp32); bf16 runs on " + bf16 + ", fp16 on " +
+         "  --precision P            fp32, fp16, bf16 or auto (default: fp32); bf16 runs on " + bf16 + ", fp16 on " +
          fp16 + ";\n"
-         "                           an engine that does not run P is an error. Outputs are float32 in any case\n"
-         "  --winograd               float32 3x3 convolutions by Winograd's algorithm where the engine has\n"
-         "                           it (" + winograd + "): faster, about 1e-6 off the direct convolution\n"
+         "                           an engine that does not run P is an error. auto: the engine's fastest\n"
+         "                           precision within its documented bound (onednn measures fp32 against bf16\n"
+         "                           once per CPU model, thread count and input shape, cached; the others run\n"
+         "                           fp32). Outputs are float32 in any case\n"
+         "  --conv-algorithm A       auto, direct or winograd (default: auto): float32 3x3 convolutions where\n"
+         "                           the engine has Winograd kernels (" + winograd + "); auto runs Winograd per\n"
+         "                           layer where measured faster and within 1e-6 of the direct convolution\n"
+         "                           (measured once per CPU model and thread count, cached), winograd on\n"
+         "                           every such layer (about 1e-6 off), direct never\n"
+         "  --winograd               the same as --conv-algorithm winograd\n"
          "  --tf32                   engine " + tf32 + ": let cuDNN use TF32 tensor cores for float32 convolutions\n"
          "                           (PyTorch's default; features about 1e-3 off); other engines ignore it\n"
          "  --size-divisibility N    pad the preprocessed input to a multiple of N, 0 to 4096 (default: 0: no\n"
@@ -115,7 +124,7 @@ struct Options {
       engine = "auto";
   backbone::Precision precision = backbone::Precision::Float32;
   int threads = 0;
-  bool winograd = false;
+  backbone::ConvAlgorithm conv_algorithm = backbone::ConvAlgorithm::Auto;
   bool tf32 = false;
   int64_t size_divisibility = 0;
   int64_t max_image_pixels = infer::kDefaultMaxImagePixels;
@@ -171,11 +180,17 @@ Options parse_args(int argc, char** argv) {
       else if (a == "--engine") o.engine = next();
       else if (a == "--precision") {
         const std::string p = next();
-        if (p != "fp32" && p != "fp16" && p != "bf16")
-          throw UsageError("--precision expects fp32, fp16 or bf16, got '" + p + "'");
+        if (p != "fp32" && p != "fp16" && p != "bf16" && p != "auto")
+          throw UsageError("--precision expects fp32, fp16, bf16 or auto, got '" + p + "'");
         o.precision = backbone::precision_from_name(p);
       }
-      else if (a == "--winograd") o.winograd = true;
+      else if (a == "--conv-algorithm") {
+        const std::string c = next();
+        if (c != "auto" && c != "direct" && c != "winograd")
+          throw UsageError("--conv-algorithm expects auto, direct or winograd, got '" + c + "'");
+        o.conv_algorithm = backbone::conv_algorithm_from_name(c);
+      }
+      else if (a == "--winograd") o.conv_algorithm = backbone::ConvAlgorithm::Winograd;
       else if (a == "--tf32") o.tf32 = true;
       else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, next(), 0, 4096));
       else if (a == "--size-divisibility") o.size_divisibility = parse_int(a, next(), 0, 4096);
@@ -222,7 +237,7 @@ int run(const Options& o) {
   spec.device = device.str();
   spec.precision = o.precision;
   spec.num_threads = o.threads;
-  spec.winograd = o.winograd;
+  spec.conv_algorithm = o.conv_algorithm;
   spec.allow_tf32 = o.tf32;
   spec.preprocess.size_divisibility = o.size_divisibility;  // checked against an FPN's by load_model
   Model model;
