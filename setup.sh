@@ -91,5 +91,7 @@ if [ "$mode" = demo ]; then
     t. ! queue ! featureoverlay level=res4 ! videoconvert ! pngenc ! multifilesink location="$out/overlay-%02d.png"
   echo "setup.sh: features in $out/features/ (index.json, *.safetensors), heatmaps in $out/overlay-*.png"
 else
-  ctest --test-dir "$build" --output-on-failure -j "$jobs"
+  # The engines' measured choices (tuning.txt) of the test run stay in the build tree.
+  BACKBONE_CACHE_DIR="${BACKBONE_CACHE_DIR-$(cd "$build" && pwd)/tuning-cache}" \
+    ctest --test-dir "$build" --output-on-failure -j "$jobs"
 fi

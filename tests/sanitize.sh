@@ -24,4 +24,5 @@ cmake --build "$build" -j "$jobs"
 # -fno-sanitize-recover); detect_leaks: LeakSanitizer at exit; the tests' own exit code otherwise.
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1:detect_invalid_pointer_pairs=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}
 export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}
-ctest --test-dir "$build" --output-on-failure -j "$jobs" -L cpu "$@"
+BACKBONE_CACHE_DIR="${BACKBONE_CACHE_DIR-$(cd "$build" && pwd)/tuning-cache}" \
+  ctest --test-dir "$build" --output-on-failure -j "$jobs" -L cpu "$@"
