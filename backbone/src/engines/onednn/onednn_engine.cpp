@@ -283,7 +283,8 @@ class OneDnnEngine final : public Engine {
   };
 
   // fp32 against bf16 for the model at this input shape: from the tuning cache, else measured (both
-  // plans on the same seeded input, outputs compared, best of 2 each after a warm-up) and recorded.
+  // plans on the same seeded input, outputs compared, the best of 3 to 10 alternated rounds each after a
+  // warm-up) and recorded.
   // precision auto takes bf16 where it ran faster by kBf16MinGain and stayed within 2e-2 * max
   // |fp32| on every output.
   const PrecisionChoice& precision_choice(const Shape& shape) {
@@ -366,15 +367,16 @@ class OneDnnEngine final : public Engine {
       }
       c.err = std::max(c.err, max_ref > 0 ? max_diff / max_ref : max_diff);
     }
+    // Alternated rounds, the best of each: at least 3, more (up to 10) while they take under a
+    // second, so that a moment of other load on the machine does not decide.
     c.fp32_ms = c.bf16_ms = INFINITY;
-    for (int r = 0; r < 2; ++r) {
-      if (r == 0) {
-        c.fp32_ms = std::min(c.fp32_ms, timed(*p32, o32));
-        c.bf16_ms = std::min(c.bf16_ms, timed(*p16, o16));
-      } else {
-        c.bf16_ms = std::min(c.bf16_ms, timed(*p16, o16));
-        c.fp32_ms = std::min(c.fp32_ms, timed(*p32, o32));
-      }
+    double spent_ms = 0;
+    for (int r = 0; r < 3 || (r < 10 && spent_ms < 1000.0); ++r) {
+      const double a = r % 2 ? timed(*p16, o16) : timed(*p32, o32);
+      const double b = r % 2 ? timed(*p32, o32) : timed(*p16, o16);
+      c.fp32_ms = std::min(c.fp32_ms, r % 2 ? b : a);
+      c.bf16_ms = std::min(c.bf16_ms, r % 2 ? a : b);
+      spent_ms += a + b;
     }
     c.bf16 = c.bf16_ms < (1.0 - kBf16MinGain) * c.fp32_ms && c.err <= kBf16Bound;
     return c;

@@ -26,7 +26,7 @@ struct WinogradChoice {
 
 // Direct or Winograd for this convolution (src_md -> dst_md with `w`'s weights, sum/ReLU post-ops
 // as the plan runs it): from the cache under `machine`, else measured (both primitives run on the
-// same input, alternately, best of 3 each after a warm-up) and recorded.
+// same input, alternately, the best of 3 to 10 rounds each after a warm-up) and recorded.
 WinogradChoice choose_winograd(const dnnl::engine& eng, const std::string& machine, const ConvW& w,
                                const dnnl::convolution_forward::primitive_desc& direct,
                                const dnnl::convolution_forward::primitive_desc& winograd, bool sum, bool relu);
