@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -142,6 +143,21 @@ void TuningCache::put(const std::string& key, const std::string& value) {
     }
   }
   if (std::rename(tmp.c_str(), m.path.c_str()) != 0) std::remove(tmp.c_str());
+}
+
+TuningValue parse_tuning_value(const std::string& value) {
+  TuningValue v;
+  std::istringstream in(value);
+  in >> v.choice;
+  std::string field;
+  while (in >> field) {
+    const size_t eq = field.find('=');
+    if (eq == std::string::npos || eq == 0) continue;
+    char* end = nullptr;
+    const double x = std::strtod(field.c_str() + eq + 1, &end);
+    v.figures[field.substr(0, eq)] = end && *end == '\0' && std::isfinite(x) ? x : 0.0;
+  }
+  return v;
 }
 
 void TuningCache::reload() {

@@ -5,6 +5,7 @@
 // choices are deterministic.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -31,5 +32,18 @@ class TuningCache {
   struct Impl;
   Impl& impl();
 };
+
+// A recorded value: "<choice> name=number name=number ...", e.g. "winograd direct_us=1903.2
+// winograd_us=624.4 err=1.84e-06". Fields that are not name=number are skipped; a figure that does
+// not parse reads as 0.
+struct TuningValue {
+  std::string choice;
+  std::map<std::string, double> figures;
+  double figure(const std::string& name) const {
+    auto it = figures.find(name);
+    return it == figures.end() ? 0.0 : it->second;
+  }
+};
+TuningValue parse_tuning_value(const std::string& value);
 
 }  // namespace backbone::detail

@@ -294,21 +294,13 @@ class OneDnnEngine final : public Engine {
     PrecisionChoice c;
     bool have = false;
     if (auto v = TuningCache::instance().get(key)) {
-      std::istringstream in(*v);
-      std::string choice, field;
-      in >> choice;
-      if (choice == "bf16" || choice == "fp32") {
+      const TuningValue t = parse_tuning_value(*v);
+      if (t.choice == "bf16" || t.choice == "fp32") {
         have = true;
-        c.bf16 = choice == "bf16";
-        while (in >> field) {
-          const size_t eq = field.find('=');
-          if (eq == std::string::npos) continue;
-          const double x = std::atof(field.c_str() + eq + 1);
-          const std::string name = field.substr(0, eq);
-          if (name == "fp32_ms") c.fp32_ms = x;
-          if (name == "bf16_ms") c.bf16_ms = x;
-          if (name == "err") c.err = x;
-        }
+        c.bf16 = t.choice == "bf16";
+        c.fp32_ms = t.figure("fp32_ms");
+        c.bf16_ms = t.figure("bf16_ms");
+        c.err = t.figure("err");
       }
     }
     if (!have) {

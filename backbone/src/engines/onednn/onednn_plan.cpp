@@ -137,9 +137,21 @@ void Plan::release(const Act& a) {
   if (!slot_held_.at(a.slot)) slot_busy_.at(a.slot) = false;
 }
 
-memory PackedWeights::get(const ConvW& w, const memory::desc& layout, const memory& user, const dnnl::engine& eng) {
-  const size_t hash = std::hash<std::string_view>()(
+size_t PackedWeights::hash_of(const ConvW& w) {
+  return std::hash<std::string_view>()(
       std::string_view(reinterpret_cast<const char*>(w.weight.data()), w.weight.size() * sizeof(float)));
+}
+
+bool PackedWeights::has(const ConvW& w, const memory::desc& layout) {
+  const size_t hash = hash_of(w);
+  std::lock_guard<std::mutex> guard(mutex_);
+  for (const Entry& e : entries_)
+    if (e.hash == hash && e.count == w.weight.size() && e.layout == layout) return true;
+  return false;
+}
+
+memory PackedWeights::get(const ConvW& w, const memory::desc& layout, const memory& user, const dnnl::engine& eng) {
+  const size_t hash = hash_of(w);
   std::lock_guard<std::mutex> guard(mutex_);
   for (const Entry& e : entries_)
     if (e.hash == hash && e.count == w.weight.size() && e.layout == layout) return e.packed;
@@ -211,10 +223,18 @@ Plan::ConvPrim Plan::make_conv(const ConvW& w, const memory::desc& src_md, const
       ++winograd_eligible_;
       if (algo_ == ConvAlgorithm::Auto) {
         const auto direct = make_pd(dnnl::algorithm::convolution_direct);
-        const WinogradChoice c = choose_winograd(eng_, machine_, w, direct, pd, sum, relu);
-        if (c.measured) ++winograd_measured_;
-        if (!c.winograd) pd = direct;
-        if (c.winograd) ++winograd_used_;
+        // Weights an earlier plan (another batch or frame size) packed for one of the two kernels
+        // decide, so that a new shape packs nothing again; else the measured choice.
+        bool wino = false;
+        if (packed_ && packed_->has(w, pd.weights_desc())) {
+          wino = true;
+        } else if (!(packed_ && packed_->has(w, direct.weights_desc()))) {
+          const WinogradChoice c = choose_winograd(eng_, machine_, w, direct, pd, sum, relu);
+          if (c.measured) ++winograd_measured_;
+          wino = c.winograd;
+        }
+        if (!wino) pd = direct;
+        if (wino) ++winograd_used_;
       } else {
         ++winograd_used_;
       }

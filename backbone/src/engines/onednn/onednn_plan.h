@@ -62,6 +62,8 @@ class PackedWeights {
  public:
   // `w`'s weights in `layout` (packing them from `user` the first time).
   memory get(const ConvW& w, const memory::desc& layout, const memory& user, const dnnl::engine& eng);
+  // Whether `w`'s weights are already packed in `layout` (by an earlier plan).
+  bool has(const ConvW& w, const memory::desc& layout);
   size_t bytes() const { return bytes_; }
 
  private:
@@ -72,6 +74,7 @@ class PackedWeights {
     memory::desc layout;
     memory packed;
   };
+  static size_t hash_of(const ConvW& w);
   std::mutex mutex_;
   std::vector<Entry> entries_;
   size_t bytes_ = 0;

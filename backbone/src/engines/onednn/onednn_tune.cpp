@@ -70,21 +70,12 @@ WinogradChoice choose_winograd(const dnnl::engine& eng, const std::string& machi
                           "|pad " + std::to_string(w.pad) + (sum ? "|sum" : "") + (relu ? "|relu" : "");
   WinogradChoice c;
   if (auto v = TuningCache::instance().get(key)) {
-    std::istringstream in(*v);
-    std::string choice;
-    in >> choice;
-    if (choice == "winograd" || choice == "direct") {
-      c.winograd = choice == "winograd";
-      std::string field;
-      while (in >> field) {
-        const size_t eq = field.find('=');
-        if (eq == std::string::npos) continue;
-        const double x = std::atof(field.c_str() + eq + 1);
-        const std::string name = field.substr(0, eq);
-        if (name == "direct_us") c.direct_us = x;
-        if (name == "winograd_us") c.winograd_us = x;
-        if (name == "err") c.rel_err = x;
-      }
+    const TuningValue t = parse_tuning_value(*v);
+    if (t.choice == "winograd" || t.choice == "direct") {
+      c.winograd = t.choice == "winograd";
+      c.direct_us = t.figure("direct_us");
+      c.winograd_us = t.figure("winograd_us");
+      c.rel_err = t.figure("err");
       return c;
     }
   }
