@@ -576,7 +576,9 @@ TEST_F(ExtractTest, GlobsListsUrisAndMissingInputs) {
 
 TEST_F(ExtractTest, SigintStopsCleanly) {
   const fs::path long_dir = dir_ / "long";
-  for (int k = 0; k < 2; ++k) make_video(long_dir / ("v" + std::to_string(k) + ".avi"), "jpegenc ! avimux", 300);
+  // Long enough that the first file is still running when the signal comes (the engine runs these
+  // 64x48 frames in well under a millisecond each; the tool looks at the signal every 100 ms).
+  for (int k = 0; k < 2; ++k) make_video(long_dir / ("v" + std::to_string(k) + ".avi"), "jpegenc ! avimux", 3000);
   const fs::path out = dir_ / "out";
   std::vector<std::string> args = {long_dir.string(), "-o", out.string()};
   auto m = model_args();
