@@ -238,56 +238,69 @@ WorkloadResult Bench::run_workload(const Workload& w, int threads, const std::ve
   std::cerr << "backbone-bench: " << w.title() << ", " << threads << " thread(s), "
             << fixed(res.flops / 1e9, 2) << " GFLOP per frame\n";
 
-  // Start every worker.
-  for (const auto* spec : runners) {
-    RunnerResult r;
-    r.spec = spec;
-    if (spec->bf16_hardware && !machine_.avx512_bf16 && !machine_.amx_bf16) {
-      r.status = "unsupported";
-      r.message = "this CPU has neither AVX512_BF16 nor AMX (" + machine_.flags_summary() + "): not run";
-      std::cerr << "backbone-bench:   " << spec->name << " does not run here: " << r.message << "\n";
-      res.runners.push_back(std::move(r));
-      continue;
-    }
-    std::vector<std::string> argv;
-    if (spec->kind == RunnerKind::Python) {
-      argv = {spec->venv ? venv_python_ : o_.python, peer_script_, "worker", "--runner", spec->py_runner, "--depth",
-              std::to_string(w.depth), "--weights", weights_.at(w.weights_key()).string(), "--input",
-              inputs_.at(input_key(w)).string(), "--threads", std::to_string(threads), "--reply-fd", "3"};
-      if (w.fpn()) argv.push_back("--fpn");
-      if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
-    } else {
-      argv = {self_exe(), "--worker", spec->name, "--model", w.model, "--weights", weights_.at(w.weights_key()).string(),
-              "--input", inputs_.at(input_key(w)).string(), "--threads", std::to_string(threads)};
-      if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
-    }
-    const std::string t = std::to_string(threads);
-    std::vector<std::string> env = {"OMP_NUM_THREADS=" + t, "MKL_NUM_THREADS=" + t, "OPENBLAS_NUM_THREADS=" + t,
-                                    "TORCHINDUCTOR_CACHE_DIR=" + (work_ / "inductor-cache").string(),
-                                    "PYTHONDONTWRITEBYTECODE=1"};
-    try {
-      r.proc = std::make_unique<WorkerProcess>(argv, env, (logs_ / (tag + "-" + spec->name + ".log")).string());
-    } catch (const std::exception& e) {
-      r.status = "failed";
-      r.message = e.what();
-    }
-    res.runners.push_back(std::move(r));
-  }
-  for (auto& r : res.runners) await_ready(r, r.spec->name, o_.timeout);
-
-  // Agreement check: one frame each, compared with the reference (this project's first fp32 engine).
+  // Start the workers: this project's one at a time, each through its agreement check (its first
+  // frame, where the oneDNN engine measures its choices for the shape) before the next starts, so
+  // that nothing else is loading on the machine while it measures (workers loading beside it were
+  // measured to slow its two-thread measurements down several times); then the peers together.
   const fs::path check_dir = work_ / "check" / tag;
   fs::remove_all(check_dir);
   std::map<std::string, FeatureMaps> outputs;
-  for (auto& r : res.runners) {
-    if (!r.proc) continue;
-    const fs::path dir = check_dir / r.spec->name;
-    fs::create_directories(dir);
-    try {
-      run_check(r, dir, o_.timeout);
-      outputs[r.spec->name] = load_levels(dir);
-    } catch (const std::exception& e) {
-      fail(r, std::string("agreement check: ") + e.what());
+  std::vector<std::vector<const RunnerSpec*>> groups;
+  for (const auto* spec : runners)
+    if (spec->is_ours()) groups.push_back({spec});
+  groups.emplace_back();
+  for (const auto* spec : runners)
+    if (!spec->is_ours()) groups.back().push_back(spec);
+  for (const auto& group : groups) {
+    const size_t first = res.runners.size();
+    for (const auto* spec : group) {
+      RunnerResult r;
+      r.spec = spec;
+      if (spec->bf16_hardware && !machine_.avx512_bf16 && !machine_.amx_bf16) {
+        r.status = "unsupported";
+        r.message = "this CPU has neither AVX512_BF16 nor AMX (" + machine_.flags_summary() + "): not run";
+        std::cerr << "backbone-bench:   " << spec->name << " does not run here: " << r.message << "\n";
+        res.runners.push_back(std::move(r));
+        continue;
+      }
+      std::vector<std::string> argv;
+      if (spec->kind == RunnerKind::Python) {
+        argv = {spec->venv ? venv_python_ : o_.python, peer_script_, "worker", "--runner", spec->py_runner, "--depth",
+                std::to_string(w.depth), "--weights", weights_.at(w.weights_key()).string(), "--input",
+                inputs_.at(input_key(w)).string(), "--threads", std::to_string(threads), "--reply-fd", "3"};
+        if (w.fpn()) argv.push_back("--fpn");
+        if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
+      } else {
+        argv = {self_exe(), "--worker", spec->name, "--model", w.model, "--weights", weights_.at(w.weights_key()).string(),
+                "--input", inputs_.at(input_key(w)).string(), "--threads", std::to_string(threads)};
+        if (spec->onnx) argv.insert(argv.end(), {"--onnx", onnx_.at(key).string()});
+      }
+      const std::string t = std::to_string(threads);
+      std::vector<std::string> env = {"OMP_NUM_THREADS=" + t, "MKL_NUM_THREADS=" + t, "OPENBLAS_NUM_THREADS=" + t,
+                                      "TORCHINDUCTOR_CACHE_DIR=" + (work_ / "inductor-cache").string(),
+                                      "PYTHONDONTWRITEBYTECODE=1"};
+      try {
+        r.proc = std::make_unique<WorkerProcess>(argv, env, (logs_ / (tag + "-" + spec->name + ".log")).string());
+      } catch (const std::exception& e) {
+        r.status = "failed";
+        r.message = e.what();
+      }
+      res.runners.push_back(std::move(r));
+    }
+    for (size_t i = first; i < res.runners.size(); ++i) await_ready(res.runners[i], res.runners[i].spec->name, o_.timeout);
+
+    // Agreement check: one frame each, compared with the reference (this project's first fp32 engine).
+    for (size_t i = first; i < res.runners.size(); ++i) {
+      auto& r = res.runners[i];
+      if (!r.proc) continue;
+      const fs::path dir = check_dir / r.spec->name;
+      fs::create_directories(dir);
+      try {
+        run_check(r, dir, o_.timeout);
+        outputs[r.spec->name] = load_levels(dir);
+      } catch (const std::exception& e) {
+        fail(r, std::string("agreement check: ") + e.what());
+      }
     }
   }
   for (auto& r : res.runners)
