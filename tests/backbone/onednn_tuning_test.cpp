@@ -154,6 +154,30 @@ TEST_F(OneDnnTuning, CachePathFollowsTheEnvironment) {
   EXPECT_EQ(tuning_cache_path(), "");
 }
 
+// A process writes back only what it measured: lines deleted from the file (to measure again) stay
+// deleted even where the process read them earlier; lines other processes added are kept.
+TEST_F(OneDnnTuning, CacheWritesOnlyWhatWasMeasured) {
+  TuningCacheDir dir;
+  dir.write("old|key\tdirect direct_us=1\n");
+  auto& cache = detail::TuningCache::instance();
+  ASSERT_TRUE(cache.get("old|key").has_value());
+  fs::remove(dir.file());
+  {
+    std::ofstream other(dir.file());
+    other << "other|key\tbf16 fp32_ms=2 bf16_ms=1\n";
+  }
+  cache.put("new|key", "winograd direct_us=3 winograd_us=2 err=1e-07");
+  const std::string text = dir.read();
+  EXPECT_EQ(text.find("old|key"), std::string::npos) << text;
+  EXPECT_NE(text.find("other|key\tbf16"), std::string::npos) << text;
+  EXPECT_NE(text.find("new|key\twinograd direct_us=3"), std::string::npos) << text;
+  const detail::TuningValue v = detail::parse_tuning_value("winograd direct_us=3 winograd_us=x err=1e-07 junk");
+  EXPECT_EQ(v.choice, "winograd");
+  EXPECT_EQ(v.figure("direct_us"), 3.0);
+  EXPECT_EQ(v.figure("winograd_us"), 0.0);
+  EXPECT_EQ(v.figure("err"), 1e-07);
+}
+
 // Auto measures each layer shape once and records it; an engine made from the same cache makes the
 // same choices, and one made after the cache is edited follows the file bit for bit.
 TEST_F(OneDnnTuning, WinogradChoicesFollowTheCacheFile) {

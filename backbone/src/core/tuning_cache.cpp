@@ -46,6 +46,24 @@ void make_dirs(const std::string& path) {
     if (path[i] == '/') ::mkdir(path.substr(0, i).c_str(), 0755);
 }
 
+// The lines of a cache file (none when it is missing, oversized or unreadable).
+std::map<std::string, std::string> read_file(const std::string& path) {
+  std::map<std::string, std::string> values;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return values;
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (size < 0 || size > kMaxFileBytes) return values;
+  in.seekg(0);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#' || line.size() > kMaxLine) continue;
+    const size_t tab = line.find('\t');
+    if (tab != std::string::npos && tab > 0) values[line.substr(0, tab)] = line.substr(tab + 1);
+  }
+  return values;
+}
+
 }  // namespace
 
 std::string cpu_model_name() {
@@ -84,20 +102,7 @@ void TuningCache::load_locked() {
   m.loaded = true;
   m.path = tuning_cache_path();
   m.values.clear();
-  if (m.path.empty()) return;
-  std::ifstream in(m.path, std::ios::binary);
-  if (!in) return;
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0 || size > kMaxFileBytes) return;
-  in.seekg(0);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#' || line.size() > kMaxLine) continue;
-    const size_t tab = line.find('\t');
-    if (tab == std::string::npos || tab == 0) continue;
-    m.values[line.substr(0, tab)] = line.substr(tab + 1);
-  }
+  if (!m.path.empty()) m.values = read_file(m.path);
 }
 
 std::optional<std::string> TuningCache::get(const std::string& key) {
@@ -114,28 +119,17 @@ void TuningCache::put(const std::string& key, const std::string& value) {
   Impl& m = impl();
   m.values[one_line(key)] = one_line(value);
   if (m.path.empty()) return;
-  // Another process may have added lines since: merge them in (ours win), then replace the file.
-  {
-    std::ifstream in(m.path, std::ios::binary);
-    in.seekg(0, std::ios::end);
-    const std::streamoff size = in ? static_cast<std::streamoff>(in.tellg()) : -1;
-    if (in && size >= 0 && size <= kMaxFileBytes) {
-      in.seekg(0);
-      std::string line;
-      while (std::getline(in, line)) {
-        if (line.empty() || line[0] == '#' || line.size() > kMaxLine) continue;
-        const size_t tab = line.find('\t');
-        if (tab != std::string::npos && tab > 0) m.values.emplace(line.substr(0, tab), line.substr(tab + 1));
-      }
-    }
-  }
+  // The file as it is now (other processes may have added lines, or it may have been deleted to
+  // measure again), with this one value set: what this process read earlier is not written back.
+  std::map<std::string, std::string> file = read_file(m.path);
+  file[one_line(key)] = one_line(value);
   make_dirs(m.path);
   const std::string tmp = m.path + ".tmp" + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) return;
     out << "# gst-backbone tuning cache: measurements per machine (key<TAB>choice and figures); safe to delete\n";
-    for (const auto& [k, v] : m.values) out << k << '\t' << v << '\n';
+    for (const auto& [k, v] : file) out << k << '\t' << v << '\n';
     if (!out) {
       out.close();
       std::remove(tmp.c_str());
