@@ -29,6 +29,7 @@ int32_t module_precision(Precision p) {
     case Precision::Float32: return BACKBONE_CUDA_FP32;
     case Precision::Float16: return BACKBONE_CUDA_FP16;
     case Precision::BFloat16: return BACKBONE_CUDA_BF16;
+    case Precision::Auto: return BACKBONE_CUDA_FP32;  // create_engine resolves auto to fp32 for cuda
   }
   return BACKBONE_CUDA_FP32;
 }
