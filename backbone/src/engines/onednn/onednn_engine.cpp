@@ -27,6 +27,7 @@
 #include <random>
 #include <sstream>
 #include <string_view>
+#include <tuple>
 
 #include "backbone/error.h"
 #include "core/tuning_cache.h"
@@ -36,29 +37,6 @@
 namespace backbone::detail {
 namespace onednn {
 namespace {
-
-const char* isa_name(dnnl::cpu_isa isa) {
-  switch (isa) {
-    case dnnl::cpu_isa::sse41: return "sse41";
-    case dnnl::cpu_isa::avx: return "avx";
-    case dnnl::cpu_isa::avx2: return "avx2";
-#if DNNL_VERSION_MAJOR < 3
-    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";  // Xeon Phi: gone in oneDNN 3.0
-    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
-#endif
-    case dnnl::cpu_isa::avx512_core: return "avx512_core";
-    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
-    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
-    default: return "generic";
-  }
-}
-
-bool has_avx512(dnnl::cpu_isa isa) {
-  return isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni ||
-         isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -130,7 +108,6 @@ class OneDnnEngine final : public Engine {
       linear_bias_.assign(lb.data_ptr<float>(), lb.data_ptr<float>() + lb.numel());
       num_classes_ = lb.numel();
     }
-    model_key_ = model_key();
   }
 
   std::string name() const override { return "onednn"; }
@@ -290,6 +267,7 @@ class OneDnnEngine final : public Engine {
   const PrecisionChoice& precision_choice(const Shape& shape) {
     auto known = choices_.find(shape);
     if (known != choices_.end()) return known->second;
+    if (model_key_.empty()) model_key_ = model_key();  // hashes every weight: only for bf16 and auto
     const std::string key = "onednn precision|" + machine_ + "|" + model_key_ + "|input " + shape_str(shape);
     PrecisionChoice c;
     bool have = false;
@@ -350,26 +328,12 @@ class OneDnnEngine final : public Engine {
     c.measured = true;
     timed(*p32, o32);  // warm-up (first touch of the buffers)
     timed(*p16, o16);
-    for (size_t i = 0; i < o32.size(); ++i) {
-      double max_ref = 0, max_diff = 0;
-      for (size_t j = 0; j < o32[i].size(); ++j) {
-        max_ref = std::max(max_ref, static_cast<double>(std::fabs(o32[i][j])));
-        const double d = std::fabs(static_cast<double>(o32[i][j]) - o16[i][j]);
-        max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
-      }
-      c.err = std::max(c.err, max_ref > 0 ? max_diff / max_ref : max_diff);
-    }
-    // Alternated rounds, the best of each: at least 3, more (up to 10) while they take under a
-    // second, so that a moment of other load on the machine does not decide.
-    c.fp32_ms = c.bf16_ms = INFINITY;
-    double spent_ms = 0;
-    for (int r = 0; r < 3 || (r < 10 && spent_ms < 1000.0); ++r) {
-      const double a = r % 2 ? timed(*p16, o16) : timed(*p32, o32);
-      const double b = r % 2 ? timed(*p32, o32) : timed(*p16, o16);
-      c.fp32_ms = std::min(c.fp32_ms, r % 2 ? b : a);
-      c.bf16_ms = std::min(c.bf16_ms, r % 2 ? a : b);
-      spent_ms += a + b;
-    }
+    for (size_t i = 0; i < o32.size(); ++i)
+      c.err = std::max(c.err, relative_max_diff(o32[i].data(), o16[i].data(), o32[i].size()));
+    // The best of alternated rounds: at least 3, more (up to 10) while they take under a second, so
+    // that a moment of other load on the machine does not decide.
+    std::tie(c.fp32_ms, c.bf16_ms) =
+        best_of_alternated([&] { return timed(*p32, o32); }, [&] { return timed(*p16, o16); }, 1000.0);
     c.bf16 = c.bf16_ms < (1.0 - kBf16MinGain) * c.fp32_ms && c.err <= kBf16Bound;
     return c;
   }
@@ -545,7 +509,7 @@ class OneDnnEngine final : public Engine {
   Precision precision_;  // as asked: fp32, bf16 or auto (chosen per input shape)
   ConvAlgorithm algo_;
   std::string machine_;    // machine_key(): the tuning cache's keys
-  std::string model_key_;  // model_key()
+  std::string model_key_;  // model_key(), at the first precision measurement
   std::string bf16_blocker_;  // why bf16 cannot run this model here ("" when it can)
   // precision auto: bf16 within this bound of max |fp32| on every output (bf16's documented bound),
   // and faster than fp32 by this fraction.

@@ -142,19 +142,22 @@ size_t PackedWeights::hash_of(const ConvW& w) {
       std::string_view(reinterpret_cast<const char*>(w.weight.data()), w.weight.size() * sizeof(float)));
 }
 
+const PackedWeights::Entry* PackedWeights::find_locked(size_t hash, const ConvW& w, const memory::desc& layout) const {
+  for (const Entry& e : entries_)
+    if (e.hash == hash && e.count == w.weight.size() && e.layout == layout) return &e;
+  return nullptr;
+}
+
 bool PackedWeights::has(const ConvW& w, const memory::desc& layout) {
   const size_t hash = hash_of(w);
   std::lock_guard<std::mutex> guard(mutex_);
-  for (const Entry& e : entries_)
-    if (e.hash == hash && e.count == w.weight.size() && e.layout == layout) return true;
-  return false;
+  return find_locked(hash, w, layout) != nullptr;
 }
 
 memory PackedWeights::get(const ConvW& w, const memory::desc& layout, const memory& user, const dnnl::engine& eng) {
   const size_t hash = hash_of(w);
   std::lock_guard<std::mutex> guard(mutex_);
-  for (const Entry& e : entries_)
-    if (e.hash == hash && e.count == w.weight.size() && e.layout == layout) return e.packed;
+  if (const Entry* e = find_locked(hash, w, layout)) return e->packed;
   memory packed(layout, eng);
   dnnl::stream s(eng);
   memory src = user;
@@ -229,9 +232,7 @@ Plan::ConvPrim Plan::make_conv(const ConvW& w, const memory::desc& src_md, const
         if (packed_ && packed_->has(w, pd.weights_desc())) {
           wino = true;
         } else if (!(packed_ && packed_->has(w, direct.weights_desc()))) {
-          const WinogradChoice c = choose_winograd(eng_, machine_, w, direct, pd, sum, relu);
-          if (c.measured) ++winograd_measured_;
-          wino = c.winograd;
+          wino = choose_winograd(eng_, machine_, w, direct, pd, sum, relu).winograd;
         }
         if (!wino) pd = direct;
         if (wino) ++winograd_used_;

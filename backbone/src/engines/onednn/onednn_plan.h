@@ -75,6 +75,8 @@ class PackedWeights {
     memory packed;
   };
   static size_t hash_of(const ConvW& w);
+  // The entry of these weights in `layout`, or null (mutex_ held).
+  const Entry* find_locked(size_t hash, const ConvW& w, const memory::desc& layout) const;
   std::mutex mutex_;
   std::vector<Entry> entries_;
   size_t bytes_ = 0;
@@ -201,9 +203,8 @@ class Plan {
 
   ConvAlgorithm algo_;
   std::string machine_;
-  // float32 3x3 stride-1 convolutions that have a Winograd kernel here, those that run it, and
-  // those whose choice was measured in this plan (not read from the cache).
-  int winograd_eligible_ = 0, winograd_used_ = 0, winograd_measured_ = 0;
+  // float32 3x3 stride-1 convolutions that have a Winograd kernel here, and those that run it.
+  int winograd_eligible_ = 0, winograd_used_ = 0;
   dnnl::engine eng_;
   dt act_dt_;  // the data type of the activations new_act() makes
   tag act_tag_;

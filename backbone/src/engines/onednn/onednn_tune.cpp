@@ -8,25 +8,12 @@
 #include <cstring>
 #include <random>
 #include <sstream>
+#include <tuple>
 
 #include "core/tuning_cache.h"
 
 namespace backbone::detail::onednn {
 namespace {
-
-const char* isa_str(dnnl::cpu_isa isa) {
-  switch (isa) {
-    case dnnl::cpu_isa::sse41: return "sse41";
-    case dnnl::cpu_isa::avx: return "avx";
-    case dnnl::cpu_isa::avx2: return "avx2";
-    case dnnl::cpu_isa::avx512_core: return "avx512_core";
-    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
-    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
-    default: return "other";
-  }
-}
 
 std::string dims_str(const memory::dims& d) {
   std::string s;
@@ -49,11 +36,57 @@ double now_us() {
 
 }  // namespace
 
+const char* isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+#if DNNL_VERSION_MAJOR < 3
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";  // Xeon Phi: gone in oneDNN 3.0
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+#endif
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    default: return "generic";
+  }
+}
+
+bool has_avx512(dnnl::cpu_isa isa) {
+  return isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni ||
+         isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+}
+
+double relative_max_diff(const float* ref, const float* out, size_t n) {
+  double max_ref = 0, max_diff = 0;
+  for (size_t i = 0; i < n; ++i) {
+    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
+    const double d = std::fabs(static_cast<double>(ref[i]) - out[i]);
+    max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
+  }
+  return max_ref > 0 ? max_diff / max_ref : max_diff;
+}
+
+std::pair<double, double> best_of_alternated(const std::function<double()>& a, const std::function<double()>& b,
+                                             double budget) {
+  double best_a = INFINITY, best_b = INFINITY, spent = 0;
+  for (int r = 0; r < 3 || (r < 10 && spent < budget); ++r) {
+    const double first = r % 2 ? b() : a();
+    const double second = r % 2 ? a() : b();
+    best_a = std::min(best_a, r % 2 ? second : first);
+    best_b = std::min(best_b, r % 2 ? first : second);
+    spent += first + second;
+  }
+  return {best_a, best_b};
+}
+
 std::string machine_key(int threads) {
   const dnnl_version_t* v = dnnl_version();
   std::ostringstream o;
   o << cpu_model_name() << ";oneDNN " << v->major << "." << v->minor << "." << v->patch << ";"
-    << isa_str(dnnl::get_effective_cpu_isa()) << ";" << threads << " threads";
+    << isa_name(dnnl::get_effective_cpu_isa()) << ";" << threads << " threads";
   return o.str();
 }
 
@@ -109,28 +142,11 @@ WinogradChoice choose_winograd(const dnnl::engine& eng, const std::string& machi
   };
   run(pd, wd, out_d);
   run(pw, ww, out_w);
-  {
-    const float* a = static_cast<const float*>(out_d.get_data_handle());
-    const float* b = static_cast<const float*>(out_w.get_data_handle());
-    double max_ref = 0, max_diff = 0;
-    for (size_t i = 0; i < out_bytes / sizeof(float); ++i) {
-      max_ref = std::max(max_ref, static_cast<double>(std::fabs(a[i])));
-      const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
-      max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
-    }
-    c.rel_err = max_ref > 0 ? max_diff / max_ref : max_diff;
-  }
-  // Alternated rounds, the best of each: at least 3, more (up to 10) while they take under 0.2 s.
-  c.direct_us = c.winograd_us = INFINITY;
-  double spent_us = 0;
-  for (int r = 0; r < 3 || (r < 10 && spent_us < 2e5); ++r) {
-    const double a = r % 2 ? run(pw, ww, out_w) : run(pd, wd, out_d);
-    const double b = r % 2 ? run(pd, wd, out_d) : run(pw, ww, out_w);
-    c.direct_us = std::min(c.direct_us, r % 2 ? b : a);
-    c.winograd_us = std::min(c.winograd_us, r % 2 ? a : b);
-    spent_us += a + b;
-  }
-  c.measured = true;
+  c.rel_err = relative_max_diff(static_cast<const float*>(out_d.get_data_handle()),
+                                static_cast<const float*>(out_w.get_data_handle()), out_bytes / sizeof(float));
+  // The best of alternated rounds: at least 3, more (up to 10) while they take under 0.2 s.
+  std::tie(c.direct_us, c.winograd_us) =
+      best_of_alternated([&] { return run(pd, wd, out_d); }, [&] { return run(pw, ww, out_w); }, 2e5);
   c.winograd = c.winograd_us < (1.0 - kWinogradMinGain) * c.direct_us && c.rel_err <= kWinogradLayerBound;
   char buf[160];
   std::snprintf(buf, sizeof buf, "%s direct_us=%.1f winograd_us=%.1f err=%.2e", c.winograd ? "winograd" : "direct",
